@@ -1,0 +1,143 @@
+# titan - build, test and install.  `make help` lists the targets.
+#
+# Sources are found by wildcard: lib/**.c and kernels/cpu/**.c make
+# build/libtitan.a, cmd/titan-X.c makes build/bin/titan-X, and
+# tests/unit/test_X.c makes build/tests/test_X.  CUDA=1 (the default when
+# nvcc is on PATH) adds kernels/cuda/*.cu and links cuBLAS and NCCL.
+
+PREFIX ?= /usr/local
+BUILD ?= build
+CC ?= cc
+NVCC ?= nvcc
+CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
+TITAN_DATA ?= $(abspath $(CURDIR)/../shared/data)
+
+WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS ?= -O2 -g
+ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -pthread -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
+LDLIBS = -ljansson -lzstd -larchive -lpcre2-8 -lm -pthread
+NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
+
+LIB_SRC := $(sort $(shell find lib kernels/cpu -name '*.c'))
+CMD_SRC := $(sort $(wildcard cmd/titan-*.c))
+TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+CU_SRC := $(sort $(wildcard kernels/cuda/*.cu))
+
+ifeq ($(CUDA),1)
+ALL_CFLAGS += -DTITAN_CUDA=1 -I$(CUDA_HOME)/include
+LIB_SRC += kernels/cuda_host.c
+LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lnccl -lcudart -lstdc++
+CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+else
+LIB_SRC += kernels/cuda_none.c
+CU_OBJ :=
+endif
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+BINS := $(CMD_SRC:cmd/%.c=$(BUILD)/bin/%)
+TESTS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+LIBA := $(BUILD)/libtitan.a
+
+.PHONY: all test unit asan bench demo install uninstall clean deps test-deps fuzz \
+	test-cuda bench-cuda unicode-tables help
+all: $(BINS) $(TESTS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -Ilib -Ikernels -c $< -o $@
+
+$(LIBA): $(LIB_OBJ) $(CU_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# deps: install what is missing (apt-get as root), or print the line to run.
+deps:
+	@share/titan/deps.sh build
+test-deps:
+	@share/titan/deps.sh test
+
+# test: every unit test and every bats file; closes with "N passed, N failed".
+test: test-deps
+	@$(MAKE) --no-print-directory all
+	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
+		tests/run.sh $(BUILD)/tests $(sort $(wildcard tests/*.bats))
+
+unit: all
+	@TITAN_DATA=$(TITAN_DATA) tests/run.sh $(BUILD)/tests
+
+# asan: the unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan CUDA=0 \
+		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		build-asan/tests-built
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 TITAN_DATA=$(TITAN_DATA) \
+		tests/run.sh build-asan/tests
+build-asan/tests-built: $(TESTS)
+	@touch $@
+
+# fuzz: build the libFuzzer targets (clang) and run each for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 30
+fuzz:
+	@tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: all
+	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
+		tests/bench/run.sh
+
+# demo: install what is missing, build, and run the pipeline on the King
+# James Bible (Debian's bible-kjv-text).
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) share/titan/demo.sh
+
+test-cuda bench-cuda:
+	@$(MAKE) --no-print-directory CUDA=1 all
+	@TITAN_BIN=$(abspath $(BUILD)/bin) $(BUILD)/bin/titan-tok --version
+
+# unicode-tables: regenerate lib/tok/unicode_tables.c from the Unicode
+# Character Database (Debian package unicode-data).
+unicode-tables:
+	python3 lib/tok/mkunicode.py /usr/share/unicode > lib/tok/unicode_tables.c.tmp
+	mv lib/tok/unicode_tables.c.tmp lib/tok/unicode_tables.c
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7 \
+		$(DESTDIR)$(PREFIX)/share/titan
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin
+	for s in 1 5 7; do for f in man/man$$s/*.$$s; do [ -e "$$f" ] && \
+		install -m 644 "$$f" $(DESTDIR)$(PREFIX)/share/man/man$$s; done; done; true
+	cp -R share/titan/. $(DESTDIR)$(PREFIX)/share/titan/
+
+uninstall:
+	rm -f $(BINS:$(BUILD)/bin/%=$(DESTDIR)$(PREFIX)/bin/%)
+	rm -rf $(DESTDIR)$(PREFIX)/share/titan
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+help:
+	@echo "make            build every tool into $(BUILD)/bin (CUDA=$(CUDA))"
+	@echo "make demo       install missing packages, build, run the demo pipeline"
+	@echo "make test       install missing test packages, build, run all tests"
+	@echo "make asan       unit tests under ASan + UBSan"
+	@echo "make bench      benchmarks against the reference implementations"
+	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS (default 30)"
+	@echo "make install    install into PREFIX (default /usr/local)"
+	@echo "make CUDA=1     also build the CUDA backend (needs nvcc)"

@@ -1,0 +1,15 @@
+/* cuda_none.c - the CUDA entry points of a build without CUDA. */
+#include "core/base.h"
+#include "kernels.h"
+
+int kernels_cuda_built(void)
+{
+	return 0;
+}
+
+int kernels_cuda_probe(char *info, size_t n)
+{
+	if (n)
+		info[0] = 0;
+	return titan_err(TITAN_EUSAGE, "this build has no CUDA backend (rebuild with make CUDA=1)");
+}

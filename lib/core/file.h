@@ -1,0 +1,33 @@
+/* file.h - reading whole inputs and writing outputs atomically.
+ *
+ * Every output a tool produces goes through titan_atomic: the data is written
+ * to "PATH.tmp.PID", fsynced, renamed over PATH, and the directory fsynced, so
+ * an interrupted run never leaves a half-written PATH that looks complete.
+ * "-" means stdin for reads and stdout for writes (no atomicity there). */
+#ifndef TITAN_CORE_FILE_H
+#define TITAN_CORE_FILE_H
+#include "core/base.h"
+#include "core/buf.h"
+
+/* Read all of PATH ("-": stdin) into *out (appended). */
+int file_read_all(const char *path, titan_bytes *out);
+
+typedef struct titan_atomic {
+	FILE *fp;        /* write here */
+	char *path;      /* final name (owned) */
+	char *tmp;       /* temporary name (owned), NULL for stdout */
+} titan_atomic;
+
+/* Open PATH for an atomic write ("-": stdout). */
+int atomic_open(titan_atomic *a, const char *path);
+/* Flush, fsync, rename into place, fsync the directory; frees a. */
+int atomic_commit(titan_atomic *a);
+/* Remove the temporary file and free a (safe after a failed commit too). */
+void atomic_abort(titan_atomic *a);
+/* Write buf to PATH atomically in one call. */
+int atomic_write_file(const char *path, const void *buf, size_t n);
+
+/* fwrite that records a titan error naming path on failure. */
+int file_write(FILE *fp, const char *path, const void *buf, size_t n);
+
+#endif

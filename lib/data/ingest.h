@@ -1,0 +1,55 @@
+/* ingest.h - documents out of files, directories, stdin and archives.
+ *
+ * Inputs are paths: a regular file, a directory (walked recursively, entries
+ * in byte order of their names so the order never depends on the file
+ * system), "-" for stdin, or an archive or compressed file that libarchive
+ * reads (tar, tar.gz, tar.zst, zip, .gz, .zst, .xz, ...).  Compressed single
+ * files are streamed; archives are walked member by member in stored order.
+ *
+ * Each input (or archive member) is text or JSONL: by --format, or with
+ * INGEST_AUTO by its name once compression suffixes are removed (.jsonl,
+ * .ndjson and .json are JSONL, the rest text).  A text input is one document,
+ * or with lines=true one per line (the "\n", and a "\r" before it, are not
+ * part of the document).  A JSONL line is one document: the string at the
+ * dotted field path ("text", "meta.body").  An invalid line is an error
+ * "SOURCE:LINE: invalid JSON: REASON" unless skip_bad, which counts it.
+ * Empty lines in JSONL are skipped. */
+#ifndef TITAN_DATA_INGEST_H
+#define TITAN_DATA_INGEST_H
+#include "core/base.h"
+
+typedef enum { INGEST_AUTO, INGEST_TEXT, INGEST_JSONL } ingest_format;
+
+typedef struct ingest_opts {
+	ingest_format format;
+	const char *field;  /* JSONL: dotted path; NULL means "text" */
+	bool lines;         /* text: one document per line */
+	bool skip_bad;      /* JSONL: skip (and count) invalid lines */
+} ingest_opts;
+
+typedef struct ingest_doc {
+	const uint8_t *text;  /* valid until the next ingest_next */
+	size_t len;
+	const char *source;   /* "FILE", "-" or "ARCHIVE:MEMBER" */
+	uint64_t line;        /* 1-based line for lines/JSONL, 0 for a whole file */
+} ingest_doc;
+
+typedef struct ingest ingest;
+
+/* Check every input exists (naming the first that does not) and start. */
+int ingest_open(ingest **out, const char *const *inputs, size_t n, const ingest_opts *opts);
+/* Next document: 1, or 0 at the end, or < 0 on error (bad JSON, a truncated
+ * archive, an unreadable file: the message names it). */
+int ingest_next(ingest *in, ingest_doc *doc);
+/* Invalid JSONL lines skipped so far (skip_bad). */
+uint64_t ingest_skipped(const ingest *in);
+/* Input bytes consumed so far (compressed bytes for compressed inputs), and
+ * the total when known up front (sum of regular file sizes; 0 if unknown). */
+uint64_t ingest_bytes_done(const ingest *in);
+uint64_t ingest_bytes_total(const ingest *in);
+void ingest_close(ingest *in);
+
+/* Parse a --format value ("auto", "text", "jsonl"). */
+int ingest_parse_format(const char *s, ingest_format *out);
+
+#endif

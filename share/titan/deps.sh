@@ -1,0 +1,63 @@
+#!/bin/sh
+# deps.sh - install what titan needs and is missing.
+#   deps.sh build   headers and libraries to build the tools
+#   deps.sh test    the build set plus the test tools (bats, MPI, PyTorch, Node.js)
+#   deps.sh demo    the build set plus the demo corpus (the King James Bible)
+# Libraries are probed by compiling and linking a small program, not by asking
+# dpkg.  As root the missing Debian packages are installed with apt-get;
+# otherwise the one apt-get line to run is printed and the script fails.
+set -u
+what=${1:-build}
+cc=${CC:-cc}
+missing=""
+
+probe_lib() { # header library package
+	tmp=$(mktemp -d)
+	printf '#include <%s>\nint main(void){return 0;}\n' "$1" >"$tmp/p.c"
+	if ! $cc "$tmp/p.c" -o "$tmp/p" "$2" >/dev/null 2>&1; then
+		missing="$missing $3"
+	fi
+	rm -rf "$tmp"
+}
+probe_cmd() { # command package
+	command -v "$1" >/dev/null 2>&1 || missing="$missing $2"
+}
+
+command -v "$cc" >/dev/null 2>&1 || missing="$missing gcc make"
+probe_lib jansson.h -ljansson libjansson-dev
+probe_lib zstd.h -lzstd libzstd-dev
+probe_lib archive.h -larchive libarchive-dev
+probe_lib pcre2.h -lpcre2-8 libpcre2-dev
+case $what in
+test)
+	probe_cmd bats bats
+	probe_cmd zstd zstd
+	probe_cmd node nodejs
+	probe_cmd npm npm
+	probe_cmd python3 python3
+	;;
+demo)
+	probe_cmd bible "bible-kjv bible-kjv-text"
+	;;
+esac
+# pcre2.h needs PCRE2_CODE_UNIT_WIDTH; re-probe it properly.
+case $missing in *libpcre2-dev*)
+	tmp=$(mktemp -d)
+	printf '#define PCRE2_CODE_UNIT_WIDTH 8\n#include <pcre2.h>\nint main(void){return 0;}\n' >"$tmp/p.c"
+	if $cc "$tmp/p.c" -o "$tmp/p" -lpcre2-8 >/dev/null 2>&1; then
+		missing=$(echo "$missing" | sed 's/ libpcre2-dev//')
+	fi
+	rm -rf "$tmp"
+esac
+
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "titan: installing:$missing" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2 && apt-get install -y -qq $missing >&2 && exit 0
+	echo "titan: apt-get failed; install by hand:$missing" >&2
+	exit 1
+fi
+echo "titan: missing packages; run:" >&2
+echo "  sudo apt-get install -y$missing" >&2
+exit 1
