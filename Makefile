@@ -75,6 +75,7 @@ test-deps:
 # test: every unit test and every bats file; closes with "N passed, N failed".
 test: test-deps
 	@$(MAKE) --no-print-directory all
+	@TITAN_BUILD=$(abspath $(BUILD)) tests/ref/setup.sh
 	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
 		tests/run.sh $(BUILD)/tests $(sort $(wildcard tests/*.bats))
 
@@ -94,15 +95,18 @@ build-asan/tests-built: $(TESTS)
 # fuzz: build the libFuzzer targets (clang) and run each for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 30
 fuzz:
+	@share/titan/deps.sh fuzz
 	@tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: all
+	@TITAN_BUILD=$(abspath $(BUILD)) tests/ref/setup.sh
 	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
 		tests/bench/run.sh
 
 # demo: install what is missing, build, and run the pipeline on the King
 # James Bible (Debian's bible-kjv-text).
-demo: deps
+demo:
+	@share/titan/deps.sh demo
 	@$(MAKE) --no-print-directory all
 	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) share/titan/demo.sh
 

@@ -30,13 +30,18 @@ int titan_err_errno(int code, const char *fmt, ...)
 
 int titan_err_prefix(int code, const char *fmt, ...)
 {
-	char prefix[512], old[sizeof errbuf];
+	char old[sizeof errbuf];
+	memcpy(old, errbuf, sizeof old);
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(prefix, sizeof prefix, fmt, ap);
+	int n = vsnprintf(errbuf, sizeof errbuf - 2, fmt, ap);
 	va_end(ap);
-	memcpy(old, errbuf, sizeof old);
-	snprintf(errbuf, sizeof errbuf, "%s: %s", prefix, old);
+	/* Keep the old message after "PREFIX: ", truncated if it must be. */
+	size_t at = n < 0 ? 0 : TITAN_MIN((size_t)n, sizeof errbuf - 3);
+	size_t room = sizeof errbuf - at - 3, len = strnlen(old, room);
+	memcpy(errbuf + at, ": ", 2);
+	memcpy(errbuf + at + 2, old, len);
+	errbuf[at + 2 + len] = 0;
 	return code;
 }
 

@@ -4,16 +4,23 @@
  * in byte order of their names so the order never depends on the file
  * system), "-" for stdin, or an archive or compressed file that libarchive
  * reads (tar, tar.gz, tar.zst, zip, .gz, .zst, .xz, ...).  Compressed single
- * files are streamed; archives are walked member by member in stored order.
+ * files are streamed; archives are walked member by member in stored order,
+ * regular-file members only.  A directory walk takes regular files and
+ * symbolic links to files; names starting with '.' are skipped, and links
+ * to directories are not followed (no cycles).
  *
  * Each input (or archive member) is text or JSONL: by --format, or with
  * INGEST_AUTO by its name once compression suffixes are removed (.jsonl,
- * .ndjson and .json are JSONL, the rest text).  A text input is one document,
- * or with lines=true one per line (the "\n", and a "\r" before it, are not
- * part of the document).  A JSONL line is one document: the string at the
- * dotted field path ("text", "meta.body").  An invalid line is an error
- * "SOURCE:LINE: invalid JSON: REASON" unless skip_bad, which counts it.
- * Empty lines in JSONL are skipped. */
+ * .ndjson and .json are JSONL, the rest text; "-" is text).  A text input is
+ * one document (an empty file: one empty document), or with lines=true one
+ * per line: only the "\n" is removed, a "\r" before it stays, so joining the
+ * documents with "\n" gives back the input; empty lines are (empty)
+ * documents, and a final "\n" does not start one more.  A JSONL line is one
+ * document: the string at the dotted field path ("text", "meta.body"),
+ * "\u0000" included.  An invalid line, a missing field or a value that is
+ * not a string is an error "SOURCE:LINE: invalid JSON: REASON (column C)",
+ * "SOURCE:LINE: field 'F' is missing" or "...: is not a string" unless
+ * skip_bad, which counts it.  Empty and blank lines in JSONL are skipped. */
 #ifndef TITAN_DATA_INGEST_H
 #define TITAN_DATA_INGEST_H
 #include "core/base.h"

@@ -29,16 +29,25 @@ const char *pretok_pattern(const pretok *p);
 /* "gpt2", "cl100k", "o200k" for the fast paths, "regex" otherwise. */
 const char *pretok_kind(const pretok *p);
 /* True when every boundary between a '\n' and a following ASCII letter is a
- * piece boundary, so long text may be cut there and encoded in parallel
- * (true for the three fast paths). */
+ * piece boundary and cutting the text there leaves the pieces on both sides
+ * unchanged, so long text may be cut there and encoded in parallel (true for
+ * cl100k and o200k; false for GPT-2, whose \s+(?!\S) looks past the '\n':
+ * use pretok_can_cut, which works for all three). */
 bool pretok_splittable(const pretok *p);
+
+/* True when the pieces of s[0..pos) followed by those of s[pos..n) are the
+ * pieces of s[0..n): for the fast paths, at some '\n' + ASCII letter
+ * boundaries (all of them for cl100k and o200k; for GPT-2 only where the
+ * byte before the '\n' is an ASCII non-space).  False for regex pretoks. */
+bool pretok_can_cut(const pretok *p, const uint8_t *s, size_t n, size_t pos);
 
 typedef struct pretok_iter {
 	const pretok *p;
 	const uint8_t *s;
 	size_t n, pos;
-	size_t gap_end;   /* regex path: end of a pending match after a gap */
-	size_t match_end;
+	size_t gap_end;   /* regex path: start of a pending match after a gap,
+			   * or where to search next after an empty match */
+	size_t match_end; /* regex path: end of the pending match */
 	void *md;         /* regex path: PCRE2 match data (owned) */
 } pretok_iter;
 

@@ -3,6 +3,7 @@
 #   deps.sh build   headers and libraries to build the tools
 #   deps.sh test    the build set plus the test tools (bats, MPI, PyTorch, Node.js)
 #   deps.sh demo    the build set plus the demo corpus (the King James Bible)
+#   deps.sh fuzz    the build set plus clang's libFuzzer runtime
 # Libraries are probed by compiling and linking a small program, not by asking
 # dpkg.  As root the missing Debian packages are installed with apt-get;
 # otherwise the one apt-get line to run is printed and the script fails.
@@ -13,7 +14,8 @@ missing=""
 
 probe_lib() { # header library package
 	tmp=$(mktemp -d)
-	printf '#include <%s>\nint main(void){return 0;}\n' "$1" >"$tmp/p.c"
+	# pcre2.h wants its code unit width before it is included
+	printf '#define PCRE2_CODE_UNIT_WIDTH 8\n#include <%s>\nint main(void){return 0;}\n' "$1" >"$tmp/p.c"
 	if ! $cc "$tmp/p.c" -o "$tmp/p" "$2" >/dev/null 2>&1; then
 		missing="$missing $3"
 	fi
@@ -39,15 +41,12 @@ test)
 demo)
 	probe_cmd bible "bible-kjv bible-kjv-text"
 	;;
-esac
-# pcre2.h needs PCRE2_CODE_UNIT_WIDTH; re-probe it properly.
-case $missing in *libpcre2-dev*)
+fuzz)
 	tmp=$(mktemp -d)
-	printf '#define PCRE2_CODE_UNIT_WIDTH 8\n#include <pcre2.h>\nint main(void){return 0;}\n' >"$tmp/p.c"
-	if $cc "$tmp/p.c" -o "$tmp/p" -lpcre2-8 >/dev/null 2>&1; then
-		missing=$(echo "$missing" | sed 's/ libpcre2-dev//')
-	fi
+	printf '#include <stdint.h>\n#include <stddef.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n){(void)d;(void)n;return 0;}\n' >"$tmp/f.c"
+	clang -fsanitize=fuzzer "$tmp/f.c" -o "$tmp/f" >/dev/null 2>&1 || missing="$missing clang libclang-rt-14-dev"
 	rm -rf "$tmp"
+	;;
 esac
 
 [ -z "$missing" ] && exit 0

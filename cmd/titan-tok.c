@@ -1,0 +1,869 @@
+/* titan-tok - byte-level BPE tokenizer: encode, decode, info, train.
+ *
+ * Thin over lib/tok: parse options, stream documents through the encoder on
+ * a thread pool, write ids.  Exit 0 ok, 1 runtime failure, 2 usage error. */
+#include "core/base.h"
+#include "core/buf.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "core/opt.h"
+#include "core/pool.h"
+#include "data/ingest.h"
+#include "kernels.h"
+#include "tok/tok.h"
+#include "tok/train.h"
+
+#include <jansson.h>
+
+#define PROG "titan-tok"
+
+static const char usage_top[] =
+	"usage: titan-tok encode -t TOK [options] [FILE...|-]\n"
+	"       titan-tok decode -t TOK [options] [FILE...|-]\n"
+	"       titan-tok info -t TOK [--json]\n"
+	"       titan-tok train -o OUT --vocab-size N [options] INPUT...\n"
+	"\n"
+	"Byte-level BPE tokenizer, token for token compatible with Hugging Face\n"
+	"tokenizers and tiktoken.  TOK is a tokenizer.json, a directory holding\n"
+	"one, or a tiktoken rank file.  'titan-tok COMMAND --help' for options;\n"
+	"man titan-tok for the details.\n";
+
+/* Options every subcommand that loads a tokenizer shares. */
+typedef struct tok_common {
+	const char *tok_path;
+	const char *pattern;
+	opt_list specials;
+	long long threads;
+	int verbosity;
+	bool help;
+	const char *out;
+} tok_common;
+
+#define COMMON_TOK_OPTS(c)                                                              \
+	{"tokenizer", 't', OPT_STR, &(c).tok_path, "TOK",                             \
+	 "tokenizer.json, a directory holding one, or a tiktoken rank file"},          \
+	{"pattern", 0, OPT_STR, &(c).pattern, "P",                                    \
+	 "tiktoken files: split pattern (gpt2, cl100k, llama3, o200k or a regex)"},   \
+	{"special", 0, OPT_LIST, &(c).specials, "NAME=ID",                           \
+	 "tiktoken files: a special token (repeatable)"}
+
+#define COMMON_MISC_OPTS(c)                                                             \
+	{"quiet", 'q', OPT_DEC, &(c).verbosity, NULL, "no progress or summary"},       \
+	{"verbose", 'v', OPT_INC, &(c).verbosity, NULL, "more detail"},                \
+	{"help", 'h', OPT_FLAG, &(c).help, NULL, "show this help"}
+
+static void print_help(const char *synopsis, const opt_spec *specs)
+{
+	printf("usage: %s\n\noptions:\n", synopsis);
+	opt_print_help(stdout, specs);
+}
+
+/* Report a failure: usage errors also point at the help. */
+static int report(titan_log *log, int rc, const char *cmd)
+{
+	log_error(log, "%s", titan_errmsg());
+	if (rc == TITAN_EUSAGE)
+		fprintf(stderr, "try '%s%s%s --help'\n", PROG, cmd ? " " : "", cmd ? cmd : "");
+	return titan_exit_code(rc);
+}
+
+static int load_tok(tok_common *c, titan_tok **t)
+{
+	if (!c->tok_path)
+		return titan_err(TITAN_EUSAGE, "no tokenizer given (-t TOK)");
+	tok_load_opts lo = {
+		.pattern = c->pattern,
+		.specials = c->specials.v,
+		.nspecials = c->specials.n,
+	};
+	return tok_load(t, c->tok_path, &lo);
+}
+
+/* ---- encode ---------------------------------------------------------- */
+
+typedef enum { FMT_TEXT, FMT_U32, FMT_JSONL } id_format;
+
+static int parse_id_format(const char *s, bool allow_jsonl, id_format *f)
+{
+	if (!strcmp(s, "text"))
+		*f = FMT_TEXT;
+	else if (!strcmp(s, "u32"))
+		*f = FMT_U32;
+	else if (allow_jsonl && !strcmp(s, "jsonl"))
+		*f = FMT_JSONL;
+	else
+		return titan_err(TITAN_EUSAGE, "unknown --format '%s' (expected text, u32%s)", s,
+				 allow_jsonl ? " or jsonl" : "");
+	return 0;
+}
+
+/* Documents waiting to be encoded together: texts back to back. */
+typedef struct doc_batch {
+	titan_bytes text;
+	size_t *start;  /* ndoc + 1 offsets into text */
+	size_t ndoc, cap;
+} doc_batch;
+
+/* One task's share of a batch: the ids of docs [first, last) back to back,
+ * and where each document's ids end. */
+typedef struct task_out {
+	titan_u32s ids;
+	size_t *end;
+	size_t first, last;
+} task_out;
+
+typedef struct encoder_run {
+	const titan_tok *tok;
+	titan_pool *pool;
+	tok_encoder **encs;
+	int nworkers;
+	doc_batch batch;
+	task_out *tasks;
+	size_t ntasks;
+	id_format fmt;
+	int64_t bos, eos;  /* -1 when not added */
+	titan_bytes out;   /* formatted output waiting to be written */
+	titan_atomic *sink;
+	uint64_t bytes_in, tokens_out, docs;
+	double encode_s;
+} encoder_run;
+
+static int batch_add(doc_batch *b, const uint8_t *p, size_t n)
+{
+	if (b->ndoc + 2 > b->cap) {
+		size_t ncap = b->cap ? 2 * b->cap : 1024;
+		size_t *s = realloc(b->start, ncap * sizeof *s);
+		if (!s)
+			return titan_err_nomem();
+		b->start = s;
+		b->cap = ncap;
+	}
+	if (b->ndoc == 0)
+		b->start[0] = 0;
+	int rc = bytes_append(&b->text, p, n);
+	if (rc)
+		return rc;
+	b->start[++b->ndoc] = b->text.n;
+	return 0;
+}
+
+static int encode_task(void *arg, size_t task, int worker)
+{
+	encoder_run *r = arg;
+	task_out *t = &r->tasks[task];
+	t->ids.n = 0;
+	for (size_t d = t->first; d < t->last; d++) {
+		size_t s = r->batch.start[d], e = r->batch.start[d + 1];
+		int rc = tok_encode(r->encs[worker], r->batch.text.v + s, e - s, &t->ids);
+		if (rc)
+			return rc;
+		t->end[d - t->first] = t->ids.n;
+	}
+	return 0;
+}
+
+static void put_u32_le(uint8_t *p, uint32_t x)
+{
+	p[0] = (uint8_t)x;
+	p[1] = (uint8_t)(x >> 8);
+	p[2] = (uint8_t)(x >> 16);
+	p[3] = (uint8_t)(x >> 24);
+}
+
+/* Append one document's ids to r->out in the output format. */
+static int format_doc(encoder_run *r, const uint32_t *ids, size_t n)
+{
+	size_t extra = (r->bos >= 0) + (r->eos >= 0);
+	int rc = bytes_reserve(&r->out, (n + extra) * 11 + 16);
+	if (rc)
+		return rc;
+	uint8_t *p = r->out.v + r->out.n;
+	size_t k = 0;
+	const char *open = r->fmt == FMT_JSONL ? "{\"ids\":[" : "";
+	char sep = r->fmt == FMT_JSONL ? ',' : ' ';
+	memcpy(p, open, strlen(open));
+	p += strlen(open);
+	for (size_t i = 0; i < n + extra; i++) {
+		uint32_t id;
+		if (r->bos >= 0 && i == 0)
+			id = (uint32_t)r->bos;
+		else if (r->eos >= 0 && i == n + extra - 1)
+			id = (uint32_t)r->eos;
+		else
+			id = ids[k++];
+		if (r->fmt == FMT_U32) {
+			put_u32_le(p, id);
+			p += 4;
+			continue;
+		}
+		if (i)
+			*p++ = (uint8_t)sep;
+		char digits[10];
+		int nd = 0;
+		do
+			digits[nd++] = (char)('0' + id % 10);
+		while ((id /= 10));
+		while (nd)
+			*p++ = (uint8_t)digits[--nd];
+	}
+	if (r->fmt == FMT_U32) {
+		put_u32_le(p, 0xFFFFFFFFu);
+		p += 4;
+	} else {
+		if (r->fmt == FMT_JSONL) {
+			*p++ = ']';
+			*p++ = '}';
+		}
+		*p++ = '\n';
+	}
+	r->out.n = (size_t)(p - r->out.v);
+	r->tokens_out += n + extra;
+	r->docs++;
+	return 0;
+}
+
+static int flush_out(encoder_run *r, bool force)
+{
+	if (r->out.n == 0 || (!force && r->out.n < (1u << 20)))
+		return 0;
+	int rc = file_write(r->sink->fp, r->sink->path, r->out.v, r->out.n);
+	r->out.n = 0;
+	return rc;
+}
+
+/* Encode every document in the batch on the pool, then format in order. */
+static int encode_batch(encoder_run *r)
+{
+	doc_batch *b = &r->batch;
+	if (b->ndoc == 0)
+		return 0;
+	/* Cut the batch into tasks of about equal bytes. */
+	size_t want = (size_t)r->nworkers * 4, per = b->text.n / want + 1, nt = 0;
+	size_t first = 0;
+	for (size_t d = 0; d < b->ndoc; d++) {
+		bool last = d + 1 == b->ndoc;
+		if (last || b->start[d + 1] - b->start[first] >= per) {
+			task_out *t = &r->tasks[nt++];
+			t->first = first;
+			t->last = d + 1;
+			size_t *e = realloc(t->end, (t->last - t->first) * sizeof *e);
+			if (!e)
+				return titan_err_nomem();
+			t->end = e;
+			first = d + 1;
+		}
+	}
+	double t0 = titan_now();
+	int rc = pool_run(r->pool, nt, encode_task, r);
+	r->encode_s += titan_now() - t0;
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < nt; i++) {
+		task_out *t = &r->tasks[i];
+		size_t prev = 0;
+		for (size_t d = t->first; d < t->last; d++) {
+			size_t e = t->end[d - t->first];
+			if ((rc = format_doc(r, t->ids.v + prev, e - prev)) ||
+			    (rc = flush_out(r, false)))
+				return rc;
+			prev = e;
+		}
+	}
+	r->bytes_in += b->text.n;
+	b->text.n = 0;
+	b->ndoc = 0;
+	return 0;
+}
+
+/* A large document is encoded alone, split across the pool. */
+static int encode_large(encoder_run *r, const uint8_t *p, size_t n)
+{
+	titan_u32s ids = {0};
+	double t0 = titan_now();
+	int rc = tok_encode_parallel(r->pool, r->encs, p, n, &ids);
+	r->encode_s += titan_now() - t0;
+	if (!rc)
+		rc = format_doc(r, ids.v, ids.n);
+	if (!rc)
+		rc = flush_out(r, false);
+	r->bytes_in += n;
+	u32s_free(&ids);
+	return rc;
+}
+
+enum { BATCH_BYTES = 8 << 20, LARGE_DOC = 1 << 20 };
+
+static int run_encode(encoder_run *r, ingest *in, titan_log *log)
+{
+	ingest_doc doc;
+	int rc;
+	while ((rc = ingest_next(in, &doc)) == 1) {
+		if (doc.len >= LARGE_DOC) {
+			if ((rc = encode_batch(r)) || (rc = encode_large(r, doc.text, doc.len)))
+				return rc;
+		} else {
+			if ((rc = batch_add(&r->batch, doc.text, doc.len)))
+				return rc;
+			if (r->batch.text.n >= BATCH_BYTES || r->batch.ndoc >= 65536)
+				if ((rc = encode_batch(r)))
+					return rc;
+		}
+		log_progress(log, "encode", (double)ingest_bytes_done(in) / 1e6,
+			     (double)ingest_bytes_total(in) / 1e6, "MB", false);
+	}
+	if (rc < 0)
+		return rc;
+	if ((rc = encode_batch(r)))
+		return rc;
+	log_progress_end(log);
+	return flush_out(r, true);
+}
+
+static int cmd_encode(int argc, char **argv, titan_log *log)
+{
+	tok_common c = {.threads = 0, .verbosity = 1};
+	bool bos = false, eos = false, lines = false, jsonl = false, stats = false, skip_bad = false;
+	const char *format = "text", *field = NULL, *in_format = NULL;
+	const opt_spec specs[] = {
+		COMMON_TOK_OPTS(c),
+		{"bos", 0, OPT_FLAG, &bos, NULL, "begin each document with the BOS token"},
+		{"eos", 0, OPT_FLAG, &eos, NULL, "end each document with the EOS token"},
+		{"lines", 0, OPT_FLAG, &lines, NULL, "each line is a document (without its newline)"},
+		{"jsonl", 0, OPT_FLAG, &jsonl, NULL, "input is JSON lines; the document is --field"},
+		{"field", 0, OPT_STR, &field, "NAME", "JSONL field, dotted paths allowed (default text)"},
+		{"input-format", 0, OPT_STR, &in_format, "F", "input: auto, text or jsonl (default auto)"},
+		{"skip-bad", 0, OPT_FLAG, &skip_bad, NULL, "skip invalid JSON lines and count them"},
+		{"format", 'f', OPT_STR, &format, "F", "output: text (default), u32 or jsonl"},
+		{"output", 'o', OPT_STR, &c.out, "FILE", "write here (atomically) instead of stdout"},
+		{"threads", 'T', OPT_INT, &c.threads, "N", "worker threads (default 0: all cores)"},
+		{"stats", 0, OPT_FLAG, &stats, NULL, "print bytes, tokens and encode speed on stderr"},
+		COMMON_MISC_OPTS(c),
+		{0},
+	};
+	opt_list files = {0};
+	titan_tok *tok = NULL;
+	ingest *in = NULL;
+	titan_pool *pool = NULL;
+	titan_atomic sink = {0};
+	bool sink_open = false;
+	encoder_run r = {.bos = -1, .eos = -1};
+	id_format fmt;
+	ingest_opts io = {.format = INGEST_AUTO, .field = field, .lines = lines};
+	int rc = opt_parse(specs, argc, argv, &files);
+	if (!rc && c.help) {
+		print_help("titan-tok encode -t TOK [--bos] [--eos] [--lines] [--jsonl] "
+			   "[--format text|u32|jsonl] [FILE...|-]", specs);
+		goto out;
+	}
+	if (!rc)
+		rc = parse_id_format(format, true, &fmt);
+	if (!rc && in_format)
+		rc = ingest_parse_format(in_format, &io.format);
+	if (!rc && jsonl)
+		io.format = INGEST_JSONL;
+	if (!rc && c.threads < 0)
+		rc = titan_err(TITAN_EUSAGE, "--threads must be 0 (all cores) or more, got %lld",
+			       c.threads);
+	if (rc) {
+		goto out;
+	}
+	log->verbosity = c.verbosity;
+	io.field = field;
+	io.lines = lines;
+	io.skip_bad = skip_bad;
+	if ((rc = load_tok(&c, &tok)))
+		goto out;
+	r.tok = tok;
+	r.fmt = fmt;
+	if (bos && (r.bos = tok_bos(tok)) < 0)
+		rc = titan_err(TITAN_EUSAGE, "--bos: tokenizer '%s' has no BOS token", c.tok_path);
+	if (!rc && eos && (r.eos = tok_eos(tok)) < 0)
+		rc = titan_err(TITAN_EUSAGE, "--eos: tokenizer '%s' has no EOS token", c.tok_path);
+	if (rc)
+		goto out;
+	static const char *const stdin_only[] = {"-"};
+	const char *const *inputs = files.n ? files.v : stdin_only;
+	if ((rc = ingest_open(&in, inputs, files.n ? files.n : 1, &io)))
+		goto out;
+	if ((rc = pool_new(&pool, (int)c.threads)))
+		goto out;
+	r.pool = pool;
+	r.nworkers = pool_threads(pool);
+	r.encs = calloc((size_t)r.nworkers, sizeof *r.encs);
+	r.tasks = calloc((size_t)r.nworkers * 4 + 1, sizeof *r.tasks);
+	if (!r.encs || !r.tasks) {
+		rc = titan_err_nomem();
+		goto out;
+	}
+	for (int i = 0; i < r.nworkers; i++)
+		if ((rc = tok_encoder_new(&r.encs[i], tok)))
+			goto out;
+	if ((rc = atomic_open(&sink, c.out ? c.out : "-")))
+		goto out;
+	sink_open = true;
+	r.sink = &sink;
+	if ((rc = run_encode(&r, in, log)))
+		goto out;
+	sink_open = false;
+	if ((rc = atomic_commit(&sink)))
+		goto out;
+	if (skip_bad && ingest_skipped(in))
+		log_warn(log, "skipped %llu invalid JSON line(s)",
+			 (unsigned long long)ingest_skipped(in));
+	if (stats)
+		fprintf(stderr, "%s: encoded %llu bytes into %llu tokens in %.3f s "
+			"(%.2f MB/s, %d threads)\n", PROG, (unsigned long long)r.bytes_in,
+			(unsigned long long)r.tokens_out, r.encode_s,
+			r.encode_s > 0 ? (double)r.bytes_in / 1e6 / r.encode_s : 0.0, r.nworkers);
+out:
+	log_progress_end(log);
+	if (sink_open)
+		atomic_abort(&sink);
+	if (r.encs)
+		for (int i = 0; i < r.nworkers; i++)
+			tok_encoder_free(r.encs[i]);
+	free(r.encs);
+	if (r.tasks)
+		for (size_t i = 0; i < (size_t)r.nworkers * 4 + 1; i++) {
+			u32s_free(&r.tasks[i].ids);
+			free(r.tasks[i].end);
+		}
+	free(r.tasks);
+	bytes_free(&r.batch.text);
+	free(r.batch.start);
+	bytes_free(&r.out);
+	pool_free(pool);
+	ingest_close(in);
+	tok_free(tok);
+	opt_list_free(&files);
+	opt_list_free(&c.specials);
+	return rc;
+}
+
+/* ---- decode ---------------------------------------------------------- */
+
+typedef struct decoder_run {
+	const titan_tok *tok;
+	bool lines;
+	titan_bytes out;
+	titan_atomic *sink;
+} decoder_run;
+
+static int decode_ids(decoder_run *d, const uint32_t *ids, size_t n, bool doc_end)
+{
+	int rc = tok_decode(d->tok, ids, n, &d->out);
+	if (!rc && doc_end && d->lines)
+		rc = bytes_append(&d->out, "\n", 1);
+	if (!rc && d->out.n >= (1u << 20)) {
+		rc = file_write(d->sink->fp, d->sink->path, d->out.v, d->out.n);
+		d->out.n = 0;
+	}
+	return rc;
+}
+
+/* Text: one document per line, ids separated by blanks. */
+static int decode_text(decoder_run *d, FILE *fp, const char *name)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	uint64_t lineno = 0;
+	titan_u32s ids = {0};
+	int rc = 0;
+	while (!rc && (len = getline(&line, &cap, fp)) >= 0) {
+		lineno++;
+		ids.n = 0;
+		char *p = line, *end = line + len;
+		while (!rc && p < end) {
+			while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+				p++;
+			if (p == end)
+				break;
+			char *q;
+			errno = 0;
+			unsigned long long v = strtoull(p, &q, 10);
+			if (q == p || (q < end && !strchr(" \t\r\n", *q)) || errno || v > UINT32_MAX ||
+			    *p == '-' || *p == '+') {
+				char *tend = p;
+				while (tend < end && !strchr(" \t\r\n", *tend))
+					tend++;
+				rc = titan_err(TITAN_EFORMAT, "'%s':%llu: expected a token id, got '%.*s'",
+					       name, (unsigned long long)lineno, (int)TITAN_MIN(tend - p, 40), p);
+				break;
+			}
+			rc = u32s_push(&ids, (uint32_t)v);
+			p = q;
+		}
+		if (!rc && (rc = decode_ids(d, ids.v, ids.n, true)))
+			titan_err_prefix(rc, "'%s':%llu", name, (unsigned long long)lineno);
+	}
+	if (!rc && ferror(fp))
+		rc = titan_err_errno(TITAN_EIO, "cannot read '%s'", name);
+	free(line);
+	u32s_free(&ids);
+	return rc;
+}
+
+/* u32: little-endian ids, 0xFFFFFFFF after each document. */
+static int decode_u32(decoder_run *d, FILE *fp, const char *name)
+{
+	enum { N = 1 << 16 };
+	uint8_t *buf = malloc(N * 4 + 4);
+	titan_u32s ids = {0};
+	size_t have = 0;
+	uint64_t offset = 0;
+	int rc = buf ? u32s_reserve(&ids, N) : titan_err_nomem();
+	while (!rc) {
+		size_t got = fread(buf + have, 1, N * 4 - have, fp);
+		have += got;
+		if (got == 0)
+			break;
+		size_t nw = have / 4;
+		ids.n = 0;
+		for (size_t i = 0; i < nw && !rc; i++) {
+			const uint8_t *p = buf + 4 * i;
+			uint32_t id = p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+				      (uint32_t)p[3] << 24;
+			if (id == 0xFFFFFFFFu) {
+				rc = decode_ids(d, ids.v, ids.n, true);
+				ids.n = 0;
+			} else
+				ids.v[ids.n++] = id;
+		}
+		if (!rc)
+			rc = decode_ids(d, ids.v, ids.n, false);
+		if (rc)
+			titan_err_prefix(rc, "'%s': near byte %llu", name, (unsigned long long)offset);
+		memmove(buf, buf + nw * 4, have - nw * 4);
+		offset += nw * 4;
+		have -= nw * 4;
+	}
+	if (!rc && ferror(fp))
+		rc = titan_err_errno(TITAN_EIO, "cannot read '%s'", name);
+	if (!rc && have)
+		rc = titan_err(TITAN_EFORMAT, "'%s': %zu trailing byte(s) at offset %llu: u32 input "
+			       "must be a whole number of 4-byte ids", name, have,
+			       (unsigned long long)offset);
+	free(buf);
+	u32s_free(&ids);
+	return rc;
+}
+
+static int cmd_decode(int argc, char **argv, titan_log *log)
+{
+	tok_common c = {.verbosity = 1};
+	bool lines = false;
+	const char *format = "text";
+	const opt_spec specs[] = {
+		COMMON_TOK_OPTS(c),
+		{"format", 'f', OPT_STR, &format, "F", "input: text (default) or u32"},
+		{"lines", 0, OPT_FLAG, &lines, NULL, "write a newline after each document"},
+		{"output", 'o', OPT_STR, &c.out, "FILE", "write here (atomically) instead of stdout"},
+		COMMON_MISC_OPTS(c),
+		{0},
+	};
+	opt_list files = {0};
+	titan_tok *tok = NULL;
+	titan_atomic sink = {0};
+	bool sink_open = false;
+	decoder_run d = {.lines = false};
+	id_format fmt = FMT_TEXT;
+	int rc = opt_parse(specs, argc, argv, &files);
+	if (!rc && c.help) {
+		print_help("titan-tok decode -t TOK [--format text|u32] [--lines] [FILE...|-]", specs);
+		goto out;
+	}
+	if (!rc)
+		rc = parse_id_format(format, false, &fmt);
+	if (rc) {
+		goto out;
+	}
+	log->verbosity = c.verbosity;
+	if ((rc = load_tok(&c, &tok)))
+		goto out;
+	d.tok = tok;
+	d.lines = lines;
+	if ((rc = atomic_open(&sink, c.out ? c.out : "-")))
+		goto out;
+	sink_open = true;
+	d.sink = &sink;
+	size_t nf = files.n ? files.n : 1;
+	for (size_t i = 0; i < nf && !rc; i++) {
+		const char *name = files.n ? files.v[i] : "-";
+		FILE *fp = strcmp(name, "-") ? fopen(name, "rb") : stdin;
+		if (!fp) {
+			rc = titan_err_errno(TITAN_EIO, "cannot open '%s'", name);
+			break;
+		}
+		rc = fmt == FMT_U32 ? decode_u32(&d, fp, name) : decode_text(&d, fp, name);
+		if (fp != stdin)
+			fclose(fp);
+	}
+	if (!rc && d.out.n)
+		rc = file_write(sink.fp, sink.path, d.out.v, d.out.n);
+	if (!rc) {
+		sink_open = false;
+		rc = atomic_commit(&sink);
+	}
+out:
+	if (sink_open)
+		atomic_abort(&sink);
+	bytes_free(&d.out);
+	tok_free(tok);
+	opt_list_free(&files);
+	opt_list_free(&c.specials);
+	return rc;
+}
+
+/* ---- info ------------------------------------------------------------ */
+
+static json_t *info_json(const titan_tok *tok, const char *path)
+{
+	json_t *j = json_object(), *added = json_array();
+	const pretok *pt = tok_pretok(tok);
+	json_object_set_new(j, "path", json_string(path));
+	json_object_set_new(j, "model", json_string("BPE"));
+	json_object_set_new(j, "byte_level", json_true());
+	json_object_set_new(j, "source_format", json_string(tok_source_format(tok)));
+	json_object_set_new(j, "vocab_size", json_integer(tok_vocab_size(tok)));
+	json_object_set_new(j, "pattern", json_string(pretok_pattern(pt)));
+	json_object_set_new(j, "pattern_kind", json_string(pretok_kind(pt)));
+	json_object_set_new(j, "ignore_merges", json_boolean(tok_ignore_merges(tok)));
+	json_object_set_new(j, "sha256", json_string(tok_hash(tok)));
+	const int64_t be[2] = {tok_bos(tok), tok_eos(tok)};
+	const char *names[2] = {"bos", "eos"};
+	for (int k = 0; k < 2; k++) {
+		if (be[k] < 0) {
+			json_object_set_new(j, names[k], json_null());
+			continue;
+		}
+		size_t n;
+		const uint8_t *b = tok_token_bytes(tok, (uint32_t)be[k], &n);
+		json_object_set_new(j, names[k],
+				    json_pack("{s:I,s:s%}", "id", (json_int_t)be[k], "text",
+					      b ? (const char *)b : "", b ? n : 0));
+	}
+	for (size_t i = 0; i < tok_added_count(tok); i++) {
+		uint32_t id;
+		bool special;
+		const char *s = tok_added(tok, i, &id, &special);
+		json_array_append_new(added, json_pack("{s:I,s:s,s:b}", "id", (json_int_t)id,
+						       "content", s, "special", special));
+	}
+	json_object_set_new(j, "added_tokens", added);
+	return j;
+}
+
+static void info_text(const titan_tok *tok, json_t *j)
+{
+	printf("model          BPE (byte-level)\n");
+	printf("source         %s\n", tok_source_format(tok));
+	printf("vocab size     %u\n", tok_vocab_size(tok));
+	printf("pre-tokenizer  %s: %s\n", pretok_kind(tok_pretok(tok)),
+	       pretok_pattern(tok_pretok(tok)));
+	printf("ignore merges  %s\n", tok_ignore_merges(tok) ? "yes" : "no");
+	const char *names[2] = {"bos", "eos"};
+	for (int k = 0; k < 2; k++) {
+		json_t *v = json_object_get(j, names[k]);
+		if (json_is_null(v))
+			printf("%-14s none\n", names[k]);
+		else
+			printf("%-14s %lld %s\n", names[k],
+			       (long long)json_integer_value(json_object_get(v, "id")),
+			       json_string_value(json_object_get(v, "text")));
+	}
+	size_t n = tok_added_count(tok), nspecial = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t id;
+		bool special;
+		tok_added(tok, i, &id, &special);
+		nspecial += special;
+	}
+	printf("added tokens   %zu (%zu special)\n", n, nspecial);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t id;
+		bool special;
+		const char *s = tok_added(tok, i, &id, &special);
+		printf("  %8u  %s%s\n", id, s, special ? "" : "  (not special)");
+	}
+	printf("sha256         %s\n", tok_hash(tok));
+}
+
+static int cmd_info(int argc, char **argv, titan_log *log)
+{
+	tok_common c = {.verbosity = 1};
+	bool as_json = false;
+	const opt_spec specs[] = {
+		COMMON_TOK_OPTS(c),
+		{"json", 0, OPT_FLAG, &as_json, NULL, "print JSON"},
+		COMMON_MISC_OPTS(c),
+		{0},
+	};
+	opt_list rest = {0};
+	titan_tok *tok = NULL;
+	int rc = opt_parse(specs, argc, argv, &rest);
+	if (!rc && c.help) {
+		print_help("titan-tok info -t TOK [--json]", specs);
+		goto out;
+	}
+	if (!rc && rest.n == 1 && !c.tok_path)
+		c.tok_path = rest.v[0];
+	else if (!rc && rest.n)
+		rc = titan_err(TITAN_EUSAGE, "unexpected argument '%s'", rest.v[0]);
+	if (rc) {
+		goto out;
+	}
+	if ((rc = load_tok(&c, &tok)))
+		goto out;
+	json_t *j = info_json(tok, c.tok_path);
+	if (!j) {
+		rc = titan_err_nomem();
+		goto out;
+	}
+	if (as_json) {
+		char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		if (s)
+			printf("%s\n", s);
+		free(s);
+	} else
+		info_text(tok, j);
+	json_decref(j);
+	if (fflush(stdout) || ferror(stdout))
+		rc = titan_err_errno(TITAN_EIO, "cannot write standard output");
+out:
+	tok_free(tok);
+	opt_list_free(&rest);
+	opt_list_free(&c.specials);
+	return rc;
+}
+
+/* ---- train ----------------------------------------------------------- */
+
+static int cmd_train(int argc, char **argv, titan_log *log)
+{
+	tok_common c = {.verbosity = 1};
+	long long vocab = 0, min_freq = 2;
+	bool lines = false, jsonl = false, skip_bad = false;
+	const char *pattern = "llama3", *field = NULL, *in_format = NULL;
+	opt_list specials = {0};
+	const opt_spec specs[] = {
+		{"output", 'o', OPT_STR, &c.out, "OUT", "tokenizer.json to write (atomically)"},
+		{"vocab-size", 0, OPT_INT, &vocab, "N", "tokens in all: 256 bytes + merges + specials"},
+		{"pattern", 0, OPT_STR, &pattern, "P",
+		 "split pattern: gpt2, cl100k, llama3 (default), o200k or a regex"},
+		{"special", 0, OPT_LIST, &specials, "TOKEN", "add a special token (repeatable)"},
+		{"min-frequency", 0, OPT_INT, &min_freq, "N", "never merge a pair seen fewer times (default 2)"},
+		{"lines", 0, OPT_FLAG, &lines, NULL, "each line is a document"},
+		{"jsonl", 0, OPT_FLAG, &jsonl, NULL, "input is JSON lines; the document is --field"},
+		{"field", 0, OPT_STR, &field, "NAME", "JSONL field, dotted paths allowed (default text)"},
+		{"input-format", 0, OPT_STR, &in_format, "F", "input: auto, text or jsonl (default auto)"},
+		{"skip-bad", 0, OPT_FLAG, &skip_bad, NULL, "skip invalid JSON lines and count them"},
+		{"threads", 'T', OPT_INT, &c.threads, "N", "worker threads (default 0: all cores)"},
+		COMMON_MISC_OPTS(c),
+		{0},
+	};
+	opt_list inputs = {0};
+	titan_pool *pool = NULL;
+	ingest *in = NULL;
+	ingest_opts io = {.format = INGEST_AUTO};
+	int rc = opt_parse(specs, argc, argv, &inputs);
+	if (!rc && c.help) {
+		print_help("titan-tok train -o OUT --vocab-size N [--pattern P] [--special TOKEN]... "
+			   "[--min-frequency N] [--threads N] INPUT...", specs);
+		goto out;
+	}
+	if (!rc && in_format)
+		rc = ingest_parse_format(in_format, &io.format);
+	if (!rc && !c.out)
+		rc = titan_err(TITAN_EUSAGE, "no output given (-o OUT)");
+	if (!rc && (vocab <= 0 || vocab > UINT32_MAX))
+		rc = titan_err(TITAN_EUSAGE, "--vocab-size must be a positive integer%s",
+			       vocab ? "" : " (it is required)");
+	if (!rc && min_freq < 1)
+		rc = titan_err(TITAN_EUSAGE, "--min-frequency must be at least 1, got %lld", min_freq);
+	if (!rc && c.threads < 0)
+		rc = titan_err(TITAN_EUSAGE, "--threads must be 0 (all cores) or more, got %lld",
+			       c.threads);
+	if (!rc && !inputs.n)
+		rc = titan_err(TITAN_EUSAGE, "no input given (INPUT..., or - for stdin)");
+	if (rc) {
+		goto out;
+	}
+	log->verbosity = c.verbosity;
+	if (jsonl)
+		io.format = INGEST_JSONL;
+	io.field = field;
+	io.lines = lines;
+	io.skip_bad = skip_bad;
+	if ((rc = ingest_open(&in, inputs.v, inputs.n, &io)) ||
+	    (rc = pool_new(&pool, (int)c.threads)))
+		goto out;
+	tok_train_opts to = {
+		.vocab_size = (uint32_t)vocab,
+		.pattern = pattern,
+		.specials = specials.v,
+		.nspecials = specials.n,
+		.min_frequency = (uint64_t)min_freq,
+		.pool = pool,
+		.log = log,
+	};
+	rc = tok_train(&to, in, c.out);
+	if (!rc && skip_bad && ingest_skipped(in))
+		log_warn(log, "skipped %llu invalid JSON line(s)",
+			 (unsigned long long)ingest_skipped(in));
+out:
+	ingest_close(in);
+	pool_free(pool);
+	opt_list_free(&inputs);
+	opt_list_free(&specials);
+	opt_list_free(&c.specials);
+	return rc;
+}
+
+/* ---- main ------------------------------------------------------------ */
+
+static void print_version(void)
+{
+	char info[256];
+	printf("%s %s\n", PROG, TITAN_VERSION);
+	if (!kernels_cuda_built())
+		printf("cuda: not built\n");
+	else if (kernels_cuda_probe(info, sizeof info) == 0)
+		printf("cuda: %s\n", info);
+	else
+		printf("cuda: built, unavailable (%s)\n", titan_errmsg());
+}
+
+int main(int argc, char **argv)
+{
+	titan_log log;
+	log_init(&log, PROG);
+	if (argc < 2) {
+		fputs(usage_top, stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+		fputs(usage_top, stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+		print_version();
+		return 0;
+	}
+	int (*fn)(int, char **, titan_log *) = NULL;
+	if (!strcmp(cmd, "encode"))
+		fn = cmd_encode;
+	else if (!strcmp(cmd, "decode"))
+		fn = cmd_decode;
+	else if (!strcmp(cmd, "info"))
+		fn = cmd_info;
+	else if (!strcmp(cmd, "train"))
+		fn = cmd_train;
+	if (!fn) {
+		return report(&log, titan_err(TITAN_EUSAGE, "unknown command '%s' (expected "
+					      "encode, decode, info or train)", cmd), NULL);
+	}
+	int rc = fn(argc - 2, argv + 2, &log);
+	return rc ? report(&log, rc, cmd) : 0;
+}
