@@ -22,6 +22,7 @@ NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,
 LIB_SRC := $(sort $(shell find lib kernels/cpu -name '*.c'))
 CMD_SRC := $(sort $(wildcard cmd/titan-*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
+BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 CU_SRC := $(sort $(wildcard kernels/cuda/*.cu))
 
@@ -38,11 +39,12 @@ endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BINS := $(CMD_SRC:cmd/%.c=$(BUILD)/bin/%)
 TESTS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCHES := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 LIBA := $(BUILD)/libtitan.a
 
 .PHONY: all test unit asan bench demo install uninstall clean deps test-deps fuzz \
 	test-cuda bench-cuda unicode-tables help
-all: $(BINS) $(TESTS)
+all: $(BINS) $(TESTS) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -61,6 +63,10 @@ $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(LIBA)
 	$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
+
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
 

@@ -19,13 +19,14 @@ setup() {
 	REF=${TITAN_BUILD:-$BATS_TEST_DIRNAME/../build}/ref
 	ENCODE_JS=$BATS_TEST_DIRNAME/ref/encode.js
 	CACHE=$REF/cache
-	cd "$BATS_TEST_TMPDIR"
+	cd "$BATS_TEST_TMPDIR" || return 1
 }
 
 need_reference() {
 	command -v node >/dev/null || skip "node is not installed"
-	[ -d "$REF/node_modules/tokenizers" ] && [ -d "$REF/node_modules/tiktoken" ] ||
+	if [ ! -d "$REF/node_modules/tokenizers" ] || [ ! -d "$REF/node_modules/tiktoken" ]; then
 		skip "reference packages absent: run tests/ref/setup.sh"
+	fi
 	export NODE_PATH=$REF/node_modules
 	mkdir -p "$CACHE"
 }
@@ -37,13 +38,15 @@ need_file() {
 	done
 }
 
-# The tiktoken side of tokenizer NAME: rank file, pattern file, specials file.
+# The tiktoken side of tokenizer NAME: sets tk_files to its rank file,
+# pattern file and specials file.
 tiktoken_files() {
 	local d=$TITAN_DATA/tokenizers/$1
 	case $1 in
-	gpt2)	echo "$d/r50k_base.tiktoken $d/r50k_base.pattern.txt $d/r50k_base.special_tokens.json" ;;
-	llama3)	echo "$d/tokenizer.model $d/pattern.txt $d/special_tokens.json" ;;
-	*)	echo "$d/$1.tiktoken $d/$1.pattern.txt $d/$1.special_tokens.json" ;;
+	gpt2)	tk_files=("$d/r50k_base.tiktoken" "$d/r50k_base.pattern.txt"
+			"$d/r50k_base.special_tokens.json") ;;
+	llama3)	tk_files=("$d/tokenizer.model" "$d/pattern.txt" "$d/special_tokens.json") ;;
+	*)	tk_files=("$d/$1.tiktoken" "$d/$1.pattern.txt" "$d/$1.special_tokens.json") ;;
 	esac
 }
 
@@ -88,20 +91,24 @@ same_ids() {
 	return 1
 }
 
-mode_flag() {
-	[ "$1" = lines ] && echo --lines
-	return 0
+# Sets flags to titan-tok's options for MODE (lines or whole).
+mode_flags() {
+	flags=()
+	if [ "$1" = lines ]; then
+		flags=(--lines)
+	fi
 }
 
 # matches_hf NAME FILE MODE: titan-tok on tokenizer.json == Hugging Face.
 matches_hf() {
-	local input json expect
+	local input json expect flags
 	input=$TITAN_DATA/corpus/$2
 	json=$TITAN_DATA/tokenizers/$1/tokenizer.json
 	need_file "$input" "$json"
 	need_reference
 	expect=$(ref_ids hf "$3" "$input" "$json")
-	"$TOK" encode -t "$json" $(mode_flag "$3") "$input" >titan.ids
+	mode_flags "$3"
+	"$TOK" encode -t "$json" "${flags[@]}" "$input" >titan.ids
 	same_ids "$expect" titan.ids
 }
 
@@ -109,38 +116,40 @@ matches_hf() {
 # them keep NAME.pattern.txt and NAME.special_tokens.json beside the rank
 # file, which titan-tok finds by itself; llama3's are named otherwise.
 rank_opts() {
-	local ranks pattern specials
-	read -r ranks pattern specials <<<"$(tiktoken_files "$1")"
-	echo "$ranks"
+	local tk_files
+	tiktoken_files "$1"
+	echo "${tk_files[0]}"
 	if [ "$1" = llama3 ]; then
 		echo --pattern
-		cat "$pattern"; echo
+		cat "${tk_files[1]}"; echo
 		node -e 'for (const [t, id] of Object.entries(require(process.argv[1])))
-			console.log("--special\n" + t + "=" + id)' "$specials"
+			console.log("--special\n" + t + "=" + id)' "${tk_files[2]}"
 	fi
 }
 
 # matches_tiktoken NAME FILE MODE: titan-tok on the rank file == tiktoken.
 matches_tiktoken() {
-	local input expect files opts=()
+	local input expect tk_files flags opts=()
 	input=$TITAN_DATA/corpus/$2
-	files=$(tiktoken_files "$1")
-	need_file "$input" $files
+	tiktoken_files "$1"
+	need_file "$input" "${tk_files[@]}"
 	need_reference
-	expect=$(ref_ids tiktoken "$3" "$input" $files)
+	expect=$(ref_ids tiktoken "$3" "$input" "${tk_files[@]}")
 	mapfile -t opts < <(rank_opts "$1")
-	"$TOK" encode -t "${opts[@]}" $(mode_flag "$3") "$input" >titan.ids
+	mode_flags "$3"
+	"$TOK" encode -t "${opts[@]}" "${flags[@]}" "$input" >titan.ids
 	same_ids "$expect" titan.ids
 }
 
 # round_trips NAME FILE MODE: decode(encode(FILE)) is FILE byte for byte.
 round_trips() {
-	local input json
+	local input json flags
 	input=$TITAN_DATA/corpus/$2
 	json=$TITAN_DATA/tokenizers/$1/tokenizer.json
 	need_file "$input" "$json"
-	"$TOK" encode -t "$json" $(mode_flag "$3") "$input" >ids
-	"$TOK" decode -t "$json" $(mode_flag "$3") ids >decoded
+	mode_flags "$3"
+	"$TOK" encode -t "$json" "${flags[@]}" "$input" >ids
+	"$TOK" decode -t "$json" "${flags[@]}" ids >decoded
 	cmp "$input" decoded
 }
 

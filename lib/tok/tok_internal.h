@@ -2,9 +2,9 @@
  * engine (bpe.c) and the added-token matcher (added.c).  Not for cmd/.
  *
  * A loader fills a titan_tok in three steps: tok_set_vocab() with every
- * token's bytes, tok_pair_add() for every merge in rank order, then
- * tok_finish() with the pre-tokenizer pattern, which builds the lookup
- * tables, the added-token matchers and the content hash. */
+ * token's bytes, tok_pairs_init() and tok_pair_add() for every merge in
+ * rank order, then tok_finish() with the pre-tokenizer pattern, which
+ * builds the added-token matchers and the content hash. */
 #ifndef TITAN_TOK_INTERNAL_H
 #define TITAN_TOK_INTERNAL_H
 #include "core/base.h"

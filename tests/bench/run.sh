@@ -19,7 +19,7 @@ TITAN_DATA=${TITAN_DATA:-$root/../shared/data}
 runs=${TITAN_BENCH_RUNS:-3}
 tokenizers=${TITAN_BENCH_TOKENIZERS:-gpt2 llama3 cl100k_base o200k_base}
 tok=$TITAN_BIN/titan-tok
-work=$TITAN_BUILD/bench
+work=$TITAN_BUILD/tokbench
 command_line="TITAN_BIN=$TITAN_BIN TITAN_DATA=$TITAN_DATA TITAN_BUILD=$TITAN_BUILD"
 command_line+=" TITAN_BENCH_RUNS=$runs TITAN_BENCH_TOKENIZERS='$tokenizers' tests/bench/run.sh"
 
@@ -36,8 +36,10 @@ mkdir -p "$work" || die "cannot create '$work'"
 
 # The English text: the Bible then Shakespeare, 5,413,633 bytes.
 english=$work/english.txt
-cat "$TITAN_DATA/corpus/kjv.txt" "$TITAN_DATA/corpus/tinyshakespeare.txt" >"$english.tmp" &&
-	mv "$english.tmp" "$english" || die "cannot write '$english'"
+if ! cat "$TITAN_DATA/corpus/kjv.txt" "$TITAN_DATA/corpus/tinyshakespeare.txt" >"$english.tmp" ||
+	! mv "$english.tmp" "$english"; then
+	die "cannot write '$english'"
+fi
 
 # The code text: the C headers under /usr/include in path order, whole files
 # until 5 MB is reached.  Files that are not valid UTF-8 are left out, so
@@ -119,6 +121,12 @@ ratio() {
 	}'
 }
 
+# row CELL...: one line of the table in the format set below.
+row() {
+	# shellcheck disable=SC2059  # fmt is this script's own format
+	printf "$fmt" "$@"
+}
+
 cores=$(nproc)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "titan-tok encoding throughput, MB/s (10^6 bytes of input per second of"
@@ -142,11 +150,11 @@ echo
 
 if [ -n "$refs" ]; then
 	fmt="%-12s %-8s %8s %8s %11s %11s %7s %7s %15s %9s %5s\n"
-	printf "$fmt" tokenizer text "titan 1" "titan $cores" "tiktoken 1" "tiktoken $cores" \
+	row tokenizer text "titan 1" "titan $cores" "tiktoken 1" "tiktoken $cores" \
 		"hf 1" "hf $cores" "titan/tiktoken" "titan/hf" ids
 else
 	fmt="%-12s %-8s %8s %8s\n"
-	printf "$fmt" tokenizer text "titan 1" "titan $cores"
+	row tokenizer text "titan 1" "titan $cores"
 fi
 for name in $tokenizers; do
 	json=$TITAN_DATA/tokenizers/$name/tokenizer.json
@@ -162,7 +170,7 @@ for name in $tokenizers; do
 		titan_mbps "$json" "$file" 0
 		tn=$mbps
 		if [ -z "$refs" ]; then
-			printf "$fmt" "$name" "$text" "$t1" "$tn"
+			row "$name" "$text" "$t1" "$tn"
 			continue
 		fi
 		read -r k1 _ ktokens <<<"$(ref_bench tiktoken 1 "$name" "$file")"
@@ -174,7 +182,7 @@ for name in $tokenizers; do
 			ids=DIFF
 			[ "$titan_tokens" = "$ktokens" ] && ids=same
 		fi
-		printf "$fmt" "$name" "$text" "$t1" "$tn" "$k1" "$kn" "$h1" "$hn" \
+		row "$name" "$text" "$t1" "$tn" "$k1" "$kn" "$h1" "$hn" \
 			"$(ratio "$t1" "$k1")" "$(ratio "$t1" "$h1")" "$ids"
 	done
 done
