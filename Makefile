@@ -19,6 +19,15 @@ ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -pthread -fno-strict-aliasing -Ilib -I
 LDLIBS = -ljansson -lzstd -larchive -lpcre2-8 -lm -pthread
 NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
 
+# Quiet rules, as git prints them; V=1 shows the commands.
+ifeq ($(V),1)
+Q =
+say = @true
+else
+Q = @
+say = @printf '  %-6s %s\n'
+endif
+
 LIB_SRC := $(sort $(shell find lib kernels/cpu -name '*.c'))
 CMD_SRC := $(sort $(wildcard cmd/titan-*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -48,27 +57,33 @@ all: $(BINS) $(TESTS) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(say) CC $<
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -Ilib -Ikernels -c $< -o $@
+	$(say) NVCC $<
+	$(Q)$(NVCC) $(NVCCFLAGS) -Ilib -Ikernels -c $< -o $@
 
 $(LIBA): $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
-	$(AR) rcs $@ $^
+	$(say) AR $@
+	$(Q)$(AR) rcs $@ $^
 
 $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(LIBA)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
+	$(say) LINK $@
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBA)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
+	$(say) LINK $@
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
 
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(LIBA)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
+	$(say) LINK $@
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

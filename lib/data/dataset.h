@@ -32,7 +32,7 @@ typedef struct dataset_writer_opts {
 	uint32_t block_tokens;   /* 0: SHARD_BLOCK_TOKENS_DEFAULT */
 	int zstd_level;          /* 0: default 3 */
 	double val_fraction;
-	uint64_t seed;
+	uint64_t seed;           /* at most INT64_MAX (a JSON integer) */
 	bool force;              /* replace an existing OUTDIR */
 } dataset_writer_opts;
 
@@ -65,16 +65,22 @@ uint64_t dataset_docs(const dataset *d, int split);
 size_t dataset_nshards(const dataset *d, int split);
 /* Shard i of a split: its path (inside the dataset dir) and counts. */
 const char *dataset_shard_path(const dataset *d, int split, size_t i);
+/* Tokens per compressed block, as the manifest records it. */
+uint32_t dataset_block_tokens(const dataset *d);
+/* The split assignment the dataset was written with (manifest "split"). */
+void dataset_split_params(const dataset *d, uint64_t *seed, double *val_fraction);
 /* Tokens [pos, pos + n) of a split's stream.  Not thread-safe (shard
  * readers cache a block): one dataset handle per thread. */
 int dataset_read(dataset *d, int split, uint64_t pos, size_t n, uint32_t *out);
 /* Document k of a split: start position and length in tokens. */
 int dataset_doc(dataset *d, int split, uint64_t k, uint64_t *start, uint64_t *len);
 /* Positions p in [pos, pos + n) where a document starts, relative to pos
- * (appended to out). */
+ * (appended to out, ascending, each once even where empty documents share
+ * a position). */
 int dataset_doc_starts(dataset *d, int split, uint64_t pos, size_t n, titan_u32s *out);
-/* Verify every shard of every split against the manifest (counts, file
- * checksums) and every block checksum. */
+/* Verify every shard of every split: every block checksum and the
+ * document table (shard_verify, so damage names the shard and block), then
+ * the counts and whole-file XXH64 against the manifest. */
 int dataset_verify(const char *dir);
 
 #endif

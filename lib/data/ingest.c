@@ -6,6 +6,11 @@
  * by the "raw" format as one entry.  Data comes in 1 MiB blocks, so line
  * and JSONL inputs stream in constant memory whatever their size.
  *
+ * JSONL lines go through the scanner of jsonl.h, which validates a line as
+ * jansson would and pulls the field out without building a tree.  Only the
+ * lines it turns down (invalid, field missing or not a string, or too odd to
+ * settle) are parsed again by jansson, so the messages stay jansson's.
+ *
  * mtree is the one libarchive format left out: its reader accepts ordinary
  * text ("hello\n" reads as an mtree entry) and opens the files an mtree spec
  * names, which a corpus reader must never do. */
@@ -22,6 +27,7 @@
 
 #include "core/buf.h"
 #include "data/ingest.h"
+#include "data/jsonl.h"
 
 #define INGEST_BLOCK (1u << 20)
 
@@ -32,6 +38,7 @@ struct ingest_input {
 
 struct ingest {
 	ingest_opts opts;
+	char *field_path;   /* the dotted field path as given, for messages */
 	char **field;       /* the dotted field path, split */
 	size_t nfield;
 
@@ -59,6 +66,7 @@ struct ingest {
 	size_t blk_pos, blk_len;
 	bool data_eof;
 	titan_bytes pending; /* a line that spans blocks, or a whole file */
+	jsonl_scanner jsonl; /* the fast path for JSONL lines */
 	json_t *held;       /* owns the string the last JSONL document points to */
 };
 
@@ -257,9 +265,11 @@ int ingest_open(ingest **out, const char *const *inputs, size_t n, const ingest_
 		rc = titan_err(TITAN_EUSAGE, "empty JSONL field path");
 		goto fail;
 	}
-	rc = split_field(in, field);
+	in->field_path = strdup(field);
+	rc = in->field_path ? split_field(in, field) : titan_err_nomem();
 	if (rc)
 		goto fail;
+	jsonl_init(&in->jsonl, (const char *const *)in->field, in->nfield);
 	in->blk = malloc(INGEST_BLOCK);
 	if (!in->blk) {
 		rc = titan_err_nomem();
@@ -524,9 +534,22 @@ static int bad_line(ingest *in, int code)
 	return 0;
 }
 
-/* Parse one JSONL line into doc: 1, 0 when the line was skipped, < 0. */
+/* Parse one JSONL line into doc: 1, 0 when the line was skipped, < 0.
+ * The scanner takes the lines that hold the field as a string; the rest
+ * go through jansson, whose verdict and messages are the reference. */
 static int jsonl_doc(ingest *in, const uint8_t *p, size_t n, ingest_doc *doc)
 {
+	const uint8_t *text;
+	size_t len;
+	int res = jsonl_field(&in->jsonl, p, n, &text, &len);
+	if (res < 0)
+		return res;
+	if (res == JSONL_STRING) {
+		doc->text = text;
+		doc->len = len;
+		return 1;
+	}
+
 	json_error_t jerr;
 	json_t *root = json_loadb((const char *)p, n, JSON_ALLOW_NUL, &jerr);
 	if (!root)
@@ -536,7 +559,7 @@ static int jsonl_doc(ingest *in, const uint8_t *p, size_t n, ingest_doc *doc)
 	json_t *v = root;
 	for (size_t i = 0; i < in->nfield && v; i++)
 		v = json_is_object(v) ? json_object_get(v, in->field[i]) : NULL;
-	const char *field = in->opts.field ? in->opts.field : "text";
+	const char *field = in->field_path;
 	int rc = 0;
 	if (!v)
 		rc = titan_err(TITAN_EFORMAT, "%s:%llu: field '%s' is missing", in->source,
@@ -655,12 +678,14 @@ void ingest_close(ingest *in)
 		return;
 	close_input(in);
 	json_decref(in->held);
+	jsonl_free(&in->jsonl);
 	for (size_t i = 0; i < in->ninputs; i++)
 		free(in->inputs[i].path);
 	free(in->inputs);
 	for (size_t i = 0; i < in->nfield; i++)
 		free(in->field[i]);
 	free(in->field);
+	free(in->field_path);
 	free(in->source);
 	free(in->blk);
 	bytes_free(&in->pending);

@@ -11,7 +11,12 @@
  * cursor + i * dp_size + r.  The whole state is the global cursor, which a
  * checkpoint stores: resuming at a cursor gives the same batches, and
  * resuming with another dp_size (same dp_size * batch) continues the same
- * global order. */
+ * global order.
+ *
+ * The order of epoch e is a Fisher-Yates shuffle of [0, windows_per_epoch)
+ * driven by splitmix64 seeded from (seed, e): a fixed function, so a cursor
+ * saved by one build resumes the same on any other.  shuffle = false gives
+ * stream order in every epoch. */
 #ifndef TITAN_DATA_LOADER_H
 #define TITAN_DATA_LOADER_H
 #include "core/base.h"
@@ -46,11 +51,19 @@ typedef struct loader_batch {
 
 typedef struct loader loader;
 
-/* A split too short for one window is TITAN_EUSAGE naming its size. */
+/* Open the dataset o->dir (the loader keeps its own handle and a copy of the
+ * path) and position at start; a pos past the epoch's end carries into the
+ * next epochs.  A split too short for one window is TITAN_EUSAGE naming its
+ * size; so is a shuffled split of more than 2^32 windows. */
 int loader_open(loader **out, const loader_opts *o, loader_cursor start);
+/* Stops the prefetch thread (it finishes the batch it is on) and frees
+ * everything; fine at any point, NULL included. */
 void loader_close(loader *l);
+/* (tokens of the split - 1) / seq_len */
 uint64_t loader_windows_per_epoch(const loader *l);
-/* The next batch; the loader owns b's buffers until the next call. */
+/* The next batch; the loader owns b's buffers until the next call.  With
+ * prefetch, a failure of the background thread comes out here with its
+ * message, and again on every later call. */
 int loader_next(loader *l, loader_batch **b);
 /* The cursor after the batches returned so far (what a checkpoint saves). */
 loader_cursor loader_state(const loader *l);

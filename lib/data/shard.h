@@ -9,9 +9,11 @@
  *   blocks   one zstd frame per block of block_tokens tokens (the last may
  *            be shorter)
  *   index    per block: file offset u64, compressed size u32, tokens u32,
- *            XXH64 of the uncompressed little-endian token bytes u64
+ *            XXH64 of the uncompressed little-endian token bytes u64;
+ *            then the XXH64 of the index entries
  *   docs     one zstd frame: the documents' start positions (u64 token
- *            offsets within the shard, ascending, first 0), then its XXH64
+ *            offsets within the shard, non-decreasing as documents may be
+ *            empty, first 0), then the XXH64 of the uncompressed table
  *   footer   16 bytes: index offset u64 again and magic "TITANEND"
  *
  * A shard always ends at a document boundary: documents never span shards. */
@@ -31,7 +33,8 @@ typedef struct shard_summary {
 } shard_summary;
 
 /* Create PATH (written as PATH.tmp.PID, renamed by shard_writer_close).
- * token_bytes: 2 (u16, vocab <= 65535... ids must fit) or 4. */
+ * token_bytes: 2 (u16: every id < 65536) or 4 (u32).  block_tokens: 0 is
+ * SHARD_BLOCK_TOKENS_DEFAULT, at most 2^24.  zstd_level: 0 is 3. */
 int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
 		      uint32_t block_tokens, int zstd_level);
 /* Append one document; an id that does not fit token_bytes is TITAN_ERANGE. */
@@ -66,5 +69,7 @@ int shard_read(shard_reader *r, uint64_t pos, size_t n, uint32_t *out);
 /* Read every block and check every checksum; the first damage is an error
  * naming the file and block. */
 int shard_verify(const char *path);
+/* XXH64 (seed 0) of the whole file: the checksum a manifest stores. */
+int shard_file_xxh64(const char *path, uint64_t *out);
 
 #endif

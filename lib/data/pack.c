@@ -1,0 +1,226 @@
+/* pack.c - corpus to dataset: ingest, tokenize in order on a pool, split,
+ * write shards. */
+#include "core/base.h"
+#include "core/buf.h"
+#include "data/pack.h"
+#include "tok/batch.h"
+
+#include <unistd.h>
+
+/* Everything the per-document step needs; it runs on one pool thread at a
+ * time (tok_batch), or on the caller's thread for id inputs. */
+typedef struct packer {
+	dataset_writer *w;
+	int64_t bos, eos;
+	uint64_t seed;
+	double val_fraction;
+	titan_u32s doc;      /* BOS? ids EOS? of the document being written */
+	/* Read by the progress line on the caller's thread while a pool thread
+	 * writes them: accessed atomically. */
+	uint64_t docs[SPLIT_COUNT], tokens[SPLIT_COUNT];
+} packer;
+
+void pack_specials(const pack_opts *o, int64_t *bos, int64_t *eos)
+{
+	*eos = o->no_eos ? -1 : tok_eos(o->tok);
+	*bos = o->no_bos ? -1 : tok_bos(o->tok);
+	/* A tokenizer whose BOS is its EOS (GPT-2's <|endoftext|>) separates
+	 * documents with one token, not two. */
+	if (*bos >= 0 && *bos == tok_eos(o->tok))
+		*bos = -1;
+}
+
+static int pack_doc(void *arg, const uint32_t *ids, size_t n)
+{
+	packer *p = arg;
+	int split = dataset_split_of(ids, n, p->seed, p->val_fraction);
+	if (split < 0)
+		return split;
+	p->doc.n = 0;
+	int rc = u32s_reserve(&p->doc, n + 2);
+	if (rc)
+		return rc;
+	if (p->bos >= 0)
+		p->doc.v[p->doc.n++] = (uint32_t)p->bos;
+	memcpy(p->doc.v + p->doc.n, ids, n * sizeof *ids);
+	p->doc.n += n;
+	if (p->eos >= 0)
+		p->doc.v[p->doc.n++] = (uint32_t)p->eos;
+	if ((rc = dataset_writer_add(p->w, split, p->doc.v, p->doc.n)))
+		return rc;
+	__atomic_store_n(&p->docs[split], p->docs[split] + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->tokens[split], p->tokens[split] + p->doc.n, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static uint64_t load_sum(uint64_t *v)
+{
+	uint64_t s = 0;
+	for (int k = 0; k < SPLIT_COUNT; k++)
+		s += __atomic_load_n(&v[k], __ATOMIC_RELAXED);
+	return s;
+}
+
+static void progress(const pack_opts *o, packer *p, uint64_t done, uint64_t total)
+{
+	if (!o->log)
+		return;
+	char label[128];
+	snprintf(label, sizeof label, "packing: %llu docs, %.1fM tokens",
+		 (unsigned long long)load_sum(p->docs), (double)load_sum(p->tokens) / 1e6);
+	log_progress(o->log, label, (double)done, (double)total, "B", false);
+}
+
+static int pack_text(const pack_opts *o, packer *p, ingest *in, pack_stats *st)
+{
+	tok_batch *b = NULL;
+	ingest_doc doc;
+	uint64_t count = 0;
+	int rc = tok_batch_new(&b, o->tok, o->pool, pack_doc, p);
+	while (!rc && (rc = ingest_next(in, &doc)) == 1) {
+		rc = tok_batch_add(b, doc.text, doc.len);
+		if (++count % 256 == 0)
+			progress(o, p, ingest_bytes_done(in), ingest_bytes_total(in));
+	}
+	if (!rc)
+		rc = tok_batch_flush(b);
+	st->bytes_in = ingest_bytes_done(in);
+	st->skipped = ingest_skipped(in);
+	if (b)
+		st->text_bytes = tok_batch_bytes(b);
+	tok_batch_free(b);
+	return rc;
+}
+
+static uint32_t get_u32_le(const uint8_t *p)
+{
+	return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* One u32 stream: ids, 0xFFFFFFFF after each document.  A stream that
+ * stops inside a document is refused: it was most likely cut short. */
+static int pack_id_stream(const pack_opts *o, packer *p, const char *path, FILE *fp,
+			  pack_stats *st)
+{
+	enum { CHUNK = 1 << 20 };
+	uint8_t *buf = malloc(CHUNK);
+	titan_u32s ids = {0};
+	uint32_t vocab = tok_vocab_size(o->tok);
+	uint64_t offset = 0;
+	size_t have = 0, got;
+	int rc = buf ? 0 : titan_err_nomem();
+	while (!rc && (got = fread(buf + have, 1, CHUNK - have, fp)) > 0) {
+		have += got;
+		size_t nw = have / 4;
+		for (size_t i = 0; i < nw && !rc; i++) {
+			uint32_t id = get_u32_le(buf + 4 * i);
+			if (id == 0xFFFFFFFFu) {
+				rc = pack_doc(p, ids.v, ids.n);
+				ids.n = 0;
+			} else if (id >= vocab) {
+				rc = titan_err(TITAN_ERANGE, "'%s': offset %llu: id %u is past the "
+					       "vocabulary (%u tokens)", path,
+					       (unsigned long long)(offset + 4 * i), id, vocab);
+			} else {
+				rc = u32s_push(&ids, id);
+			}
+		}
+		memmove(buf, buf + nw * 4, have - nw * 4);
+		offset += nw * 4;
+		have -= nw * 4;
+		st->bytes_in += got;
+		progress(o, p, st->bytes_in, 0);
+	}
+	if (!rc && ferror(fp))
+		rc = titan_err_errno(TITAN_EIO, "cannot read '%s'", path);
+	if (!rc && have)
+		rc = titan_err(TITAN_EFORMAT, "'%s': %zu trailing byte(s) at offset %llu: a u32 "
+			       "stream is a whole number of 4-byte ids", path, have,
+			       (unsigned long long)offset);
+	if (!rc && ids.n)
+		rc = titan_err(TITAN_EFORMAT, "'%s': ends inside a document (%zu ids after the "
+			       "last 0xFFFFFFFF): the stream was cut short", path, ids.n);
+	st->text_bytes += offset + have;
+	free(buf);
+	u32s_free(&ids);
+	return rc;
+}
+
+static int pack_ids(const pack_opts *o, packer *p, const char *const *inputs, size_t n,
+		    pack_stats *st)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(inputs[i], "-") && access(inputs[i], R_OK))
+			return titan_err_errno(TITAN_EIO, "cannot open '%s'", inputs[i]);
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		bool std_in = !strcmp(inputs[i], "-");
+		FILE *fp = std_in ? stdin : fopen(inputs[i], "rb");
+		if (!fp)
+			return titan_err_errno(TITAN_EIO, "cannot open '%s'", inputs[i]);
+		rc = pack_id_stream(o, p, inputs[i], fp, st);
+		if (!std_in)
+			fclose(fp);
+	}
+	return rc;
+}
+
+int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats *st)
+{
+	double t0 = titan_now();
+	packer p = {.seed = o->seed, .val_fraction = o->val_fraction};
+	memset(st, 0, sizeof *st);
+	pack_specials(o, &p.bos, &p.eos);
+	st->bos_added = p.bos >= 0;
+	st->eos_added = p.eos >= 0;
+	if (!(o->val_fraction >= 0 && o->val_fraction <= 1))
+		return titan_err(TITAN_EUSAGE, "the validation fraction must be in [0, 1], got %g",
+				 o->val_fraction);
+	if (n == 0)
+		return titan_err(TITAN_EUSAGE, "no input given");
+
+	dataset_writer_opts wo = {
+		.outdir = o->outdir,
+		.shard_tokens = o->shard_tokens,
+		.zstd_level = o->zstd_level,
+		.val_fraction = o->val_fraction,
+		.seed = o->seed,
+		.force = o->force,
+	};
+	dataset_tokinfo *ti = &wo.tok;
+	snprintf(ti->sha256, sizeof ti->sha256, "%s", tok_hash(o->tok));
+	snprintf(ti->source, sizeof ti->source, "%s", o->tok_source ? o->tok_source : "");
+	ti->vocab_size = tok_vocab_size(o->tok);
+	ti->bos = tok_bos(o->tok);
+	ti->eos = tok_eos(o->tok);
+	ti->bos_added = st->bos_added;
+	ti->eos_added = st->eos_added;
+
+	/* Check the inputs before creating anything. */
+	ingest *in = NULL;
+	int rc = o->from_ids ? 0 : ingest_open(&in, inputs, n, &o->ingest);
+	if (rc)
+		return rc;
+	if ((rc = dataset_writer_open(&p.w, &wo))) {
+		ingest_close(in);
+		return rc;
+	}
+	rc = o->from_ids ? pack_ids(o, &p, inputs, n, st) : pack_text(o, &p, in, st);
+	ingest_close(in);
+	if (o->log)
+		log_progress_end(o->log);
+	if (!rc && load_sum(p.docs) == 0)
+		rc = titan_err(TITAN_EFORMAT, "empty corpus: the input holds no documents");
+	if (rc) {
+		dataset_writer_abort(p.w);
+	} else {
+		rc = dataset_writer_commit(p.w);
+	}
+	for (int k = 0; k < SPLIT_COUNT; k++) {
+		st->docs[k] = p.docs[k];
+		st->tokens[k] = p.tokens[k];
+	}
+	st->seconds = titan_now() - t0;
+	u32s_free(&p.doc);
+	return rc;
+}

@@ -1,0 +1,193 @@
+/* test_pack.c - ordered batch encoding (lib/tok/batch.c) and the packer
+ * (lib/data/pack.c): ids equal sequential encoding for any thread count,
+ * documents come back from the dataset as they went in. */
+#include "core/base.h"
+#include "core/buf.h"
+#include "core/pool.h"
+#include "data/dataset.h"
+#include "data/pack.h"
+#include "tok/batch.h"
+#include "check.h"
+
+#include <unistd.h>
+
+static titan_tok *load_gpt2(void)
+{
+	const char *dir = check_data_dir();
+	char path[4096];
+	if (!dir)
+		return NULL;
+	snprintf(path, sizeof path, "%s/tokenizers/gpt2/tokenizer.json", dir);
+	if (access(path, R_OK))
+		return NULL;
+	titan_tok *t = NULL;
+	return tok_load(&t, path, NULL) ? NULL : t;
+}
+
+/* Documents of varied sizes, a few large enough to take the parallel path. */
+static char *make_doc(size_t i, size_t *n)
+{
+	size_t len = i % 97 == 0 ? (1u << 20) + 1000 * (i % 7) : (i * 7919) % 3000;
+	char *p = malloc(len + 1);
+	static const char words[] = "the quick brown fox jumps over 12 lazy dogs, \xc3\xa9t\xc3\xa9!\n ";
+	for (size_t k = 0; k < len; k++)
+		p[k] = words[(k * 31 + i) % (sizeof words - 1)];
+	*n = len;
+	return p;
+}
+
+typedef struct collected {
+	titan_u32s ids;
+	titan_u32s ends;
+	int fail_at;   /* return an error at this document, -1 never */
+} collected;
+
+static int collect(void *arg, const uint32_t *ids, size_t n)
+{
+	collected *c = arg;
+	if ((int)c->ends.n == c->fail_at)
+		return titan_err(TITAN_EIO, "document %zu: refused", c->ends.n);
+	int rc = u32s_append(&c->ids, ids, n);
+	return rc ? rc : u32s_push(&c->ends, (uint32_t)c->ids.n);
+}
+
+enum { NDOCS = 3000 };
+
+static void test_batch_matches_sequential(void)
+{
+	titan_tok *t = load_gpt2();
+	if (!t)
+		SKIP("TITAN_DATA unset or gpt2 tokenizer missing");
+	tok_encoder *e;
+	REQUIRE(tok_encoder_new(&e, t) == 0, "%s", titan_errmsg());
+	titan_u32s want = {0}, want_ends = {0};
+	for (size_t i = 0; i < NDOCS; i++) {
+		size_t n;
+		char *d = make_doc(i, &n);
+		tok_encode(e, (const uint8_t *)d, n, &want);
+		u32s_push(&want_ends, (uint32_t)want.n);
+		free(d);
+	}
+	for (int threads = 1; threads <= 3; threads++) {
+		titan_pool *pool;
+		tok_batch *b;
+		collected c = {.fail_at = -1};
+		REQUIRE(pool_new(&pool, threads) == 0, "%s", titan_errmsg());
+		REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
+		int rc = 0;
+		for (size_t i = 0; i < NDOCS && !rc; i++) {
+			size_t n;
+			char *d = make_doc(i, &n);
+			rc = tok_batch_add(b, (const uint8_t *)d, n);
+			free(d);
+		}
+		if (!rc)
+			rc = tok_batch_flush(b);
+		CHECK(rc == 0, "%d threads: %s", threads, titan_errmsg());
+		CHECK(c.ends.n == NDOCS, "%d threads: %zu documents", threads, c.ends.n);
+		CHECK(c.ids.n == want.n && !memcmp(c.ids.v, want.v, want.n * 4),
+		      "%d threads: ids differ", threads);
+		CHECK(c.ends.n == want_ends.n && !memcmp(c.ends.v, want_ends.v, want_ends.n * 4),
+		      "%d threads: document ends differ", threads);
+		tok_batch_free(b);
+		pool_free(pool);
+		u32s_free(&c.ids);
+		u32s_free(&c.ends);
+	}
+	u32s_free(&want);
+	u32s_free(&want_ends);
+	tok_encoder_free(e);
+	tok_free(t);
+}
+
+static void test_batch_failure_is_carried(void)
+{
+	titan_tok *t = load_gpt2();
+	if (!t)
+		SKIP("TITAN_DATA unset or gpt2 tokenizer missing");
+	titan_pool *pool;
+	tok_batch *b;
+	collected c = {.fail_at = 1234};
+	REQUIRE(pool_new(&pool, 2) == 0, "%s", titan_errmsg());
+	REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
+	int rc = 0;
+	for (size_t i = 0; i < NDOCS && !rc; i++) {
+		size_t n;
+		char *d = make_doc(i, &n);
+		rc = tok_batch_add(b, (const uint8_t *)d, n);
+		free(d);
+	}
+	if (!rc)
+		rc = tok_batch_flush(b);
+	CHECK(rc == TITAN_EIO, "rc %d", rc);
+	CHECK(strstr(titan_errmsg(), "document 1234: refused"), "message: %s", titan_errmsg());
+	CHECK(c.ends.n == 1234, "%zu documents handed over", c.ends.n);
+	tok_batch_free(b);
+	pool_free(pool);
+	u32s_free(&c.ids);
+	u32s_free(&c.ends);
+	tok_free(t);
+}
+
+static void test_pack_round_trip(void)
+{
+	titan_tok *t = load_gpt2();
+	if (!t)
+		SKIP("TITAN_DATA unset or gpt2 tokenizer missing");
+	char tmpl[] = "/tmp/test_pack.XXXXXX";
+	REQUIRE(mkdtemp(tmpl), "mkdtemp");
+	char in[4200], out[4200];
+	snprintf(in, sizeof in, "%s/in.txt", tmpl);
+	snprintf(out, sizeof out, "%s/ds", tmpl);
+	FILE *fp = fopen(in, "wb");
+	REQUIRE(fp, "cannot write %s", in);
+	fputs("Hello world\n\nsecond line\n", fp);
+	fclose(fp);
+
+	titan_pool *pool;
+	REQUIRE(pool_new(&pool, 2) == 0, "%s", titan_errmsg());
+	pack_opts o = {
+		.outdir = out, .tok = t, .tok_source = "gpt2",
+		.ingest = {.format = INGEST_TEXT, .lines = true},
+		.pool = pool,
+	};
+	int64_t bos, eos;
+	pack_specials(&o, &bos, &eos);
+	CHECK(bos == -1 && eos == 50256, "gpt2: bos %lld eos %lld", (long long)bos, (long long)eos);
+	const char *inputs[] = {in};
+	pack_stats st;
+	int rc = pack_run(&o, inputs, 1, &st);
+	REQUIRE(rc == 0, "%s", titan_errmsg());
+	CHECK(st.docs[SPLIT_TRAIN] == 3 && st.docs[SPLIT_VAL] == 0, "docs %llu/%llu",
+	      (unsigned long long)st.docs[SPLIT_TRAIN], (unsigned long long)st.docs[SPLIT_VAL]);
+	CHECK(st.tokens[SPLIT_TRAIN] == 3 + 1 + 3, "tokens %llu",
+	      (unsigned long long)st.tokens[SPLIT_TRAIN]);
+
+	dataset *d;
+	REQUIRE(dataset_open(&d, out) == 0, "%s", titan_errmsg());
+	uint32_t ids[8];
+	const uint32_t want[] = {15496, 995, 50256, 50256, 12227, 1627, 50256};
+	CHECK(dataset_tokens(d, SPLIT_TRAIN) == 7, "tokens");
+	CHECK(dataset_read(d, SPLIT_TRAIN, 0, 7, ids) == 0 && !memcmp(ids, want, sizeof want),
+	      "ids %u %u %u %u %u %u %u", ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6]);
+	CHECK(dataset_tok(d)->eos_added && !dataset_tok(d)->bos_added, "bos/eos flags");
+	dataset_close(d);
+
+	/* The same output directory again is a usage error and changes nothing. */
+	rc = pack_run(&o, inputs, 1, &st);
+	CHECK(rc == TITAN_EUSAGE, "rc %d: %s", rc, titan_errmsg());
+
+	char cmd[8500];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
+	CHECK(system(cmd) == 0, "cleanup");
+	pool_free(pool);
+	tok_free(t);
+}
+
+int main(void)
+{
+	RUN(test_batch_matches_sequential);
+	RUN(test_batch_failure_is_carried);
+	RUN(test_pack_round_trip);
+	return check_done();
+}

@@ -1,0 +1,284 @@
+/* test_shard.c - one shard file: round trips, block access, damage. */
+#include "core/base.h"
+#include "data/shard.h"
+#include "check.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char scratch[512];
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static void path_in(char *out, size_t n, const char *name)
+{
+	snprintf(out, n, "%s/%s", scratch, name);
+}
+
+/* Documents of random lengths (some empty) as one flat stream. */
+typedef struct docs {
+	titan_u32s ids;
+	titan_u32s lens;
+} docs;
+
+static void make_docs(docs *d, size_t ndocs, size_t maxlen, uint32_t vocab)
+{
+	memset(d, 0, sizeof *d);
+	for (size_t i = 0; i < ndocs; i++) {
+		size_t len = rnd() % 5 == 0 ? 0 : (size_t)(rnd() % (maxlen + 1));
+		u32s_push(&d->lens, (uint32_t)len);
+		for (size_t k = 0; k < len; k++)
+			u32s_push(&d->ids, (uint32_t)(rnd() % vocab));
+	}
+}
+
+static void free_docs(docs *d)
+{
+	u32s_free(&d->ids);
+	u32s_free(&d->lens);
+}
+
+static int write_shard(const char *path, const docs *d, int token_bytes, uint32_t block,
+		       shard_summary *sum)
+{
+	shard_writer *w;
+	int rc = shard_writer_open(&w, path, token_bytes, block, 0);
+	if (rc)
+		return rc;
+	size_t off = 0;
+	for (size_t i = 0; i < d->lens.n; i++) {
+		rc = shard_writer_add_doc(w, d->ids.v + off, d->lens.v[i]);
+		if (rc) {
+			shard_writer_abort(w);
+			return rc;
+		}
+		off += d->lens.v[i];
+	}
+	return shard_writer_close(w, sum);
+}
+
+static void roundtrip(int token_bytes, uint32_t block, size_t ndocs, uint32_t vocab)
+{
+	char path[600];
+	path_in(path, sizeof path, "rt.shard");
+	docs d;
+	make_docs(&d, ndocs, 40, vocab);
+	shard_summary sum;
+	int rc = write_shard(path, &d, token_bytes, block, &sum);
+	REQUIRE(rc == 0, "write: %s", titan_errmsg());
+	CHECK(sum.tokens == d.ids.n, "%llu vs %zu", (unsigned long long)sum.tokens, d.ids.n);
+	CHECK(sum.docs == ndocs, "docs %llu", (unsigned long long)sum.docs);
+	struct stat st;
+	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == sum.bytes, "size");
+	uint64_t h;
+	CHECK(shard_file_xxh64(path, &h) == 0 && h == sum.xxh64, "file hash");
+
+	shard_reader *r;
+	rc = shard_open(&r, path);
+	REQUIRE(rc == 0, "open: %s", titan_errmsg());
+	CHECK(shard_tokens(r) == d.ids.n, "tokens");
+	CHECK(shard_docs(r) == ndocs, "docs");
+	CHECK(shard_token_bytes(r) == token_bytes, "token bytes");
+	CHECK(shard_block_tokens(r) == block, "block tokens");
+	CHECK(shard_nblocks(r) == (d.ids.n + block - 1) / block, "nblocks %u", shard_nblocks(r));
+	const uint64_t *starts = shard_doc_starts(r);
+	uint64_t at = 0;
+	for (size_t i = 0; i < ndocs; i++) {
+		CHECK(starts[i] == at, "doc %zu starts at %llu, want %llu", i,
+		      (unsigned long long)starts[i], (unsigned long long)at);
+		at += d.lens.v[i];
+	}
+	/* Whole stream, then random ranges through the block cache. */
+	uint32_t *got = malloc((d.ids.n + 1) * sizeof *got);
+	rc = shard_read(r, 0, d.ids.n, got);
+	CHECK(rc == 0 && !memcmp(got, d.ids.v, d.ids.n * sizeof *got), "whole read");
+	for (int t = 0; t < 500 && d.ids.n; t++) {
+		uint64_t pos = rnd() % d.ids.n;
+		size_t n = (size_t)(rnd() % (d.ids.n - pos + 1));
+		rc = shard_read(r, pos, n, got);
+		CHECK(rc == 0 && !memcmp(got, d.ids.v + pos, n * sizeof *got),
+		      "range %llu +%zu", (unsigned long long)pos, n);
+	}
+	CHECK(shard_read(r, d.ids.n, 1, got) == TITAN_ERANGE, "read past the end");
+	size_t n;
+	CHECK(shard_read_block(r, shard_nblocks(r), got, &n) == TITAN_ERANGE, "block past end");
+	free(got);
+	shard_close(r);
+	CHECK(shard_verify(path) == 0, "verify: %s", titan_errmsg());
+	unlink(path);
+	free_docs(&d);
+}
+
+static void test_roundtrip_u16(void)
+{
+	roundtrip(2, 7, 300, 65536);
+}
+
+static void test_roundtrip_u32(void)
+{
+	roundtrip(4, 7, 300, 1u << 31);
+}
+
+static void test_roundtrip_big_blocks(void)
+{
+	roundtrip(2, 4096, 2000, 50000);
+	roundtrip(4, 1, 50, 100);
+}
+
+static void test_empty_docs_only(void)
+{
+	char path[600];
+	path_in(path, sizeof path, "empty.shard");
+	shard_writer *w;
+	REQUIRE(shard_writer_open(&w, path, 2, 8, 0) == 0, "%s", titan_errmsg());
+	for (int i = 0; i < 3; i++)
+		REQUIRE(shard_writer_add_doc(w, NULL, 0) == 0, "%s", titan_errmsg());
+	shard_summary sum;
+	REQUIRE(shard_writer_close(w, &sum) == 0, "%s", titan_errmsg());
+	CHECK(sum.tokens == 0 && sum.docs == 3, "counts");
+	shard_reader *r;
+	REQUIRE(shard_open(&r, path) == 0, "%s", titan_errmsg());
+	CHECK(shard_nblocks(r) == 0 && shard_docs(r) == 3, "empty shard");
+	shard_close(r);
+	CHECK(shard_verify(path) == 0, "%s", titan_errmsg());
+	unlink(path);
+}
+
+static void test_u16_range(void)
+{
+	char path[600], tmp[700];
+	path_in(path, sizeof path, "range.shard");
+	shard_writer *w;
+	REQUIRE(shard_writer_open(&w, path, 2, 8, 0) == 0, "%s", titan_errmsg());
+	uint32_t ok[] = { 1, 65535 }, bad[] = { 3, 65536 };
+	CHECK(shard_writer_add_doc(w, ok, 2) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_add_doc(w, bad, 2) == TITAN_ERANGE, "65536 in u16");
+	CHECK(strstr(titan_errmsg(), "65536") != NULL, "message: %s", titan_errmsg());
+	shard_writer_abort(w);
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+	CHECK(access(tmp, F_OK) != 0 && access(path, F_OK) != 0, "abort left a file");
+}
+
+static int read_file(const char *path, titan_bytes *b)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -1;
+	uint8_t buf[65536];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+		bytes_append(b, buf, n);
+	fclose(f);
+	return 0;
+}
+
+static void write_bytes(const char *path, const void *p, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+	fwrite(p, 1, n, f);
+	fclose(f);
+}
+
+static uint64_t le64_at(const uint8_t *p)
+{
+	uint64_t x = 0;
+	for (int i = 7; i >= 0; i--)
+		x = x << 8 | p[i];
+	return x;
+}
+
+/* Flip one byte at off; verify must fail with a message naming the file
+ * and containing want. */
+static void expect_damage(const char *path, const titan_bytes *good, size_t off,
+			  const char *want)
+{
+	titan_bytes b = { 0 };
+	bytes_append(&b, good->v, good->n);
+	b.v[off] ^= 0x5a;
+	write_bytes(path, b.v, b.n);
+	int rc = shard_verify(path);
+	CHECK(rc == TITAN_EFORMAT, "flip at %zu: rc %d", off, rc);
+	CHECK(strstr(titan_errmsg(), path) != NULL, "flip at %zu: %s", off, titan_errmsg());
+	CHECK(!want || strstr(titan_errmsg(), want) != NULL, "flip at %zu: want '%s': %s",
+	      off, want, titan_errmsg());
+	bytes_free(&b);
+}
+
+static void test_damage(void)
+{
+	char path[600];
+	path_in(path, sizeof path, "damage.shard");
+	docs d;
+	make_docs(&d, 200, 60, 1000);
+	shard_summary sum;
+	REQUIRE(write_shard(path, &d, 2, 64, &sum) == 0, "%s", titan_errmsg());
+	titan_bytes good = { 0 };
+	REQUIRE(read_file(path, &good) == 0 && good.n == sum.bytes, "read back");
+	uint64_t index_off = le64_at(good.v + 40), docs_off = le64_at(good.v + 48);
+	uint32_t nblocks = (uint32_t)le64_at(good.v + 20);
+	REQUIRE(nblocks > 4, "blocks %u", nblocks);
+
+	/* Header bytes, each block's middle, index entries, document table,
+	 * footer: every one is caught. */
+	for (size_t off = 0; off < 64; off += 5)
+		expect_damage(path, &good, off, NULL);
+	for (uint32_t b = 0; b < nblocks; b++) {
+		const uint8_t *e = good.v + index_off + 24 * b;
+		uint64_t boff = le64_at(e);
+		uint32_t csize = (uint32_t)(le64_at(e + 8) & 0xffffffffu);
+		char want[32];
+		snprintf(want, sizeof want, "block %u", b);
+		expect_damage(path, &good, (size_t)(boff + csize / 2), want);
+		expect_damage(path, &good, (size_t)(boff + csize - 1), want);
+	}
+	for (size_t off = index_off; off < docs_off; off += 7)
+		expect_damage(path, &good, off, NULL);
+	for (size_t off = docs_off; off < good.n; off++)
+		expect_damage(path, &good, off, NULL);
+
+	/* Truncation anywhere is an error, never a crash. */
+	for (size_t n = 0; n < good.n; n += good.n / 50 + 1) {
+		write_bytes(path, good.v, n);
+		CHECK(shard_verify(path) != 0, "truncated to %zu", n);
+	}
+	unlink(path);
+	bytes_free(&good);
+	free_docs(&d);
+}
+
+static void test_not_a_shard(void)
+{
+	char path[600];
+	path_in(path, sizeof path, "nope.shard");
+	shard_reader *r;
+	CHECK(shard_open(&r, path) == TITAN_EIO, "missing file");
+	write_bytes(path, "hello", 5);
+	CHECK(shard_open(&r, path) == TITAN_EFORMAT, "tiny file");
+	unlink(path);
+}
+
+int main(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(scratch, sizeof scratch, "%s/test_shard.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(scratch)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	RUN(test_roundtrip_u16);
+	RUN(test_roundtrip_u32);
+	RUN(test_roundtrip_big_blocks);
+	RUN(test_empty_docs_only);
+	RUN(test_u16_range);
+	RUN(test_damage);
+	RUN(test_not_a_shard);
+	rmdir(scratch);
+	return check_done();
+}
