@@ -10,6 +10,7 @@
 #include "core/pool.h"
 #include "data/ingest.h"
 #include "kernels.h"
+#include "tok/batch.h"
 #include "tok/tok.h"
 #include "tok/train.h"
 
@@ -97,70 +98,13 @@ static int parse_id_format(const char *s, bool allow_jsonl, id_format *f)
 	return 0;
 }
 
-/* Documents waiting to be encoded together: texts back to back. */
-typedef struct doc_batch {
-	titan_bytes text;
-	size_t *start;  /* ndoc + 1 offsets into text */
-	size_t ndoc, cap;
-} doc_batch;
-
-/* One task's share of a batch: the ids of docs [first, last) back to back,
- * and where each document's ids end. */
-typedef struct task_out {
-	titan_u32s ids;
-	size_t *end;
-	size_t first, last;
-} task_out;
-
 typedef struct encoder_run {
-	const titan_tok *tok;
-	titan_pool *pool;
-	tok_encoder **encs;
-	int nworkers;
-	doc_batch batch;
-	task_out *tasks;
-	size_t ntasks;
 	id_format fmt;
 	int64_t bos, eos;  /* -1 when not added */
 	titan_bytes out;   /* formatted output waiting to be written */
 	titan_atomic *sink;
-	uint64_t bytes_in, tokens_out, docs;
-	double encode_s;
+	uint64_t tokens_out, docs;
 } encoder_run;
-
-static int batch_add(doc_batch *b, const uint8_t *p, size_t n)
-{
-	if (b->ndoc + 2 > b->cap) {
-		size_t ncap = b->cap ? 2 * b->cap : 1024;
-		size_t *s = realloc(b->start, ncap * sizeof *s);
-		if (!s)
-			return titan_err_nomem();
-		b->start = s;
-		b->cap = ncap;
-	}
-	if (b->ndoc == 0)
-		b->start[0] = 0;
-	int rc = bytes_append(&b->text, p, n);
-	if (rc)
-		return rc;
-	b->start[++b->ndoc] = b->text.n;
-	return 0;
-}
-
-static int encode_task(void *arg, size_t task, int worker)
-{
-	encoder_run *r = arg;
-	task_out *t = &r->tasks[task];
-	t->ids.n = 0;
-	for (size_t d = t->first; d < t->last; d++) {
-		size_t s = r->batch.start[d], e = r->batch.start[d + 1];
-		int rc = tok_encode(r->encs[worker], r->batch.text.v + s, e - s, &t->ids);
-		if (rc)
-			return rc;
-		t->end[d - t->first] = t->ids.n;
-	}
-	return 0;
-}
 
 static void put_u32_le(uint8_t *p, uint32_t x)
 {
@@ -170,9 +114,20 @@ static void put_u32_le(uint8_t *p, uint32_t x)
 	p[3] = (uint8_t)(x >> 24);
 }
 
-/* Append one document's ids to r->out in the output format. */
-static int format_doc(encoder_run *r, const uint32_t *ids, size_t n)
+static int flush_out(encoder_run *r, bool force)
 {
+	if (r->out.n == 0 || (!force && r->out.n < (1u << 20)))
+		return 0;
+	int rc = file_write(r->sink->fp, r->sink->path, r->out.v, r->out.n);
+	r->out.n = 0;
+	return rc;
+}
+
+/* tok_batch's callback: append one document's ids to the output in the
+ * output format, in input order. */
+static int format_doc(void *arg, const uint32_t *ids, size_t n)
+{
+	encoder_run *r = arg;
 	size_t extra = (r->bos >= 0) + (r->eos >= 0);
 	int rc = bytes_reserve(&r->out, (n + extra) * 11 + 16);
 	if (rc)
@@ -219,101 +174,20 @@ static int format_doc(encoder_run *r, const uint32_t *ids, size_t n)
 	r->out.n = (size_t)(p - r->out.v);
 	r->tokens_out += n + extra;
 	r->docs++;
-	return 0;
+	return flush_out(r, false);
 }
 
-static int flush_out(encoder_run *r, bool force)
-{
-	if (r->out.n == 0 || (!force && r->out.n < (1u << 20)))
-		return 0;
-	int rc = file_write(r->sink->fp, r->sink->path, r->out.v, r->out.n);
-	r->out.n = 0;
-	return rc;
-}
-
-/* Encode every document in the batch on the pool, then format in order. */
-static int encode_batch(encoder_run *r)
-{
-	doc_batch *b = &r->batch;
-	if (b->ndoc == 0)
-		return 0;
-	/* Cut the batch into tasks of about equal bytes. */
-	size_t want = (size_t)r->nworkers * 4, per = b->text.n / want + 1, nt = 0;
-	size_t first = 0;
-	for (size_t d = 0; d < b->ndoc; d++) {
-		bool last = d + 1 == b->ndoc;
-		if (last || b->start[d + 1] - b->start[first] >= per) {
-			task_out *t = &r->tasks[nt++];
-			t->first = first;
-			t->last = d + 1;
-			size_t *e = realloc(t->end, (t->last - t->first) * sizeof *e);
-			if (!e)
-				return titan_err_nomem();
-			t->end = e;
-			first = d + 1;
-		}
-	}
-	double t0 = titan_now();
-	int rc = pool_run(r->pool, nt, encode_task, r);
-	r->encode_s += titan_now() - t0;
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < nt; i++) {
-		task_out *t = &r->tasks[i];
-		size_t prev = 0;
-		for (size_t d = t->first; d < t->last; d++) {
-			size_t e = t->end[d - t->first];
-			if ((rc = format_doc(r, t->ids.v + prev, e - prev)) ||
-			    (rc = flush_out(r, false)))
-				return rc;
-			prev = e;
-		}
-	}
-	r->bytes_in += b->text.n;
-	b->text.n = 0;
-	b->ndoc = 0;
-	return 0;
-}
-
-/* A large document is encoded alone, split across the pool. */
-static int encode_large(encoder_run *r, const uint8_t *p, size_t n)
-{
-	titan_u32s ids = {0};
-	double t0 = titan_now();
-	int rc = tok_encode_parallel(r->pool, r->encs, p, n, &ids);
-	r->encode_s += titan_now() - t0;
-	if (!rc)
-		rc = format_doc(r, ids.v, ids.n);
-	if (!rc)
-		rc = flush_out(r, false);
-	r->bytes_in += n;
-	u32s_free(&ids);
-	return rc;
-}
-
-enum { BATCH_BYTES = 8 << 20, LARGE_DOC = 1 << 20 };
-
-static int run_encode(encoder_run *r, ingest *in, titan_log *log)
+static int run_encode(tok_batch *b, encoder_run *r, ingest *in, titan_log *log)
 {
 	ingest_doc doc;
 	int rc;
 	while ((rc = ingest_next(in, &doc)) == 1) {
-		if (doc.len >= LARGE_DOC) {
-			if ((rc = encode_batch(r)) || (rc = encode_large(r, doc.text, doc.len)))
-				return rc;
-		} else {
-			if ((rc = batch_add(&r->batch, doc.text, doc.len)))
-				return rc;
-			if (r->batch.text.n >= BATCH_BYTES || r->batch.ndoc >= 65536)
-				if ((rc = encode_batch(r)))
-					return rc;
-		}
-		log_progress(log, "encode", (double)ingest_bytes_done(in) / 1e6,
-			     (double)ingest_bytes_total(in) / 1e6, "MB", false);
+		if ((rc = tok_batch_add(b, doc.text, doc.len)))
+			return rc;
+		log_progress(log, "encode", (double)ingest_bytes_done(in),
+			     (double)ingest_bytes_total(in), "B", false);
 	}
-	if (rc < 0)
-		return rc;
-	if ((rc = encode_batch(r)))
+	if (rc < 0 || (rc = tok_batch_flush(b)))
 		return rc;
 	log_progress_end(log);
 	return flush_out(r, true);
@@ -344,6 +218,7 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	titan_tok *tok = NULL;
 	ingest *in = NULL;
 	titan_pool *pool = NULL;
+	tok_batch *batch = NULL;
 	titan_atomic sink = {0};
 	bool sink_open = false;
 	encoder_run r = {.bos = -1, .eos = -1};
@@ -373,7 +248,6 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	io.skip_bad = skip_bad;
 	if ((rc = load_tok(&c, &tok)))
 		goto out;
-	r.tok = tok;
 	r.fmt = fmt;
 	if (bos && (r.bos = tok_bos(tok)) < 0)
 		rc = titan_err(TITAN_EUSAGE, "--bos: tokenizer '%s' has no BOS token", c.tok_path);
@@ -385,24 +259,14 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	const char *const *inputs = files.n ? files.v : stdin_only;
 	if ((rc = ingest_open(&in, inputs, files.n ? files.n : 1, &io)))
 		goto out;
-	if ((rc = pool_new(&pool, (int)c.threads)))
+	if ((rc = pool_new(&pool, (int)c.threads)) ||
+	    (rc = tok_batch_new(&batch, tok, pool, format_doc, &r)))
 		goto out;
-	r.pool = pool;
-	r.nworkers = pool_threads(pool);
-	r.encs = calloc((size_t)r.nworkers, sizeof *r.encs);
-	r.tasks = calloc((size_t)r.nworkers * 4 + 1, sizeof *r.tasks);
-	if (!r.encs || !r.tasks) {
-		rc = titan_err_nomem();
-		goto out;
-	}
-	for (int i = 0; i < r.nworkers; i++)
-		if ((rc = tok_encoder_new(&r.encs[i], tok)))
-			goto out;
 	if ((rc = atomic_open(&sink, c.out ? c.out : "-")))
 		goto out;
 	sink_open = true;
 	r.sink = &sink;
-	if ((rc = run_encode(&r, in, log)))
+	if ((rc = run_encode(batch, &r, in, log)))
 		goto out;
 	sink_open = false;
 	if ((rc = atomic_commit(&sink)))
@@ -410,27 +274,19 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	if (skip_bad && ingest_skipped(in))
 		log_warn(log, "skipped %llu invalid JSON line(s)",
 			 (unsigned long long)ingest_skipped(in));
-	if (stats)
+	if (stats) {
+		double secs = tok_batch_seconds(batch);
+		uint64_t bytes = tok_batch_bytes(batch);
 		fprintf(stderr, "%s: encoded %llu bytes into %llu tokens in %.3f s "
-			"(%.2f MB/s, %d threads)\n", PROG, (unsigned long long)r.bytes_in,
-			(unsigned long long)r.tokens_out, r.encode_s,
-			r.encode_s > 0 ? (double)r.bytes_in / 1e6 / r.encode_s : 0.0, r.nworkers);
+			"(%.2f MB/s, %d threads)\n", PROG, (unsigned long long)bytes,
+			(unsigned long long)r.tokens_out, secs,
+			secs > 0 ? (double)bytes / 1e6 / secs : 0.0, pool_threads(pool));
+	}
 out:
 	log_progress_end(log);
+	tok_batch_free(batch);  /* joins the thread that writes to sink */
 	if (sink_open)
 		atomic_abort(&sink);
-	if (r.encs)
-		for (int i = 0; i < r.nworkers; i++)
-			tok_encoder_free(r.encs[i]);
-	free(r.encs);
-	if (r.tasks)
-		for (size_t i = 0; i < (size_t)r.nworkers * 4 + 1; i++) {
-			u32s_free(&r.tasks[i].ids);
-			free(r.tasks[i].end);
-		}
-	free(r.tasks);
-	bytes_free(&r.batch.text);
-	free(r.batch.start);
 	bytes_free(&r.out);
 	pool_free(pool);
 	ingest_close(in);
