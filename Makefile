@@ -15,7 +15,7 @@ TITAN_DATA ?= $(abspath $(CURDIR)/../shared/data)
 
 WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
-ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -pthread -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
+ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -pthread -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
 LDLIBS = -ljansson -lzstd -larchive -lpcre2-8 -lm -pthread
 NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
 
@@ -28,7 +28,7 @@ Q = @
 say = @printf '  %-6s %s\n'
 endif
 
-LIB_SRC := $(sort $(shell find lib kernels/cpu -name '*.c'))
+LIB_SRC := $(sort $(shell find lib $(wildcard kernels/cpu) -name '*.c'))
 CMD_SRC := $(sort $(wildcard cmd/titan-*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))
@@ -119,10 +119,16 @@ fuzz:
 	@share/titan/deps.sh fuzz
 	@tests/fuzz/run.sh $(FUZZ_SECONDS)
 
+# bench: tokenizer throughput against tiktoken and Hugging Face tokenizers,
+# packing against raw encoding, and the loader's tokens/s.
 bench: all
 	@TITAN_BUILD=$(abspath $(BUILD)) tests/ref/setup.sh
 	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
 		tests/bench/run.sh
+	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
+		tests/bench/pack_bench.sh
+	@echo; echo "loader (build/bench/bench_loader: 50M synthetic tokens, seq 1024, batch 8):"
+	@$(BUILD)/bench/bench_loader
 
 # demo: install what is missing, build, and run the pipeline on the King
 # James Bible (Debian's bible-kjv-text).

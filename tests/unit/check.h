@@ -7,6 +7,7 @@
  * SKIP("why") marks the running test skipped (data absent, ...). */
 #ifndef TITAN_TESTS_CHECK_H
 #define TITAN_TESTS_CHECK_H
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,38 @@ static inline const char *check_data_dir(void)
 {
 	const char *d = getenv("TITAN_DATA");
 	return d && *d ? d : NULL;
+}
+
+/* The test program's scratch directory, made by check_scratch_open() under
+ * $TMPDIR (or /tmp) and removed with all it holds by check_rmtree(). */
+static char check_scratch[256];
+
+static inline int check_scratch_open(const char *name)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(check_scratch, sizeof check_scratch, "%s/%s.XXXXXX",
+		 tmp && *tmp ? tmp : "/tmp", name);
+	if (!mkdtemp(check_scratch)) {
+		perror("mkdtemp");
+		return -1;
+	}
+	return 0;
+}
+
+static inline int check_rm_entry(const char *path, const struct stat *st, int flag,
+				 struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+/* Remove path and everything below it (links are removed, not followed). */
+static inline void check_rmtree(const char *path)
+{
+	nftw(path, check_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 #endif

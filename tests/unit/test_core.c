@@ -14,17 +14,16 @@
 
 #include "check.h"
 
-static char scratch[512];
 
 static bool has(const char *s, const char *part)
 {
 	return strstr(s, part) != NULL;
 }
 
-/* Number of entries in the scratch dir other than . and .. */
+/* Number of entries in the check_scratch dir other than . and .. */
 static int scratch_entries(void)
 {
-	DIR *d = opendir(scratch);
+	DIR *d = opendir(check_scratch);
 	int n = 0;
 	struct dirent *e;
 	if (!d)
@@ -36,20 +35,11 @@ static int scratch_entries(void)
 	return n;
 }
 
+/* Empty the scratch directory between tests. */
 static void scratch_clean(void)
 {
-	DIR *d = opendir(scratch);
-	struct dirent *e;
-	char p[1024];
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		snprintf(p, sizeof p, "%s/%s", scratch, e->d_name);
-		unlink(p);
-	}
-	closedir(d);
+	check_rmtree(check_scratch);
+	mkdir(check_scratch, 0700);
 }
 
 static void test_xxh64(void)
@@ -189,7 +179,7 @@ static void test_json_parse_errors(void)
 		json_decref(j);
 	}
 	char path[600];
-	snprintf(path, sizeof path, "%s/missing.json", scratch);
+	snprintf(path, sizeof path, "%s/missing.json", check_scratch);
 	rc = json_load_path(&j, path);
 	CHECK(rc == TITAN_EIO && has(titan_errmsg(), path), "%s", titan_errmsg());
 }
@@ -197,7 +187,7 @@ static void test_json_parse_errors(void)
 static void test_json_write(void)
 {
 	char path[600];
-	snprintf(path, sizeof path, "%s/out.json", scratch);
+	snprintf(path, sizeof path, "%s/out.json", check_scratch);
 	json_t *j = json_pack("{s:i, s:s, s:[i,i]}", "zeta", 1, "alpha", "x", "mid", 1, 2);
 	REQUIRE(j, "json_pack");
 	int rc = json_write_path(j, path);
@@ -222,7 +212,7 @@ static void test_json_write(void)
 static void test_atomic(void)
 {
 	char path[600];
-	snprintf(path, sizeof path, "%s/data.bin", scratch);
+	snprintf(path, sizeof path, "%s/data.bin", check_scratch);
 
 	/* Commit: the file holds exactly the bytes, no temporary is left. */
 	titan_atomic a;
@@ -250,7 +240,7 @@ static void test_atomic(void)
 
 	/* Abort: neither the file nor a temporary remains. */
 	char path2[600];
-	snprintf(path2, sizeof path2, "%s/aborted.bin", scratch);
+	snprintf(path2, sizeof path2, "%s/aborted.bin", check_scratch);
 	REQUIRE(atomic_open(&a, path2) == 0, "%s", titan_errmsg());
 	CHECK(file_write(a.fp, path2, "junk", 4) == 0, "%s", titan_errmsg());
 	atomic_abort(&a);
@@ -259,7 +249,7 @@ static void test_atomic(void)
 
 	/* A missing directory fails cleanly and names the file. */
 	char path3[600];
-	snprintf(path3, sizeof path3, "%s/no/such/dir/x.bin", scratch);
+	snprintf(path3, sizeof path3, "%s/no/such/dir/x.bin", check_scratch);
 	int rc = atomic_write_file(path3, "x", 1);
 	CHECK(rc == TITAN_EIO, "rc %d", rc);
 	CHECK(has(titan_errmsg(), path3) && has(titan_errmsg(), "No such file"), "%s", titan_errmsg());
@@ -267,7 +257,7 @@ static void test_atomic(void)
 
 	/* Rename onto a directory fails at commit; the temporary goes. */
 	char path4[600];
-	snprintf(path4, sizeof path4, "%s/adir", scratch);
+	snprintf(path4, sizeof path4, "%s/adir", check_scratch);
 	REQUIRE(mkdir(path4, 0777) == 0, "mkdir");
 	REQUIRE(atomic_open(&a, path4) == 0, "%s", titan_errmsg());
 	CHECK(file_write(a.fp, path4, "x", 1) == 0, "%s", titan_errmsg());
@@ -283,18 +273,18 @@ static void test_read_errors(void)
 {
 	char path[600];
 	titan_bytes b = {0};
-	snprintf(path, sizeof path, "%s/missing.txt", scratch);
+	snprintf(path, sizeof path, "%s/missing.txt", check_scratch);
 	int rc = file_read_all(path, &b);
 	CHECK(rc == TITAN_EIO, "rc %d", rc);
 	CHECK(has(titan_errmsg(), "cannot open '") && has(titan_errmsg(), path) &&
 	      has(titan_errmsg(), "No such file or directory"), "%s", titan_errmsg());
-	rc = file_read_all(scratch, &b);
+	rc = file_read_all(check_scratch, &b);
 	CHECK(rc == TITAN_EIO && has(titan_errmsg(), "is a directory"), "%s", titan_errmsg());
 	CHECK(b.n == 0, "n %zu", b.n);
 	bytes_free(&b);
 
 	/* A larger file, appended after what is already there. */
-	snprintf(path, sizeof path, "%s/big.bin", scratch);
+	snprintf(path, sizeof path, "%s/big.bin", check_scratch);
 	size_t n = 300000;
 	uint8_t *data = malloc(n);
 	REQUIRE(data, "malloc");
@@ -458,12 +448,8 @@ static void test_log(void)
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(scratch, sizeof scratch, "%s/titan-core-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(scratch)) {
-		perror("mkdtemp");
+	if (check_scratch_open("test_core"))
 		return 1;
-	}
 	RUN(test_xxh64);
 	RUN(test_sha256);
 	RUN(test_json_getters);
@@ -474,7 +460,6 @@ int main(void)
 	RUN(test_pool);
 	RUN(test_buf);
 	RUN(test_log);
-	scratch_clean();
-	rmdir(scratch);
+	check_rmtree(check_scratch);
 	return check_done();
 }

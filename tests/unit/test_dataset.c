@@ -10,7 +10,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static char scratch[512];
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 static uint64_t rnd(void)
@@ -30,13 +29,13 @@ static double now(void)
 
 static void path_in(char *out, size_t n, const char *name)
 {
-	snprintf(out, n, "%s/%s", scratch, name);
+	snprintf(out, n, "%s/%s", check_scratch, name);
 }
 
 /* How many entries dir's parent holds whose name starts with prefix. */
 static int count_prefixed(const char *prefix)
 {
-	DIR *dir = opendir(scratch);
+	DIR *dir = opendir(check_scratch);
 	int n = 0;
 	struct dirent *e;
 	while (dir && (e = readdir(dir)))
@@ -45,22 +44,6 @@ static int count_prefixed(const char *prefix)
 	if (dir)
 		closedir(dir);
 	return n;
-}
-
-static void rm_rf(const char *path)
-{
-	DIR *dir = opendir(path);
-	struct dirent *e;
-	while (dir && (e = readdir(dir))) {
-		if (e->d_name[0] == '.')
-			continue;
-		char sub[1024];
-		snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-		unlink(sub);
-	}
-	if (dir)
-		closedir(dir);
-	rmdir(path);
 }
 
 static dataset_writer_opts opts_for(const char *outdir, uint32_t vocab)
@@ -221,7 +204,7 @@ static void roundtrip(uint32_t vocab, uint32_t block, uint64_t roll_at)
 	check_split_content(d, SPLIT_VAL, &e);
 	dataset_close(d);
 	CHECK(dataset_verify(dir) == 0, "verify: %s", titan_errmsg());
-	rm_rf(dir);
+	check_rmtree(dir);
 	expect_free(&e);
 	CHECK(count_prefixed("rt") == 0, "leftovers");
 }
@@ -348,7 +331,7 @@ static void test_verify(void)
 	dataset *d;
 	CHECK(dataset_open(&d, dir) == TITAN_EFORMAT && strstr(titan_errmsg(), "size"),
 	      "size: %s", titan_errmsg());
-	rm_rf(dir);
+	check_rmtree(dir);
 	expect_free(&e);
 }
 
@@ -399,7 +382,7 @@ static void test_bad_manifest(void)
 		CHECK(dataset_open(&d, dir) == TITAN_EFORMAT &&
 		      strstr(titan_errmsg(), cases[i].want), "case %zu: %s", i, titan_errmsg());
 	}
-	rm_rf(dir);
+	check_rmtree(dir);
 }
 
 static void test_outdir_rules(void)
@@ -431,7 +414,7 @@ static void test_outdir_rules(void)
 	dataset_writer_abort(w);
 	CHECK(count_prefixed("out") == 1, "abort leftovers");
 	CHECK(dataset_verify(dir) == 0, "old kept: %s", titan_errmsg());
-	rm_rf(dir);
+	check_rmtree(dir);
 
 	/* An empty corpus: an error and nothing behind. */
 	o.force = false;
@@ -502,17 +485,13 @@ static void test_speed(void)
 	dataset_close(d);
 	free(buf);
 	free(ids);
-	rm_rf(dir);
+	check_rmtree(dir);
 }
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(scratch, sizeof scratch, "%s/test_dataset.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(scratch)) {
-		perror("mkdtemp");
+	if (check_scratch_open("test_dataset"))
 		return 1;
-	}
 	RUN(test_roundtrip_u16);
 	RUN(test_roundtrip_u32);
 	RUN(test_roundtrip_one_shard);
@@ -521,6 +500,6 @@ int main(void)
 	RUN(test_bad_manifest);
 	RUN(test_outdir_rules);
 	RUN(test_speed);
-	rmdir(scratch);
+	check_rmtree(check_scratch);
 	return check_done();
 }

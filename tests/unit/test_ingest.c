@@ -10,7 +10,6 @@
 #include "core/buf.h"
 #include "data/ingest.h"
 
-static char scratch[256];
 
 struct doc {
 	char *text;
@@ -81,7 +80,7 @@ static struct docs collect1(const char *path, const ingest_opts *opts)
 /* SCRATCH/name, in a static buffer per call site's use. */
 static const char *sp(char *buf, size_t n, const char *name)
 {
-	snprintf(buf, n, "%s/%s", scratch, name);
+	snprintf(buf, n, "%s/%s", check_scratch, name);
 	return buf;
 }
 
@@ -109,11 +108,11 @@ static bool have(const char *tool)
 	return system(cmd) == 0;
 }
 
-/* Run a shell command; %1$s in fmt is the scratch directory. */
+/* Run a shell command; %1$s in fmt is the check_scratch directory. */
 static int sh(const char *fmt)
 {
 	char cmd[2048];
-	snprintf(cmd, sizeof cmd, fmt, scratch);
+	snprintf(cmd, sizeof cmd, fmt, check_scratch);
 	return system(cmd);
 }
 
@@ -432,7 +431,7 @@ static void test_archive_sample(void)
 
 	/* Cut in half: the documents before the cut, then an error naming it. */
 	char cut[512];
-	snprintf(cut, sizeof cut, "%s/cut.tar.zst", scratch);
+	snprintf(cut, sizeof cut, "%s/cut.tar.zst", check_scratch);
 	titan_bytes whole = {0};
 	REQUIRE(slurp(arc, &whole), "read %s", arc);
 	put("cut.tar.zst", whole.v, whole.n / 2);
@@ -521,36 +520,10 @@ static void test_errors(void)
 	}
 }
 
-static void rm_tree(const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st))
-		return;
-	if (S_ISDIR(st.st_mode)) {
-		DIR *d = opendir(path);
-		struct dirent *de;
-		while (d && (de = readdir(d))) {
-			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-				continue;
-			char sub[1024];
-			snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-			rm_tree(sub);
-		}
-		if (d)
-			closedir(d);
-		chmod(path, 0700);
-	}
-	remove(path);
-}
-
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(scratch, sizeof scratch, "%s/test_ingest.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(scratch)) {
-		perror("mkdtemp");
+	if (check_scratch_open("test_ingest"))
 		return 1;
-	}
 	RUN(test_text_whole_file);
 	RUN(test_text_lines);
 	RUN(test_jsonl);
@@ -561,6 +534,6 @@ int main(void)
 	RUN(test_archive_sample);
 	RUN(test_shakespeare_jsonl);
 	RUN(test_errors);
-	rm_tree(scratch);
+	check_rmtree(check_scratch);
 	return check_done();
 }

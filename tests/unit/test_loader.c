@@ -10,29 +10,8 @@
 #include <dirent.h>
 #include <unistd.h>
 
-static char tmp_root[256];
 
 /* rm -r PATH (the scratch tree holds only directories and plain files) */
-static void remove_tree(const char *path)
-{
-	DIR *dir = opendir(path);
-	struct dirent *e;
-
-	if (!dir) {
-		remove(path);
-		return;
-	}
-	while ((e = readdir(dir))) {
-		char sub[1024];
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-		remove_tree(sub);
-	}
-	closedir(dir);
-	rmdir(path);
-}
-
 /* The token at stream position p of a split: unique, so that any window
  * read from the wrong place shows. */
 static uint32_t token_at(uint64_t p, int split)
@@ -53,7 +32,7 @@ static int make_dataset(char *path, size_t size, const char *name,
 	const uint32_t *docs[SPLIT_COUNT] = { train_docs, val_docs };
 	size_t ndocs[SPLIT_COUNT] = { ntrain, nval };
 
-	snprintf(path, size, "%s/%s", tmp_root, name);
+	snprintf(path, size, "%s/%s", check_scratch, name);
 	memset(o.tok.sha256, '0', 64);
 	o.tok.vocab_size = 1u << 22;
 	o.tok.bos = o.tok.eos = -1;
@@ -662,13 +641,8 @@ static void test_prefetch_error(void)
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(tmp_root, sizeof tmp_root, "%s/test_loader.XXXXXX",
-		 tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(tmp_root)) {
-		perror("mkdtemp");
+	if (check_scratch_open("test_loader"))
 		return 1;
-	}
 	RUN(test_make_dataset);
 	if (ds_main_train) {
 		RUN(test_epoch_coverage);
@@ -684,6 +658,6 @@ int main(void)
 	RUN(test_doc_starts);
 	RUN(test_too_short);
 	RUN(test_prefetch_error);
-	remove_tree(tmp_root);
+	check_rmtree(check_scratch);
 	return check_done();
 }

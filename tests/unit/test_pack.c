@@ -177,9 +177,7 @@ static void test_pack_round_trip(void)
 	rc = pack_run(&o, inputs, 1, &st);
 	CHECK(rc == TITAN_EUSAGE, "rc %d: %s", rc, titan_errmsg());
 
-	char cmd[8500];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
-	CHECK(system(cmd) == 0, "cleanup");
+	check_rmtree(tmpl);
 	pool_free(pool);
 	tok_free(t);
 }

@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char scratch[512];
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
@@ -19,7 +18,7 @@ static uint64_t rnd(void)
 
 static void path_in(char *out, size_t n, const char *name)
 {
-	snprintf(out, n, "%s/%s", scratch, name);
+	snprintf(out, n, "%s/%s", check_scratch, name);
 }
 
 /* Documents of random lengths (some empty) as one flat stream. */
@@ -266,12 +265,8 @@ static void test_not_a_shard(void)
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(scratch, sizeof scratch, "%s/test_shard.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(scratch)) {
-		perror("mkdtemp");
+	if (check_scratch_open("test_shard"))
 		return 1;
-	}
 	RUN(test_roundtrip_u16);
 	RUN(test_roundtrip_u32);
 	RUN(test_roundtrip_big_blocks);
@@ -279,6 +274,6 @@ int main(void)
 	RUN(test_u16_range);
 	RUN(test_damage);
 	RUN(test_not_a_shard);
-	rmdir(scratch);
+	check_rmtree(check_scratch);
 	return check_done();
 }

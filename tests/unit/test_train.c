@@ -15,7 +15,6 @@
 #include "tok/tok.h"
 #include "tok/train.h"
 
-static char scratch[256];
 
 /* Counts chosen so every merge is forced: hug 10, pug 5, pun 12, bun 4,
  * hugs 5 give (u g) 20, (u n) 16, (h ug) 15, (p un) 12, then a tie at 5
@@ -31,7 +30,7 @@ static const char *const expect_merges[][2] = {
 
 static void path_in(char *out, size_t n, const char *name)
 {
-	snprintf(out, n, "%s/%s", scratch, name);
+	snprintf(out, n, "%s/%s", check_scratch, name);
 }
 
 static int write_text(const char *name, const void *p, size_t n)
@@ -62,7 +61,7 @@ static void hug_text(titan_bytes *out)
 	}
 }
 
-/* Train on the named scratch files (or absolute paths) into out. */
+/* Train on the named check_scratch files (or absolute paths) into out. */
 static int train(const char *const *inputs, size_t n, const tok_train_opts *o,
 		 const char *out)
 {
@@ -390,36 +389,16 @@ static void test_determinism(void)
 	tok_free(t);
 }
 
-static void remove_scratch(void)
-{
-	static const char *const names[] = {
-		"hug.txt", "hug.json", "minf.json", "size.json", "empty.txt",
-		"err.json", "t1.json", "t2.json", "rx.json", "clash.json",
-	};
-	char path[512];
-
-	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
-		path_in(path, sizeof path, names[i]);
-		unlink(path);
-	}
-	rmdir(scratch);
-}
-
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-
-	snprintf(scratch, sizeof scratch, "%s/test_train.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(scratch)) {
-		perror("mkdtemp");
+	if (check_scratch_open("test_train"))
 		return 1;
-	}
 	RUN(test_first_merges);
 	RUN(test_min_frequency_and_size);
 	RUN(test_pattern_and_special_clash);
 	RUN(test_errors);
 	RUN(test_roundtrip);
 	RUN(test_determinism);
-	remove_scratch();
+	check_rmtree(check_scratch);
 	return check_done();
 }
