@@ -317,7 +317,7 @@ flip_byte() {
 	done
 	sleep 0.2
 	kill -KILL $pid 2>/dev/null || skip "the run finished before it was killed"
-	wait $pid || true
+	wait $pid && skip "the run finished before it was killed"
 	[ ! -e out ]
 	[ -d "out.tmp.$pid" ]
 	# A later run is not disturbed by the leftover.

@@ -23,30 +23,9 @@
 #define CACHE_SLOTS (1u << 15)
 #define CACHE_FILL (CACHE_SLOTS / 2)
 
-/* Hash of a piece or token for the in-memory tables (never stored): most
- * keys are a few bytes, so one or two loads and a multiply-mix do; longer
- * keys go through XXH64. */
 static uint64_t bytes_hash(const void *p, size_t n)
 {
-	const uint8_t *s = p;
-	uint64_t a = 0, b = 0;
-	if (n > 16)
-		return hash64(p, n, 0x7469746eULL);
-	if (n <= 8) {
-		memcpy(&a, s, n);
-	} else {
-		memcpy(&a, s, 8);
-		memcpy(&b, s + n - 8, 8);
-	}
-	return hash_mix64(a ^ hash_mix64(b + n));
-}
-
-/* A vocabulary slot: the id in the low half, the key's hash in the high
- * half, so most probes that miss never touch the token bytes. */
-#define VSLOT_EMPTY UINT64_MAX
-static uint64_t vslot(uint32_t id, uint64_t h)
-{
-	return (h & 0xffffffff00000000ULL) | id;
+	return hash64(p, n, 0x7469746eULL);
 }
 
 static uint64_t pair_key(uint32_t left, uint32_t right)
@@ -102,14 +81,11 @@ uint32_t tok_vocab_find(const titan_tok *t, const void *p, size_t n)
 {
 	if (!t->vtab)
 		return TOK_NONE;
-	uint64_t h = bytes_hash(p, n);
-	for (size_t i = h & t->vmask;; i = (i + 1) & t->vmask) {
-		uint64_t slot = t->vtab[i];
-		if (slot == VSLOT_EMPTY)
+	size_t i = bytes_hash(p, n) & t->vmask;
+	for (;; i = (i + 1) & t->vmask) {
+		uint32_t id = t->vtab[i];
+		if (id == TOK_NONE)
 			return TOK_NONE;
-		if ((slot ^ h) >> 32)
-			continue;
-		uint32_t id = (uint32_t)slot;
 		uint32_t len = t->off[id + 1] - t->off[id];
 		if (len == n && !memcmp(t->blob + t->off[id], p, n))
 			return id;
@@ -207,10 +183,9 @@ int tok_set_vocab(titan_tok *t, const char *file, const char *where,
 	for (size_t i = 0; i < ntoks; i++) {
 		const uint8_t *p = blob + toks[3 * i + 1];
 		uint32_t n = toks[3 * i + 2], id = toks[3 * i];
-		uint64_t hash = bytes_hash(p, n);
-		size_t h = hash & t->vmask;
-		while (t->vtab[h] != VSLOT_EMPTY) {
-			uint32_t other = (uint32_t)t->vtab[h];
+		size_t h = bytes_hash(p, n) & t->vmask;
+		while (t->vtab[h] != TOK_NONE) {
+			uint32_t other = t->vtab[h];
 			if (t->off[other + 1] - t->off[other] == n &&
 			    !memcmp(t->blob + t->off[other], p, n)) {
 				rc = titan_err(TITAN_EFORMAT,
@@ -220,7 +195,7 @@ int tok_set_vocab(titan_tok *t, const char *file, const char *where,
 			}
 			h = (h + 1) & t->vmask;
 		}
-		t->vtab[h] = vslot(id, hash);
+		t->vtab[h] = id;
 		if (n == 1)
 			t->byte_id[p[0]] = id;
 	}

@@ -49,7 +49,7 @@ struct titan_tok {
 	uint8_t *blob;          /* all token bytes */
 	uint32_t *off;          /* nids + 1 offsets into blob */
 	uint8_t *used;          /* nids flags */
-	uint64_t *vtab;         /* bytes -> id for model tokens: hash << 32 | id, all ones empty */
+	uint32_t *vtab;         /* bytes -> id for model tokens, TOK_NONE empty */
 	size_t vmask;
 	struct tok_pair *pairs; /* (left, right) -> (rank, merged) */
 	size_t pmask, npairs;
