@@ -9,7 +9,6 @@
 #include "core/opt.h"
 #include "core/pool.h"
 #include "data/ingest.h"
-#include "kernels.h"
 #include "tok/batch.h"
 #include "tok/tok.h"
 #include "tok/train.h"
@@ -678,18 +677,6 @@ out:
 
 /* ---- main ------------------------------------------------------------ */
 
-static void print_version(void)
-{
-	char info[256];
-	printf("%s %s\n", PROG, TITAN_VERSION);
-	if (!kernels_cuda_built())
-		printf("cuda: not built\n");
-	else if (kernels_cuda_probe(info, sizeof info) == 0)
-		printf("cuda: %s\n", info);
-	else
-		printf("cuda: built, unavailable (%s)\n", titan_errmsg());
-}
-
 int main(int argc, char **argv)
 {
 	titan_log log;
@@ -704,7 +691,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
-		print_version();
+		printf("%s %s\n", PROG, TITAN_VERSION);
 		return 0;
 	}
 	int (*fn)(int, char **, titan_log *) = NULL;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # demo.sh - the titan pipeline on the King James Bible (Debian's
 # bible-kjv-text, read with its `bible` program): train a tokenizer, encode
-# the text, decode it back and check the round trip byte for byte.
+# the text, decode it back and check the round trip byte for byte, then pack
+# it into a dataset (one document per verse line) and verify the shards.
 # Run through `make demo`, which installs missing packages and builds first.
 set -eu
 bin=${TITAN_BIN:-build/bin}
@@ -36,4 +37,13 @@ else
 fi
 printf 'first verse as ids: '
 sed -n 4p "$corpus" | "$bin/titan-tok" encode -t "$work/tokenizer.json"
+
+echo "== titan-pack: one document per line, 1% held out for validation"
+"$bin/titan-pack" -t "$work/tokenizer.json" -o "$work/kjv.data" --force --lines \
+	--val-fraction 0.01 "$corpus"
+"$bin/titan-pack" info "$work/kjv.data"
+"$bin/titan-pack" verify "$work/kjv.data"
+printf 'a validation document: '
+"$bin/titan-pack" cat "$work/kjv.data" --split val --doc 3 --decode -t "$work/tokenizer.json" --strip
+echo
 echo "== outputs in $work"
