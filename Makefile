@@ -54,6 +54,10 @@ TESTS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCHES := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 LIBA := $(BUILD)/libtitan.a
 
+# Keep the objects of tools and tests: make would delete them as
+# intermediates of the pattern rules and rebuild them every time.
+.SECONDARY:
+
 .PHONY: all test unit asan bench demo install uninstall clean deps test-deps fuzz \
 	test-cuda bench-cuda unicode-tables help
 all: $(BINS) $(TESTS) $(BENCHES)

@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# Packing throughput: titan-pack against titan-tok's raw encoding of the same
-# input, one thread and all cores.  The goal is packing (ingest, tokenize,
-# split, compress, checksum, write, sync) within 15% of encoding alone.
+# Packing throughput: titan-pack against titan-tok on the same input, one
+# thread and all cores.  The goal is that packing (ingest, tokenize, split,
+# compress, checksum, write, sync) costs less than 15% over the raw
+# tokenization job, titan-tok encode --format u32 -o FILE.
 #
 #   TITAN_BIN=build/bin TITAN_DATA=... TITAN_BUILD=build tests/bench/pack_bench.sh
 #
 # Environment: TITAN_BENCH_RUNS (default 3; each figure is the best of that
-# many runs), TITAN_BENCH_PACK_TOKENIZERS (default "gpt2 llama3").  Both
-# tools' figures exclude loading the tokenizer: titan-tok's seconds come from
-# its --stats line (encoding only), titan-pack's from its summary line (from
-# the first read to the rename of the finished dataset).  MB/s is the input
-# file's size over those seconds for both, so the figures compare.  The last
-# columns time both whole commands (tokenizer load, reading, and writing:
-# titan-tok's u32 ids to /dev/null, titan-pack's dataset), as a user sees them.
+# many runs), TITAN_BENCH_PACK_TOKENIZERS (default "gpt2 llama3").  The
+# seconds come from the tools' own lines (titan-tok --stats, titan-pack's
+# summary), which exclude loading the tokenizer; MB/s is the input file's
+# size over those seconds.
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -46,14 +44,22 @@ best_min() {
 	sort -g | head -n 1
 }
 
-# tok_seconds TOK FILE THREADS [FLAGS]: the best encoding seconds of titan-tok.
+# tok_seconds TOK FILE THREADS FIELD [FLAGS]: titan-tok's best seconds from
+# its --stats line: FIELD enc is the encoding alone, job the whole job from
+# the first read to the last write of the ids (the tokenizer load excluded).
 tok_seconds() {
 	local i line
 	for (( i = 0; i < runs; i++ )); do
-		line=$("$tok" encode -t "$1" --threads "$3" ${4:-} --stats "$2" 2>&1 >/dev/null |
-			grep '^titan-tok: encoded') || { echo -; return; }
-		echo "$line" | sed -n 's/.* tokens in \([0-9.]*\) s .*/\1/p'
+		# shellcheck disable=SC2086  # flags is one word or none
+		line=$("$tok" encode -t "$1" --threads "$3" ${5:-} --format u32 --stats \
+			-o "$work/ids.u32" "$2" 2>&1 | grep '^titan-tok: encoded') || { echo -; return; }
+		if [ "$4" = enc ]; then
+			echo "$line" | sed -n 's/.* tokens in \([0-9.]*\) s .*/\1/p'
+		else
+			echo "$line" | sed -n 's/.*; \([0-9.]*\) s from first read.*/\1/p'
+		fi
 	done | best_min
+	rm -f "$work/ids.u32"
 }
 
 # pack_seconds TOK FILE THREADS [FLAGS]: the best packing seconds of titan-pack.
@@ -65,17 +71,6 @@ pack_seconds() {
 		echo "$line" | sed -n 's/.* MB in \([0-9.]*\) s .*/\1/p'
 	done | best_min
 	rm -rf "$work/ds"
-}
-
-# wall_seconds CMD...: the best wall-clock seconds of a whole command.
-wall_seconds() {
-	local i t0 t1
-	for (( i = 0; i < runs; i++ )); do
-		t0=$(date +%s.%N)
-		"$@" >/dev/null 2>&1 || { echo -; return; }
-		t1=$(date +%s.%N)
-		awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
-	done | best_min
 }
 
 mbps() {
@@ -90,42 +85,46 @@ overhead() {
 
 cores=$(nproc)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-echo "titan-pack throughput against titan-tok encode, MB/s of input file"
-echo "(tokenizer load excluded), best of $runs run(s); overhead = pack time / encode time - 1;"
-echo "wall: whole commands, load and output included"
+echo "titan-pack against titan-tok encode on the same input, MB/s of input, best of $runs run(s)"
+echo "  enc:  titan-tok's encoding alone (--stats), the raw tokenizer speed"
+echo "  job:  titan-tok encode --format u32 -o FILE from the first read to the last write"
+echo "  pack: titan-pack from the first read to the rename of the finished dataset"
+echo "  (the tokenizer load is excluded everywhere); cost = pack time / job time - 1"
 echo "machine: ${cpu:-unknown cpu}, $cores cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "english: kjv.txt + tinyshakespeare.txt, $(stat -c %s "$english") bytes, one document"
 echo "lines:   the same with --lines, 74669 documents"
 echo "jsonl:   tinyshakespeare.jsonl, $(stat -c %s "$jsonl") bytes, 7222 documents"
 echo
-fmt="%-10s %-8s %7s %9s %9s %9s %9s %9s %9s\n"
+fmt="%-10s %-8s %7s %9s %9s %9s %9s %9s\n"
 # shellcheck disable=SC2059  # fmt is this script's own format
-printf "$fmt" tokenizer text threads "tok MB/s" "pack MB/s" overhead "tok wall" "pack wall" overhead
+printf "$fmt" tokenizer text threads "enc MB/s" "job MB/s" "pack MB/s" "cost" "vs enc"
 for name in $tokenizers; do
 	json=$TITAN_DATA/tokenizers/$name/tokenizer.json
 	[ -r "$json" ] || { echo "'$json' not found, $name skipped" >&2; continue; }
 	for text in english lines jsonl; do
 		file=$english
-		flags=
-		[ "$text" = lines ] && flags=--lines
-		[ "$text" = jsonl ] && file=$jsonl
+		tflags=
+		pflags=
+		[ "$text" = lines ] && tflags=--lines pflags=--lines
+		[ "$text" = jsonl ] && file=$jsonl tflags=--jsonl
 		size=$(stat -c %s "$file")
 		for threads in 1 0; do
-			ts=$(tok_seconds "$json" "$file" "$threads" "$flags")
-			ps=$(pack_seconds "$json" "$file" "$threads" "$flags")
-			# shellcheck disable=SC2086  # flags is one word or none
-			tw=$(wall_seconds "$tok" encode -t "$json" --threads "$threads" $flags \
-				--format u32 "$file")
-			# shellcheck disable=SC2086
-			pw=$(wall_seconds "$pack" -q -t "$json" --threads "$threads" $flags \
-				-o "$work/ds" --force "$file")
-			rm -rf "$work/ds"
+			es=$(tok_seconds "$json" "$file" "$threads" enc "$tflags")
+			js=$(tok_seconds "$json" "$file" "$threads" job "$tflags")
+			ps=$(pack_seconds "$json" "$file" "$threads" "$pflags")
 			label=$threads
 			[ "$threads" = 0 ] && label="$cores"
 			# shellcheck disable=SC2059
-			printf "$fmt" "$name" "$text" "$label" "$(mbps "$size" "$ts")" \
-				"$(mbps "$size" "$ps")" "$(overhead "$ps" "$ts")" "${tw}s" "${pw}s" \
-				"$(overhead "$pw" "$tw")"
+			printf "$fmt" "$name" "$text" "$label" "$(mbps "$size" "$es")" \
+				"$(mbps "$size" "$js")" "$(mbps "$size" "$ps")" \
+				"$(overhead "$ps" "$js")" "$(overhead "$ps" "$es")"
 		done
 	done
 done
+echo
+if [ -n "${MAKELEVEL:-}" ]; then
+	echo "command: make bench, which ran:"
+	echo "  TITAN_BIN=$TITAN_BIN TITAN_DATA=$TITAN_DATA TITAN_BUILD=$TITAN_BUILD TITAN_BENCH_RUNS=$runs tests/bench/pack_bench.sh"
+else
+	echo "command: TITAN_BENCH_RUNS=$runs $0"
+fi
