@@ -77,10 +77,11 @@ $(LIBA): $(LIB_OBJ) $(CU_OBJ)
 	$(say) AR $@
 	$(Q)$(AR) rcs $@ $^
 
-$(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(LIBA)
+# cmd/cli.c: the command-line conventions every tool links in.
+$(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(BUILD)/obj/cmd/cli.o $(LIBA)
 	@mkdir -p $(@D)
 	$(say) LINK $@
-	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(BUILD)/obj/cmd/cli.o $(LIBA) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBA)
 	@mkdir -p $(@D)

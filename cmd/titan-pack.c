@@ -4,6 +4,7 @@
  * Thin over lib/data: parse options, run the packer, print.  Exit 0 ok,
  * 1 runtime failure, 2 usage error. */
 #include "core/base.h"
+#include "cli.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/opt.h"
@@ -42,47 +43,6 @@ static const char usage_top[] =
 	"inspect, print or check one.  'titan-pack COMMAND --help' for options;\n"
 	"man titan-pack for the details.\n";
 
-static void print_help(const char *synopsis, const opt_spec *specs)
-{
-	printf("usage: %s\n\noptions:\n", synopsis);
-	opt_print_help(stdout, specs);
-}
-
-/* Report a failure: usage errors also point at the help. */
-static int report(titan_log *log, int rc, const char *cmd)
-{
-	log_error(log, "%s", titan_errmsg());
-	if (rc == TITAN_EUSAGE)
-		fprintf(stderr, "try '%s%s%s --help'\n", PROG, cmd ? " " : "", cmd ? cmd : "");
-	return titan_exit_code(rc);
-}
-
-typedef struct tok_args {
-	const char *path;
-	const char *pattern;
-	opt_list specials;
-} tok_args;
-
-#define TOK_OPTS(a)                                                                      \
-	{"tokenizer", 't', OPT_STR, &(a).path, "TOK",                                  \
-	 "tokenizer.json, a directory holding one, or a tiktoken rank file"},          \
-	{"pattern", 0, OPT_STR, &(a).pattern, "P",                                     \
-	 "tiktoken files: split pattern (gpt2, cl100k, llama3, o200k or a regex)"},    \
-	{"special", 0, OPT_LIST, &(a).specials, "NAME=ID",                            \
-	 "tiktoken files: a special token (repeatable)"}
-
-static int load_tok(const tok_args *a, titan_tok **t)
-{
-	if (!a->path)
-		return titan_err(TITAN_EUSAGE, "no tokenizer given (-t TOK)");
-	tok_load_opts lo = {
-		.pattern = a->pattern,
-		.specials = a->specials.v,
-		.nspecials = a->specials.n,
-	};
-	return tok_load(t, a->path, &lo);
-}
-
 static int parse_fraction(const char *s, double *out)
 {
 	char *end;
@@ -101,25 +61,18 @@ static int write_out(const void *p, size_t n)
 	return 0;
 }
 
-static int finish_stdout(void)
-{
-	if (fflush(stdout) || ferror(stdout))
-		return titan_err_errno(TITAN_EIO, "cannot write standard output");
-	return 0;
-}
-
 /* ---- pack ------------------------------------------------------------ */
 
 static int cmd_pack(int argc, char **argv, titan_log *log)
 {
-	tok_args ta = {0};
+	cli_tok_args ta = {0};
 	const char *outdir = NULL, *format = NULL, *field = NULL, *valf = NULL;
 	long long shard_tokens = 0, threads = 0, seed = 0, level = 0;
 	bool lines = false, skip_bad = false, force = false, no_bos = false, no_eos = false;
 	bool from_ids = false, help = false;
 	int verbosity = 1;
 	const opt_spec specs[] = {
-		TOK_OPTS(ta),
+		CLI_TOK_OPTS(ta),
 		{"output", 'o', OPT_STR, &outdir, "OUTDIR", "dataset directory to create"},
 		{"format", 0, OPT_STR, &format, "F", "input: auto (by name, default), text or jsonl"},
 		{"field", 0, OPT_STR, &field, "F", "JSONL field, dotted paths allowed (default text)"},
@@ -149,7 +102,7 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 	pack_stats st;
 	int rc = opt_parse(specs, argc, argv, &inputs);
 	if (!rc && help) {
-		print_help(PACK_SYNOPSIS, specs);
+		cli_print_help(PACK_SYNOPSIS, specs);
 		goto out;
 	}
 	if (!rc && format)
@@ -178,7 +131,7 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 	if (rc)
 		goto out;
 	log->verbosity = verbosity;
-	if ((rc = load_tok(&ta, &tok)) || (rc = pool_new(&pool, (int)threads)))
+	if ((rc = cli_load_tok(&ta, &tok)) || (rc = pool_new(&pool, (int)threads)))
 		goto out;
 	po.outdir = outdir;
 	po.tok = tok;
@@ -321,7 +274,7 @@ static int cmd_info(int argc, char **argv, titan_log *log)
 	const char *dir = NULL;
 	int rc = opt_parse(specs, argc, argv, &rest);
 	if (!rc && help) {
-		print_help(INFO_SYNOPSIS, specs);
+		cli_print_help(INFO_SYNOPSIS, specs);
 		goto out;
 	}
 	if (!rc)
@@ -342,7 +295,7 @@ static int cmd_info(int argc, char **argv, titan_log *log)
 		info_text(j);
 	}
 	json_decref(j);
-	rc = finish_stdout();
+	rc = cli_finish_stdout();
 out:
 	dataset_close(d);
 	opt_list_free(&rest);
@@ -479,13 +432,13 @@ static int cat_docs(dataset *d, int split, cat_run *c, bool strip, bool one, uin
 
 static int cmd_cat(int argc, char **argv, titan_log *log)
 {
-	tok_args ta = {0};
+	cli_tok_args ta = {0};
 	const char *split_name = "train", *format = "text";
 	bool decode = false, jsonl = false, lines = false, strip = false, help = false;
 	long long doc = -1;
 	int verbosity = 1;
 	const opt_spec specs[] = {
-		TOK_OPTS(ta),
+		CLI_TOK_OPTS(ta),
 		{"split", 0, OPT_STR, &split_name, "S", "train (default) or val"},
 		{"decode", 'd', OPT_FLAG, &decode, NULL, "print text (needs -t TOK)"},
 		{"jsonl", 0, OPT_FLAG, &jsonl, NULL,
@@ -506,7 +459,7 @@ static int cmd_cat(int argc, char **argv, titan_log *log)
 	int split = SPLIT_TRAIN;
 	int rc = opt_parse(specs, argc, argv, &rest);
 	if (!rc && help) {
-		print_help(CAT_SYNOPSIS, specs);
+		cli_print_help(CAT_SYNOPSIS, specs);
 		goto out;
 	}
 	if (!rc)
@@ -530,7 +483,7 @@ static int cmd_cat(int argc, char **argv, titan_log *log)
 	if (rc || (rc = dataset_open(&d, dir)))
 		goto out;
 	if (decode) {
-		if ((rc = load_tok(&ta, &tok)))
+		if ((rc = cli_load_tok(&ta, &tok)))
 			goto out;
 		if (strcmp(tok_hash(tok), dataset_tok(d)->sha256)) {
 			rc = titan_err(TITAN_EFORMAT, "'%s' is not the tokenizer '%s' was packed with "
@@ -544,7 +497,7 @@ static int cmd_cat(int argc, char **argv, titan_log *log)
 	c.lines = lines;
 	rc = cat_docs(d, split, &c, strip || decode, doc >= 0, (uint64_t)doc);
 	if (!rc)
-		rc = finish_stdout();
+		rc = cli_finish_stdout();
 out:
 	bytes_free(&c.out);
 	bytes_free(&c.text);
@@ -571,7 +524,7 @@ static int cmd_verify(int argc, char **argv, titan_log *log)
 	const char *dir = NULL;
 	int rc = opt_parse(specs, argc, argv, &rest);
 	if (!rc && help) {
-		print_help(VERIFY_SYNOPSIS, specs);
+		cli_print_help(VERIFY_SYNOPSIS, specs);
 		goto out;
 	}
 	if (!rc)
@@ -593,7 +546,7 @@ static int cmd_verify(int argc, char **argv, titan_log *log)
 		printf("ok: %llu shards, %llu blocks\n", (unsigned long long)shards,
 		       (unsigned long long)blocks);
 	if (!rc)
-		rc = finish_stdout();
+		rc = cli_finish_stdout();
 out:
 	dataset_close(d);
 	opt_list_free(&rest);
@@ -604,40 +557,14 @@ out:
 
 int main(int argc, char **argv)
 {
-	titan_log log;
-	log_init(&log, PROG);
-	if (argc < 2) {
-		fputs(usage_top, stderr);
-		return 2;
-	}
-	const char *cmd = argv[1];
-	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
-		fputs(usage_top, stdout);
-		return 0;
-	}
-	if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
-		printf("%s %s\n", PROG, TITAN_VERSION);
-		return 0;
-	}
-	int (*fn)(int, char **, titan_log *) = NULL;
-	int skip = 2;
-	if (!strcmp(cmd, "pack"))
-		fn = cmd_pack;
-	else if (!strcmp(cmd, "info"))
-		fn = cmd_info;
-	else if (!strcmp(cmd, "cat"))
-		fn = cmd_cat;
-	else if (!strcmp(cmd, "verify"))
-		fn = cmd_verify;
-	else if (cmd[0] == '-') {
-		/* Bare options mean pack. */
-		fn = cmd_pack;
-		skip = 1;
-		cmd = NULL;
-	}
-	if (!fn)
-		return report(&log, titan_err(TITAN_EUSAGE, "unknown command '%s' (expected pack, "
-					      "info, cat or verify, or options for pack)", cmd), NULL);
-	int rc = fn(argc - skip, argv + skip, &log);
-	return rc ? report(&log, rc, cmd) : 0;
+	static const cli_command cmds[] = {
+		{"pack", cmd_pack},
+		{"info", cmd_info},
+		{"cat", cmd_cat},
+		{"verify", cmd_verify},
+		{0},
+	};
+	/* Options without a command word mean pack. */
+	const cli_tool tool = {.prog = PROG, .usage = usage_top, .cmds = cmds, .bare = cmd_pack};
+	return cli_main(&tool, argc, argv);
 }

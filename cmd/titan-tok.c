@@ -3,6 +3,7 @@
  * Thin over lib/tok: parse options, stream documents through the encoder on
  * a thread pool, write ids.  Exit 0 ok, 1 runtime failure, 2 usage error. */
 #include "core/base.h"
+#include "cli.h"
 #include "core/buf.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -30,54 +31,17 @@ static const char usage_top[] =
 
 /* Options every subcommand that loads a tokenizer shares. */
 typedef struct tok_common {
-	const char *tok_path;
-	const char *pattern;
-	opt_list specials;
+	cli_tok_args tok;
 	long long threads;
 	int verbosity;
 	bool help;
 	const char *out;
 } tok_common;
 
-#define COMMON_TOK_OPTS(c)                                                              \
-	{"tokenizer", 't', OPT_STR, &(c).tok_path, "TOK",                             \
-	 "tokenizer.json, a directory holding one, or a tiktoken rank file"},          \
-	{"pattern", 0, OPT_STR, &(c).pattern, "P",                                    \
-	 "tiktoken files: split pattern (gpt2, cl100k, llama3, o200k or a regex)"},   \
-	{"special", 0, OPT_LIST, &(c).specials, "NAME=ID",                           \
-	 "tiktoken files: a special token (repeatable)"}
-
 #define COMMON_MISC_OPTS(c)                                                             \
 	{"quiet", 'q', OPT_DEC, &(c).verbosity, NULL, "no progress or summary"},       \
 	{"verbose", 'v', OPT_INC, &(c).verbosity, NULL, "more detail"},                \
 	{"help", 'h', OPT_FLAG, &(c).help, NULL, "show this help"}
-
-static void print_help(const char *synopsis, const opt_spec *specs)
-{
-	printf("usage: %s\n\noptions:\n", synopsis);
-	opt_print_help(stdout, specs);
-}
-
-/* Report a failure: usage errors also point at the help. */
-static int report(titan_log *log, int rc, const char *cmd)
-{
-	log_error(log, "%s", titan_errmsg());
-	if (rc == TITAN_EUSAGE)
-		fprintf(stderr, "try '%s%s%s --help'\n", PROG, cmd ? " " : "", cmd ? cmd : "");
-	return titan_exit_code(rc);
-}
-
-static int load_tok(tok_common *c, titan_tok **t)
-{
-	if (!c->tok_path)
-		return titan_err(TITAN_EUSAGE, "no tokenizer given (-t TOK)");
-	tok_load_opts lo = {
-		.pattern = c->pattern,
-		.specials = c->specials.v,
-		.nspecials = c->specials.n,
-	};
-	return tok_load(t, c->tok_path, &lo);
-}
 
 /* ---- encode ---------------------------------------------------------- */
 
@@ -198,7 +162,7 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	bool bos = false, eos = false, lines = false, jsonl = false, stats = false, skip_bad = false;
 	const char *format = "text", *field = NULL, *in_format = NULL;
 	const opt_spec specs[] = {
-		COMMON_TOK_OPTS(c),
+		CLI_TOK_OPTS(c.tok),
 		{"bos", 0, OPT_FLAG, &bos, NULL, "begin each document with the BOS token"},
 		{"eos", 0, OPT_FLAG, &eos, NULL, "end each document with the EOS token"},
 		{"lines", 0, OPT_FLAG, &lines, NULL, "each line is a document (without its newline)"},
@@ -225,7 +189,7 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	ingest_opts io = {.format = INGEST_AUTO, .field = field, .lines = lines};
 	int rc = opt_parse(specs, argc, argv, &files);
 	if (!rc && c.help) {
-		print_help("titan-tok encode -t TOK [--bos] [--eos] [--lines] [--jsonl] "
+		cli_print_help("titan-tok encode -t TOK [--bos] [--eos] [--lines] [--jsonl] "
 			   "[--format text|u32|jsonl] [FILE...|-]", specs);
 		goto out;
 	}
@@ -245,13 +209,13 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	io.field = field;
 	io.lines = lines;
 	io.skip_bad = skip_bad;
-	if ((rc = load_tok(&c, &tok)))
+	if ((rc = cli_load_tok(&c.tok, &tok)))
 		goto out;
 	r.fmt = fmt;
 	if (bos && (r.bos = tok_bos(tok)) < 0)
-		rc = titan_err(TITAN_EUSAGE, "--bos: tokenizer '%s' has no BOS token", c.tok_path);
+		rc = titan_err(TITAN_EUSAGE, "--bos: tokenizer '%s' has no BOS token", c.tok.path);
 	if (!rc && eos && (r.eos = tok_eos(tok)) < 0)
-		rc = titan_err(TITAN_EUSAGE, "--eos: tokenizer '%s' has no EOS token", c.tok_path);
+		rc = titan_err(TITAN_EUSAGE, "--eos: tokenizer '%s' has no EOS token", c.tok.path);
 	if (rc)
 		goto out;
 	double t_start = titan_now();  /* the job as a user sees it, load excluded */
@@ -293,7 +257,7 @@ out:
 	ingest_close(in);
 	tok_free(tok);
 	opt_list_free(&files);
-	opt_list_free(&c.specials);
+	opt_list_free(&c.tok.specials);
 	return rc;
 }
 
@@ -412,7 +376,7 @@ static int cmd_decode(int argc, char **argv, titan_log *log)
 	bool lines = false;
 	const char *format = "text";
 	const opt_spec specs[] = {
-		COMMON_TOK_OPTS(c),
+		CLI_TOK_OPTS(c.tok),
 		{"format", 'f', OPT_STR, &format, "F", "input: text (default) or u32"},
 		{"lines", 0, OPT_FLAG, &lines, NULL, "write a newline after each document"},
 		{"output", 'o', OPT_STR, &c.out, "FILE", "write here (atomically) instead of stdout"},
@@ -427,7 +391,7 @@ static int cmd_decode(int argc, char **argv, titan_log *log)
 	id_format fmt = FMT_TEXT;
 	int rc = opt_parse(specs, argc, argv, &files);
 	if (!rc && c.help) {
-		print_help("titan-tok decode -t TOK [--format text|u32] [--lines] [FILE...|-]", specs);
+		cli_print_help("titan-tok decode -t TOK [--format text|u32] [--lines] [FILE...|-]", specs);
 		goto out;
 	}
 	if (!rc)
@@ -436,7 +400,7 @@ static int cmd_decode(int argc, char **argv, titan_log *log)
 		goto out;
 	}
 	log->verbosity = c.verbosity;
-	if ((rc = load_tok(&c, &tok)))
+	if ((rc = cli_load_tok(&c.tok, &tok)))
 		goto out;
 	d.tok = tok;
 	d.lines = lines;
@@ -468,7 +432,7 @@ out:
 	bytes_free(&d.out);
 	tok_free(tok);
 	opt_list_free(&files);
-	opt_list_free(&c.specials);
+	opt_list_free(&c.tok.specials);
 	return rc;
 }
 
@@ -551,7 +515,7 @@ static int cmd_info(int argc, char **argv, titan_log *log)
 	tok_common c = {.verbosity = 1};
 	bool as_json = false;
 	const opt_spec specs[] = {
-		COMMON_TOK_OPTS(c),
+		CLI_TOK_OPTS(c.tok),
 		{"json", 0, OPT_FLAG, &as_json, NULL, "print JSON"},
 		COMMON_MISC_OPTS(c),
 		{0},
@@ -560,19 +524,19 @@ static int cmd_info(int argc, char **argv, titan_log *log)
 	titan_tok *tok = NULL;
 	int rc = opt_parse(specs, argc, argv, &rest);
 	if (!rc && c.help) {
-		print_help("titan-tok info -t TOK [--json]", specs);
+		cli_print_help("titan-tok info -t TOK [--json]", specs);
 		goto out;
 	}
-	if (!rc && rest.n == 1 && !c.tok_path)
-		c.tok_path = rest.v[0];
+	if (!rc && rest.n == 1 && !c.tok.path)
+		c.tok.path = rest.v[0];
 	else if (!rc && rest.n)
 		rc = titan_err(TITAN_EUSAGE, "unexpected argument '%s'", rest.v[0]);
 	if (rc) {
 		goto out;
 	}
-	if ((rc = load_tok(&c, &tok)))
+	if ((rc = cli_load_tok(&c.tok, &tok)))
 		goto out;
-	json_t *j = info_json(tok, c.tok_path);
+	json_t *j = info_json(tok, c.tok.path);
 	if (!j) {
 		rc = titan_err_nomem();
 		goto out;
@@ -590,7 +554,7 @@ static int cmd_info(int argc, char **argv, titan_log *log)
 out:
 	tok_free(tok);
 	opt_list_free(&rest);
-	opt_list_free(&c.specials);
+	opt_list_free(&c.tok.specials);
 	return rc;
 }
 
@@ -625,7 +589,7 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	ingest_opts io = {.format = INGEST_AUTO};
 	int rc = opt_parse(specs, argc, argv, &inputs);
 	if (!rc && c.help) {
-		print_help("titan-tok train -o OUT --vocab-size N [--pattern P] [--special TOKEN]... "
+		cli_print_help("titan-tok train -o OUT --vocab-size N [--pattern P] [--special TOKEN]... "
 			   "[--min-frequency N] [--threads N] INPUT...", specs);
 		goto out;
 	}
@@ -673,7 +637,7 @@ out:
 	pool_free(pool);
 	opt_list_free(&inputs);
 	opt_list_free(&specials);
-	opt_list_free(&c.specials);
+	opt_list_free(&c.tok.specials);
 	return rc;
 }
 
@@ -681,34 +645,13 @@ out:
 
 int main(int argc, char **argv)
 {
-	titan_log log;
-	log_init(&log, PROG);
-	if (argc < 2) {
-		fputs(usage_top, stderr);
-		return 2;
-	}
-	const char *cmd = argv[1];
-	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
-		fputs(usage_top, stdout);
-		return 0;
-	}
-	if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
-		printf("%s %s\n", PROG, TITAN_VERSION);
-		return 0;
-	}
-	int (*fn)(int, char **, titan_log *) = NULL;
-	if (!strcmp(cmd, "encode"))
-		fn = cmd_encode;
-	else if (!strcmp(cmd, "decode"))
-		fn = cmd_decode;
-	else if (!strcmp(cmd, "info"))
-		fn = cmd_info;
-	else if (!strcmp(cmd, "train"))
-		fn = cmd_train;
-	if (!fn) {
-		return report(&log, titan_err(TITAN_EUSAGE, "unknown command '%s' (expected "
-					      "encode, decode, info or train)", cmd), NULL);
-	}
-	int rc = fn(argc - 2, argv + 2, &log);
-	return rc ? report(&log, rc, cmd) : 0;
+	static const cli_command cmds[] = {
+		{"encode", cmd_encode},
+		{"decode", cmd_decode},
+		{"info", cmd_info},
+		{"train", cmd_train},
+		{0},
+	};
+	const cli_tool tool = {.prog = PROG, .usage = usage_top, .cmds = cmds};
+	return cli_main(&tool, argc, argv);
 }

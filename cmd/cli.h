@@ -1,0 +1,54 @@
+/* cli.h - what the tools share on their side of the library: dispatching a
+ * subcommand, reporting a failure with the right exit status, the tokenizer
+ * options, help text.  Only cmd/ includes it: unlike lib/, it prints. */
+#ifndef TITAN_CMD_CLI_H
+#define TITAN_CMD_CLI_H
+#include "core/base.h"
+#include "core/log.h"
+#include "core/opt.h"
+#include "tok/tok.h"
+
+typedef int (*cli_fn)(int argc, char **argv, titan_log *log);
+
+typedef struct cli_command {
+	const char *name;
+	cli_fn fn;
+} cli_command;
+
+typedef struct cli_tool {
+	const char *prog;          /* "titan-tok" */
+	const char *usage;         /* printed by -h (stdout) and bare calls (stderr) */
+	const cli_command *cmds;   /* ends with {0} */
+	cli_fn bare;               /* runs when the first word is an option; may be NULL */
+} cli_tool;
+
+/* Run the tool: -h/--help, --version, then the named subcommand on the words
+ * after it.  A failure is printed as "PROG: MESSAGE" (usage errors add a
+ * pointer to the help); returns the exit status. */
+int cli_main(const cli_tool *tool, int argc, char **argv);
+
+/* "usage: SYNOPSIS" and the option table, on stdout. */
+void cli_print_help(const char *synopsis, const opt_spec *specs);
+
+/* Flush stdout and turn a write error into a titan error. */
+int cli_finish_stdout(void);
+
+/* The options that name a tokenizer, shared by every tool that loads one. */
+typedef struct cli_tok_args {
+	const char *path;
+	const char *pattern;
+	opt_list specials;
+} cli_tok_args;
+
+#define CLI_TOK_OPTS(a)                                                                  \
+	{"tokenizer", 't', OPT_STR, &(a).path, "TOK",                                  \
+	 "tokenizer.json, a directory holding one, or a tiktoken rank file"},          \
+	{"pattern", 0, OPT_STR, &(a).pattern, "P",                                     \
+	 "tiktoken files: split pattern (gpt2, cl100k, llama3, o200k or a regex)"},    \
+	{"special", 0, OPT_LIST, &(a).specials, "NAME=ID",                            \
+	 "tiktoken files: a special token (repeatable)"}
+
+/* Load the tokenizer the options name; none named is a usage error. */
+int cli_load_tok(const cli_tok_args *a, titan_tok **t);
+
+#endif
