@@ -34,6 +34,7 @@ case $what in
 test)
 	probe_cmd bats bats
 	probe_cmd zstd zstd
+	probe_cmd jq jq
 	probe_cmd node nodejs
 	probe_cmd npm npm
 	probe_cmd python3 python3
