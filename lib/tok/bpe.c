@@ -760,7 +760,18 @@ struct par_job {
 	const uint8_t *text;
 	size_t *cut;          /* nparts + 1 offsets */
 	titan_u32s *parts;
+	uint32_t *dst;        /* the joined ids, for par_copy */
+	size_t *at;           /* where each part goes in dst */
 };
+
+static int par_copy(void *arg, size_t task, int worker)
+{
+	struct par_job *j = arg;
+	if (j->parts[task].n)
+		memcpy(j->dst + j->at[task], j->parts[task].v,
+		       j->parts[task].n * sizeof *j->dst);
+	return 0;
+}
 
 static int par_task(void *arg, size_t task, int worker)
 {
@@ -809,18 +820,25 @@ int tok_encode_parallel(titan_pool *pool, tok_encoder *const *encs,
 		free(cut);
 		return titan_err_nomem();
 	}
-	struct par_job job = { encs, text, cut, parts };
+	struct par_job job = {.encs = encs, .text = text, .cut = cut, .parts = parts};
 	int rc = pool_run(pool, nparts, par_task, &job);
 	size_t total = 0;
-	for (size_t i = 0; i < nparts; i++)
+	for (size_t i = 0; i < nparts && !rc; i++) {
+		cut[i] = out->n + total;  /* reused: where part i goes */
 		total += parts[i].n;
+	}
+	/* Join the parts on the pool too: copying (and faulting in) megabytes
+	 * of ids on one thread would undo much of what the split won. */
 	if (!rc)
 		rc = u32s_reserve(out, total);
-	for (size_t i = 0; i < nparts; i++) {
-		if (!rc)
-			rc = u32s_append(out, parts[i].v, parts[i].n);
-		u32s_free(&parts[i]);
+	if (!rc) {
+		job.dst = out->v;
+		job.at = cut;
+		rc = pool_run(pool, nparts, par_copy, &job);
+		out->n += total;
 	}
+	for (size_t i = 0; i < nparts; i++)
+		u32s_free(&parts[i]);
 	free(parts);
 	free(cut);
 	return rc;
