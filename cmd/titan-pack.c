@@ -82,7 +82,7 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 		{"shard-tokens", 0, OPT_INT, &shard_tokens, "N",
 		 "start a new shard past N tokens (default 2^28)"},
 		{"threads", 'T', OPT_INT, &threads, "N", "worker threads (default 0: all cores)"},
-		{"zstd-level", 0, OPT_INT, &level, "L", "zstd level of the blocks, 1 to 19 (default 3)"},
+		{"zstd-level", 0, OPT_INT, &level, "L", "zstd level of the blocks, 1 to 19 (default 1)"},
 		{"seed", 0, OPT_INT, &seed, "S", "seed of the train/val split (default 0)"},
 		{"skip-bad", 0, OPT_FLAG, &skip_bad, NULL, "skip invalid JSON lines and count them"},
 		{"force", 'f', OPT_FLAG, &force, NULL, "replace an existing OUTDIR"},

@@ -161,7 +161,7 @@ int dataset_writer_open(dataset_writer **out, const dataset_writer_opts *o)
 	if (!w->o.block_tokens)
 		w->o.block_tokens = SHARD_BLOCK_TOKENS_DEFAULT;
 	if (!w->o.zstd_level)
-		w->o.zstd_level = 3;
+		w->o.zstd_level = DATASET_ZSTD_LEVEL;
 	w->token_bytes = o->tok.vocab_size <= 65536 ? 2 : 4;
 	/* Trailing slashes would put the temporary name inside OUTDIR. */
 	w->outdir = strdup(o->outdir);

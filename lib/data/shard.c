@@ -181,7 +181,7 @@ int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
 		return titan_err(TITAN_EUSAGE, "'%s': block of %u tokens: at most %u",
 				 path, block_tokens, MAX_BLOCK_TOKENS);
 	if (!zstd_level)
-		zstd_level = 3;
+		zstd_level = 1;
 
 	shard_writer *w = calloc(1, sizeof *w);
 	if (!w)

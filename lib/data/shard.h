@@ -34,7 +34,7 @@ typedef struct shard_summary {
 
 /* Create PATH (written as PATH.tmp.PID, renamed by shard_writer_close).
  * token_bytes: 2 (u16: every id < 65536) or 4 (u32).  block_tokens: 0 is
- * SHARD_BLOCK_TOKENS_DEFAULT, at most 2^24.  zstd_level: 0 is 3. */
+ * SHARD_BLOCK_TOKENS_DEFAULT, at most 2^24.  zstd_level: 0 is 1. */
 int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
 		      uint32_t block_tokens, int zstd_level);
 /* Append one document; an id that does not fit token_bytes is TITAN_ERANGE. */
