@@ -690,7 +690,8 @@ static int check_split(int split)
 	return 0;
 }
 
-int dataset_read(dataset *d, int split, uint64_t pos, size_t n, uint32_t *out)
+/* A valid split, and tokens [pos, pos + n) inside it. */
+static int check_range(const dataset *d, int split, uint64_t pos, size_t n)
 {
 	int rc = check_split(split);
 	if (rc)
@@ -700,6 +701,14 @@ int dataset_read(dataset *d, int split, uint64_t pos, size_t n, uint32_t *out)
 		return titan_err(TITAN_ERANGE, "'%s': %s: tokens [%llu, +%zu) past the end (%llu)",
 				 d->dir, split_names[split], (unsigned long long)pos, n,
 				 (unsigned long long)total);
+	return 0;
+}
+
+int dataset_read(dataset *d, int split, uint64_t pos, size_t n, uint32_t *out)
+{
+	int rc = check_range(d, split, pos, n);
+	if (rc)
+		return rc;
 	if (!n)
 		return 0;
 	dshard *v = d->shards[split];
@@ -748,14 +757,9 @@ int dataset_doc(dataset *d, int split, uint64_t k, uint64_t *start, uint64_t *le
 
 int dataset_doc_starts(dataset *d, int split, uint64_t pos, size_t n, titan_u32s *out)
 {
-	int rc = check_split(split);
+	int rc = check_range(d, split, pos, n);
 	if (rc)
 		return rc;
-	uint64_t total = d->tokens[split];
-	if (pos > total || n > total - pos)
-		return titan_err(TITAN_ERANGE, "'%s': %s: tokens [%llu, +%zu) past the end (%llu)",
-				 d->dir, split_names[split], (unsigned long long)pos, n,
-				 (unsigned long long)total);
 	if (n > UINT32_MAX)
 		return titan_err(TITAN_ERANGE, "'%s': document starts of %zu tokens: at most 2^32",
 				 d->dir, n);

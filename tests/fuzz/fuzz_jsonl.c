@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "data/jsonl.h"
+#include "../unit/jsonl_reference.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -24,24 +25,6 @@ static const struct {
 	{ text_path, 1 }, { meta_path, 2 }, { empty_path, 1 }, { deep_path, 3 },
 };
 
-static int reference(const uint8_t *line, size_t n, const char *const *path, size_t npath,
-		     json_t **root, const char **text, size_t *len)
-{
-	json_error_t err;
-	*root = json_loadb((const char *)line, n, JSON_ALLOW_NUL, &err);
-	if (!*root)
-		return JSONL_INVALID;
-	json_t *v = *root;
-	for (size_t i = 0; i < npath && v; i++)
-		v = json_is_object(v) ? json_object_get(v, path[i]) : NULL;
-	if (!v)
-		return JSONL_MISSING;
-	if (!json_is_string(v))
-		return JSONL_NOT_STRING;
-	*text = json_string_value(v);
-	*len = json_string_length(v);
-	return JSONL_STRING;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
