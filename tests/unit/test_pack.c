@@ -53,6 +53,19 @@ static int collect(void *arg, const uint32_t *ids, size_t n)
 
 enum { NDOCS = 3000 };
 
+/* Queue the NDOCS test documents, then flush: the first failure. */
+static int feed_docs(tok_batch *b)
+{
+	int rc = 0;
+	for (size_t i = 0; i < NDOCS && !rc; i++) {
+		size_t n;
+		char *d = make_doc(i, &n);
+		rc = tok_batch_add(b, (const uint8_t *)d, n);
+		free(d);
+	}
+	return rc ? rc : tok_batch_flush(b);
+}
+
 static void test_batch_matches_sequential(void)
 {
 	titan_tok *t = load_gpt2();
@@ -74,15 +87,7 @@ static void test_batch_matches_sequential(void)
 		collected c = {.fail_at = -1};
 		REQUIRE(pool_new(&pool, threads) == 0, "%s", titan_errmsg());
 		REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
-		int rc = 0;
-		for (size_t i = 0; i < NDOCS && !rc; i++) {
-			size_t n;
-			char *d = make_doc(i, &n);
-			rc = tok_batch_add(b, (const uint8_t *)d, n);
-			free(d);
-		}
-		if (!rc)
-			rc = tok_batch_flush(b);
+		int rc = feed_docs(b);
 		CHECK(rc == 0, "%d threads: %s", threads, titan_errmsg());
 		CHECK(c.ends.n == NDOCS, "%d threads: %zu documents", threads, c.ends.n);
 		CHECK(c.ids.n == want.n && !memcmp(c.ids.v, want.v, want.n * 4),
@@ -110,15 +115,7 @@ static void test_batch_failure_is_carried(void)
 	collected c = {.fail_at = 1234};
 	REQUIRE(pool_new(&pool, 2) == 0, "%s", titan_errmsg());
 	REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
-	int rc = 0;
-	for (size_t i = 0; i < NDOCS && !rc; i++) {
-		size_t n;
-		char *d = make_doc(i, &n);
-		rc = tok_batch_add(b, (const uint8_t *)d, n);
-		free(d);
-	}
-	if (!rc)
-		rc = tok_batch_flush(b);
+	int rc = feed_docs(b);
 	CHECK(rc == TITAN_EIO, "rc %d", rc);
 	CHECK(strstr(titan_errmsg(), "document 1234: refused"), "message: %s", titan_errmsg());
 	CHECK(c.ends.n == 1234, "%zu documents handed over", c.ends.n);
