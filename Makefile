@@ -12,11 +12,13 @@ NVCC ?= nvcc
 CUDA ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 TITAN_DATA ?= $(abspath $(CURDIR)/../shared/data)
+# Debian's python3, which has python3-torch (the golden files, the benchmark)
+PYTHON ?= /usr/bin/python3
 
 WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
-ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -pthread -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
-LDLIBS = -ljansson -lzstd -larchive -lpcre2-8 -lm -pthread
+ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -pthread -fopenmp -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
+LDLIBS = -ljansson -lzstd -larchive -lpcre2-8 -lopenblas -lm -pthread
 NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
 
 # Quiet rules, as git prints them; V=1 shows the commands.
@@ -48,6 +50,13 @@ LIB_SRC += kernels/cuda_none.c
 CU_OBJ :=
 endif
 
+# ar keeps one member per file name: two library sources with the same name
+# would silently lose one.
+DUP_SRC := $(shell printf '%s\n' $(notdir $(LIB_SRC)) | sort | uniq -d)
+ifneq ($(DUP_SRC),)
+$(error library sources share a file name: $(DUP_SRC))
+endif
+
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BINS := $(CMD_SRC:cmd/%.c=$(BUILD)/bin/%)
 TESTS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -58,7 +67,7 @@ LIBA := $(BUILD)/libtitan.a
 # intermediates of the pattern rules and rebuild them every time.
 .SECONDARY:
 
-.PHONY: all test unit asan bench demo install uninstall clean deps test-deps fuzz \
+.PHONY: all test unit asan bench golden demo install uninstall clean deps test-deps fuzz \
 	test-cuda bench-cuda unicode-tables help
 all: $(BINS) $(TESTS) $(BENCHES)
 
@@ -137,6 +146,14 @@ bench: all
 		tests/bench/pack_bench.sh
 	@echo; echo "loader (build/bench/bench_loader: 50M synthetic tokens, seq 1024, batch 8):"
 	@$(BUILD)/bench/bench_loader
+	@echo
+	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
+		tests/bench/train_bench.sh
+
+# golden: regenerate the PyTorch reference files that test_golden compares
+# against (make test only reads them).
+golden:
+	$(PYTHON) tests/golden/make_golden.py tests/golden
 
 # demo: install what is missing, build, and run the pipeline on the King
 # James Bible (Debian's bible-kjv-text).
@@ -179,6 +196,7 @@ help:
 	@echo "make test       install missing test packages, build, run all tests"
 	@echo "make asan       unit tests under ASan + UBSan"
 	@echo "make bench      benchmarks against the reference implementations"
+	@echo "make golden     regenerate tests/golden from the PyTorch reference"
 	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS (default 30)"
 	@echo "make install    install into PREFIX (default /usr/local)"
 	@echo "make CUDA=1     also build the CUDA backend (needs nvcc)"

@@ -1,11 +1,114 @@
 /* kernels.h - the compute backends' shared entry points.
  *
- * The CPU backend is always built; the CUDA backend (kernels/cuda) only with
- * `make CUDA=1`.  Without a GPU, or in a build without CUDA, the CUDA entry
- * points fail cleanly with a message and the CPU backend works as always. */
+ * The model is written once over the op table below; each backend fills one
+ * (kernels_cpu here, the CUDA table later), and every pointer an op takes is
+ * memory of that backend's device.  The CPU backend is always built; the CUDA
+ * backend (kernels/cuda) only with `make CUDA=1`.  Without a GPU, or in a
+ * build without CUDA, the CUDA entry points fail cleanly with a message and
+ * the CPU backend works as always.
+ *
+ * Shapes: N = B * T tokens (row-major, token-major), C model dim, H heads,
+ * KV key/value heads (H % KV == 0), D head dim, F FFN hidden, V vocab.
+ * Activations of attention are token-major: q is [B, T, H, D], k and v are
+ * [B, T, KV, D], exactly what the projections' matmuls produce.
+ *
+ * Gradient conventions: parameter gradients (dweight, dtable) always
+ * accumulate (+=), so gradient accumulation over micro-batches is free;
+ * activation gradients are overwritten unless the op says "+=". */
 #ifndef TITAN_KERNELS_H
 #define TITAN_KERNELS_H
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+typedef struct kernel_ops {
+	const char *name;  /* "cpu", "cuda" */
+
+	/* out[N,OC] = inp[N,IC] @ weight[OC,IC]^T (PyTorch Linear, no bias);
+	 * accumulate: out += instead of =. */
+	void (*matmul_forward)(float *out, const float *inp, const float *weight,
+			       int N, int IC, int OC, bool accumulate);
+	/* dinp[N,IC] = dout @ weight (or += with accumulate_dinp);
+	 * dweight[OC,IC] += dout^T @ inp.  dinp or dweight may be NULL. */
+	void (*matmul_backward)(float *dinp, float *dweight, const float *dout,
+				const float *inp, const float *weight,
+				int N, int IC, int OC, bool accumulate_dinp);
+
+	/* out[N,C] = inp * rstd * weight, rstd[N] = 1/sqrt(mean(inp^2) + eps) */
+	void (*rmsnorm_forward)(float *out, float *rstd, const float *inp,
+				const float *weight, int N, int C, float eps);
+	/* dinp[N,C] += ..., dweight[C] += ... */
+	void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout,
+				 const float *inp, const float *weight,
+				 const float *rstd, int N, int C);
+
+	/* Rotary embedding in place on x[N, heads, D]: each pair (2i, 2i+1) of
+	 * token n turns by angle pos[n] * freq[i] (Meta's interleaved layout).
+	 * cos_tab/sin_tab are [max_pos, D/2]; pos[n] < max_pos.  backward turns
+	 * a gradient by the opposite angle, also in place. */
+	void (*rope_forward)(float *x, const int32_t *pos, const float *cos_tab,
+			     const float *sin_tab, int N, int heads, int D);
+	void (*rope_backward)(float *dx, const int32_t *pos, const float *cos_tab,
+			      const float *sin_tab, int N, int heads, int D);
+
+	/* Scaled dot-product attention (scale 1/sqrt(D)) with grouped KV heads:
+	 * query head h reads KV head h / (H / KV).  Token t of row b attends to
+	 * tokens seg_start[b*T + t] .. t of the same row: seg_start all zero is
+	 * the causal mask, seg_start = first token of t's document is the block
+	 * causal (document) mask.  Never materialises T x T: online softmax over
+	 * key blocks.  out[B,T,H,D]; lse[B,H,T] the log-sum-exp of each query's
+	 * scaled scores (what backward needs to rebuild the probabilities). */
+	void (*attention_forward)(float *out, float *lse, const float *q,
+				  const float *k, const float *v,
+				  const int32_t *seg_start,
+				  int B, int T, int H, int KV, int D);
+	/* dq[B,T,H,D], dk and dv [B,T,KV,D] overwritten. */
+	void (*attention_backward)(float *dq, float *dk, float *dv,
+				   const float *dout, const float *q,
+				   const float *k, const float *v,
+				   const float *out, const float *lse,
+				   const int32_t *seg_start,
+				   int B, int T, int H, int KV, int D);
+
+	/* out[n] = silu(a[n]) * b[n]; backward overwrites da, db. */
+	void (*swiglu_forward)(float *out, const float *a, const float *b, size_t n);
+	void (*swiglu_backward)(float *da, float *db, const float *dout,
+				const float *a, const float *b, size_t n);
+
+	/* out[N,C] = table[ids[n]]; backward: dtable[ids[n]] += dout[n]. */
+	void (*embedding_forward)(float *out, const uint32_t *ids,
+				  const float *table, int N, int C);
+	void (*embedding_backward)(float *dtable, const float *dout,
+				   const uint32_t *ids, int N, int C);
+
+	/* loss[n] = logsumexp(logits[n]) - logits[n][labels[n]].  When dscale
+	 * is not 0, logits[N,V] is overwritten with its gradient
+	 * (softmax - onehot(label)) * dscale, so the largest activation needs
+	 * no second buffer. */
+	void (*cross_entropy)(float *loss, float *logits, const uint32_t *labels,
+			      int N, int V, float dscale);
+
+	/* y[n] += x[n] */
+	void (*add_inplace)(float *y, const float *x, size_t n);
+	/* x[n] *= s */
+	void (*scale)(float *x, float s, size_t n);
+	/* sum of x[n]^2, accumulated in double */
+	double (*sumsq)(const float *x, size_t n);
+	/* One AdamW step on n parameters, exactly PyTorch's (1.13+) order of
+	 * operations: p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+	 * p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps).  step >= 1. */
+	void (*adamw)(float *param, const float *grad, float *m, float *v, size_t n,
+		      float lr, float beta1, float beta2, float eps,
+		      float weight_decay, long step);
+} kernel_ops;
+
+/* The fp32 CPU backend (kernels/cpu): OpenBLAS sgemm and OpenMP loops. */
+extern const kernel_ops kernels_cpu;
+
+/* sgemm throughput of this machine in FLOP/s (square fp32 GEMMs of size n
+ * through the same BLAS the CPU backend uses, best of a few runs): the
+ * denominator of MFU on CPU.  Takes about a second. */
+double kernels_cpu_sgemm_peak(int n);
 
 /* 1 when this build includes the CUDA backend. */
 int kernels_cuda_built(void);

@@ -1,12 +1,15 @@
 #!/bin/sh
 # demo.sh - the titan pipeline on the King James Bible (Debian's
-# bible-kjv-text, read with its `bible` program): train a tokenizer, encode
-# the text, decode it back and check the round trip byte for byte, then pack
-# it into a dataset (one document per verse line) and verify the shards.
+# bible-kjv-text, read with its `bible` program), driven by the example
+# Makefile (share/titan/examples/Makefile): train a tokenizer, pack the
+# text into a dataset, train debugmodel for a few minutes on the CPU and
+# save a checkpoint.  Then check the tokenizer's round trip and the
+# dataset's checksums, and show the loss falling.
 # Run through `make demo`, which installs missing packages and builds first.
 set -eu
-bin=${TITAN_BIN:-build/bin}
+bin=$(cd "${TITAN_BIN:-build/bin}" && pwd)
 work=${TITAN_BUILD:-build}/demo
+share=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
 corpus=$work/kjv.txt
 if [ ! -s "$corpus" ]; then
@@ -19,31 +22,31 @@ if [ ! -s "$corpus" ]; then
 fi
 echo "== corpus: $(wc -c <"$corpus") bytes of the King James Bible"
 
-echo "== titan-tok train: a 4096-token byte-level BPE (Llama 3 split pattern)"
-"$bin/titan-tok" train -o "$work/tokenizer.json" --vocab-size 4096 \
-	--special '<|begin_of_text|>' --special '<|end_of_text|>' "$corpus"
-"$bin/titan-tok" info -t "$work/tokenizer.json" | sed -n '1,8p'
+echo "== make -f share/titan/examples/Makefile: tokenizer <- corpus; dataset <- tokenizer + corpus; checkpoint <- dataset + train.json"
+make --no-print-directory -f "$share/examples/Makefile" CORPUS="$corpus" OUT="$work/run" \
+	TITAN_BIN="$bin" STEPS="${DEMO_STEPS:-200}"
+run=$work/run
 
-echo "== titan-tok encode (all cores)"
-"$bin/titan-tok" encode -t "$work/tokenizer.json" --format u32 --stats -o "$work/kjv.u32" "$corpus"
-
-echo "== titan-tok decode, and the round trip"
-"$bin/titan-tok" decode -t "$work/tokenizer.json" --format u32 -o "$work/kjv.decoded" "$work/kjv.u32"
+echo "== the tokenizer's round trip, byte for byte"
+"$bin/titan-tok" encode -t "$run/tokenizer.json" --format u32 -o "$work/kjv.u32" "$corpus"
+"$bin/titan-tok" decode -t "$run/tokenizer.json" --format u32 -o "$work/kjv.decoded" "$work/kjv.u32"
 if cmp -s "$corpus" "$work/kjv.decoded"; then
-	echo "round trip: decode(encode(kjv.txt)) == kjv.txt, byte for byte"
+	echo "decode(encode(kjv.txt)) == kjv.txt"
 else
 	echo "round trip: MISMATCH" >&2
 	exit 1
 fi
-printf 'first verse as ids: '
-sed -n 4p "$corpus" | "$bin/titan-tok" encode -t "$work/tokenizer.json"
 
-echo "== titan-pack: one document per line, 1% held out for validation"
-"$bin/titan-pack" -t "$work/tokenizer.json" -o "$work/kjv.data" --force --lines \
-	--val-fraction 0.01 "$corpus"
-"$bin/titan-pack" info "$work/kjv.data"
-"$bin/titan-pack" verify "$work/kjv.data"
-printf 'a validation document: '
-"$bin/titan-pack" cat "$work/kjv.data" --split val --doc 3 --decode -t "$work/tokenizer.json" --strip
-echo
+echo "== the dataset"
+"$bin/titan-pack" info "$run/data"
+"$bin/titan-pack" verify "$run/data"
+
+echo "== the loss (train, and validation on held-out verses)"
+awk -F'[:,}]' '
+	/"val_loss"/ { for (i = 1; i < NF; i++) { if ($i ~ /"step"/) s = $(i + 1); if ($i ~ /"val_loss"/) v = $(i + 1) }
+		printf "step %5d  val_loss %.4f\n", s, v; next }
+	/"loss"/ { for (i = 1; i < NF; i++) { if ($i ~ /"step"/) s = $(i + 1); if ($i ~ /"loss"/) l = $(i + 1) }
+		if (!first) first = l; last = l; n = s }
+	END { printf "train loss: %.4f at step 1 -> %.4f at step %d\n", first, last, n }' "$run/metrics.jsonl"
+echo "checkpoint: $(ls -d "$run"/checkpoint/step-* | tail -1)"
 echo "== outputs in $work"

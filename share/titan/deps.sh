@@ -30,6 +30,8 @@ probe_lib jansson.h -ljansson libjansson-dev
 probe_lib zstd.h -lzstd libzstd-dev
 probe_lib archive.h -larchive libarchive-dev
 probe_lib pcre2.h -lpcre2-8 libpcre2-dev
+# the OpenMP build of OpenBLAS: BLAS and titan's loops share one thread pool
+probe_lib cblas.h -lopenblas libopenblas-openmp-dev
 case $what in
 test)
 	probe_cmd bats bats
@@ -38,6 +40,8 @@ test)
 	probe_cmd node nodejs
 	probe_cmd npm npm
 	probe_cmd python3 python3
+	# the golden files' reference; Debian's python, whatever python3 is first on PATH
+	/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1 || missing="$missing python3-torch python3-numpy"
 	;;
 demo)
 	probe_cmd bible "bible-kjv bible-kjv-text"

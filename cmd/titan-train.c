@@ -1,0 +1,137 @@
+/* titan-train - pretrain a Llama 3 model on a titan-pack dataset. */
+#include "core/base.h"
+#include "cli.h"
+#include "config/config.h"
+#include "train/loop.h"
+
+#define PROG "titan-train"
+#define TRAIN_SYNOPSIS "titan-train [-c CONFIG.json] [--section.key=value ...] [-q] [-v]"
+#define PRINT_SYNOPSIS "titan-train [-c CONFIG.json] [--section.key=value ...] --print-config"
+#define KEYS_SYNOPSIS "titan-train --list-keys | --list-flavors"
+
+static const char usage_top[] =
+	"usage: " TRAIN_SYNOPSIS "\n"
+	"       " PRINT_SYNOPSIS "\n"
+	"       " KEYS_SYNOPSIS "\n"
+	"\n"
+	"Train a Llama 3 model: the configuration is the built-in defaults, the\n"
+	"model flavor, CONFIG.json, then each --section.key=value in order, e.g.\n"
+	"  titan-train --model.flavor=debugmodel --data.dataset=kjv.ds --training.steps=100\n"
+	"\n"
+	"options:\n"
+	"  -c, --config FILE   JSON configuration file\n"
+	"      --print-config  print the merged configuration and exit\n"
+	"      --list-keys     every configuration key with its type, default and meaning\n"
+	"      --list-flavors  the model flavors this installation has\n"
+	"  -q, --quiet         only errors\n"
+	"  -v, --verbose       more detail\n"
+	"  -h, --help          this help\n"
+	"      --version       the version\n"
+	"\n"
+	"man titan-train for the keys, the metrics and the checkpoints.\n";
+
+/* "--training.steps=3" and "--checkpoint.enable" are overrides: a long
+ * option whose name has a dot. */
+static bool is_override(const char *arg)
+{
+	const char *eq;
+	if (strncmp(arg, "--", 2) || !arg[2])
+		return false;
+	eq = strchr(arg, '=');
+	const char *dot = strchr(arg, '.');
+	return dot && (!eq || dot < eq);
+}
+
+static int list_flavors(void)
+{
+	char **names;
+	int n, rc = config_list_flavors(&names, &n);
+	if (rc)
+		return rc;
+	for (int i = 0; i < n; i++) {
+		printf("%s\n", names[i]);
+		free(names[i]);
+	}
+	free(names);
+	return cli_finish_stdout();
+}
+
+static int cmd_train(int argc, char **argv, titan_log *log)
+{
+	const char *config_file = NULL;
+	bool print_config = false, list_keys = false, flavors = false;
+	int verbose = 0;
+	opt_spec specs[] = {
+		{"config", 'c', OPT_STR, &config_file, "FILE", "JSON configuration file"},
+		{"print-config", 0, OPT_FLAG, &print_config, NULL, "print the merged configuration"},
+		{"list-keys", 0, OPT_FLAG, &list_keys, NULL, "every configuration key"},
+		{"list-flavors", 0, OPT_FLAG, &flavors, NULL, "the model flavors"},
+		{"quiet", 'q', OPT_DEC, &verbose, NULL, "only errors"},
+		{"verbose", 'v', OPT_INC, &verbose, NULL, "more detail"},
+		{0},
+	};
+	char **overrides = calloc(argc + 1, sizeof *overrides);
+	char **rest = calloc(argc + 1, sizeof *rest);
+	int noverrides = 0, nrest = 0, rc;
+	opt_list operands = {0};
+	train_config cfg;
+	train_result res;
+
+	if (!overrides || !rest) {
+		free(overrides);
+		free(rest);
+		return titan_err_nomem();
+	}
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (is_override(argv[i]))
+			overrides[noverrides++] = argv[i] + 2;
+		else
+			rest[nrest++] = argv[i];
+	}
+	rc = opt_parse(specs, nrest, rest, &operands);
+	if (!rc && operands.n)
+		rc = titan_err(TITAN_EUSAGE, "unexpected argument '%s' (options are "
+			       "--section.key=value)", operands.v[0]);
+	if (rc)
+		goto out;
+	log->verbosity += verbose;
+	if (list_keys) {
+		config_print_keys(stdout);
+		rc = cli_finish_stdout();
+		goto out;
+	}
+	if (flavors) {
+		rc = list_flavors();
+		goto out;
+	}
+	if ((rc = config_load(&cfg, config_file, noverrides, overrides)))
+		goto out;
+	if (print_config) {
+		rc = config_print(&cfg, stdout);
+		if (!rc)
+			rc = cli_finish_stdout();
+	} else {
+		double t0 = titan_now();
+		rc = train_run(&cfg, log, &res);
+		if (!rc && res.last_step >= res.first_step)
+			log_info(log, "done: steps %ld..%ld in %.1f s, loss %.4f, peak memory "
+				 "%.1f MiB%s", res.first_step, res.last_step, titan_now() - t0,
+				 res.last_loss, res.mem_peak / (1024.0 * 1024.0),
+				 res.interrupted ? " (interrupted)" : "");
+	}
+	config_free(&cfg);
+out:
+	opt_list_free(&operands);
+	free(overrides);
+	free(rest);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	static const cli_command cmds[] = { {0} };
+	const cli_tool tool = {.prog = PROG, .usage = usage_top, .cmds = cmds, .bare = cmd_train};
+	return cli_main(&tool, argc, argv);
+}

@@ -1,0 +1,50 @@
+/* cpu.h - the fp32 CPU backend's kernels, one function per entry of the
+ * op table (kernels.h documents each contract); table.c gathers them into
+ * kernels_cpu.  Loops are OpenMP; GEMMs go through OpenBLAS's cblas_sgemm,
+ * which shares OpenMP's thread pool. */
+#ifndef TITAN_KERNELS_CPU_H
+#define TITAN_KERNELS_CPU_H
+#include "kernels.h"
+
+void cpu_matmul_forward(float *out, const float *inp, const float *weight,
+			int N, int IC, int OC, bool accumulate);
+void cpu_matmul_backward(float *dinp, float *dweight, const float *dout,
+			 const float *inp, const float *weight,
+			 int N, int IC, int OC, bool accumulate_dinp);
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp,
+			 const float *weight, int N, int C, float eps);
+void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
+			  const float *inp, const float *weight,
+			  const float *rstd, int N, int C);
+void cpu_rope_forward(float *x, const int32_t *pos, const float *cos_tab,
+		      const float *sin_tab, int N, int heads, int D);
+void cpu_rope_backward(float *dx, const int32_t *pos, const float *cos_tab,
+		       const float *sin_tab, int N, int heads, int D);
+/* attention.c */
+void cpu_attention_forward(float *out, float *lse, const float *q,
+			   const float *k, const float *v,
+			   const int32_t *seg_start,
+			   int B, int T, int H, int KV, int D);
+void cpu_attention_backward(float *dq, float *dk, float *dv,
+			    const float *dout, const float *q,
+			    const float *k, const float *v,
+			    const float *out, const float *lse,
+			    const int32_t *seg_start,
+			    int B, int T, int H, int KV, int D);
+void cpu_swiglu_forward(float *out, const float *a, const float *b, size_t n);
+void cpu_swiglu_backward(float *da, float *db, const float *dout,
+			 const float *a, const float *b, size_t n);
+void cpu_embedding_forward(float *out, const uint32_t *ids,
+			   const float *table, int N, int C);
+void cpu_embedding_backward(float *dtable, const float *dout,
+			    const uint32_t *ids, int N, int C);
+void cpu_cross_entropy(float *loss, float *logits, const uint32_t *labels,
+		       int N, int V, float dscale);
+void cpu_add_inplace(float *y, const float *x, size_t n);
+void cpu_scale(float *x, float s, size_t n);
+double cpu_sumsq(const float *x, size_t n);
+void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
+	       float lr, float beta1, float beta2, float eps,
+	       float weight_decay, long step);
+
+#endif

@@ -1,0 +1,94 @@
+/* config.h - the trainer's configuration: built-in defaults, a model flavor,
+ * a JSON file, then --section.key=value overrides, in that order.
+ *
+ * One schema table (config.c) lists every key with its type, default,
+ * allowed values and help; it drives parsing, validation, --print-config and
+ * the man page's key list.  Errors name the key and where it came from, and
+ * an unknown key suggests the closest valid one:
+ *   titan-train: --training.stpes: unknown key; did you mean 'training.steps'?
+ *   titan-train: 'run.json': $.optimizer.lr: expected a number, got "fast"
+ *
+ * Flavors are JSON files in share/titan/flavors/NAME.json (found next to the
+ * executable: BIN/../share/titan/flavors or BIN/../../share/titan/flavors,
+ * or in $TITAN_SHARE/flavors); model.flavor may also be a path to a .json
+ * file.  Keys under "model" in the file or on the command line override the
+ * flavor's values. */
+#ifndef TITAN_CONFIG_CONFIG_H
+#define TITAN_CONFIG_CONFIG_H
+#include <jansson.h>
+#include "core/base.h"
+#include "model/llama.h"
+
+typedef enum { MASK_CAUSAL, MASK_BLOCK_CAUSAL } mask_kind;
+typedef enum { DECAY_LINEAR, DECAY_SQRT, DECAY_COSINE } decay_kind;
+
+typedef struct train_config {
+	json_t *json;            /* the merged config, every key present */
+	char flavor[256];
+	llama_config model;      /* flavor + overrides, checked */
+	struct {
+		const char *dataset; /* titan-pack directory ("" when unset) */
+		mask_kind mask;
+	} data;
+	struct {
+		long steps;
+		int local_batch_size, global_batch_size; /* global -1: = local * dp */
+		int seq_len;
+		uint64_t seed;
+		const char *device;  /* "cpu" | "cuda" */
+		double max_norm;     /* <= 0: no clipping */
+		int threads;         /* 0: OMP_NUM_THREADS or all cores of the CPU set */
+	} training;
+	struct {
+		const char *name;    /* "AdamW" */
+		double lr, weight_decay, beta1, beta2, eps;
+		bool decay_embeddings_and_norms; /* torchtitan: true */
+	} optimizer;
+	struct {
+		long warmup_steps;
+		double decay_ratio;  /* < 0: decay over every step after warmup */
+		decay_kind decay_type;
+		double min_lr_factor;
+	} lr_scheduler;
+	struct {
+		bool enable;
+		const char *folder;
+		long interval;
+		int keep_latest_k;
+		const char *load;    /* "" none, "latest", or a step directory */
+		bool async;
+	} checkpoint;
+	struct {
+		long log_freq;
+		const char *jsonl, *tensorboard;  /* "" when off */
+		double peak_flops;   /* FLOP/s per device; 0: measure (CPU sgemm) */
+	} metrics;
+	struct {
+		llama_ac_mode mode;
+		int selective_every;
+	} activation_checkpoint;
+	struct {
+		long freq;           /* 0: off */
+		long steps;          /* batches per validation; -1: the whole split */
+	} validation;
+	struct {
+		int data_parallel_replicate_degree, data_parallel_shard_degree;
+		int tensor_parallel_degree, pipeline_parallel_degree;
+		int context_parallel_degree;
+	} parallelism;
+} train_config;
+
+/* Build the config: defaults, the flavor (model.flavor from the file or the
+ * overrides, else the default), the file (NULL: none), then overrides
+ * (strings "section.key=value" without the leading dashes, applied in
+ * order).  Errors are TITAN_EUSAGE with the message described above. */
+int config_load(train_config *c, const char *file, int noverrides, char **overrides);
+void config_free(train_config *c);
+/* The merged config as indented JSON with sorted keys. */
+int config_print(const train_config *c, FILE *fp);
+/* Each key with type, default and help, one a line (for --help-config). */
+void config_print_keys(FILE *fp);
+/* The flavor names found, sorted; *names allocated (free each and the array). */
+int config_list_flavors(char ***names, int *n);
+
+#endif

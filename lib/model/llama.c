@@ -1,0 +1,403 @@
+/* llama.c - Llama 3 configuration, parameter layout, allocation and
+ * torchtitan's weight initialisation.  The forward and backward passes are in
+ * llama_step.c. */
+#include "core/base.h"
+
+#include <math.h>
+
+#include "model/llama_internal.h"
+
+static int positive(int v, const char *key)
+{
+	if (v <= 0)
+		return titan_err(TITAN_EUSAGE, "model.%s: %d must be positive", key, v);
+	return 0;
+}
+
+/* torchtitan's FeedForward sizing, with Python's int() truncations. */
+static int ffn_hidden(const llama_config *c, int64_t *out)
+{
+	double hidden = (double)(int64_t)(2.0 * (4.0 * c->dim) / 3.0);
+
+	if (c->ffn_dim_multiplier > 0)
+		hidden = (double)(int64_t)(c->ffn_dim_multiplier * hidden);
+	*out = (int64_t)ceil(hidden / c->multiple_of) * c->multiple_of;
+	return 0;
+}
+
+int llama_config_check(llama_config *c)
+{
+	int64_t hidden;
+	int rc, hd;
+
+	if ((rc = positive(c->dim, "dim")) || (rc = positive(c->n_layers, "n_layers")) ||
+	    (rc = positive(c->n_heads, "n_heads")) ||
+	    (rc = positive(c->vocab_size, "vocab_size")) ||
+	    (rc = positive(c->multiple_of, "multiple_of")) ||
+	    (rc = positive(c->max_seq_len, "max_seq_len")))
+		return rc;
+	/* torchtitan: n_kv_heads None means one KV head per query head */
+	if (c->n_kv_heads == 0)
+		c->n_kv_heads = c->n_heads;
+	if ((rc = positive(c->n_kv_heads, "n_kv_heads")))
+		return rc;
+	if (c->dim % c->n_heads)
+		return titan_err(TITAN_EUSAGE, "model.n_heads: %d does not divide model.dim %d",
+				 c->n_heads, c->dim);
+	if (c->n_heads % c->n_kv_heads)
+		return titan_err(TITAN_EUSAGE, "model.n_kv_heads: %d does not divide "
+				 "model.n_heads %d", c->n_kv_heads, c->n_heads);
+	hd = c->dim / c->n_heads;
+	if (hd % 2)
+		return titan_err(TITAN_EUSAGE, "model.n_heads: head dim %d (model.dim / "
+				 "model.n_heads) must be even for RoPE", hd);
+	if (!(c->ffn_dim_multiplier >= 0))
+		return titan_err(TITAN_EUSAGE, "model.ffn_dim_multiplier: %g must not be "
+				 "negative", c->ffn_dim_multiplier);
+	if (!(c->norm_eps > 0))
+		return titan_err(TITAN_EUSAGE, "model.norm_eps: %g must be positive", c->norm_eps);
+	if (!(c->rope_theta > 1))
+		return titan_err(TITAN_EUSAGE, "model.rope_theta: %g must be greater than 1",
+				 c->rope_theta);
+	if (c->rope_scaling) {
+		if (!(c->rope_scaling_factor > 0))
+			return titan_err(TITAN_EUSAGE, "model.rope_scaling_factor: %g must be "
+					 "positive", c->rope_scaling_factor);
+		if (!(c->rope_low_freq_factor > 0))
+			return titan_err(TITAN_EUSAGE, "model.rope_low_freq_factor: %g must be "
+					 "positive", c->rope_low_freq_factor);
+		if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
+			return titan_err(TITAN_EUSAGE, "model.rope_high_freq_factor: %g must be "
+					 "greater than model.rope_low_freq_factor %g",
+					 c->rope_high_freq_factor, c->rope_low_freq_factor);
+		if ((rc = positive(c->rope_original_max_pos, "rope_original_max_pos")))
+			return rc;
+	}
+	ffn_hidden(c, &hidden);
+	if (hidden <= 0 || hidden > INT_MAX)
+		return titan_err(TITAN_EUSAGE, "model.ffn_dim_multiplier: FFN hidden size %lld "
+				 "is out of range", (long long)hidden);
+	c->ffn_hidden = (int)hidden;
+	return 0;
+}
+
+/* Element counts of one layer's tensors, in chunk order. */
+enum { T_WQ, T_WK, T_WV, T_WO, T_W1, T_W2, T_W3, T_ATTN_NORM, T_FFN_NORM, T_NLAYER };
+
+static const char *const layer_tensor_name[T_NLAYER] = {
+	"attention.wq", "attention.wk", "attention.wv", "attention.wo",
+	"feed_forward.w1", "feed_forward.w2", "feed_forward.w3",
+	"attention_norm", "ffn_norm",
+};
+
+/* PyTorch shapes [out, in] (norms: [C], second dimension 0). */
+static void layer_shapes(const llama_config *c, int64_t shape[T_NLAYER][2])
+{
+	int64_t C = c->dim, hd = c->dim / c->n_heads;
+	int64_t q = c->n_heads * hd, kv = c->n_kv_heads * hd, F = c->ffn_hidden;
+	const int64_t s[T_NLAYER][2] = {
+		{ q, C }, { kv, C }, { kv, C }, { C, q },
+		{ F, C }, { C, F }, { F, C },
+		{ C, 0 }, { C, 0 },
+	};
+
+	memcpy(shape, s, sizeof s);
+}
+
+static size_t layer_numel(const llama_config *c)
+{
+	int64_t shape[T_NLAYER][2];
+	size_t n = 0;
+
+	layer_shapes(c, shape);
+	for (int i = 0; i < T_NLAYER; i++)
+		n += (size_t)shape[i][0] * (size_t)(shape[i][1] ? shape[i][1] : 1);
+	return n;
+}
+
+uint64_t llama_param_count(const llama_config *c)
+{
+	uint64_t emb = (uint64_t)c->vocab_size * (uint64_t)c->dim;
+
+	return emb + (uint64_t)c->n_layers * layer_numel(c) + (uint64_t)c->dim +
+	       (c->tie_embeddings ? 0 : emb);
+}
+
+double llama_flops_per_token(const llama_config *c, int seq_len)
+{
+	double emb = (double)c->vocab_size * c->dim;
+	double hd = (double)(c->dim / c->n_heads);
+
+	return 6.0 * ((double)llama_param_count(c) - emb) +
+	       12.0 * c->n_layers * c->n_heads * hd * seq_len;
+}
+
+int llama_nchunks(const llama_config *c)
+{
+	return c->n_layers + 2;
+}
+
+size_t llama_chunk_numel(const llama_config *c, int chunk)
+{
+	size_t emb = (size_t)c->vocab_size * (size_t)c->dim;
+
+	if (chunk == 0)
+		return emb;
+	if (chunk <= c->n_layers)
+		return layer_numel(c);
+	return (size_t)c->dim + (c->tie_embeddings ? 0 : emb);
+}
+
+static void set_tensor(llama_tensor_info *t, int chunk, size_t offset, int64_t rows,
+		       int64_t cols)
+{
+	t->chunk = chunk;
+	t->offset = offset;
+	t->ndim = cols ? 2 : 1;
+	t->shape[0] = rows;
+	t->shape[1] = cols;
+	t->numel = (size_t)rows * (size_t)(cols ? cols : 1);
+}
+
+int llama_tensors(const llama_config *c, llama_tensor_info **out, int *n)
+{
+	int nt = 1 + c->n_layers * T_NLAYER + 1 + !c->tie_embeddings, k = 0;
+	int64_t shape[T_NLAYER][2];
+	llama_tensor_info *t = calloc((size_t)nt, sizeof *t);
+
+	if (!t)
+		return titan_err_nomem();
+	layer_shapes(c, shape);
+	snprintf(t[k].name, sizeof t[k].name, "tok_embeddings.weight");
+	set_tensor(&t[k], 0, 0, c->vocab_size, c->dim);
+	t[k++].is_embedding = true;
+	for (int l = 0; l < c->n_layers; l++) {
+		size_t off = 0;
+
+		for (int i = 0; i < T_NLAYER; i++, k++) {
+			snprintf(t[k].name, sizeof t[k].name, "layers.%d.%s.weight", l,
+				 layer_tensor_name[i]);
+			set_tensor(&t[k], 1 + l, off, shape[i][0], shape[i][1]);
+			t[k].is_norm = i >= T_ATTN_NORM;
+			off += t[k].numel;
+		}
+	}
+	snprintf(t[k].name, sizeof t[k].name, "norm.weight");
+	set_tensor(&t[k], c->n_layers + 1, 0, c->dim, 0);
+	t[k++].is_norm = true;
+	if (!c->tie_embeddings) {
+		snprintf(t[k].name, sizeof t[k].name, "output.weight");
+		set_tensor(&t[k], c->n_layers + 1, (size_t)c->dim, c->vocab_size, c->dim);
+		k++;
+	}
+	*out = t;
+	*n = k;
+	return 0;
+}
+
+void llama_block_view(const llama_config *c, float *chunk, llama_block_weights *w)
+{
+	int64_t shape[T_NLAYER][2];
+	float *p[T_NLAYER];
+
+	layer_shapes(c, shape);
+	for (int i = 0; i < T_NLAYER; i++) {
+		p[i] = chunk;
+		chunk += (size_t)shape[i][0] * (size_t)(shape[i][1] ? shape[i][1] : 1);
+	}
+	*w = (llama_block_weights){
+		.wq = p[T_WQ], .wk = p[T_WK], .wv = p[T_WV], .wo = p[T_WO],
+		.w1 = p[T_W1], .w2 = p[T_W2], .w3 = p[T_W3],
+		.attention_norm = p[T_ATTN_NORM], .ffn_norm = p[T_FFN_NORM],
+	};
+}
+
+int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
+	      mem_tracker *mem)
+{
+	llama_model *m = calloc(1, sizeof *m);
+	int n = llama_nchunks(c);
+
+	*out = NULL;
+	if (!m)
+		return titan_err_nomem();
+	m->cfg = *c;
+	m->ops = ops;
+	m->mem = mem;
+	m->nchunks = n;
+	m->chunk_numel = calloc((size_t)n, sizeof *m->chunk_numel);
+	m->params = calloc((size_t)n, sizeof *m->params);
+	m->grads = calloc((size_t)n, sizeof *m->grads);
+	if (!m->chunk_numel || !m->params || !m->grads) {
+		llama_free(m);
+		return titan_err_nomem();
+	}
+	for (int i = 0; i < n; i++) {
+		size_t bytes = llama_chunk_numel(c, i) * sizeof(float);
+
+		m->chunk_numel[i] = llama_chunk_numel(c, i);
+		m->params[i] = mem_alloc(mem, bytes, "model parameters");
+		m->grads[i] = m->params[i] ? mem_alloc(mem, bytes, "model gradients") : NULL;
+		if (!m->grads[i]) {
+			int rc = titan_err_prefix(TITAN_ENOMEM, "chunk %d", i);
+
+			llama_free(m);
+			return rc;
+		}
+	}
+	*out = m;
+	return 0;
+}
+
+void llama_free(llama_model *m)
+{
+	if (!m)
+		return;
+	llama_acts_free(m);
+	for (int i = 0; m->chunk_numel && i < m->nchunks; i++) {
+		size_t bytes = m->chunk_numel[i] * sizeof(float);
+
+		if (m->params)
+			mem_free(m->mem, m->params[i], bytes);
+		if (m->grads)
+			mem_free(m->mem, m->grads[i], bytes);
+	}
+	free(m->chunk_numel);
+	free(m->params);
+	free(m->grads);
+	free(m);
+}
+
+void llama_zero_grads(llama_model *m)
+{
+	/* mem_alloc memory is host memory: plain memset clears it */
+	for (int i = 0; i < m->nchunks; i++)
+		memset(m->grads[i], 0, m->chunk_numel[i] * sizeof(float));
+}
+
+/* Initialisation.  Each tensor draws from its own xoshiro256** stream seeded
+ * from (seed, tensor index), so the weights depend on neither the thread
+ * count nor the order in which tensors are filled. */
+struct rng {
+	uint64_t s[4];
+	bool have_spare;
+	double spare;
+};
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t xoshiro_next(struct rng *r)
+{
+	uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return out;
+}
+
+static void rng_seed(struct rng *r, uint64_t seed, uint64_t stream)
+{
+	uint64_t x = seed;
+
+	x ^= splitmix64(&(uint64_t){ stream ^ 0x5851f42d4c957f2dull });
+	for (int i = 0; i < 4; i++)
+		r->s[i] = splitmix64(&x);
+	r->have_spare = false;
+}
+
+/* Uniform in (0, 1]: never 0, so log() below stays finite. */
+static double rng_unit(struct rng *r)
+{
+	return ((xoshiro_next(r) >> 11) + 1) * 0x1.0p-53;
+}
+
+static double rng_normal(struct rng *r)
+{
+	double u, v, rad;
+
+	if (r->have_spare) {
+		r->have_spare = false;
+		return r->spare;
+	}
+	u = rng_unit(r);
+	v = rng_unit(r);
+	rad = sqrt(-2.0 * log(u));
+	r->spare = rad * sin(2.0 * M_PI * v);
+	r->have_spare = true;
+	return rad * cos(2.0 * M_PI * v);
+}
+
+/* N(0, std) redrawn until it lies in [-bound, bound] (bound 0: no cut). */
+static void fill_normal(float *w, size_t n, double std, double bound, uint64_t seed,
+			uint64_t stream)
+{
+	struct rng r;
+
+	rng_seed(&r, seed, stream);
+	for (size_t i = 0; i < n; i++) {
+		double x;
+
+		do
+			x = std * rng_normal(&r);
+		while (bound > 0 && fabs(x) > bound);
+		w[i] = (float)x;
+	}
+}
+
+void llama_init_weights(llama_model *m, uint64_t seed)
+{
+	const llama_config *c = &m->cfg;
+	llama_tensor_info *t;
+	int nt;
+
+	if (llama_tensors(c, &t, &nt))
+		return;  /* out of memory for a small table: nothing sensible to do */
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int i = 0; i < nt; i++) {
+		float *w = m->params[t[i].chunk] + t[i].offset;
+		double std = 0.02, bound = 2.0;  /* torch's trunc_normal_ default a, b */
+		int layer = t[i].chunk - 1;
+
+		if (t[i].is_norm) {
+			for (size_t j = 0; j < t[i].numel; j++)
+				w[j] = 1.0f;
+			continue;
+		}
+		if (t[i].is_embedding) {
+			std = 1.0;
+			bound = 0;
+			/* Tied: output.weight is this tensor, and torchtitan's
+			 * output init runs last. */
+			if (c->tie_embeddings) {
+				std = 1.0 / sqrt((double)c->dim);
+				bound = 3.0 * std;
+			}
+		} else if (layer >= c->n_layers) {
+			std = 1.0 / sqrt((double)c->dim);
+			bound = 3.0 * std;
+		} else {
+			int k = (i - 1) % T_NLAYER;
+
+			if (k == T_WO || k == T_W2 || k == T_W3)
+				std = 0.02 / sqrt(2.0 * (c->depth_init ? layer + 1 : c->n_layers));
+		}
+		fill_normal(w, t[i].numel, std, bound, seed, (uint64_t)i);
+	}
+	free(t);
+}

@@ -1,0 +1,128 @@
+/* llama.h - the Llama 3 model: configuration, parameter layout, forward and
+ * backward, written once over a backend's op table (kernels/kernels.h).
+ *
+ * Parameters live in chunks, one flat buffer each, the unit FSDP will gather
+ * and shard: chunk 0 holds tok_embeddings; chunk 1 + l holds layer l
+ * (attention.wq, .wk, .wv, .wo, feed_forward.w1, .w2, .w3, attention_norm,
+ * ffn_norm, in that order); the last chunk holds norm and output (only norm
+ * when the embeddings are tied, output then reads tok_embeddings).  Gradients
+ * use the same layout, so the optimizer is one loop per chunk.  Tensor names
+ * are torchtitan's state-dict names ("layers.3.attention.wq.weight").
+ *
+ * The model holds no global state and never communicates: a parallel layer
+ * may point params[c] at a gathered buffer before a block runs. */
+#ifndef TITAN_MODEL_LLAMA_H
+#define TITAN_MODEL_LLAMA_H
+#include "core/base.h"
+#include "core/mem.h"
+#include "kernels.h"
+
+typedef struct llama_config {
+	int dim, n_layers, n_heads, n_kv_heads, vocab_size;
+	int multiple_of;            /* FFN hidden rounded up to a multiple */
+	double ffn_dim_multiplier;  /* 0: none */
+	int ffn_hidden;             /* derived by llama_config_check */
+	double norm_eps;
+	double rope_theta;
+	/* Llama 3.1 frequency scaling (torchtitan's apply_scaling) */
+	bool rope_scaling;
+	double rope_scaling_factor, rope_low_freq_factor, rope_high_freq_factor;
+	int rope_original_max_pos;
+	int max_seq_len;            /* longest sequence the model accepts */
+	bool tie_embeddings;        /* output projection reads tok_embeddings */
+	bool depth_init;            /* torchtitan: init std shrinks with depth */
+} llama_config;
+
+/* Validate (positive dims, heads divide dim, kv heads divide heads, even head
+ * dim, ...) and derive ffn_hidden = multiple_of-rounded
+ * ffn_dim_multiplier * int(2 * 4 * dim / 3).  A bad value is TITAN_EUSAGE
+ * naming its key as "model.n_kv_heads". */
+int llama_config_check(llama_config *c);
+/* Total parameters (tied embeddings counted once). */
+uint64_t llama_param_count(const llama_config *c);
+/* Training FLOPs per token as torchtitan counts them:
+ * 6 * (params - embedding params) + 12 * layers * heads * head_dim * seq_len. */
+double llama_flops_per_token(const llama_config *c, int seq_len);
+
+/* Parameter layout. */
+int llama_nchunks(const llama_config *c);               /* n_layers + 2 */
+size_t llama_chunk_numel(const llama_config *c, int chunk);
+
+typedef struct llama_tensor_info {
+	char name[64];        /* torchtitan state-dict name */
+	int chunk;
+	size_t offset, numel; /* floats, within the chunk */
+	int ndim;
+	int64_t shape[2];     /* PyTorch's shape: Linear weights are [out, in] */
+	bool is_norm, is_embedding;
+} llama_tensor_info;
+
+/* Every tensor in chunk order; *out is allocated, the caller frees it. */
+int llama_tensors(const llama_config *c, llama_tensor_info **out, int *n);
+
+/* Named views into one layer's chunk. */
+typedef struct llama_block_weights {
+	float *wq, *wk, *wv, *wo;     /* [H*D, C], [KV*D, C], [KV*D, C], [C, H*D] */
+	float *w1, *w2, *w3;          /* [F, C], [C, F], [F, C] */
+	float *attention_norm, *ffn_norm;  /* [C] */
+} llama_block_weights;
+void llama_block_view(const llama_config *c, float *chunk, llama_block_weights *w);
+
+typedef enum {
+	LLAMA_AC_NONE,       /* keep every activation backward needs */
+	LLAMA_AC_FULL,       /* keep only each block's input; recompute */
+	LLAMA_AC_SELECTIVE,  /* recompute every k-th block only */
+} llama_ac_mode;
+
+typedef struct llama_acts llama_acts;  /* activations and scratch (llama.c) */
+
+typedef struct llama_model {
+	llama_config cfg;
+	const kernel_ops *ops;
+	mem_tracker *mem;        /* every buffer below is counted here */
+	int nchunks;
+	size_t *chunk_numel;     /* [nchunks] */
+	float **params;          /* [nchunks] flat parameters per chunk */
+	float **grads;           /* [nchunks] same layout, accumulated */
+	llama_acts *acts;        /* NULL until llama_plan */
+	int B, T;                /* batch shape of the plan */
+	llama_ac_mode ac;
+	int ac_every;
+	size_t act_bytes;        /* bytes of activations + scratch in the plan */
+} llama_model;
+
+/* Allocate parameters and gradients (zero) for c (already checked). */
+int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
+	      mem_tracker *mem);
+void llama_free(llama_model *m);
+
+/* torchtitan's init_weights from a seed: embeddings N(0, 1); wq, wk, wv, w1
+ * truncated N(0, 0.02); wo, w2, w3 truncated N(0, s), s = 0.02 /
+ * sqrt(2 * (layer + 1)) with depth_init, else 0.02 / sqrt(2 * n_layers);
+ * norms 1; output truncated N(0, dim^-0.5) cut at 3 std.  The same seed
+ * gives the same weights on every machine and thread count. */
+void llama_init_weights(llama_model *m, uint64_t seed);
+
+/* Allocate activations for batches of B rows of T tokens (T <= max_seq_len)
+ * and decide what backward keeps.  selective_every: with
+ * LLAMA_AC_SELECTIVE, layers l with l % every == every - 1 are recomputed.
+ * Replaces an earlier plan. */
+int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_every);
+
+/* Forward one batch: inputs and labels are [B*T] token ids; seg_start is
+ * NULL for the causal mask or [B*T] for the document mask (see kernels.h;
+ * RoPE positions then restart at each document: pos = t - seg_start).
+ * With labels, *loss is the mean cross-entropy over the B*T tokens.
+ * dloss != 0 prepares backward: the gradient of dloss * (mean loss) flows
+ * into the grads at llama_backward (1/accumulation steps when accumulating);
+ * dloss == 0 (or labels NULL) leaves the logits readable with llama_logits. */
+int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels,
+		  const int32_t *seg_start, float dloss, float *loss);
+/* Backward of the last forward (which had labels and dloss != 0):
+ * grads += gradients. */
+int llama_backward(llama_model *m);
+/* [B*T, V] logits of the last forward with dloss == 0. */
+const float *llama_logits(const llama_model *m);
+void llama_zero_grads(llama_model *m);
+
+#endif

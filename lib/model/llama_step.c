@@ -1,0 +1,415 @@
+/* llama_step.c - the activation plan, forward and backward of the Llama 3
+ * model over a backend's op table.
+ *
+ * The residual stream resid[l] (layer l's input, resid[L] the last layer's
+ * output) is always kept: it is what activation checkpointing saves.  Every
+ * other activation a layer's backward needs lives in a layer_acts set; a
+ * layer that is recomputed writes into one set shared by all such layers and
+ * rebuilds it from resid[l] just before its backward.  Gradient scratch is
+ * shared by all layers, and the attention and FFN halves of a layer share it
+ * too, since they run one after the other. */
+#include "core/base.h"
+
+#include <math.h>
+
+#include "model/llama_internal.h"
+
+struct layer_acts {
+	float *xn1, *rstd1;      /* attention_norm out [N, C], [N] */
+	float *q, *k, *v;        /* [N, H*D], [N, KV*D], [N, KV*D]; q, k rotated */
+	float *att, *lse;        /* attention out [N, H*D], [B, H, T] */
+	float *h_mid;            /* residual after attention [N, C] */
+	float *xn2, *rstd2;      /* ffn_norm out [N, C], [N] */
+	float *a, *b, *g;        /* w1 out, w3 out, silu(a) * b: [N, F] each */
+};
+
+struct llama_acts {
+	void *mem;               /* the one allocation everything below is in */
+	size_t bytes;
+	float **resid;           /* [L + 1] of [N, C] */
+	struct layer_acts *layer;  /* [L]; recomputed layers share one set */
+	bool *recompute;         /* [L] */
+	int shared_holds;        /* layer whose activations the shared set holds, or -1 */
+	float *xf, *rstdf;       /* final norm out [N, C], [N] */
+	float *logits;           /* [N, V], overwritten by its gradient */
+	float *losses;           /* [N] */
+	float *cos_tab, *sin_tab;  /* [T, D/2] */
+	int32_t *pos, *seg;      /* [N] RoPE positions, attention segment starts */
+	uint32_t *ids;           /* [N] inputs of the last forward */
+	float *dresid, *dx;      /* [N, C] residual gradient, norm output gradient */
+	float *scratch;          /* max(3 N F, 2 N H D + 2 N KV D) */
+	bool backward_ready;     /* last forward had labels and dloss != 0 */
+};
+
+struct dims {
+	int B, T, N, C, H, KV, D, F, V, L;
+	size_t q, kv;            /* H * D, KV * D */
+};
+
+static struct dims dims_of(const llama_model *m)
+{
+	const llama_config *c = &m->cfg;
+	struct dims d = {
+		.B = m->B, .T = m->T, .N = m->B * m->T, .C = c->dim, .H = c->n_heads,
+		.KV = c->n_kv_heads, .D = c->dim / c->n_heads, .F = c->ffn_hidden,
+		.V = c->vocab_size, .L = c->n_layers,
+	};
+
+	d.q = (size_t)d.H * d.D;
+	d.kv = (size_t)d.KV * d.D;
+	return d;
+}
+
+void llama_acts_free(llama_model *m)
+{
+	llama_acts *a = m->acts;
+
+	if (!a)
+		return;
+	mem_free(m->mem, a->mem, a->bytes);
+	free(a->resid);
+	free(a->layer);
+	free(a->recompute);
+	free(a);
+	m->acts = NULL;
+	m->act_bytes = 0;
+}
+
+/* Carve n elements of size sz from the plan's allocation: with base NULL it
+ * only counts, so the same code sizes and then places every buffer. */
+static void *take(char *base, size_t *off, size_t n, size_t sz)
+{
+	void *p = base ? base + *off : NULL;
+
+	*off += (n * sz + 63) & ~(size_t)63;
+	return p;
+}
+
+static void carve_layer(struct layer_acts *s, char *base, size_t *off, const struct dims *d)
+{
+	size_t N = (size_t)d->N, F = (size_t)d->F;
+
+	s->xn1 = take(base, off, N * d->C, sizeof(float));
+	s->rstd1 = take(base, off, N, sizeof(float));
+	s->q = take(base, off, N * d->q, sizeof(float));
+	s->k = take(base, off, N * d->kv, sizeof(float));
+	s->v = take(base, off, N * d->kv, sizeof(float));
+	s->att = take(base, off, N * d->q, sizeof(float));
+	s->lse = take(base, off, N * d->H, sizeof(float));
+	s->h_mid = take(base, off, N * d->C, sizeof(float));
+	s->xn2 = take(base, off, N * d->C, sizeof(float));
+	s->rstd2 = take(base, off, N, sizeof(float));
+	s->a = take(base, off, N * F, sizeof(float));
+	s->b = take(base, off, N * F, sizeof(float));
+	s->g = take(base, off, N * F, sizeof(float));
+}
+
+static size_t carve(llama_acts *a, char *base, const struct dims *d)
+{
+	size_t off = 0, N = (size_t)d->N, C = (size_t)d->C;
+	size_t scratch = TITAN_MAX(3 * N * d->F, 2 * N * d->q + 2 * N * d->kv);
+	struct layer_acts shared;
+	bool any_shared = false;
+
+	for (int l = 0; l <= d->L; l++)
+		a->resid[l] = take(base, &off, N * C, sizeof(float));
+	for (int l = 0; l < d->L; l++) {
+		if (a->recompute[l])
+			any_shared = true;
+		else
+			carve_layer(&a->layer[l], base, &off, d);
+	}
+	if (any_shared) {
+		carve_layer(&shared, base, &off, d);
+		for (int l = 0; l < d->L; l++)
+			if (a->recompute[l])
+				a->layer[l] = shared;
+	}
+	a->xf = take(base, &off, N * C, sizeof(float));
+	a->rstdf = take(base, &off, N, sizeof(float));
+	a->logits = take(base, &off, N * d->V, sizeof(float));
+	a->losses = take(base, &off, N, sizeof(float));
+	a->cos_tab = take(base, &off, (size_t)d->T * (d->D / 2), sizeof(float));
+	a->sin_tab = take(base, &off, (size_t)d->T * (d->D / 2), sizeof(float));
+	a->pos = take(base, &off, N, sizeof(int32_t));
+	a->seg = take(base, &off, N, sizeof(int32_t));
+	a->ids = take(base, &off, N, sizeof(uint32_t));
+	a->dresid = take(base, &off, N * C, sizeof(float));
+	a->dx = take(base, &off, N * C, sizeof(float));
+	a->scratch = take(base, &off, scratch, sizeof(float));
+	return off;
+}
+
+/* torchtitan's precompute_freqs_cis, in fp32 as torch computes it, with
+ * Llama 3.1's apply_scaling; then cos and sin of pos * freq for pos < T. */
+static void rope_tables(const llama_config *c, int T, float *cos_tab, float *sin_tab)
+{
+	int D = c->dim / c->n_heads, half = D / 2;
+
+	for (int i = 0; i < half; i++) {
+		float freq = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)D);
+
+		if (c->rope_scaling) {
+			/* Python computes the thresholds in double; torch
+			 * compares them with the fp32 wavelengths in fp32 */
+			float low_wavelen = (float)(c->rope_original_max_pos /
+						    c->rope_low_freq_factor);
+			float high_wavelen = (float)(c->rope_original_max_pos /
+						     c->rope_high_freq_factor);
+			float orig = (float)c->rope_original_max_pos;
+			float low = (float)c->rope_low_freq_factor;
+			float factor = (float)c->rope_scaling_factor;
+			/* torch evaluates scalar / tensor as reciprocal * scalar */
+			float wavelen = (1.0f / freq) * (float)(2 * M_PI);
+
+			if (wavelen > low_wavelen) {
+				freq = freq / factor;
+			} else if (!(wavelen < high_wavelen)) {
+				float smooth = ((1.0f / wavelen) * orig - low) /
+					       (float)(c->rope_high_freq_factor -
+						       c->rope_low_freq_factor);
+
+				freq = (1.0f - smooth) * freq / factor + smooth * freq;
+			}
+		}
+		for (int t = 0; t < T; t++) {
+			float angle = (float)t * freq;
+
+			cos_tab[(size_t)t * half + i] = cosf(angle);
+			sin_tab[(size_t)t * half + i] = sinf(angle);
+		}
+	}
+}
+
+int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_every)
+{
+	const llama_config *c = &m->cfg;
+	llama_acts *a;
+	struct dims d;
+
+	if (B <= 0 || T <= 0)
+		return titan_err(TITAN_EUSAGE, "batch shape %d x %d: both must be positive", B, T);
+	if (T > c->max_seq_len)
+		return titan_err(TITAN_EUSAGE, "training.seq_len: %d exceeds model.max_seq_len %d",
+				 T, c->max_seq_len);
+	if ((int64_t)B * T > INT_MAX / TITAN_MAX(c->vocab_size, c->ffn_hidden))
+		return titan_err(TITAN_EUSAGE, "batch shape %d x %d: too many tokens for one "
+				 "micro-batch", B, T);
+	if (ac == LLAMA_AC_SELECTIVE && selective_every < 1)
+		return titan_err(TITAN_EUSAGE, "activation_checkpoint.selective_every: %d must "
+				 "be at least 1", selective_every);
+	if (ac != LLAMA_AC_NONE && ac != LLAMA_AC_FULL && ac != LLAMA_AC_SELECTIVE)
+		return titan_err(TITAN_EUSAGE, "activation_checkpoint.mode: unknown mode %d",
+				 (int)ac);
+
+	llama_acts_free(m);
+	m->B = B;
+	m->T = T;
+	m->ac = ac;
+	m->ac_every = selective_every;
+	d = dims_of(m);
+	a = calloc(1, sizeof *a);
+	if (!a)
+		return titan_err_nomem();
+	m->acts = a;
+	a->resid = calloc((size_t)d.L + 1, sizeof *a->resid);
+	a->layer = calloc((size_t)d.L, sizeof *a->layer);
+	a->recompute = calloc((size_t)d.L, sizeof *a->recompute);
+	if (!a->resid || !a->layer || !a->recompute) {
+		llama_acts_free(m);
+		return titan_err_nomem();
+	}
+	for (int l = 0; l < d.L; l++)
+		a->recompute[l] = ac == LLAMA_AC_FULL ||
+				  (ac == LLAMA_AC_SELECTIVE &&
+				   l % selective_every == selective_every - 1);
+	a->bytes = carve(a, NULL, &d);
+	a->mem = mem_alloc(m->mem, a->bytes, "activations");
+	if (!a->mem) {
+		llama_acts_free(m);
+		return TITAN_ENOMEM;
+	}
+	carve(a, a->mem, &d);
+	rope_tables(c, T, a->cos_tab, a->sin_tab);
+	m->act_bytes = a->bytes;
+	return 0;
+}
+
+/* One block's forward from resid[l] into its activation set; with
+ * write_out, also its output resid[l + 1] (a recomputation skips it: the
+ * value is already there and backward does not read it). */
+static void block_forward(llama_model *m, int l, bool write_out)
+{
+	const kernel_ops *op = m->ops;
+	llama_acts *a = m->acts;
+	struct layer_acts *s = &a->layer[l];
+	struct dims d = dims_of(m);
+	float *x = a->resid[l];
+	llama_block_weights w;
+	size_t NC = (size_t)d.N * d.C, NF = (size_t)d.N * d.F;
+
+	llama_block_view(&m->cfg, m->params[1 + l], &w);
+	op->rmsnorm_forward(s->xn1, s->rstd1, x, w.attention_norm, d.N, d.C,
+			    (float)m->cfg.norm_eps);
+	op->matmul_forward(s->q, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
+	op->matmul_forward(s->k, s->xn1, w.wk, d.N, d.C, (int)d.kv, false);
+	op->matmul_forward(s->v, s->xn1, w.wv, d.N, d.C, (int)d.kv, false);
+	op->rope_forward(s->q, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
+	op->rope_forward(s->k, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
+	op->attention_forward(s->att, s->lse, s->q, s->k, s->v, a->seg, d.B, d.T, d.H,
+			      d.KV, d.D);
+	op->matmul_forward(s->h_mid, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	op->add_inplace(s->h_mid, x, NC);
+
+	op->rmsnorm_forward(s->xn2, s->rstd2, s->h_mid, w.ffn_norm, d.N, d.C,
+			    (float)m->cfg.norm_eps);
+	op->matmul_forward(s->a, s->xn2, w.w1, d.N, d.C, d.F, false);
+	op->matmul_forward(s->b, s->xn2, w.w3, d.N, d.C, d.F, false);
+	op->swiglu_forward(s->g, s->a, s->b, NF);
+	if (write_out) {
+		op->matmul_forward(a->resid[l + 1], s->g, w.w2, d.N, d.F, d.C, false);
+		op->add_inplace(a->resid[l + 1], s->h_mid, NC);
+	}
+}
+
+/* dresid holds the gradient of the block's output on entry and of its input
+ * on return; the block's parameter gradients accumulate into grads[1 + l]. */
+static void block_backward(llama_model *m, int l)
+{
+	const kernel_ops *op = m->ops;
+	llama_acts *a = m->acts;
+	struct layer_acts *s = &a->layer[l];
+	struct dims d = dims_of(m);
+	size_t NF = (size_t)d.N * d.F;
+	float *dr = a->dresid, *dx = a->dx;
+	float *dg = a->scratch, *da = dg + NF, *db = da + NF;
+	float *datt = a->scratch, *dq = datt + (size_t)d.N * d.q;
+	float *dk = dq + (size_t)d.N * d.q, *dv = dk + (size_t)d.N * d.kv;
+	llama_block_weights w, dw;
+
+	llama_block_view(&m->cfg, m->params[1 + l], &w);
+	llama_block_view(&m->cfg, m->grads[1 + l], &dw);
+
+	/* feed forward: out = h_mid + w2(silu(w1 xn2) * w3 xn2) */
+	op->matmul_backward(dg, dw.w2, dr, s->g, w.w2, d.N, d.F, d.C, false);
+	op->swiglu_backward(da, db, dg, s->a, s->b, NF);
+	op->matmul_backward(dx, dw.w1, da, s->xn2, w.w1, d.N, d.C, d.F, false);
+	op->matmul_backward(dx, dw.w3, db, s->xn2, w.w3, d.N, d.C, d.F, true);
+	op->rmsnorm_backward(dr, dw.ffn_norm, dx, s->h_mid, w.ffn_norm, s->rstd2, d.N, d.C);
+
+	/* attention: h_mid = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)) */
+	op->matmul_backward(datt, dw.wo, dr, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	op->attention_backward(dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, a->seg,
+			       d.B, d.T, d.H, d.KV, d.D);
+	op->rope_backward(dq, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
+	op->rope_backward(dk, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
+	op->matmul_backward(dx, dw.wq, dq, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
+	op->matmul_backward(dx, dw.wk, dk, s->xn1, w.wk, d.N, d.C, (int)d.kv, true);
+	op->matmul_backward(dx, dw.wv, dv, s->xn1, w.wv, d.N, d.C, (int)d.kv, true);
+	op->rmsnorm_backward(dr, dw.attention_norm, dx, a->resid[l], w.attention_norm,
+			     s->rstd1, d.N, d.C);
+}
+
+/* The output projection's weight within params or grads. */
+static float *output_weight(const llama_model *m, float *const *chunks)
+{
+	const llama_config *c = &m->cfg;
+
+	return c->tie_embeddings ? chunks[0] : chunks[c->n_layers + 1] + c->dim;
+}
+
+int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels,
+		  const int32_t *seg_start, float dloss, float *loss)
+{
+	const kernel_ops *op = m->ops;
+	llama_acts *a = m->acts;
+	struct dims d;
+	const float *norm_w;
+	bool train;
+
+	if (!a)
+		return titan_err(TITAN_EUSAGE, "llama_forward: no plan (call llama_plan first)");
+	d = dims_of(m);
+	a->backward_ready = false;
+	for (int n = 0; n < d.N; n++) {
+		int t = n % d.T, s = seg_start ? seg_start[n] : 0;
+
+		if (inputs[n] >= (uint32_t)d.V)
+			return titan_err(TITAN_ERANGE, "input token %d: id %u is past the "
+					 "vocabulary (%d)", n, inputs[n], d.V);
+		if (labels && labels[n] >= (uint32_t)d.V)
+			return titan_err(TITAN_ERANGE, "label %d: id %u is past the vocabulary "
+					 "(%d)", n, labels[n], d.V);
+		if (s < 0 || s > t)
+			return titan_err(TITAN_ERANGE, "seg_start[%d]: %d is not in 0..%d "
+					 "(row %d, token %d)", n, s, t, n / d.T, t);
+		a->ids[n] = inputs[n];
+		a->seg[n] = s;
+		a->pos[n] = t - s;
+	}
+	train = labels && dloss != 0;
+
+	op->embedding_forward(a->resid[0], a->ids, m->params[0], d.N, d.C);
+	for (int l = 0; l < d.L; l++)
+		block_forward(m, l, true);
+	a->shared_holds = -1;
+	for (int l = d.L - 1; l >= 0 && a->shared_holds < 0; l--)
+		if (a->recompute[l])
+			a->shared_holds = l;
+	norm_w = m->params[d.L + 1];
+	op->rmsnorm_forward(a->xf, a->rstdf, a->resid[d.L], norm_w, d.N, d.C,
+			    (float)m->cfg.norm_eps);
+	op->matmul_forward(a->logits, a->xf, output_weight(m, m->params), d.N, d.C, d.V,
+			   false);
+	if (labels) {
+		double sum = 0;
+
+		op->cross_entropy(a->losses, a->logits, labels, d.N, d.V,
+				  train ? dloss / (float)d.N : 0.0f);
+		for (int n = 0; n < d.N; n++)
+			sum += a->losses[n];
+		if (loss)
+			*loss = (float)(sum / d.N);
+	}
+	a->backward_ready = train;
+	return 0;
+}
+
+int llama_backward(llama_model *m)
+{
+	const kernel_ops *op = m->ops;
+	llama_acts *a = m->acts;
+	struct dims d;
+
+	if (!a || !a->backward_ready)
+		return titan_err(TITAN_EUSAGE, "llama_backward: the last forward did not "
+				 "prepare a backward (it needs labels and dloss != 0)");
+	d = dims_of(m);
+	a->backward_ready = false;
+
+	/* logits now hold dloss/N * (softmax - onehot) */
+	op->matmul_backward(a->dx, output_weight(m, m->grads), a->logits, a->xf,
+			    output_weight(m, m->params), d.N, d.C, d.V, false);
+	/* rmsnorm_backward adds into its input gradient, and nothing else
+	 * reaches the last residual; the op table has no fill, and plan
+	 * memory is host memory */
+	memset(a->dresid, 0, (size_t)d.N * d.C * sizeof(float));
+	op->rmsnorm_backward(a->dresid, m->grads[d.L + 1], a->dx, a->resid[d.L],
+			     m->params[d.L + 1], a->rstdf, d.N, d.C);
+	for (int l = d.L - 1; l >= 0; l--) {
+		/* the last recomputed layer's forward is still in the
+		 * shared set */
+		if (a->recompute[l] && a->shared_holds != l) {
+			block_forward(m, l, false);
+			a->shared_holds = l;
+		}
+		block_backward(m, l);
+	}
+	op->embedding_backward(m->grads[0], a->dresid, a->ids, d.N, d.C);
+	return 0;
+}
+
+const float *llama_logits(const llama_model *m)
+{
+	return m->acts ? m->acts->logits : NULL;
+}

@@ -1,0 +1,533 @@
+/* loop.c - the training loop of one rank (loop.h). */
+#include "core/base.h"
+#include <inttypes.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <time.h>
+#include "ckpt/ckpt.h"
+#include "core/json.h"
+#include "core/mem.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "model/llama.h"
+#include "train/metrics.h"
+#include "train/optim.h"
+#include "train/loop.h"
+
+typedef struct run {
+	const train_config *cfg;
+	titan_log *log;
+	mem_tracker mem;
+	llama_model *model;
+	adamw *opt;
+	lr_schedule sched;
+	loader *train;
+	dataset_tokinfo tok;
+	int B, T, accum;
+	int32_t *seg;            /* [B*T] document starts (block_causal) */
+	metrics *met;
+	ckpt_saver *saver;
+	ckpt_tensor *ct;         /* parameters, then both AdamW moments */
+	char **ct_names;
+	size_t nct;
+	long step;               /* optimizer steps done */
+	uint64_t tokens;         /* tokens trained on */
+	double flops_per_token, peak_flops;
+	sigset_t stop_signals;
+} run;
+
+int train_threads(const train_config *cfg)
+{
+	const char *env = getenv("OMP_NUM_THREADS");
+	cpu_set_t set;
+
+	if (cfg->training.threads > 0)
+		return cfg->training.threads;
+	if (env && atoi(env) > 0)
+		return atoi(env);
+	if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	return 1;
+}
+
+/* seg[t] = the start of the document token t belongs to, from the starts
+ * the loader reports for each row (causal: all zero). */
+static void fill_seg_start(int32_t *seg, const loader_batch *b)
+{
+	for (uint32_t i = 0; i < b->batch; i++) {
+		const titan_u32s *s = &b->doc_starts[i];
+		int32_t cur = 0;
+		size_t k = 0;
+		for (uint32_t t = 0; t < b->seq_len; t++) {
+			while (k < s->n && s->v[k] <= t)
+				cur = (int32_t)s->v[k++];
+			seg[(size_t)i * b->seq_len + t] = cur;
+		}
+	}
+}
+
+static const int32_t *batch_seg(run *r, const loader_batch *b)
+{
+	if (r->cfg->data.mask != MASK_BLOCK_CAUSAL)
+		return NULL;
+	fill_seg_start(r->seg, b);
+	return r->seg;
+}
+
+static int open_loader(run *r, loader **l, int split, bool shuffle, loader_cursor at)
+{
+	loader_opts o = {
+		.dir = r->cfg->data.dataset, .split = split,
+		.seq_len = (uint32_t)r->T, .batch = (uint32_t)r->B,
+		.dp_rank = 0, .dp_size = 1, .seed = r->cfg->training.seed,
+		.shuffle = shuffle, .doc_starts = r->cfg->data.mask == MASK_BLOCK_CAUSAL,
+		.prefetch = shuffle,
+	};
+	return loader_open(l, &o, at);
+}
+
+/* The dataset must speak the model's vocabulary. */
+static int check_dataset(run *r)
+{
+	const train_config *c = r->cfg;
+	dataset *d;
+	int rc;
+
+	if (!c->data.dataset || !*c->data.dataset)
+		return titan_err(TITAN_EUSAGE, "data.dataset is not set: pack a corpus with "
+				 "titan-pack and pass --data.dataset=DIR");
+	if ((rc = dataset_open(&d, c->data.dataset)))
+		return rc;
+	r->tok = *dataset_tok(d);
+	dataset_close(d);
+	if (r->tok.vocab_size > (uint32_t)c->model.vocab_size)
+		return titan_err(TITAN_EUSAGE, "dataset '%s' was packed with a tokenizer of "
+				 "%u tokens but model.vocab_size is %d (set --model.vocab_size=%u "
+				 "or pack with a smaller tokenizer)", c->data.dataset,
+				 r->tok.vocab_size, c->model.vocab_size, r->tok.vocab_size);
+	if (r->tok.vocab_size < (uint32_t)c->model.vocab_size)
+		log_info(r->log, "note: the dataset's tokenizer has %u tokens, model.vocab_size "
+			 "is %d: the rest of the embedding stays unused", r->tok.vocab_size,
+			 c->model.vocab_size);
+	return 0;
+}
+
+/* Checkpoint entries: every parameter and both AdamW moments, as views of
+ * the live buffers. */
+static int build_ckpt_tensors(run *r)
+{
+	llama_tensor_info *ti;
+	int nt, rc;
+	static const char *const prefix[3] = { "", "optim.exp_avg.", "optim.exp_avg_sq." };
+
+	if ((rc = llama_tensors(&r->model->cfg, &ti, &nt)))
+		return rc;
+	r->nct = (size_t)nt * 3;
+	r->ct = calloc(r->nct, sizeof *r->ct);
+	r->ct_names = calloc(r->nct, sizeof *r->ct_names);
+	if (!r->ct || !r->ct_names) {
+		free(ti);
+		return titan_err_nomem();
+	}
+	for (int k = 0; k < 3; k++) {
+		for (int i = 0; i < nt; i++) {
+			ckpt_tensor *t = &r->ct[(size_t)k * nt + i];
+			float **base = k == 0 ? r->model->params : k == 1 ? r->opt->m : r->opt->v;
+			size_t len = strlen(prefix[k]) + strlen(ti[i].name) + 1;
+			char *name = malloc(len);
+			if (!name) {
+				free(ti);
+				return titan_err_nomem();
+			}
+			snprintf(name, len, "%s%s", prefix[k], ti[i].name);
+			r->ct_names[(size_t)k * nt + i] = name;
+			t->name = name;
+			t->ndim = ti[i].ndim;
+			for (int d = 0; d < ti[i].ndim; d++) {
+				t->shape[d] = t->slice_shape[d] = ti[i].shape[d];
+				t->slice_start[d] = 0;
+			}
+			t->data = base[ti[i].chunk] + ti[i].offset;
+		}
+	}
+	free(ti);
+	return 0;
+}
+
+static int save_checkpoint(run *r, double lr)
+{
+	loader_cursor cur = loader_state(r->train);
+	json_t *extra;
+	int rc;
+
+	extra = json_pack("{s:O, s:{s:I, s:I, s:{s:I, s:I}, s:f, s:I, s:s, s:I}}",
+			  "config", r->cfg->json, "train_state",
+			  "step", (json_int_t)r->step, "tokens", (json_int_t)r->tokens,
+			  "loader", "epoch", (json_int_t)cur.epoch, "pos", (json_int_t)cur.pos,
+			  "lr", lr, "seed", (json_int_t)r->cfg->training.seed,
+			  "tokenizer_sha256", r->tok.sha256,
+			  "vocab_size", (json_int_t)r->tok.vocab_size);
+	if (!extra)
+		return titan_err_nomem();
+	rc = ckpt_save(r->saver, r->step, r->ct, r->nct, extra);
+	json_decref(extra);
+	if (rc)
+		return titan_err_prefix(rc, "checkpoint step %ld", r->step);
+	log_info(r->log, "checkpoint: step %ld %s %s/step-%ld", r->step,
+		 r->cfg->checkpoint.async ? "saving in the background to" : "saved to",
+		 r->cfg->checkpoint.folder, r->step);
+	return 0;
+}
+
+/* Restore weights, moments, step, tokens and the loader cursor. */
+static int load_checkpoint(run *r, loader_cursor *cur)
+{
+	const train_config *c = r->cfg;
+	const char *want = c->checkpoint.load;
+	char *dir = NULL;
+	json_t *man = NULL, *st;
+	long long step = 0, tokens = 0, epoch = 0, pos = 0;
+	const char *sha = "";
+	int rc;
+
+	*cur = (loader_cursor){ 0, 0 };
+	if (!*want) {
+		/* Checkpointing on and a checkpoint there: resume from it, which
+		 * is what a requeued (preempted) job needs. */
+		if (!c->checkpoint.enable || ckpt_resolve(c->checkpoint.folder, "latest", &dir))
+			return 0;
+	} else if ((rc = ckpt_resolve(c->checkpoint.folder, want, &dir))) {
+		return rc;
+	}
+	if ((rc = ckpt_read_manifest(dir, &man)))
+		goto out;
+	st = json_object_get(json_object_get(man, "extra"), "train_state");
+	if (!json_is_object(st)) {
+		rc = titan_err(TITAN_EFORMAT, "'%s': manifest.json: no extra.train_state", dir);
+		goto out;
+	}
+	if ((rc = json_get_int(st, "step", &step, dir, "$.extra.train_state")) ||
+	    (rc = json_get_int(st, "tokens", &tokens, dir, "$.extra.train_state")) ||
+	    (rc = json_opt_str(st, "tokenizer_sha256", &sha, dir, "$.extra.train_state")))
+		goto out;
+	{
+		json_t *ld = json_object_get(st, "loader");
+		if ((rc = json_get_int(ld, "epoch", &epoch, dir, "$.extra.train_state.loader")) ||
+		    (rc = json_get_int(ld, "pos", &pos, dir, "$.extra.train_state.loader")))
+			goto out;
+	}
+	if (*sha && strcmp(sha, r->tok.sha256)) {
+		rc = titan_err(TITAN_EUSAGE, "checkpoint '%s' was trained on data from another "
+			       "tokenizer than dataset '%s' (tokenizer sha256 %.12s... vs %.12s...)",
+			       dir, c->data.dataset, sha, r->tok.sha256);
+		goto out;
+	}
+	if ((rc = ckpt_load(dir, r->ct, r->nct)))
+		goto out;
+	r->step = (long)step;
+	r->tokens = (uint64_t)tokens;
+	r->opt->step = (long)step;
+	*cur = (loader_cursor){ (uint64_t)epoch, (uint64_t)pos };
+	log_info(r->log, "resumed from %s: step %lld, %lld tokens", dir, step, tokens);
+out:
+	json_decref(man);
+	free(dir);
+	return rc;
+}
+
+static int validate(run *r, double *val_loss)
+{
+	const train_config *c = r->cfg;
+	loader *l = NULL;
+	loader_batch *b;
+	long n = c->validation.steps, most;
+	double sum = 0;
+	int rc;
+
+	if ((rc = open_loader(r, &l, SPLIT_VAL, false, (loader_cursor){ 0, 0 })))
+		return titan_err_prefix(rc, "validation");
+	most = (long)(loader_windows_per_epoch(l) / (uint64_t)r->B);
+	if (most < 1)
+		most = 1;
+	if (n < 0 || n > most)
+		n = most;
+	for (long i = 0; i < n; i++) {
+		float loss;
+		if ((rc = loader_next(l, &b)) ||
+		    (rc = llama_forward(r->model, b->inputs, b->labels, batch_seg(r, b), 0.0f, &loss)))
+			goto out;
+		sum += loss;
+	}
+	*val_loss = sum / n;
+out:
+	loader_close(l);
+	return rc;
+}
+
+static bool stop_requested(run *r)
+{
+	sigset_t pending;
+	struct timespec zero = { 0, 0 };
+
+	if (sigpending(&pending) || (!sigismember(&pending, SIGINT) &&
+				     !sigismember(&pending, SIGTERM)))
+		return false;
+	sigtimedwait(&r->stop_signals, NULL, &zero);
+	/* A second signal now ends the process the usual way. */
+	pthread_sigmask(SIG_UNBLOCK, &r->stop_signals, NULL);
+	return true;
+}
+
+static void log_setup(run *r, const train_result *res)
+{
+	const train_config *c = r->cfg;
+	const double mib = 1024.0 * 1024.0;
+	size_t params = 0;
+	static const char *const ac_name[] = { "none", "full", "selective" };
+
+	for (int i = 0; i < r->model->nchunks; i++)
+		params += r->model->chunk_numel[i];
+	log_info(r->log, "model %s: %" PRIu64 " parameters (%d layers, dim %d, %d heads, "
+		 "%d kv heads, ffn %d, vocab %d), %.1f MFLOP per token", c->flavor,
+		 llama_param_count(&c->model), c->model.n_layers, c->model.dim,
+		 c->model.n_heads, c->model.n_kv_heads, c->model.ffn_hidden,
+		 c->model.vocab_size, r->flops_per_token / 1e6);
+	log_info(r->log, "memory: parameters %.1f MiB, gradients %.1f MiB, AdamW %.1f MiB, "
+		 "activations %.1f MiB (activation_checkpoint.mode=%s; none would hold "
+		 "%.1f MiB)", params * 4 / mib, params * 4 / mib, params * 8 / mib,
+		 res->act_bytes / mib, ac_name[c->activation_checkpoint.mode],
+		 res->act_bytes_none / mib);
+	log_info(r->log, "training %ld steps: %d x %d tokens per micro-batch, %d micro-batches "
+		 "per step, %d threads, peak %.1f GFLOP/s%s", c->training.steps, r->B, r->T,
+		 r->accum, omp_get_max_threads(), r->peak_flops / 1e9,
+		 c->metrics.peak_flops > 0 ? "" : " (measured sgemm)");
+}
+
+static int setup(run *r, train_result *res, loader_cursor *cur)
+{
+	const train_config *c = r->cfg;
+	adamw_config ac = {
+		.lr = c->optimizer.lr, .beta1 = c->optimizer.beta1, .beta2 = c->optimizer.beta2,
+		.eps = c->optimizer.eps, .weight_decay = c->optimizer.weight_decay,
+		.decay_embeddings_and_norms = c->optimizer.decay_embeddings_and_norms,
+	};
+	int rc, dp = 1;
+
+	if (strcmp(c->training.device, "cpu"))
+		return titan_err(TITAN_EUSAGE, "training.device=%s: training runs on the cpu "
+				 "backend only in this version", c->training.device);
+	if (c->parallelism.data_parallel_replicate_degree > 1 ||
+	    c->parallelism.data_parallel_shard_degree > 1 ||
+	    c->parallelism.tensor_parallel_degree > 1 ||
+	    c->parallelism.pipeline_parallel_degree > 1 ||
+	    c->parallelism.context_parallel_degree > 1)
+		return titan_err(TITAN_EUSAGE, "parallelism.*: only one rank is supported in this "
+				 "version (every degree must be 1)");
+	r->B = c->training.local_batch_size;
+	r->T = c->training.seq_len;
+	if (c->training.global_batch_size > 0) {
+		if (c->training.global_batch_size % (r->B * dp))
+			return titan_err(TITAN_EUSAGE, "training.global_batch_size %d is not a "
+					 "multiple of local_batch_size %d x %d data-parallel ranks",
+					 c->training.global_batch_size, r->B, dp);
+		r->accum = c->training.global_batch_size / (r->B * dp);
+	} else {
+		r->accum = 1;
+	}
+	if ((rc = check_dataset(r)))
+		return rc;
+	omp_set_num_threads(train_threads(c));
+
+	r->mem.device = "cpu";
+	if ((rc = llama_new(&r->model, &c->model, &kernels_cpu, &r->mem)))
+		return rc;
+	llama_init_weights(r->model, c->training.seed);
+	if ((rc = adamw_new(&r->opt, r->model, &ac, &r->mem)))
+		return rc;
+	/* What checkpointing saves is measured: plan without it first. */
+	if (c->activation_checkpoint.mode != LLAMA_AC_NONE) {
+		if ((rc = llama_plan(r->model, r->B, r->T, LLAMA_AC_NONE, 1)))
+			return rc;
+		res->act_bytes_none = r->model->act_bytes;
+	}
+	if ((rc = llama_plan(r->model, r->B, r->T, c->activation_checkpoint.mode,
+			     c->activation_checkpoint.selective_every)))
+		return rc;
+	res->act_bytes = r->model->act_bytes;
+	if (c->activation_checkpoint.mode == LLAMA_AC_NONE)
+		res->act_bytes_none = res->act_bytes;
+	mem_reset_peak(&r->mem);
+	r->seg = calloc((size_t)r->B * r->T, sizeof *r->seg);
+	if (!r->seg)
+		return titan_err_nomem();
+	if ((rc = build_ckpt_tensors(r)))
+		return rc;
+	if (c->checkpoint.enable &&
+	    (rc = ckpt_saver_new(&r->saver, c->checkpoint.folder, c->checkpoint.keep_latest_k,
+				 c->checkpoint.async, 0, 1)))
+		return rc;
+	if ((rc = load_checkpoint(r, cur)))
+		return rc;
+	r->sched = (lr_schedule){
+		.steps = c->training.steps, .warmup_steps = c->lr_scheduler.warmup_steps,
+		.decay_ratio = c->lr_scheduler.decay_ratio,
+		.decay_type = (lr_decay_type)c->lr_scheduler.decay_type,
+		.min_lr_factor = c->lr_scheduler.min_lr_factor,
+	};
+	r->flops_per_token = llama_flops_per_token(&c->model, r->T);
+	r->peak_flops = c->metrics.peak_flops > 0 ? c->metrics.peak_flops
+						  : kernels_cpu_sgemm_peak(1024);
+	return metrics_open(&r->met, stderr, c->metrics.jsonl, c->metrics.tensorboard);
+}
+
+/* One optimizer step over accum micro-batches; the mean loss in *loss. */
+static int train_step(run *r, double *loss, double *norm, double *data_s)
+{
+	loader_batch *b;
+	double sum = 0;
+	int rc;
+
+	llama_zero_grads(r->model);
+	for (int i = 0; i < r->accum; i++) {
+		double t0 = titan_now();
+		float l;
+		if ((rc = loader_next(r->train, &b)))
+			return rc;
+		*data_s += titan_now() - t0;
+		if ((rc = llama_forward(r->model, b->inputs, b->labels, batch_seg(r, b),
+					1.0f / r->accum, &l)) ||
+		    (rc = llama_backward(r->model)))
+			return rc;
+		sum += l;
+	}
+	*loss = sum / r->accum;
+	*norm = grad_norm(r->model);
+	if (!isfinite(*loss) || !isfinite(*norm))
+		return titan_err(TITAN_ERANGE, "step %ld: %s is %g; stopping before the update "
+				 "(the last checkpoint is the last good state)", r->step + 1,
+				 isfinite(*loss) ? "gradient norm" : "loss",
+				 isfinite(*loss) ? *norm : *loss);
+	grad_clip(r->model, *norm, r->cfg->training.max_norm);
+	return 0;
+}
+
+static int loop(run *r, train_result *res)
+{
+	const train_config *c = r->cfg;
+	const long steps = c->training.steps;
+	double start = titan_now(), busy = 0, data_s = 0, lr = 0;
+	uint64_t tokens_at_log = r->tokens;
+	long saved = -1;
+	int rc = 0;
+
+	res->first_step = r->step + 1;
+	res->last_step = r->step;
+	while (r->step < steps) {
+		double t0 = titan_now(), loss, norm;
+		if ((rc = train_step(r, &loss, &norm, &data_s)))
+			return rc;
+		lr = c->optimizer.lr * lr_factor(&r->sched, r->step + 1);
+		adamw_step(r->opt, r->model, lr);
+		r->step++;
+		r->tokens += (uint64_t)r->B * r->T * r->accum;
+		busy += titan_now() - t0;
+		res->last_step = r->step;
+		res->last_loss = loss;
+
+		if (r->step == res->first_step || r->step % c->metrics.log_freq == 0 ||
+		    r->step == steps) {
+			double tps = (r->tokens - tokens_at_log) / busy;
+			metrics_row row = {
+				.step = r->step, .loss = loss, .grad_norm = norm, .lr = lr,
+				.tps = tps, .tflops = tps * r->flops_per_token / 1e12,
+				.mfu = 100.0 * tps * r->flops_per_token / r->peak_flops,
+				.data_share = data_s / busy,
+				.mem_peak_gib = r->mem.peak / (1024.0 * 1024.0 * 1024.0),
+				.elapsed_s = titan_now() - start,
+			};
+			if ((rc = metrics_log(r->met, &row)))
+				return rc;
+			busy = data_s = 0;
+			tokens_at_log = r->tokens;
+		}
+		if (c->validation.freq > 0 && (r->step % c->validation.freq == 0 || r->step == steps)) {
+			double vl = 0;
+			if ((rc = validate(r, &vl)) || (rc = metrics_log_val(r->met, r->step, vl)))
+				return rc;
+		}
+		res->interrupted = stop_requested(r);
+		if (r->saver && (r->step % c->checkpoint.interval == 0 || r->step == steps ||
+				 res->interrupted)) {
+			if ((rc = save_checkpoint(r, lr)))
+				return rc;
+			saved = r->step;
+		}
+		if (res->interrupted) {
+			log_info(r->log, "stopped by a signal after step %ld%s", r->step,
+				 saved == r->step ? "; checkpoint saved" :
+				 " (checkpoint.enable is off: nothing saved)");
+			break;
+		}
+	}
+	return r->saver ? ckpt_wait(r->saver) : 0;
+}
+
+static void run_free(run *r)
+{
+	if (r->saver) {
+		ckpt_saver_free(r->saver);
+	}
+	metrics_close(r->met);
+	loader_close(r->train);
+	for (size_t i = 0; r->ct_names && i < r->nct; i++)
+		free(r->ct_names[i]);
+	free(r->ct_names);
+	free(r->ct);
+	free(r->seg);
+	adamw_free(r->opt);
+	llama_free(r->model);
+}
+
+int train_run(const train_config *cfg, titan_log *log, train_result *res)
+{
+	run r = { .cfg = cfg, .log = log };
+	loader_cursor cur;
+	sigset_t old;
+	int rc;
+
+	memset(res, 0, sizeof *res);
+	/* Held before any thread starts, so every thread inherits the mask and
+	 * the loop alone decides when to stop. */
+	sigemptyset(&r.stop_signals);
+	sigaddset(&r.stop_signals, SIGINT);
+	sigaddset(&r.stop_signals, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &r.stop_signals, &old);
+
+	if ((rc = setup(&r, res, &cur)))
+		goto out;
+	if (r.step >= cfg->training.steps) {
+		log_info(log, "nothing to do: the checkpoint is at step %ld and training.steps "
+			 "is %ld", r.step, cfg->training.steps);
+		goto out;
+	}
+	if ((rc = open_loader(&r, &r.train, SPLIT_TRAIN, true, cur)))
+		goto out;
+	if (cfg->validation.freq > 0) {
+		loader *probe;
+		if ((rc = open_loader(&r, &probe, SPLIT_VAL, false, (loader_cursor){ 0, 0 }))) {
+			titan_err_prefix(rc, "validation");
+			goto out;
+		}
+		loader_close(probe);
+	}
+	log_setup(&r, res);
+	rc = loop(&r, res);
+out:
+	res->mem_peak = r.mem.peak;
+	run_free(&r);   /* a save in flight completes first */
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}

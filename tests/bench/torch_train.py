@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""torch_train.py - PyTorch's training throughput on the CPU, the reference
+titan-train is measured against: eager fp32, the model of
+tests/golden/reference.py with the causal mask, AdamW, random token batches.
+
+    /usr/bin/python3 tests/bench/torch_train.py --dim 256 --n-layers 6 \\
+        --n-heads 16 --n-kv-heads 16 --vocab 2048 --multiple-of 256 \\
+        --batch 8 --seq 256 --steps 5 --warmup 2 --threads 2
+
+Prints one JSON line: tokens per second and seconds per step over the timed
+steps, the parameter count and torchtitan's training FLOPs per token.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.join(here, "..", "golden"))
+from reference import ModelArgs, Transformer, flops_per_token, loss_fn  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--n-layers", type=int, default=6)
+    p.add_argument("--n-heads", type=int, default=16)
+    p.add_argument("--n-kv-heads", type=int, default=16)
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--multiple-of", type=int, default=256)
+    p.add_argument("--ffn-dim-multiplier", type=float, default=0.0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    p.add_argument("--lr", type=float, default=8e-4)
+    a = p.parse_args()
+
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    args = ModelArgs(dim=a.dim, n_layers=a.n_layers, n_heads=a.n_heads,
+                     n_kv_heads=a.n_kv_heads, vocab_size=a.vocab,
+                     multiple_of=a.multiple_of, ffn_dim_multiplier=a.ffn_dim_multiplier,
+                     max_seq_len=a.seq)
+    model = Transformer(args)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95),
+                            eps=1e-8, weight_decay=0.1)
+    g = torch.Generator().manual_seed(0)
+
+    def step():
+        tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    for _ in range(a.warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        loss = step()
+    elapsed = time.perf_counter() - t0
+    step_s = elapsed / max(a.steps, 1)
+    print(json.dumps({
+        "tps": round(a.batch * a.seq / step_s, 2),
+        "step_s": round(step_s, 4),
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops_per_token": flops_per_token(model, a.seq),
+        "loss": round(loss, 4) if a.steps else None,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
