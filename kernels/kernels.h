@@ -96,10 +96,11 @@ typedef struct kernel_ops {
 	double (*sumsq)(const float *x, size_t n);
 	/* One AdamW step on n parameters, exactly PyTorch's (1.13+) order of
 	 * operations: p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
-	 * p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps).  step >= 1. */
+	 * p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps).  step >= 1.
+	 * The scalars are doubles, as the Python values PyTorch computes with. */
 	void (*adamw)(float *param, const float *grad, float *m, float *v, size_t n,
-		      float lr, float beta1, float beta2, float eps,
-		      float weight_decay, long step);
+		      double lr, double beta1, double beta2, double eps,
+		      double weight_decay, long step);
 } kernel_ops;
 
 /* The fp32 CPU backend (kernels/cpu): OpenBLAS sgemm and OpenMP loops. */

@@ -44,7 +44,7 @@ void cpu_add_inplace(float *y, const float *x, size_t n);
 void cpu_scale(float *x, float s, size_t n);
 double cpu_sumsq(const float *x, size_t n);
 void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
-	       float lr, float beta1, float beta2, float eps,
-	       float weight_decay, long step);
+	       double lr, double beta1, double beta2, double eps,
+	       double weight_decay, long step);
 
 #endif

@@ -422,34 +422,13 @@ double cpu_sumsq(const float *x, size_t n)
 	return total;
 }
 
-/* The double a Python config holds for v: the shortest decimal that rounds
- * to v (0.9f gives 0.9, not 0.899999976).  The op table passes the AdamW
- * scalars as float, and PyTorch does its scalar arithmetic (1 - beta1, the
- * bias corrections, the step size) in double on the values as written. */
-static double config_double(float v)
-{
-	char buf[32];
-
-	for (int digits = 1; digits <= 9; digits++) {
-		double d;
-
-		snprintf(buf, sizeof(buf), "%.*g", digits, (double)v);
-		d = strtod(buf, NULL);
-		if ((float)d == v)
-			return d;
-	}
-	return v;
-}
-
 /* PyTorch's _single_tensor_adamw: the Python scalars (1 - lr*wd, the bias
  * corrections, the step size) are doubles, and each tensor op rounds its
  * scalar to float before applying it elementwise in fp32. */
 void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
-	       float lr, float beta1, float beta2, float eps,
-	       float weight_decay, long step)
+	       double dlr, double db1, double db2, double eps,
+	       double dwd, long step)
 {
-	double dlr = config_double(lr), db1 = config_double(beta1);
-	double db2 = config_double(beta2), dwd = config_double(weight_decay);
 	double bc1 = 1.0 - pow(db1, (double)step);
 	double bc2 = 1.0 - pow(db2, (double)step);
 	float decay = (float)(1.0 - dlr * dwd);
@@ -457,7 +436,7 @@ void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
 	float b2 = (float)db2, one_b2 = (float)(1.0 - db2);
 	float bc2_sqrt = (float)sqrt(bc2);
 	float neg_step = (float)-(dlr / bc1);
-	float feps = (float)config_double(eps);
+	float feps = (float)eps;
 
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
 	for (size_t i = 0; i < n; i++) {

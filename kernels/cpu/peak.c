@@ -34,8 +34,9 @@ double kernels_cpu_sgemm_peak(int n)
 		b[i] = (float)(i % 13) * 0.02f;
 	}
 	/* The first call pays the thread pool's start and faults the pages
-	 * of c in; it does not count. */
-	for (int run = 0; run < 6; run++) {
+	 * of c in; it does not count.  The best of many: on a shared machine
+	 * a few runs can all be slowed by a neighbour. */
+	for (int run = 0; run < 16; run++) {
 		double t0 = now_s(), dt;
 
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n,

@@ -88,8 +88,8 @@ void adamw_step(adamw *o, llama_model *m, double lr)
 		const struct adamw_run *r = &o->runs[i];
 		m->ops->adamw(m->params[r->chunk] + r->offset, m->grads[r->chunk] + r->offset,
 			      o->m[r->chunk] + r->offset, o->v[r->chunk] + r->offset, r->numel,
-			      (float)lr, (float)c->beta1, (float)c->beta2, (float)c->eps,
-			      r->decay ? (float)c->weight_decay : 0.0f, o->step);
+			      lr, c->beta1, c->beta2, c->eps,
+			      r->decay ? c->weight_decay : 0.0, o->step);
 	}
 }
 

@@ -36,9 +36,9 @@ mkdir -p "$out/logs"
 makefile=$(cat <<'EOF'
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 CFLAGS := -g -O1 $(SAN) -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
-	-std=gnu11 -pthread -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
-LDLIBS := -ljansson -lzstd -larchive -lpcre2-8 -lm -pthread
-LIB_SRC := $(sort $(shell find lib -name '*.c')) kernels/cuda_none.c
+	-std=gnu11 -pthread -fopenmp -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
+LDLIBS := -ljansson -lzstd -larchive -lpcre2-8 -lopenblas -lm -pthread
+LIB_SRC := $(sort $(shell find lib kernels/cpu -name '*.c')) kernels/cuda_none.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OUT)/obj/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 all: $(FUZZ_SRC:tests/fuzz/%.c=$(OUT)/%)

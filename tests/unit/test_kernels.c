@@ -510,7 +510,7 @@ static void torch_adamw(float *p, const float *g, float *m, float *v, size_t n,
 static void test_adamw(void)
 {
 	const size_t n = 1001;
-	const float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+	const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
 	float *p = frandn(n, 1), *m = calloc(n, 4), *v = calloc(n, 4);
 	float *rp = malloc(n * 4), *rm = calloc(n, 4), *rv = calloc(n, 4);
 	long ulps = 0;
@@ -519,7 +519,7 @@ static void test_adamw(void)
 	for (long step = 1; step <= 3; step++) {
 		float *g = frandn(n, 1);
 
-		/* Python holds the config's decimals as doubles. */
+		/* Both take the scalars as the doubles Python holds. */
 		cpu_adamw(p, g, m, v, n, lr, b1, b2, eps, wd, step);
 		torch_adamw(rp, g, rm, rv, n, 3e-3, 0.9, 0.95, 1e-8, 0.1, step);
 		free(g);
