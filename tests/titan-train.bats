@@ -206,3 +206,17 @@ losses() {
 	expect_status 2
 	expect_output_has "another tokenizer"
 }
+
+@test "gradient accumulation: 2 micro-batches of 4 train as one batch of 8" {
+	train --training.steps=5 --training.local_batch_size=8 --metrics.jsonl=one.jsonl -q
+	train --training.steps=5 --training.local_batch_size=4 --training.global_batch_size=8 \
+		--metrics.jsonl=two.jsonl -q
+	# the same windows and the same mean; only the order of sums differs
+	paste <(losses one.jsonl) <(losses two.jsonl) | awk '{
+		d = $2 - $4; if (d < 0) d = -d
+		if ($1 != $3 || d > 1e-5 * $2) { print "step " $1 ": " $2 " vs " $4; bad = 1 } }
+		END { exit bad }'
+	run train --training.steps=1 --training.local_batch_size=4 --training.global_batch_size=6
+	expect_status 2
+	expect_output_has "global_batch_size"
+}

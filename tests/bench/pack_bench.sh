@@ -7,7 +7,10 @@
 #   TITAN_BIN=build/bin TITAN_DATA=... TITAN_BUILD=build tests/bench/pack_bench.sh
 #
 # Environment: TITAN_BENCH_RUNS (default 3; each figure is the best of that
-# many runs), TITAN_BENCH_PACK_TOKENIZERS (default "gpt2 llama3").  The
+# many runs), TITAN_BENCH_PACK_TOKENIZERS (default "gpt2 llama3"),
+# TITAN_BENCH_PACK_COPIES (default 4: the corpora are repeated so that a run
+# lasts long enough for the fixed costs, thread start-up and fsync, not to
+# decide the figure).  The
 # seconds come from the tools' own lines (titan-tok --stats, titan-pack's
 # summary), which exclude loading the tokenizer; MB/s is the input file's
 # size over those seconds.
@@ -20,6 +23,7 @@ TITAN_BUILD=${TITAN_BUILD:-$root/build}
 TITAN_DATA=${TITAN_DATA:-$root/../shared/data}
 runs=${TITAN_BENCH_RUNS:-3}
 tokenizers=${TITAN_BENCH_PACK_TOKENIZERS:-gpt2 llama3}
+copies=${TITAN_BENCH_PACK_COPIES:-4}
 tok=$TITAN_BIN/titan-tok
 pack=$TITAN_BIN/titan-pack
 work=$TITAN_BUILD/packbench
@@ -36,9 +40,15 @@ for f in kjv.txt tinyshakespeare.txt tinyshakespeare.jsonl; do
 done
 mkdir -p "$work" || die "cannot create '$work'"
 english=$work/english.txt
-cat "$TITAN_DATA/corpus/kjv.txt" "$TITAN_DATA/corpus/tinyshakespeare.txt" >"$english.tmp" &&
-	mv "$english.tmp" "$english" || die "cannot write '$english'"
-jsonl=$TITAN_DATA/corpus/tinyshakespeare.jsonl
+jsonl=$work/english.jsonl
+for (( i = 0; i < copies; i++ )); do
+	cat "$TITAN_DATA/corpus/kjv.txt" "$TITAN_DATA/corpus/tinyshakespeare.txt"
+done >"$english.tmp" && mv "$english.tmp" "$english" || die "cannot write '$english'"
+for (( i = 0; i < copies; i++ )); do
+	cat "$TITAN_DATA/corpus/tinyshakespeare.jsonl"
+done >"$jsonl.tmp" && mv "$jsonl.tmp" "$jsonl" || die "cannot write '$jsonl'"
+docs_lines=$(wc -l <"$english")
+docs_jsonl=$(wc -l <"$jsonl")
 
 best_min() {
 	sort -g | head -n 1
@@ -91,9 +101,9 @@ echo "  job:  titan-tok encode --format u32 -o FILE from the first read to the l
 echo "  pack: titan-pack from the first read to the rename of the finished dataset"
 echo "  (the tokenizer load is excluded everywhere); cost = pack time / job time - 1"
 echo "machine: ${cpu:-unknown cpu}, $cores cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "english: kjv.txt + tinyshakespeare.txt, $(stat -c %s "$english") bytes, one document"
-echo "lines:   the same with --lines, 74669 documents"
-echo "jsonl:   tinyshakespeare.jsonl, $(stat -c %s "$jsonl") bytes, 7222 documents"
+echo "english: (kjv.txt + tinyshakespeare.txt) x $copies, $(stat -c %s "$english") bytes, one document"
+echo "lines:   the same with --lines, $docs_lines documents"
+echo "jsonl:   tinyshakespeare.jsonl x $copies, $(stat -c %s "$jsonl") bytes, $docs_jsonl documents"
 echo
 fmt="%-10s %-8s %7s %9s %9s %9s %9s %9s\n"
 # shellcheck disable=SC2059  # fmt is this script's own format
@@ -124,7 +134,7 @@ done
 echo
 if [ -n "${MAKELEVEL:-}" ]; then
 	echo "command: make bench, which ran:"
-	echo "  TITAN_BIN=$TITAN_BIN TITAN_DATA=$TITAN_DATA TITAN_BUILD=$TITAN_BUILD TITAN_BENCH_RUNS=$runs tests/bench/pack_bench.sh"
+	echo "  TITAN_BIN=$TITAN_BIN TITAN_DATA=$TITAN_DATA TITAN_BUILD=$TITAN_BUILD TITAN_BENCH_RUNS=$runs TITAN_BENCH_PACK_COPIES=$copies tests/bench/pack_bench.sh"
 else
-	echo "command: TITAN_BENCH_RUNS=$runs $0"
+	echo "command: TITAN_BENCH_RUNS=$runs TITAN_BENCH_PACK_COPIES=$copies $0"
 fi
