@@ -59,14 +59,7 @@ INLINE float exp_fast(float x)
 	float kf = t - 12582912.0f;
 	float r = xc - kf * 0.693359375f;
 	r = r + kf * 2.12194440e-4f;
-	float p = 1.0f / 5040;
-	p = p * r + 1.0f / 720;
-	p = p * r + 1.0f / 120;
-	p = p * r + 1.0f / 24;
-	p = p * r + 1.0f / 6;
-	p = p * r + 0.5f;
-	p = p * r + 1.0f;
-	p = p * r + 1.0f;
+	float p = exp_taylor7(r);
 	uint32_t tb, bits;
 	float two_k;
 

@@ -53,14 +53,7 @@ static inline float exp_f32(float x)
 	n = n > 128 ? 128 : n;
 	r = x - fn * 0.693145751953125f;
 	r = r - fn * 1.428606765330187045e-06f;
-	p = 1.0f / 5040;
-	p = p * r + 1.0f / 720;
-	p = p * r + 1.0f / 120;
-	p = p * r + 1.0f / 24;
-	p = p * r + 1.0f / 6;
-	p = p * r + 0.5f;
-	p = p * r + 1.0f;
-	p = p * r + 1.0f;
+	p = exp_taylor7(r);
 	e1 = ((n >> 1) + 127) << 23;
 	e2 = ((n - (n >> 1)) + 127) << 23;
 	memcpy(&s1, &e1, sizeof(s1));

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ckpt/safetensors.h"
+#include "core/file.h"
 #include "core/json.h"
 
 #define CKPT_FORMAT "titan-checkpoint"
@@ -50,19 +51,6 @@ static char *path_join(const char *dir, const char *name)
 	if (p)
 		snprintf(p, n, "%s/%s", dir, name);
 	return p;
-}
-
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return titan_err_errno(TITAN_EIO, "cannot open directory '%s'", dir);
-	int rc = 0;
-	/* Some filesystems cannot fsync a directory (EINVAL). */
-	if (fsync(fd) < 0 && errno != EINVAL)
-		rc = titan_err_errno(TITAN_EIO, "cannot sync directory '%s'", dir);
-	close(fd);
-	return rc;
 }
 
 /* Remove what dirfd holds, depth first, never following links. */
@@ -336,7 +324,7 @@ static int write_step(const ckpt_saver *s, long step, const ckpt_tensor *t, size
 		rc = titan_err(TITAN_ENOMEM, "'%s': cannot build the manifest", man);
 		goto out;
 	}
-	if ((rc = json_write_path(m, man)) || (rc = sync_dir(tmp)))
+	if ((rc = json_write_path(m, man)) || (rc = file_sync_dir(tmp)))
 		goto out;
 
 	/* Re-saving a step (after a resume): move the old one aside first,
@@ -355,7 +343,7 @@ static int write_step(const ckpt_saver *s, long step, const ckpt_tensor *t, size
 			rename(old, final);
 		goto out;
 	}
-	if ((rc = sync_dir(s->folder)))
+	if ((rc = file_sync_dir(s->folder)))
 		goto out;
 	if (replaced)
 		rc = remove_tree(old);

@@ -111,31 +111,35 @@ int atomic_open(titan_atomic *a, const char *path)
 	return 0;
 }
 
-/* fsync the directory holding path so the rename itself is durable. */
-static int sync_parent(const char *path)
+int file_sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = 0;
+
+	if (fd < 0)
+		return titan_err_errno(TITAN_EIO, "cannot open directory '%s'", dir);
+	/* Some filesystems cannot fsync a directory (EINVAL); a rename is then
+	 * as durable as they allow. */
+	if (fsync(fd) < 0 && errno != EINVAL)
+		rc = titan_err_errno(TITAN_EIO, "cannot sync directory '%s'", dir);
+	close(fd);
+	return rc;
+}
+
+int file_sync_parent(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 	char *dir;
+	int rc;
+
 	if (!slash)
-		dir = strdup(".");
-	else if (slash == path)
-		dir = strdup("/");
-	else
-		dir = strndup(path, (size_t)(slash - path));
+		return file_sync_dir(".");
+	if (slash == path)
+		return file_sync_dir("/");
+	dir = strndup(path, (size_t)(slash - path));
 	if (!dir)
 		return titan_err_nomem();
-
-	int rc = 0;
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = titan_err_errno(TITAN_EIO, "cannot sync directory of '%s'", path);
-	} else {
-		/* Some filesystems cannot fsync a directory (EINVAL); the
-		 * rename is then as durable as they allow. */
-		if (fsync(fd) < 0 && errno != EINVAL)
-			rc = titan_err_errno(TITAN_EIO, "cannot sync directory of '%s'", path);
-		close(fd);
-	}
+	rc = file_sync_dir(dir);
 	free(dir);
 	return rc;
 }
@@ -171,7 +175,7 @@ int atomic_commit(titan_atomic *a)
 		atomic_release(a);
 		return rc;
 	}
-	rc = sync_parent(a->path);
+	rc = file_sync_parent(a->path);
 	atomic_release(a);
 	return rc;
 }

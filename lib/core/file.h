@@ -27,6 +27,11 @@ void atomic_abort(titan_atomic *a);
 /* Write buf to PATH atomically in one call. */
 int atomic_write_file(const char *path, const void *buf, size_t n);
 
+/* fsync a directory (after creating, renaming or removing entries in it),
+ * or the directory that holds path, so the change itself is durable. */
+int file_sync_dir(const char *dir);
+int file_sync_parent(const char *path);
+
 /* fwrite that records a titan error naming path on failure. */
 int file_write(FILE *fp, const char *path, const void *buf, size_t n);
 

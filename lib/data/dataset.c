@@ -4,6 +4,7 @@
 #include "data/dataset.h"
 #include "data/shard.h"
 #include "core/hash.h"
+#include "core/file.h"
 #include "core/json.h"
 
 #include <fcntl.h>
@@ -66,34 +67,6 @@ static void remove_tree(const char *path)
 	} else {
 		unlink(path);
 	}
-}
-
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return titan_err_errno(TITAN_EIO, "cannot open directory '%s'", dir);
-	int rc = 0;
-	if (fsync(fd) < 0 && errno != EINVAL)
-		rc = titan_err_errno(TITAN_EIO, "cannot sync directory '%s'", dir);
-	close(fd);
-	return rc;
-}
-
-/* The directory holding path ("." when none). */
-static int sync_parent(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		return sync_dir(".");
-	if (slash == path)
-		return sync_dir("/");
-	char *dir = strndup(path, (size_t)(slash - path));
-	if (!dir)
-		return titan_err_nomem();
-	int rc = sync_dir(dir);
-	free(dir);
-	return rc;
 }
 
 static char *path_join(const char *dir, const char *name)
@@ -331,7 +304,7 @@ static int install(dataset_writer *w)
 		free(old);
 		return rc;
 	}
-	rc = sync_parent(w->outdir);
+	rc = file_sync_parent(w->outdir);
 	if (old) {
 		remove_tree(old);
 		free(old);
@@ -354,7 +327,7 @@ int dataset_writer_commit(dataset_writer *w)
 	if (!rc)
 		rc = write_manifest(w);
 	if (!rc)
-		rc = sync_dir(w->tmpdir);
+		rc = file_sync_dir(w->tmpdir);
 	if (!rc)
 		rc = install(w);
 	if (rc)

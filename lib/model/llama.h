@@ -99,8 +99,10 @@ void llama_free(llama_model *m);
 /* torchtitan's init_weights from a seed: embeddings N(0, 1); wq, wk, wv, w1
  * truncated N(0, 0.02); wo, w2, w3 truncated N(0, s), s = 0.02 /
  * sqrt(2 * (layer + 1)) with depth_init, else 0.02 / sqrt(2 * n_layers);
- * norms 1; output truncated N(0, dim^-0.5) cut at 3 std.  The same seed
- * gives the same weights on every machine and thread count. */
+ * norms 1; output truncated N(0, dim^-0.5) cut at 3 std (with tied
+ * embeddings the shared weight gets the output's init, as in torchtitan,
+ * whose output init runs last).  The same seed gives the same weights on
+ * every machine and thread count. */
 void llama_init_weights(llama_model *m, uint64_t seed);
 
 /* Allocate activations for batches of B rows of T tokens (T <= max_seq_len)
@@ -112,7 +114,9 @@ int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_eve
 /* Forward one batch: inputs and labels are [B*T] token ids; seg_start is
  * NULL for the causal mask or [B*T] for the document mask (see kernels.h;
  * RoPE positions then restart at each document: pos = t - seg_start).
- * With labels, *loss is the mean cross-entropy over the B*T tokens.
+ * With labels, *loss is the mean cross-entropy over the B*T tokens
+ * (without, loss may be NULL and is left alone).  An id or label past the
+ * vocabulary or a seg_start outside 0..t is TITAN_ERANGE naming it.
  * dloss != 0 prepares backward: the gradient of dloss * (mean loss) flows
  * into the grads at llama_backward (1/accumulation steps when accumulating);
  * dloss == 0 (or labels NULL) leaves the logits readable with llama_logits. */

@@ -16,11 +16,8 @@
 # size over those seconds.
 set -u
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-TITAN_BIN=${TITAN_BIN:-$root/build/bin}
-TITAN_BUILD=${TITAN_BUILD:-$root/build}
-TITAN_DATA=${TITAN_DATA:-$root/../shared/data}
+# shellcheck source=tests/bench/paths.sh
+. "$(dirname "$0")/paths.sh"
 runs=${TITAN_BENCH_RUNS:-3}
 tokenizers=${TITAN_BENCH_PACK_TOKENIZERS:-gpt2 llama3}
 copies=${TITAN_BENCH_PACK_COPIES:-4}

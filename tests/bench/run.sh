@@ -11,11 +11,8 @@
 # after loading the tokenizer and reading the text, as titan-tok does.
 set -u
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-TITAN_BIN=${TITAN_BIN:-$root/build/bin}
-TITAN_BUILD=${TITAN_BUILD:-$root/build}
-TITAN_DATA=${TITAN_DATA:-$root/../shared/data}
+# shellcheck source=tests/bench/paths.sh
+. "$(dirname "$0")/paths.sh"
 runs=${TITAN_BENCH_RUNS:-3}
 tokenizers=${TITAN_BENCH_TOKENIZERS:-gpt2 llama3 cl100k_base o200k_base}
 tok=$TITAN_BIN/titan-tok

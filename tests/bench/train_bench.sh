@@ -15,11 +15,8 @@
 # of the per-step figures after the warm-up steps.
 set -u
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-TITAN_BIN=${TITAN_BIN:-$root/build/bin}
-TITAN_BUILD=${TITAN_BUILD:-$root/build}
-TITAN_DATA=${TITAN_DATA:-$root/../shared/data}
+# shellcheck source=tests/bench/paths.sh
+. "$(dirname "$0")/paths.sh"
 PYTHON=${PYTHON:-/usr/bin/python3}
 steps=${TITAN_BENCH_STEPS:-5}
 warmup=${TITAN_BENCH_WARMUP:-2}
@@ -75,11 +72,11 @@ dataset() {
 	echo "$ds"
 }
 
-# titan_run NAME DIM L H KV V MULT B T: sets t_tps, t_gflops, t_mfu, t_peak
-# ("-" when unavailable).
+# titan_run NAME DIM L H KV V MULT B T: sets t_tps, t_gflops, t_mfu ("-"
+# when unavailable).
 titan_run() {
 	local ds log=$work/$1.jsonl err=$work/$1.stderr
-	t_tps=- t_gflops=- t_mfu=- t_peak=-
+	t_tps=- t_gflops=- t_mfu=-
 	[ -n "$have_titan" ] || return
 	ds=$(dataset "$6") || {
 		echo "tests/bench/train_bench.sh: cannot build the vocab-$6 dataset in '$work'" >&2
@@ -92,19 +89,18 @@ titan_run() {
 		--training.local_batch_size="$8" --training.seq_len="$9" \
 		--training.steps=$((warmup + steps)) --training.threads="$threads" \
 		--data.dataset="$ds" --data.mask=causal --metrics.log_freq=1 \
-		--metrics.jsonl="$log" 2>"$err" >/dev/null; then
+		--metrics.peak_flops="$peak" --metrics.jsonl="$log" 2>"$err" >/dev/null; then
 		echo "tests/bench/train_bench.sh: titan-train failed on $1 (see '$err'):" >&2
 		tail -n 3 "$err" >&2
 		return
 	fi
-	read -r t_tps t_gflops t_mfu t_peak < <("$PYTHON" - "$log" "$warmup" <<-'EOF'
+	read -r t_tps t_gflops t_mfu < <("$PYTHON" - "$log" "$warmup" <<-'EOF'
 	import json, sys
 	rows = [json.loads(l) for l in open(sys.argv[1]) if '"tps"' in l]
 	rows = [r for r in rows if r["step"] > int(sys.argv[2])] or rows
 	mean = lambda k: sum(r[k] for r in rows) / len(rows)
 	tps, tflops, mfu = mean("tps"), mean("tflops"), mean("mfu")
-	peak = "%.1f" % (tflops * 1e3 / (mfu / 100)) if mfu > 0 else "-"
-	print("%.0f %.1f %.1f%% %s" % (tps, tflops * 1e3, mfu, peak))
+	print("%.0f %.1f %.1f%%" % (tps, tflops * 1e3, mfu))
 	EOF
 	) || t_tps=-
 }
@@ -138,6 +134,16 @@ faster() {
 }
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+# The MFU denominator, measured once for the whole table: titan-train gets
+# it as --metrics.peak_flops rather than measuring at each start, when a
+# neighbour's burst would skew one run's figure.
+peak=$(OMP_NUM_THREADS=$threads "$TITAN_BUILD/bench/bench_sgemm" 2>/dev/null) || peak=0
+peak_gf=$(awk -v p="$peak" 'BEGIN { printf "%.1f", p / 1e9 }')
+mfu() {
+	awk -v g="$1" -v p="$peak_gf" 'BEGIN {
+		if (g + 0 > 0 && p + 0 > 0) printf "%.1f%%", 100 * g / p; else printf "-"
+	}'
+}
 echo "training throughput, fp32 on the CPU, $threads threads: tokens/s over $steps steps"
 echo "after $warmup warm-up steps (titan: the mean of its per-step figures), best of $runs run(s)"
 echo "machine: ${cpu:-unknown cpu}, $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -147,27 +153,27 @@ echo "machine: ${cpu:-unknown cpu}, $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M U
 [ -n "$have_torch" ] || echo "reference: none ($why_no_torch)"
 [ -n "$have_titan" ] || echo "titan: none ($why_no_titan)"
 echo "GFLOP/s counts torchtitan's 6 * (params - embedding) + 12 * L * H * D * T per token;"
-echo "MFU is titan-train's, against the sgemm peak it measures (peak column)"
+echo "MFU: against the OpenBLAS sgemm peak on $threads threads, $peak_gf GFLOP/s (build/bench/bench_sgemm)"
 echo
-fmt="%-11s %-7s %10s %10s %7s %9s %9s %8s %10s\n"
+fmt="%-11s %-7s %10s %10s %7s %9s %9s %9s %9s\n"
 # shellcheck disable=SC2059  # fmt is this script's own format
 printf "$fmt" config shape "titan tok/s" "torch tok/s" ratio "titan GF/s" "torch GF/s" \
-	"titan MFU" "peak GF/s"
+	"titan MFU" "torch MFU"
 for c in "${configs[@]}"; do
 	# shellcheck disable=SC2086  # the fields are words
 	set -- $c
-	best_t=(- - - -) best_p=(- -)
+	best_t=(- - -) best_p=(- -)
 	for (( i = 0; i < runs; i++ )); do
 		titan_run "$@"
 		torch_run "$@"
-		faster "$t_tps" "${best_t[0]}" && best_t=("$t_tps" "$t_gflops" "$t_mfu" "$t_peak")
+		faster "$t_tps" "${best_t[0]}" && best_t=("$t_tps" "$t_gflops" "$t_mfu")
 		faster "$p_tps" "${best_p[0]}" && best_p=("$p_tps" "$p_gflops")
 	done
-	read -r t_tps t_gflops t_mfu t_peak <<<"${best_t[*]}"
+	read -r t_tps t_gflops t_mfu <<<"${best_t[*]}"
 	read -r p_tps p_gflops <<<"${best_p[*]}"
 	# shellcheck disable=SC2059
 	printf "$fmt" "$1" "$8x$9" "$t_tps" "$p_tps" "$(ratio "$t_tps" "$p_tps")" \
-		"$t_gflops" "$p_gflops" "$t_mfu" "$t_peak"
+		"$t_gflops" "$p_gflops" "$t_mfu" "$(mfu "$p_gflops")"
 done
 echo
 echo "command: TITAN_BIN=$TITAN_BIN TITAN_BUILD=$TITAN_BUILD TITAN_DATA=$TITAN_DATA" \

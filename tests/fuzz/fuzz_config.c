@@ -9,8 +9,7 @@
 #include "core/base.h"
 #include "config/config.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
+#include "memfile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -22,23 +21,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-static int write_memfd(const void *p, size_t n, char *path, size_t pn)
-{
-	int fd = memfd_create("fuzz", 0);
-	if (fd < 0)
-		return -1;
-	if (n && write(fd, p, n) != (ssize_t)n) {
-		close(fd);
-		return -1;
-	}
-	snprintf(path, pn, "/proc/self/fd/%d", fd);
-	return fd;
-}
-
 /* A loaded config printed and read back is the same config. */
 static void check_reload(const train_config *c)
 {
-	char *buf = NULL, path[64];
+	char *buf = NULL;
 	size_t n = 0;
 	FILE *fp = open_memstream(&buf, &n);
 	train_config again;
@@ -47,32 +33,23 @@ static void check_reload(const train_config *c)
 	if (config_print(c, fp))
 		abort();
 	fclose(fp);
-	int fd = write_memfd(buf, n, path, sizeof path);
-	if (fd >= 0) {
-		if (config_load(&again, path, 0, NULL))
-			abort();
-		if (!json_equal(c->json, again.json))
-			abort();
-		config_free(&again);
-		close(fd);
-	}
+	if (config_load(&again, fuzz_memfile(buf, n), 0, NULL))
+		abort();
+	if (!json_equal(c->json, again.json))
+		abort();
+	config_free(&again);
 	free(buf);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	train_config c;
-	char path[64];
 	int rc;
 
 	if (size < 1 || size > 8192)
 		return 0;
 	if (data[0] & 1) {
-		int fd = write_memfd(data + 1, size - 1, path, sizeof path);
-		if (fd < 0)
-			return 0;
-		rc = config_load(&c, path, 0, NULL);
-		close(fd);
+		rc = config_load(&c, fuzz_memfile(data + 1, size - 1), 0, NULL);
 	} else {
 		char *text = strndup((const char *)data + 1, size - 1);
 		char *ov[64], *save = NULL;

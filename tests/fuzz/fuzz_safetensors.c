@@ -13,7 +13,7 @@
 #include "core/base.h"
 #include "ckpt/safetensors.h"
 
-#include <sys/syscall.h>
+#include "memfile.h"
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -102,13 +102,8 @@ static void check_rewrite(const st_file *f, const char *path)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static int fd = -1;
-	static char path[64], out[256];
-	if (fd < 0) {
-		fd = (int)syscall(SYS_memfd_create, "fuzz_safetensors", 0);
-		if (fd < 0)
-			abort();
-		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	static char out[256];
+	if (!out[0]) {
 		const char *tmp = getenv("TMPDIR");
 		snprintf(out, sizeof out, "%s/fuzz_safetensors.%ld.safetensors",
 			 tmp && *tmp ? tmp : "/tmp", (long)getpid());
@@ -124,8 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(copy, data, size);
 	if (fix)
 		fix_length(copy, size);
-	if (ftruncate(fd, 0) < 0 || pwrite(fd, copy, size, 0) != (ssize_t)size)
-		abort();
+	const char *path = fuzz_memfile(copy, size);
 	free(copy);
 
 	st_file *f;

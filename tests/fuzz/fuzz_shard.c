@@ -10,7 +10,7 @@
  * get past the checksums and exercise the structural checks behind them. */
 #include "core/base.h"
 
-#include <sys/syscall.h>
+#include "memfile.h"
 #include <unistd.h>
 
 #include "core/hash.h"
@@ -44,14 +44,6 @@ static void fix_checksums(uint8_t *p, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static int fd = -1;
-	static char path[64];
-	if (fd < 0) {
-		fd = (int)syscall(SYS_memfd_create, "fuzz_shard", 0);
-		if (fd < 0)
-			abort();
-		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-	}
 	if (size < 1)
 		return 0;
 	bool fix = !(data[0] & 1);
@@ -63,8 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(copy, data, size);
 	if (fix && size >= 64)
 		fix_checksums(copy, size);
-	if (ftruncate(fd, 0) < 0 || pwrite(fd, copy, size, 0) != (ssize_t)size)
-		abort();
+	const char *path = fuzz_memfile(copy, size);
 	free(copy);
 
 	shard_reader *r;
