@@ -380,7 +380,9 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	r->flops_per_token = llama_flops_per_token(&c->model, r->T);
 	r->peak_flops = c->metrics.peak_flops > 0 ? c->metrics.peak_flops
 						  : kernels_cpu_sgemm_peak(1024);
-	return metrics_open(&r->met, stderr, c->metrics.jsonl, c->metrics.tensorboard);
+	/* -q keeps stderr for errors; the JSONL and events are still written */
+	return metrics_open(&r->met, r->log->verbosity > 0 ? stderr : NULL,
+			    c->metrics.jsonl, c->metrics.tensorboard);
 }
 
 /* One optimizer step over accum micro-batches; the mean loss in *loss. */
