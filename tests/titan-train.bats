@@ -104,14 +104,16 @@ losses() {
 }
 
 @test "training lowers the loss and writes every metric, as JSONL and TensorBoard events" {
-	run train --training.steps=30 --optimizer.lr=3e-3 --metrics.jsonl=m.jsonl \
-		--metrics.tensorboard=tb --validation.freq=15 --validation.steps=2
+	run train --training.steps=40 --optimizer.lr=3e-3 --metrics.jsonl=m.jsonl \
+		--metrics.tensorboard=tb --validation.freq=20 --validation.steps=2
 	expect_status 0
 	expect_output_has "loss"
 	expect_output_has "tps"
+	# the corpus is the documentation, which changes: ask for a clear fall,
+	# not a figure
 	first=$(jq -r 'select(.step == 1) | .loss' m.jsonl)
-	last=$(jq -r 'select(.step == 30 and .loss != null) | .loss' m.jsonl)
-	awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 1.0) }' ||
+	last=$(jq -r 'select(.step == 40 and .loss != null) | .loss' m.jsonl)
+	awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' ||
 		{ echo "loss did not fall: $first -> $last" >&2; return 1; }
 	for k in step loss lr grad_norm tps tflops mfu mem_peak_gib elapsed_s; do
 		expect_eq true "$(jq -s "map(select(.loss != null)) | all(has(\"$k\"))" m.jsonl)"

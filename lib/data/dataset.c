@@ -190,26 +190,56 @@ static int open_shard(dataset_writer *w, int s)
 	return rc;
 }
 
-int dataset_writer_add(dataset_writer *w, int split, const uint32_t *ids, size_t n)
+/* One branch-free pass: ids almost always fit. */
+static bool fits_u16(const uint32_t *ids, size_t n)
 {
-	if (split < 0 || split >= SPLIT_COUNT)
-		return titan_err(TITAN_EINTERNAL, "split %d out of range", split);
-	/* Checked here too so the message names the dataset, not a
-	 * temporary shard file. */
-	for (size_t i = 0; w->token_bytes == 2 && i < n; i++)
+	uint32_t any = 0;
+	for (size_t i = 0; i < n; i++)
+		any |= ids[i];
+	return any <= 0xffff;
+}
+
+/* The u16 check, here too so the message names the dataset, not a
+ * temporary shard file. */
+static int check_u16(const dataset_writer *w, const uint32_t *ids, size_t n)
+{
+	if (w->token_bytes != 2 || fits_u16(ids, n))
+		return 0;
+	for (size_t i = 0; i < n; i++)
 		if (ids[i] > 0xffff)
 			return titan_err(TITAN_ERANGE, "'%s': token id %u does not fit in u16 "
 					 "(vocab size %u)", w->outdir, ids[i], w->o.tok.vocab_size);
+	return 0;
+}
+
+int dataset_writer_add_wrapped(dataset_writer *w, int split, int64_t bos,
+			       const uint32_t *ids, size_t n, int64_t eos)
+{
+	if (split < 0 || split >= SPLIT_COUNT)
+		return titan_err(TITAN_EINTERNAL, "split %d out of range", split);
+	uint32_t head = (uint32_t)bos, tail = (uint32_t)eos;
 	int rc;
+	if ((bos >= 0 && (rc = check_u16(w, &head, 1))) || (rc = check_u16(w, ids, n)) ||
+	    (eos >= 0 && (rc = check_u16(w, &tail, 1))))
+		return rc;
 	if (!w->cur[split] && (rc = open_shard(w, split)))
 		return rc;
-	if ((rc = shard_writer_add_doc(w->cur[split], ids, n)))
+	shard_writer *sw = w->cur[split];
+	if ((rc = shard_writer_start_doc(sw)) ||
+	    (bos >= 0 && (rc = shard_writer_append(sw, &head, 1))) ||
+	    (rc = shard_writer_append(sw, ids, n)) ||
+	    (eos >= 0 && (rc = shard_writer_append(sw, &tail, 1))))
 		return rc;
 	/* Roll after the document that reached the limit: documents never
 	 * span shards. */
-	if (shard_writer_tokens(w->cur[split]) >= w->o.shard_tokens)
+	if (shard_writer_tokens(sw) >= w->o.shard_tokens)
 		return close_shard(w, split);
 	return 0;
+}
+
+int dataset_writer_add(dataset_writer *w, int split, const uint32_t *ids, size_t n)
+{
+	return dataset_writer_add_wrapped(w, split, -1, ids, n, -1);
 }
 
 static json_t *tok_json(const dataset_tokinfo *t)

@@ -46,6 +46,10 @@ typedef struct dataset_writer dataset_writer;
 int dataset_writer_open(dataset_writer **out, const dataset_writer_opts *o);
 /* Append a document (ids as stored: BOS/EOS already in place) to a split. */
 int dataset_writer_add(dataset_writer *w, int split, const uint32_t *ids, size_t n);
+/* Append the document BOS? ids EOS? (bos, eos: -1 for none) without the
+ * caller assembling it. */
+int dataset_writer_add_wrapped(dataset_writer *w, int split, int64_t bos,
+			       const uint32_t *ids, size_t n, int64_t eos);
 /* Close the shards, write manifest.json, rename into place; frees w.
  * A dataset with no tokens at all is TITAN_EFORMAT ("empty corpus"). */
 int dataset_writer_commit(dataset_writer *w);

@@ -14,7 +14,6 @@ typedef struct packer {
 	int64_t bos, eos;
 	uint64_t seed;
 	double val_fraction;
-	titan_u32s doc;      /* BOS? ids EOS? of the document being written */
 	/* Read by the progress line on the caller's thread while a pool thread
 	 * writes them: accessed atomically. */
 	uint64_t docs[SPLIT_COUNT], tokens[SPLIT_COUNT];
@@ -36,20 +35,12 @@ static int pack_doc(void *arg, const uint32_t *ids, size_t n)
 	int split = dataset_split_of(ids, n, p->seed, p->val_fraction);
 	if (split < 0)
 		return split;
-	p->doc.n = 0;
-	int rc = u32s_reserve(&p->doc, n + 2);
+	int rc = dataset_writer_add_wrapped(p->w, split, p->bos, ids, n, p->eos);
 	if (rc)
 		return rc;
-	if (p->bos >= 0)
-		p->doc.v[p->doc.n++] = (uint32_t)p->bos;
-	memcpy(p->doc.v + p->doc.n, ids, n * sizeof *ids);
-	p->doc.n += n;
-	if (p->eos >= 0)
-		p->doc.v[p->doc.n++] = (uint32_t)p->eos;
-	if ((rc = dataset_writer_add(p->w, split, p->doc.v, p->doc.n)))
-		return rc;
+	size_t stored = n + (p->bos >= 0) + (p->eos >= 0);
 	__atomic_store_n(&p->docs[split], p->docs[split] + 1, __ATOMIC_RELAXED);
-	__atomic_store_n(&p->tokens[split], p->tokens[split] + p->doc.n, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->tokens[split], p->tokens[split] + stored, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -221,6 +212,5 @@ int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats
 		st->tokens[k] = p.tokens[k];
 	}
 	st->seconds = titan_now() - t0;
-	u32s_free(&p.doc);
 	return rc;
 }

@@ -8,6 +8,7 @@
 #include "core/hash.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,20 +44,6 @@ static uint32_t get32(const uint8_t *p)
 static uint64_t get64(const uint8_t *p)
 {
 	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-/* Tokens as stored: token_bytes little-endian bytes each. */
-static void encode_tokens(uint8_t *dst, const uint32_t *ids, size_t n, int token_bytes)
-{
-	if (token_bytes == 2) {
-		for (size_t i = 0; i < n; i++) {
-			dst[2 * i] = (uint8_t)ids[i];
-			dst[2 * i + 1] = (uint8_t)(ids[i] >> 8);
-		}
-	} else {
-		for (size_t i = 0; i < n; i++)
-			put32(dst + 4 * i, ids[i]);
-	}
 }
 
 static void decode_tokens(uint32_t *dst, const uint8_t *src, size_t n, int token_bytes)
@@ -132,7 +119,32 @@ static int hash_file(const char *path, uint64_t *out)
 	return rc;
 }
 
-/* ---- writer ---- */
+/* ---- writer ----
+ *
+ * The caller's thread appends tokens, already in their stored form, to a
+ * block; a full block goes to the writer's compressing threads, which
+ * compress and checksum blocks side by side and write them in the order
+ * they came.  So the caller's thread does little more than copy ids, and
+ * compression runs alongside whatever produces them.  At most
+ * WRITER_SLOTS blocks are in the writer at once: the one being filled and
+ * those being compressed or waiting for their turn to be written. */
+
+#define WRITER_THREADS_MAX 4
+#define WRITER_SLOTS (2 * WRITER_THREADS_MAX + 2)
+
+typedef struct writer_slot {
+	uint8_t *raw;          /* the block as stored, before compression */
+	uint8_t *z;            /* compressed */
+	size_t zn;
+	uint64_t xxh64;        /* of raw */
+	uint32_t ntok;
+} writer_slot;
+
+/* What a compressing thread starts with: its writer and its own context. */
+typedef struct compress_arg {
+	shard_writer *w;
+	int k;                 /* index into cctx[] */
+} compress_arg;
 
 struct shard_writer {
 	char *path, *tmp;
@@ -140,31 +152,198 @@ struct shard_writer {
 	int token_bytes;
 	uint32_t block_tokens;
 	int zstd_level;
-	ZSTD_CCtx *cctx;
-	uint32_t *block;       /* tokens of the block being filled */
-	size_t nblock;
-	uint8_t *raw;          /* one block as stored, before compression */
-	uint8_t *zbuf;         /* one compressed block */
 	size_t zcap;
-	uint64_t offset;       /* where the next block goes */
+	writer_slot slot[WRITER_SLOTS];  /* block k is in slot k % WRITER_SLOTS */
+	size_t nblock;         /* tokens in the block being filled */
 	uint64_t tokens;
-	titan_bytes index;     /* INDEX_ENTRY bytes per block, as stored */
 	titan_bytes starts;    /* u64 document starts, as stored */
-	uint32_t nblocks;
+	/* Written by the thread whose block's turn it is, then by close. */
+	uint64_t offset;       /* where the next block goes */
+	titan_bytes index;     /* INDEX_ENTRY bytes per block, as stored */
+	ZSTD_CCtx *cctx[WRITER_THREADS_MAX];
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;     /* signalled on every change of the fields below */
+	pthread_t thread[WRITER_THREADS_MAX];
+	compress_arg arg[WRITER_THREADS_MAX];
+	int nthreads;          /* started */
+	/* Blocks [0, written) are in the file, [written, claimed) with a
+	 * thread, [claimed, queued) waiting for one, block queued is being
+	 * filled. */
+	uint32_t written, claimed, queued;
+	bool quit, cancel;     /* no more blocks; drop those not written */
+	int rc;                /* the threads' first failure, and its message */
+	char msg[1024];
 };
+
+/* Tokens as stored: token_bytes little-endian bytes each. */
+static void store_tokens(uint8_t *dst, const uint32_t *ids, size_t n, int token_bytes)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	if (token_bytes == 4) {
+		memcpy(dst, ids, n * sizeof *ids);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			uint16_t v = (uint16_t)ids[i];
+			memcpy(dst + 2 * i, &v, sizeof v);
+		}
+	}
+#else
+	if (token_bytes == 2) {
+		for (size_t i = 0; i < n; i++) {
+			dst[2 * i] = (uint8_t)ids[i];
+			dst[2 * i + 1] = (uint8_t)(ids[i] >> 8);
+		}
+	} else {
+		for (size_t i = 0; i < n; i++)
+			put32(dst + 4 * i, ids[i]);
+	}
+#endif
+}
+
+/* The part of a block's work that blocks can do side by side. */
+static int compress_block(shard_writer *w, ZSTD_CCtx *cctx, writer_slot *sl, uint32_t block)
+{
+	size_t raw_bytes = (size_t)sl->ntok * (size_t)w->token_bytes;
+	sl->zn = ZSTD_compressCCtx(cctx, sl->z, w->zcap, sl->raw, raw_bytes, w->zstd_level);
+	if (ZSTD_isError(sl->zn))
+		return titan_err(TITAN_EINTERNAL, "'%s': block %u: zstd: %s", w->path, block,
+				 ZSTD_getErrorName(sl->zn));
+	sl->xxh64 = hash64(sl->raw, raw_bytes, 0);
+	return 0;
+}
+
+/* The part that goes in block order. */
+static int write_block(shard_writer *w, const writer_slot *sl)
+{
+	int rc = write_all(w->fd, w->tmp, sl->z, sl->zn);
+	if (rc)
+		return rc;
+	uint8_t e[INDEX_ENTRY];
+	put64(e, w->offset);
+	put32(e + 8, (uint32_t)sl->zn);
+	put32(e + 12, sl->ntok);
+	put64(e + 16, sl->xxh64);
+	rc = bytes_append(&w->index, e, sizeof e);
+	if (rc)
+		return rc;
+	w->offset += sl->zn;
+	return 0;
+}
+
+/* Record a thread's failure (the first one wins); under mu. */
+static void record_failure(shard_writer *w, int rc)
+{
+	if (rc && !w->rc) {
+		w->rc = rc;
+		snprintf(w->msg, sizeof w->msg, "%s", titan_errmsg());
+	}
+}
+
+/* After a failure or a cancel the threads still take every block in turn
+ * (without writing it), so that every wait ends. */
+static void *compress_main(void *arg)
+{
+	const compress_arg *a = arg;
+	shard_writer *w = a->w;
+	ZSTD_CCtx *cctx = w->cctx[a->k];
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (w->claimed == w->queued && !w->quit)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->claimed == w->queued)
+			break;
+		uint32_t b = w->claimed++;
+		writer_slot *sl = &w->slot[b % WRITER_SLOTS];
+		bool skip = w->rc || w->cancel;
+		pthread_mutex_unlock(&w->mu);
+		int rc = skip ? 0 : compress_block(w, cctx, sl, b);
+		pthread_mutex_lock(&w->mu);
+		while (w->written != b)
+			pthread_cond_wait(&w->cv, &w->mu);
+		skip = skip || rc || w->rc || w->cancel;
+		pthread_mutex_unlock(&w->mu);
+		/* One thread at a time gets here, the one holding block
+		 * `written`: the file and the index are its alone. */
+		if (!skip)
+			rc = write_block(w, sl);
+		pthread_mutex_lock(&w->mu);
+		record_failure(w, rc);
+		w->written++;
+		pthread_cond_broadcast(&w->cv);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* The threads' failure as the caller's error; under mu. */
+static int compress_failure(shard_writer *w)
+{
+	return w->rc ? titan_err(w->rc, "%s", w->msg) : 0;
+}
+
+/* Hand the filled block to the threads; wait for a free slot. */
+static int queue_block(shard_writer *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->slot[w->queued % WRITER_SLOTS].ntok = (uint32_t)w->nblock;
+	w->queued++;
+	pthread_cond_broadcast(&w->cv);
+	while (w->queued - w->written == WRITER_SLOTS)
+		pthread_cond_wait(&w->cv, &w->mu);
+	int rc = compress_failure(w);
+	pthread_mutex_unlock(&w->mu);
+	w->nblock = 0;
+	return rc;
+}
+
+/* Queue the last, partial block (unless cancel), let the threads write
+ * every queued block (or drop them) and join them. */
+static int finish_blocks(shard_writer *w, bool cancel)
+{
+	if (!w->nthreads)
+		return 0;
+	pthread_mutex_lock(&w->mu);
+	if (w->nblock && !cancel) {
+		w->slot[w->queued % WRITER_SLOTS].ntok = (uint32_t)w->nblock;
+		w->queued++;
+		w->nblock = 0;
+	}
+	w->quit = true;
+	w->cancel = cancel;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	for (int k = 0; k < w->nthreads; k++)
+		pthread_join(w->thread[k], NULL);
+	w->nthreads = 0;
+	return compress_failure(w);
+}
+
+/* Compressing threads: one per core, within WRITER_THREADS_MAX; the
+ * bytes written do not depend on it. */
+static int writer_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > WRITER_THREADS_MAX ? WRITER_THREADS_MAX : (int)n;
+}
 
 static void writer_free(shard_writer *w)
 {
+	finish_blocks(w, true);
 	if (w->fd >= 0)
 		close(w->fd);
-	ZSTD_freeCCtx(w->cctx);
-	free(w->block);
-	free(w->raw);
-	free(w->zbuf);
+	for (int k = 0; k < WRITER_THREADS_MAX; k++)
+		ZSTD_freeCCtx(w->cctx[k]);
+	for (int k = 0; k < WRITER_SLOTS; k++) {
+		free(w->slot[k].raw);
+		free(w->slot[k].z);
+	}
 	bytes_free(&w->index);
 	bytes_free(&w->starts);
 	free(w->path);
 	free(w->tmp);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
 	free(w);
 }
 
@@ -186,6 +365,8 @@ int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
 	shard_writer *w = calloc(1, sizeof *w);
 	if (!w)
 		return titan_err_nomem();
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
 	w->fd = -1;
 	w->token_bytes = token_bytes;
 	w->block_tokens = block_tokens;
@@ -196,11 +377,15 @@ int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
 	size_t tmplen = strlen(path) + 32;
 	w->path = strdup(path);
 	w->tmp = malloc(tmplen);
-	w->cctx = ZSTD_createCCtx();
-	w->block = malloc((size_t)block_tokens * sizeof *w->block);
-	w->raw = malloc(raw_bytes);
-	w->zbuf = malloc(w->zcap);
-	if (!w->path || !w->tmp || !w->cctx || !w->block || !w->raw || !w->zbuf) {
+	int nthreads = writer_threads();
+	bool nomem = !w->path || !w->tmp;
+	for (int k = 0; k < nthreads; k++)
+		nomem |= !(w->cctx[k] = ZSTD_createCCtx());
+	for (int k = 0; k < WRITER_SLOTS; k++) {
+		nomem |= !(w->slot[k].raw = malloc(raw_bytes));
+		nomem |= !(w->slot[k].z = malloc(w->zcap));
+	}
+	if (nomem) {
 		writer_free(w);
 		return titan_err_nomem();
 	}
@@ -217,66 +402,86 @@ int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
 		shard_writer_abort(w);
 		return rc;
 	}
+	for (int k = 0; k < nthreads; k++) {
+		w->arg[k] = (compress_arg){ .w = w, .k = k };
+		int err = pthread_create(&w->thread[k], NULL, compress_main, &w->arg[k]);
+		if (err) {
+			errno = err;
+			int rc = titan_err_errno(TITAN_EIO, "'%s': cannot start a compressing "
+						 "thread", w->path);
+			shard_writer_abort(w);
+			return rc;
+		}
+		w->nthreads++;
+	}
 	*out = w;
 	return 0;
 }
 
-static int flush_block(shard_writer *w)
+/* The first id of ids[0..n) past 0xffff.  One branch-free pass first:
+ * ids almost always fit. */
+static bool find_past_u16(const uint32_t *ids, size_t n, uint32_t *bad_id)
 {
-	if (!w->nblock)
-		return 0;
-	size_t raw_bytes = w->nblock * (size_t)w->token_bytes;
-	encode_tokens(w->raw, w->block, w->nblock, w->token_bytes);
-	size_t zn = ZSTD_compressCCtx(w->cctx, w->zbuf, w->zcap, w->raw, raw_bytes,
-				      w->zstd_level);
-	if (ZSTD_isError(zn))
-		return titan_err(TITAN_EINTERNAL, "'%s': block %u: zstd: %s", w->path,
-				 w->nblocks, ZSTD_getErrorName(zn));
-	int rc = write_all(w->fd, w->tmp, w->zbuf, zn);
-	if (rc)
-		return rc;
-	uint8_t e[INDEX_ENTRY];
-	put64(e, w->offset);
-	put32(e + 8, (uint32_t)zn);
-	put32(e + 12, (uint32_t)w->nblock);
-	put64(e + 16, hash64(w->raw, raw_bytes, 0));
-	rc = bytes_append(&w->index, e, sizeof e);
-	if (rc)
-		return rc;
-	w->offset += zn;
-	w->nblocks++;
-	w->nblock = 0;
-	return 0;
+	uint32_t any = 0;
+	for (size_t i = 0; i < n; i++)
+		any |= ids[i];
+	if (any <= 0xffff)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (ids[i] > 0xffff) {
+			*bad_id = ids[i];
+			break;
+		}
+	}
+	return true;
 }
 
-int shard_writer_add_doc(shard_writer *w, const uint32_t *ids, size_t n)
+int shard_writer_start_doc(shard_writer *w)
 {
-	if (w->token_bytes == 2) {
-		for (size_t i = 0; i < n; i++)
-			if (ids[i] > 0xffff)
-				return titan_err(TITAN_ERANGE,
-						 "'%s': token id %u does not fit in u16",
-						 w->path, ids[i]);
-	}
 	uint8_t s[8];
 	put64(s, w->tokens);
-	int rc = bytes_append(&w->starts, s, sizeof s);
-	if (rc)
-		return rc;
+	return bytes_append(&w->starts, s, sizeof s);
+}
+
+/* Ids known to fit, to the document started last. */
+static int append_tokens(shard_writer *w, const uint32_t *ids, size_t n)
+{
 	while (n) {
 		size_t take = TITAN_MIN(n, (size_t)w->block_tokens - w->nblock);
-		memcpy(w->block + w->nblock, ids, take * sizeof *ids);
+		uint8_t *raw = w->slot[w->queued % WRITER_SLOTS].raw;
+		store_tokens(raw + w->nblock * (size_t)w->token_bytes, ids, take, w->token_bytes);
 		w->nblock += take;
 		w->tokens += take;
 		ids += take;
 		n -= take;
 		if (w->nblock == w->block_tokens) {
-			rc = flush_block(w);
+			int rc = queue_block(w);
 			if (rc)
 				return rc;
 		}
 	}
 	return 0;
+}
+
+int shard_writer_add_doc(shard_writer *w, const uint32_t *ids, size_t n)
+{
+	uint32_t bad_id = 0;
+	/* Checked before the document starts, so a refused one leaves no
+	 * trace. */
+	if (w->token_bytes == 2 && find_past_u16(ids, n, &bad_id))
+		return titan_err(TITAN_ERANGE, "'%s': token id %u does not fit in u16",
+				 w->path, bad_id);
+	int rc = shard_writer_start_doc(w);
+	return rc ? rc : append_tokens(w, ids, n);
+}
+
+int shard_writer_append(shard_writer *w, const uint32_t *ids, size_t n)
+{
+	uint32_t bad_id = 0;
+	if (w->token_bytes == 2 && find_past_u16(ids, n, &bad_id))
+		return titan_err(TITAN_ERANGE, "'%s': token id %u does not fit in u16",
+				 w->path, bad_id);
+	return append_tokens(w, ids, n);
 }
 
 uint64_t shard_writer_tokens(const shard_writer *w)
@@ -287,7 +492,7 @@ uint64_t shard_writer_tokens(const shard_writer *w)
 /* Index, document table, footer and header: everything after the blocks. */
 static int write_tail(shard_writer *w, uint64_t *size)
 {
-	int rc = flush_block(w);
+	int rc = finish_blocks(w, false);
 	if (rc)
 		return rc;
 	uint64_t index_off = w->offset;
@@ -302,7 +507,7 @@ static int write_tail(shard_writer *w, uint64_t *size)
 	uint8_t *z = malloc(bound ? bound : 1);
 	if (!z)
 		return titan_err_nomem();
-	size_t zn = ZSTD_compressCCtx(w->cctx, z, bound, w->starts.v ? w->starts.v : sum,
+	size_t zn = ZSTD_compressCCtx(w->cctx[0], z, bound, w->starts.v ? w->starts.v : sum,
 				      w->starts.n, w->zstd_level);
 	if (ZSTD_isError(zn)) {
 		free(z);
@@ -327,7 +532,7 @@ static int write_tail(shard_writer *w, uint64_t *size)
 	put32(h + 8, SHARD_VERSION);
 	put32(h + 12, (uint32_t)w->token_bytes);
 	put32(h + 16, w->block_tokens);
-	put32(h + 20, w->nblocks);
+	put32(h + 20, w->written);
 	put64(h + 24, w->tokens);
 	put64(h + 32, w->starts.n / 8);
 	put64(h + 40, index_off);
@@ -374,6 +579,7 @@ void shard_writer_abort(shard_writer *w)
 {
 	if (!w)
 		return;
+	finish_blocks(w, true);  /* the thread may be writing to fd */
 	if (w->fd >= 0) {
 		close(w->fd);
 		w->fd = -1;

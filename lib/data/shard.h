@@ -34,11 +34,22 @@ typedef struct shard_summary {
 
 /* Create PATH (written as PATH.tmp.PID, renamed by shard_writer_close).
  * token_bytes: 2 (u16: every id < 65536) or 4 (u32).  block_tokens: 0 is
- * SHARD_BLOCK_TOKENS_DEFAULT, at most 2^24.  zstd_level: 0 is 1. */
+ * SHARD_BLOCK_TOKENS_DEFAULT, at most 2^24.  zstd_level: 0 is 1.
+ * The writer compresses, checksums and writes full blocks on threads of its
+ * own (one per core, at most 4; the bytes do not depend on how many), with
+ * a few blocks in flight; call its functions from one thread at a time.  A
+ * failure there comes back from a later add, append or close. */
 int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
 		      uint32_t block_tokens, int zstd_level);
-/* Append one document; an id that does not fit token_bytes is TITAN_ERANGE. */
+/* Append one document; an id that does not fit token_bytes is TITAN_ERANGE
+ * and adds nothing. */
 int shard_writer_add_doc(shard_writer *w, const uint32_t *ids, size_t n);
+/* The same in pieces, so a document need not be assembled first: start a
+ * document, then append its ids in as many calls as it takes.  An id that
+ * does not fit is TITAN_ERANGE; after a failed append the writer is good
+ * only for shard_writer_abort. */
+int shard_writer_start_doc(shard_writer *w);
+int shard_writer_append(shard_writer *w, const uint32_t *ids, size_t n);
 uint64_t shard_writer_tokens(const shard_writer *w);
 /* Flush the last block, write index, document table and footer, fsync,
  * rename into place; frees w (also on failure). */

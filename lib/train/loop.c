@@ -428,7 +428,7 @@ static int loop(run *r, train_result *res)
 	res->first_step = r->step + 1;
 	res->last_step = r->step;
 	while (r->step < steps) {
-		double t0 = titan_now(), loss, norm;
+		double t0 = titan_now(), loss = 0, norm = 0;
 		if ((rc = train_step(r, &loss, &norm, &data_s)))
 			return rc;
 		lr = c->optimizer.lr * lr_factor(&r->sched, r->step + 1);

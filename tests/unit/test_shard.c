@@ -165,6 +165,62 @@ static void test_u16_range(void)
 	CHECK(access(tmp, F_OK) != 0 && access(path, F_OK) != 0, "abort left a file");
 }
 
+/* A document appended in pieces is stored exactly as one added whole. */
+static void test_pieces_match_whole(void)
+{
+	char whole[600], pieces[600];
+	path_in(whole, sizeof whole, "whole.shard");
+	path_in(pieces, sizeof pieces, "pieces.shard");
+	docs d;
+	make_docs(&d, 400, 60, 65536);
+	shard_summary a, b;
+	REQUIRE(write_shard(whole, &d, 2, 16, &a) == 0, "%s", titan_errmsg());
+	shard_writer *w;
+	REQUIRE(shard_writer_open(&w, pieces, 2, 16, 0) == 0, "%s", titan_errmsg());
+	size_t off = 0;
+	int rc = 0;
+	for (size_t i = 0; i < d.lens.n && !rc; i++) {
+		size_t left = d.lens.v[i];
+		rc = shard_writer_start_doc(w);
+		while (!rc) {
+			size_t take = left ? (size_t)(rnd() % (left + 1)) : 0;
+			rc = shard_writer_append(w, d.ids.v + off, take);
+			off += take;
+			left -= take;
+			if (!left)
+				break;
+		}
+	}
+	REQUIRE(rc == 0, "%s", titan_errmsg());
+	REQUIRE(shard_writer_close(w, &b) == 0, "%s", titan_errmsg());
+	CHECK(a.xxh64 == b.xxh64 && a.bytes == b.bytes && a.docs == b.docs,
+	      "pieces differ from whole documents");
+	uint32_t bad[] = { 65536 };
+	REQUIRE(shard_writer_open(&w, pieces, 2, 16, 0) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_start_doc(w) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_append(w, bad, 1) == TITAN_ERANGE, "65536 in u16, appended");
+	shard_writer_abort(w);
+	unlink(whole);
+	unlink(pieces);
+	free_docs(&d);
+}
+
+/* Abort with blocks still queued for compression: nothing is left. */
+static void test_abort_with_blocks_queued(void)
+{
+	char path[600], tmp[700];
+	path_in(path, sizeof path, "queued.shard");
+	docs d;
+	make_docs(&d, 2000, 100, 1u << 20);
+	shard_writer *w;
+	REQUIRE(shard_writer_open(&w, path, 4, 3, 0) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_add_doc(w, d.ids.v, d.ids.n) == 0, "%s", titan_errmsg());
+	shard_writer_abort(w);
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+	CHECK(access(tmp, F_OK) != 0 && access(path, F_OK) != 0, "abort left a file");
+	free_docs(&d);
+}
+
 static int read_file(const char *path, titan_bytes *b)
 {
 	FILE *f = fopen(path, "rb");
@@ -274,6 +330,9 @@ int main(void)
 	RUN(test_u16_range);
 	RUN(test_damage);
 	RUN(test_not_a_shard);
+	/* Last, so the tests above see the random data they always saw. */
+	RUN(test_pieces_match_whole);
+	RUN(test_abort_with_blocks_queued);
 	check_rmtree(check_scratch);
 	return check_done();
 }
