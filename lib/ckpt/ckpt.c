@@ -44,15 +44,6 @@ struct ckpt_saver {
 
 /* --- paths and directories --- */
 
-static char *path_join(const char *dir, const char *name)
-{
-	size_t n = strlen(dir) + strlen(name) + 2;
-	char *p = malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", dir, name);
-	return p;
-}
-
 /* Remove what dirfd holds, depth first, never following links. */
 static int remove_contents(int dirfd, const char *shown)
 {
@@ -185,7 +176,7 @@ static int prune(const char *folder, int keep)
 	for (size_t i = (size_t)keep; !rc && i < n; i++) {
 		char name[48];
 		snprintf(name, sizeof name, "step-%ld", steps[i]);
-		char *p = path_join(folder, name);
+		char *p = file_path_join(folder, name);
 		rc = p ? remove_tree(p) : titan_err_nomem();
 		free(p);
 	}
@@ -289,8 +280,8 @@ static int write_step(const ckpt_saver *s, long step, const ckpt_tensor *t, size
 	snprintf(final, len, "%s/%s", s->folder, name);
 	snprintf(tmp, len, "%s/%s.tmp", s->folder, name);
 	snprintf(old, len, "%s/%s.old", s->folder, name);
-	shard = path_join(tmp, file);
-	man = path_join(tmp, "manifest.json");
+	shard = file_path_join(tmp, file);
+	man = file_path_join(tmp, "manifest.json");
 	if (!shard || !man) {
 		rc = titan_err_nomem();
 		goto out;
@@ -591,13 +582,13 @@ int ckpt_resolve(const char *folder, const char *load, char **dir)
 					 folder);
 		char name[48];
 		snprintf(name, sizeof name, "step-%ld", best);
-		*dir = path_join(folder, name);
+		*dir = file_path_join(folder, name);
 		return *dir ? 0 : titan_err_nomem();
 	}
 	struct stat st;
 	if (stat(load, &st) < 0)
 		return titan_err_errno(TITAN_EIO, "cannot open checkpoint '%s'", load);
-	char *man = path_join(load, "manifest.json");
+	char *man = file_path_join(load, "manifest.json");
 	if (!man)
 		return titan_err_nomem();
 	bool ok = S_ISDIR(st.st_mode) && access(man, F_OK) == 0;
@@ -612,7 +603,7 @@ int ckpt_resolve(const char *folder, const char *load, char **dir)
 int ckpt_read_manifest(const char *dir, json_t **manifest)
 {
 	*manifest = NULL;
-	char *path = path_join(dir, "manifest.json");
+	char *path = file_path_join(dir, "manifest.json");
 	if (!path)
 		return titan_err_nomem();
 	json_t *m = NULL;
@@ -706,7 +697,7 @@ static int shard_get(struct open_shards *o, const char *dir, const char *man,
 		o->files = ff;
 		o->cap = cap;
 	}
-	char *path = path_join(dir, file);
+	char *path = file_path_join(dir, file);
 	char *name = strdup(file);
 	int rc = path && name ? st_open(out, path) : titan_err_nomem();
 	free(path);
@@ -888,7 +879,7 @@ int ckpt_load(const char *dir, ckpt_tensor *t, size_t n)
 	int rc = ckpt_read_manifest(dir, &m);
 	if (rc)
 		return rc;
-	char *man = path_join(dir, "manifest.json");
+	char *man = file_path_join(dir, "manifest.json");
 	json_t *tensors = NULL;
 	if (!man)
 		rc = titan_err_nomem();

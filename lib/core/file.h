@@ -27,6 +27,9 @@ void atomic_abort(titan_atomic *a);
 /* Write buf to PATH atomically in one call. */
 int atomic_write_file(const char *path, const void *buf, size_t n);
 
+/* "DIR/NAME", allocated; NULL when memory runs out (no message set). */
+char *file_path_join(const char *dir, const char *name);
+
 /* fsync a directory (after creating, renaming or removing entries in it),
  * or the directory that holds path, so the change itself is durable. */
 int file_sync_dir(const char *dir);

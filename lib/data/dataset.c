@@ -69,15 +69,6 @@ static void remove_tree(const char *path)
 	}
 }
 
-static char *path_join(const char *dir, const char *name)
-{
-	size_t n = strlen(dir) + strlen(name) + 2;
-	char *p = malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", dir, name);
-	return p;
-}
-
 /* ---- writer ---- */
 
 typedef struct shard_entry {
@@ -179,7 +170,7 @@ static int open_shard(dataset_writer *w, int s)
 	shard_entry *e = &grown[w->nshards[s]];
 	memset(e, 0, sizeof *e);
 	snprintf(e->file, sizeof e->file, "%s-%05zu.shard", split_names[s], w->nshards[s]);
-	char *path = path_join(w->tmpdir, e->file);
+	char *path = file_path_join(w->tmpdir, e->file);
 	if (!path)
 		return titan_err_nomem();
 	int rc = shard_writer_open(&w->cur[s], path, w->token_bytes, w->o.block_tokens,
@@ -296,7 +287,7 @@ static int write_manifest(const dataset_writer *w)
 			      "val", split_json(w, SPLIT_VAL));
 	if (!m)
 		return titan_err(TITAN_ENOMEM, "'%s': cannot build manifest.json", w->outdir);
-	char *path = path_join(w->tmpdir, "manifest.json");
+	char *path = file_path_join(w->tmpdir, "manifest.json");
 	int rc = path ? json_write_path(m, path) : titan_err_nomem();
 	free(path);
 	json_decref(m);
@@ -482,7 +473,7 @@ static int parse_shard(dataset *d, int s, size_t i, json_t *j, const char *file)
 	if (strlen(hex) != 16 || *end || errno)
 		return titan_err(TITAN_EFORMAT, "'%s': %s.xxh64: expected 16 hex digits",
 				 file, where);
-	sh->path = path_join(d->dir, name);
+	sh->path = file_path_join(d->dir, name);
 	if (!sh->path)
 		return titan_err_nomem();
 	struct stat st;
@@ -594,7 +585,7 @@ int dataset_open(dataset **out, const char *dir)
 	if (!d)
 		return titan_err_nomem();
 	d->dir = strdup(dir);
-	char *file = path_join(dir, "manifest.json");
+	char *file = file_path_join(dir, "manifest.json");
 	json_t *m = NULL;
 	int rc = !d->dir || !file ? titan_err_nomem() : json_load_path(&m, file);
 	if (!rc)

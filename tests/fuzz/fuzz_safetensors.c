@@ -108,15 +108,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		snprintf(out, sizeof out, "%s/fuzz_safetensors.%ld.safetensors",
 			 tmp && *tmp ? tmp : "/tmp", (long)getpid());
 	}
-	if (size < 1)
-		return 0;
-	bool fix = !(data[0] & 1);
-	data++;
-	size--;
-	uint8_t *copy = malloc(size ? size : 1);
+	bool fix;
+	uint8_t *copy = fuzz_take(data, &size, &fix);
 	if (!copy)
-		abort();
-	memcpy(copy, data, size);
+		return 0;
 	if (fix)
 		fix_length(copy, size);
 	const char *path = fuzz_memfile(copy, size);

@@ -44,15 +44,10 @@ static void fix_checksums(uint8_t *p, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	if (size < 1)
-		return 0;
-	bool fix = !(data[0] & 1);
-	data++;
-	size--;
-	uint8_t *copy = malloc(size ? size : 1);
+	bool fix;
+	uint8_t *copy = fuzz_take(data, &size, &fix);
 	if (!copy)
-		abort();
-	memcpy(copy, data, size);
+		return 0;
 	if (fix && size >= 64)
 		fix_checksums(copy, size);
 	const char *path = fuzz_memfile(copy, size);

@@ -3,8 +3,11 @@
  * like any file.  Each call replaces the previous content. */
 #ifndef TITAN_FUZZ_MEMFILE_H
 #define TITAN_FUZZ_MEMFILE_H
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -22,6 +25,25 @@ static const char *fuzz_memfile(const void *data, size_t size)
 	if (ftruncate(fd, 0) < 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size))
 		abort();
 	return path;
+}
+
+/* The targets' common input convention: the first byte picks a mode (its
+ * low bit: 0 means "repair the input so it passes the outer checks"), the
+ * rest is the data, returned as a copy the target may repair (free it);
+ * NULL for an empty input. */
+static uint8_t *fuzz_take(const uint8_t *data, size_t *size, bool *repair)
+{
+	uint8_t *copy;
+
+	if (*size < 1)
+		return NULL;
+	*repair = !(data[0] & 1);
+	(*size)--;
+	copy = malloc(*size ? *size : 1);
+	if (!copy)
+		abort();
+	memcpy(copy, data + 1, *size);
+	return copy;
 }
 
 #endif
