@@ -249,8 +249,20 @@ static void info_text(json_t *j)
 }
 
 /* The one OUTDIR operand of info, cat and verify. */
-static int one_dir(const opt_list *rest, const char **dir)
+/* The options of a command on one dataset directory.  With --help the help
+ * is printed and *dir stays NULL: the command has nothing more to do. */
+static int dir_command_args(const opt_spec *specs, const char *synopsis, const bool *help,
+			    int argc, char **argv, opt_list *rest, const char **dir)
 {
+	int rc = opt_parse(specs, argc, argv, rest);
+
+	*dir = NULL;
+	if (rc)
+		return rc;
+	if (*help) {
+		cli_print_help(synopsis, specs);
+		return 0;
+	}
 	if (rest->n == 0)
 		return titan_err(TITAN_EUSAGE, "no dataset directory given");
 	if (rest->n > 1)
@@ -272,14 +284,8 @@ static int cmd_info(int argc, char **argv, titan_log *log)
 	opt_list rest = {0};
 	dataset *d = NULL;
 	const char *dir = NULL;
-	int rc = opt_parse(specs, argc, argv, &rest);
-	if (!rc && help) {
-		cli_print_help(INFO_SYNOPSIS, specs);
-		goto out;
-	}
-	if (!rc)
-		rc = one_dir(&rest, &dir);
-	if (rc || (rc = dataset_open(&d, dir)))
+	int rc = dir_command_args(specs, INFO_SYNOPSIS, &help, argc, argv, &rest, &dir);
+	if (rc || !dir || (rc = dataset_open(&d, dir)))
 		goto out;
 	json_t *j = info_json(d, dir);
 	if (!j) {
@@ -457,13 +463,9 @@ static int cmd_cat(int argc, char **argv, titan_log *log)
 	cat_run c = {0};
 	const char *dir = NULL;
 	int split = SPLIT_TRAIN;
-	int rc = opt_parse(specs, argc, argv, &rest);
-	if (!rc && help) {
-		cli_print_help(CAT_SYNOPSIS, specs);
+	int rc = dir_command_args(specs, CAT_SYNOPSIS, &help, argc, argv, &rest, &dir);
+	if (!rc && !dir)
 		goto out;
-	}
-	if (!rc)
-		rc = one_dir(&rest, &dir);
 	if (!rc)
 		rc = dataset_split_index(split_name, &split);
 	if (!rc && !strcmp(format, "u32"))
@@ -522,14 +524,8 @@ static int cmd_verify(int argc, char **argv, titan_log *log)
 	opt_list rest = {0};
 	dataset *d = NULL;
 	const char *dir = NULL;
-	int rc = opt_parse(specs, argc, argv, &rest);
-	if (!rc && help) {
-		cli_print_help(VERIFY_SYNOPSIS, specs);
-		goto out;
-	}
-	if (!rc)
-		rc = one_dir(&rest, &dir);
-	if (rc || (rc = dataset_verify(dir)) || (rc = dataset_open(&d, dir)))
+	int rc = dir_command_args(specs, VERIFY_SYNOPSIS, &help, argc, argv, &rest, &dir);
+	if (rc || !dir || (rc = dataset_verify(dir)) || (rc = dataset_open(&d, dir)))
 		goto out;
 	uint64_t shards = 0, blocks = 0;
 	for (int s = 0; s < SPLIT_COUNT && !rc; s++) {
