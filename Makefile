@@ -34,6 +34,7 @@ LIB_SRC := $(sort $(shell find lib $(wildcard kernels/cpu) -name '*.c'))
 CMD_SRC := $(sort $(wildcard cmd/titan-*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))
+TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 CU_SRC := $(sort $(wildcard kernels/cuda/*.cu))
 
@@ -61,6 +62,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BINS := $(CMD_SRC:cmd/%.c=$(BUILD)/bin/%)
 TESTS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCHES := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+TOOLS := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 LIBA := $(BUILD)/libtitan.a
 
 # Keep the objects of tools and tests: make would delete them as
@@ -69,7 +71,7 @@ LIBA := $(BUILD)/libtitan.a
 
 .PHONY: all test unit asan bench golden demo install uninstall clean deps test-deps fuzz \
 	test-cuda bench-cuda unicode-tables help
-all: $(BINS) $(TESTS) $(BENCHES)
+all: $(BINS) $(TESTS) $(BENCHES) $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -93,6 +95,12 @@ $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(BUILD)/obj/cmd/cli.o $(LIBA)
 	$(Q)$(CC) $(ALL_CFLAGS) $< $(BUILD)/obj/cmd/cli.o $(LIBA) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBA)
+	@mkdir -p $(@D)
+	$(say) LINK $@
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@
+
+# tests/tools: small programs the CLI tests drive (not tests themselves).
+$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBA)
 	@mkdir -p $(@D)
 	$(say) LINK $@
 	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBA) $(LDLIBS) -o $@

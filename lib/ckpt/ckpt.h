@@ -31,6 +31,10 @@ typedef struct ckpt_tensor {
 
 typedef struct ckpt_saver ckpt_saver;
 
+/* Called as work streams: bytes done so far and the total (for a progress
+ * line on a tty). */
+typedef void (*ckpt_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
 /* folder is created if missing.  keep_latest_k <= 0 keeps all.  async: the
  * save copies the tensors to a staging buffer and writes on a background
  * thread while training goes on. */
@@ -60,5 +64,85 @@ int ckpt_read_manifest(const char *dir, json_t **manifest);
  * a global shape that differs is TITAN_EFORMAT naming the tensor and both
  * shapes. */
 int ckpt_load(const char *dir, ckpt_tensor *t, size_t n);
+
+/* Every save also copies these files into the step directory (before it is
+ * renamed into place), e.g. "tokenizer.json" from the dataset's tokenizer,
+ * so that a checkpoint carries what it takes to use it.  src is copied when
+ * the save starts (async saves copy on the background thread). */
+int ckpt_saver_attach_file(ckpt_saver *s, const char *name, const char *src);
+
+/* --- reading a checkpoint tensor by tensor (titan-ckpt, titan-gen) --- */
+
+typedef struct ckpt_shard_info {
+	const char *file;            /* name inside the step directory */
+	int64_t start[CKPT_MAX_DIMS], shape[CKPT_MAX_DIMS];
+	bool has_checksum;
+	uint64_t checksum;           /* hash64 (core/hash.h) of the slice's bytes */
+} ckpt_shard_info;
+
+typedef struct ckpt_tensor_info {
+	const char *name;
+	int ndim;
+	int64_t shape[CKPT_MAX_DIMS];
+	size_t nshards;
+	const ckpt_shard_info *shards;
+} ckpt_tensor_info;
+
+typedef struct ckpt_reader ckpt_reader;
+
+/* path: a step directory (it holds manifest.json) or a checkpoint folder
+ * (its latest complete step).  Parses and checks the manifest (format,
+ * version, every tensor's shape and shard list); shard files are mapped
+ * lazily, one tensor's worth at a time, never read whole. */
+int ckpt_reader_open(ckpt_reader **out, const char *path);
+void ckpt_reader_close(ckpt_reader *r);
+const char *ckpt_reader_dir(const ckpt_reader *r);       /* the step directory */
+const json_t *ckpt_reader_manifest(const ckpt_reader *r);
+long ckpt_reader_step(const ckpt_reader *r);
+/* Tensors in manifest order. */
+size_t ckpt_reader_count(const ckpt_reader *r);
+const ckpt_tensor_info *ckpt_reader_tensor(const ckpt_reader *r, size_t i);
+/* NULL when absent. */
+const ckpt_tensor_info *ckpt_reader_find(const ckpt_reader *r, const char *name);
+/* Read the slice start/shape of tensor name into dst (fp32, row-major),
+ * from whatever shards overlap it.  start/shape NULL: the whole tensor.
+ * Missing tensor, slice outside the tensor, or a region no shard covers is
+ * TITAN_EFORMAT naming the tensor. */
+int ckpt_reader_read(ckpt_reader *r, const char *name, const int64_t *start,
+		     const int64_t *shape, float *dst);
+/* The file NAME in the step directory ("tokenizer.json") as an allocated
+ * path, or NULL when the checkpoint does not carry it. */
+char *ckpt_reader_file(const ckpt_reader *r, const char *name);
+/* Check everything: each shard file opens as safetensors, holds each slice
+ * the manifest names with the manifest's shape and dtype F32, its bytes
+ * match the manifest's checksum, and the slices of each tensor tile it
+ * exactly once (no gap, no overlap).  The first problem is TITAN_EFORMAT
+ * naming the file and the tensor.  progress (may be NULL) is called after
+ * each tensor with the bytes checked so far and the total. */
+int ckpt_reader_verify(ckpt_reader *r, ckpt_progress_fn progress, void *arg);
+
+/* --- writing a checkpoint of any layout from one process --- */
+
+/* ckpt_writer builds one step directory DIR (any path; written as DIR.tmp,
+ * fsynced and renamed into place at commit; an existing DIR is TITAN_EUSAGE
+ * unless force) with nfiles shard files named rank-RRRRR.safetensors after
+ * the ranks given.  Tensors stream: declare every slice of every file
+ * first, then put the data file by file in declaration order, so memory
+ * holds one slice at a time (titan-ckpt import and reshard). */
+typedef struct ckpt_writer ckpt_writer;
+int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force);
+/* Declare that the file of rank holds t's slice (t->data ignored). */
+int ckpt_writer_declare(ckpt_writer *w, int rank, const ckpt_tensor *t);
+/* Data of the next declared slice: ranks in increasing order, within a rank
+ * the order declared.  n floats, which must be the slice's size. */
+int ckpt_writer_put(ckpt_writer *w, const float *data, size_t n);
+/* Copy src into the step directory as name (see ckpt_saver_attach_file). */
+int ckpt_writer_attach_file(ckpt_writer *w, const char *name, const char *src);
+/* Manifest "layout" (may be NULL) and "extra" (borrowed), then write the
+ * manifest, fsync and rename.  Every declared slice must have been put and
+ * every tensor must be covered exactly once. */
+int ckpt_writer_commit(ckpt_writer *w, const json_t *layout, const json_t *extra);
+/* Frees; without a commit, removes DIR.tmp. */
+void ckpt_writer_free(ckpt_writer *w);
 
 #endif

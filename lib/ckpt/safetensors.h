@@ -59,4 +59,22 @@ int st_writer_meta(st_writer *w, const char *key, const char *value);
 int st_writer_write(st_writer *w, const char *path);
 void st_writer_free(st_writer *w);
 
+/* Streaming writer, for files larger than memory: declare every tensor
+ * (and metadata), then st_stream_begin writes the header to PATH.tmp, then
+ * st_stream_put hands over the tensors' bytes in declaration order (a
+ * tensor may come in several pieces), and st_stream_finish checks that
+ * every byte came, fsyncs and renames PATH.tmp to PATH.  Freeing an
+ * unfinished stream removes PATH.tmp. */
+typedef struct st_stream st_stream;
+int st_stream_new(st_stream **out);
+int st_stream_declare(st_stream *w, const char *name, st_dtype dtype, int ndim,
+		      const int64_t *shape);
+int st_stream_meta(st_stream *w, const char *key, const char *value);
+/* Bytes of the data section declared so far. */
+uint64_t st_stream_data_bytes(const st_stream *w);
+int st_stream_begin(st_stream *w, const char *path);
+int st_stream_put(st_stream *w, const void *data, size_t bytes);
+int st_stream_finish(st_stream *w);
+void st_stream_free(st_stream *w);
+
 #endif

@@ -55,6 +55,9 @@ static const struct config_key keys[] = {
 	MODEL(vocab_size, K_INT, "vocabulary size"),
 	MODEL(multiple_of, K_INT, "FFN hidden size is rounded up to a multiple of this"),
 	MODEL(ffn_dim_multiplier, K_FLOAT, "FFN hidden size multiplier (0: none)"),
+	{ .section = "model", .name = "ffn_hidden", .type = K_INT, .def = "0",
+	  AT(model.ffn_hidden),
+	  .help = "FFN hidden size outright (0: from multiple_of and ffn_dim_multiplier)" },
 	MODEL(norm_eps, K_FLOAT, "RMSNorm epsilon"),
 	MODEL(rope_theta, K_FLOAT, "RoPE base frequency"),
 	MODEL(rope_scaling, K_BOOL, "Llama 3.1 RoPE frequency scaling"),
@@ -823,9 +826,23 @@ static int check(train_config *c)
 	return 0;
 }
 
-int config_load(train_config *c, const char *file, int noverrides, char **overrides)
+/* Whether obj's "model" section sets every key a flavor must set, so the
+ * flavor need not be found (a checkpoint's saved config). */
+static bool has_every_model_key(const json_t *obj)
 {
-	json_t *file_json = NULL;
+	const json_t *model = json_object_get(obj, "model");
+
+	if (!json_is_object(model))
+		return false;
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		if (!keys[i].def && !json_object_get(model, keys[i].name))
+			return false;
+	return true;
+}
+
+static int build(train_config *c, json_t *file_json, const char *file, int noverrides,
+		 char **overrides)
+{
 	const char *flavor;
 	int rc;
 
@@ -833,8 +850,6 @@ int config_load(train_config *c, const char *file, int noverrides, char **overri
 	if (!(c->json = json_object()))
 		return titan_err_nomem();
 	if ((rc = set_defaults(c->json)))
-		goto fail;
-	if (file && (rc = json_load_path(&file_json, file)))
 		goto fail;
 	if ((rc = pick_flavor(&flavor, file_json, file, noverrides, overrides)))
 		goto fail;
@@ -844,7 +859,11 @@ int config_load(train_config *c, const char *file, int noverrides, char **overri
 		goto fail;
 	}
 	snprintf(c->flavor, sizeof c->flavor, "%s", flavor);
-	if ((rc = load_flavor(c->json, c->flavor)))
+	bool flavor_named = false;
+	for (int i = 0; i < noverrides; i++)
+		flavor_named |= !strncmp(overrides[i], "model.flavor=", 13);
+	if ((flavor_named || !file_json || !has_every_model_key(file_json)) &&
+	    (rc = load_flavor(c->json, c->flavor)))
 		goto fail;
 	if (file_json && (rc = apply_file(c->json, file_json, file)))
 		goto fail;
@@ -859,11 +878,37 @@ int config_load(train_config *c, const char *file, int noverrides, char **overri
 			store(c, &keys[i], get(c->json, &keys[i]));
 	if ((rc = check(c)))
 		goto fail;
-	json_decref(file_json);
 	return 0;
 fail:
-	json_decref(file_json);
 	config_free(c);
+	return rc;
+}
+
+int config_load(train_config *c, const char *file, int noverrides, char **overrides)
+{
+	json_t *file_json = NULL;
+	int rc;
+
+	if (file && (rc = json_load_path(&file_json, file))) {
+		memset(c, 0, sizeof *c);
+		return rc;
+	}
+	rc = build(c, file_json, file, noverrides, overrides);
+	json_decref(file_json);
+	return rc;
+}
+
+int config_from_json(train_config *c, const json_t *merged, const char *where)
+{
+	json_t *copy = json_deep_copy(merged);
+	int rc;
+
+	if (!copy) {
+		memset(c, 0, sizeof *c);
+		return titan_err(TITAN_EFORMAT, "'%s': no configuration", where);
+	}
+	rc = build(c, copy, where, 0, NULL);
+	json_decref(copy);
 	return rc;
 }
 

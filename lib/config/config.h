@@ -83,6 +83,11 @@ typedef struct train_config {
  * (strings "section.key=value" without the leading dashes, applied in
  * order).  Errors are TITAN_EUSAGE with the message described above. */
 int config_load(train_config *c, const char *file, int noverrides, char **overrides);
+/* The same from a merged config held in memory (a checkpoint's
+ * extra.config), named where in messages.  When its model section sets
+ * every model key, the flavor is not looked up: a checkpoint's config
+ * stands on its own. */
+int config_from_json(train_config *c, const json_t *merged, const char *where);
 void config_free(train_config *c);
 /* The merged config as indented JSON with sorted keys. */
 int config_print(const train_config *c, FILE *fp);

@@ -73,6 +73,11 @@ int llama_config_check(llama_config *c)
 		if ((rc = positive(c->rope_original_max_pos, "rope_original_max_pos")))
 			return rc;
 	}
+	if (c->ffn_hidden < 0)
+		return titan_err(TITAN_EUSAGE, "model.ffn_hidden: %d must not be negative "
+				 "(0: derived from model.multiple_of)", c->ffn_hidden);
+	if (c->ffn_hidden > 0)
+		return 0;  /* given outright, as an imported model's intermediate_size */
 	ffn_hidden(c, &hidden);
 	if (hidden <= 0 || hidden > INT_MAX)
 		return titan_err(TITAN_EUSAGE, "model.ffn_dim_multiplier: FFN hidden size %lld "

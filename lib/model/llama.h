@@ -21,7 +21,7 @@ typedef struct llama_config {
 	int dim, n_layers, n_heads, n_kv_heads, vocab_size;
 	int multiple_of;            /* FFN hidden rounded up to a multiple */
 	double ffn_dim_multiplier;  /* 0: none */
-	int ffn_hidden;             /* derived by llama_config_check */
+	int ffn_hidden;             /* 0: derived by llama_config_check */
 	double norm_eps;
 	double rope_theta;
 	/* Llama 3.1 frequency scaling (torchtitan's apply_scaling) */
@@ -34,7 +34,7 @@ typedef struct llama_config {
 } llama_config;
 
 /* Validate (positive dims, heads divide dim, kv heads divide heads, even head
- * dim, ...) and derive ffn_hidden = multiple_of-rounded
+ * dim, ...) and, when ffn_hidden is 0, derive ffn_hidden = multiple_of-rounded
  * ffn_dim_multiplier * int(2 * 4 * dim / 3).  A bad value is TITAN_EUSAGE
  * naming its key as "model.n_kv_heads". */
 int llama_config_check(llama_config *c);
