@@ -145,7 +145,8 @@ fuzz:
 	@tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 # bench: tokenizer throughput against tiktoken and Hugging Face tokenizers,
-# packing against raw encoding, and the loader's tokens/s.
+# packing against raw encoding, the loader's tokens/s, training and sampling
+# against PyTorch, and the memory model against the process's resident peak.
 bench: all
 	@TITAN_BUILD=$(abspath $(BUILD)) tests/ref/setup.sh
 	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
@@ -157,6 +158,11 @@ bench: all
 	@echo
 	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 		tests/bench/train_bench.sh
+	@echo
+	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) tests/bench/mem_bench.sh
+	@echo
+	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
+		tests/bench/gen_bench.sh
 
 # golden: regenerate the PyTorch reference files that test_golden compares
 # against (make test only reads them).

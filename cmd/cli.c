@@ -2,6 +2,8 @@
 #include "core/base.h"
 #include "cli.h"
 
+#include <strings.h>
+
 /* "a, b, c or d": the command names, for the unknown-command message. */
 static void command_list(const cli_command *cmds, char *buf, size_t n)
 {
@@ -40,7 +42,9 @@ int cli_main(const cli_tool *tool, int argc, char **argv)
 	for (const cli_command *c = tool->cmds; c->name; c++)
 		if (!strcmp(name, c->name))
 			fn = c->fn;
-	if (!fn && name[0] == '-' && tool->bare) {
+	/* A tool without commands takes every word as its own (and names
+	 * a stray operand itself). */
+	if (!fn && tool->bare && (name[0] == '-' || !tool->cmds[0].name)) {
 		fn = tool->bare;
 		skip = 1;
 		name = NULL;
@@ -88,4 +92,78 @@ int cli_load_tok(const cli_tok_args *a, titan_tok **t)
 		.nspecials = a->specials.n,
 	};
 	return tok_load(t, a->path, &lo);
+}
+
+bool cli_is_override(const char *arg)
+{
+	const char *eq, *dot;
+
+	if (strncmp(arg, "--", 2) || !arg[2])
+		return false;
+	eq = strchr(arg, '=');
+	dot = strchr(arg, '.');
+	return dot && (!eq || dot < eq);
+}
+
+int cli_parse_size(const char *option, const char *s, uint64_t *out)
+{
+	static const struct { const char *suffix; double mult; } units[] = {
+		{ "", 1 }, { "B", 1 },
+		{ "K", 0x1p10 }, { "KiB", 0x1p10 }, { "KB", 1e3 },
+		{ "M", 0x1p20 }, { "MiB", 0x1p20 }, { "MB", 1e6 },
+		{ "G", 0x1p30 }, { "GiB", 0x1p30 }, { "GB", 1e9 },
+		{ "T", 0x1p40 }, { "TiB", 0x1p40 }, { "TB", 1e12 },
+	};
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end != s && !errno && v > 0)
+		for (size_t i = 0; i < ARRAY_SIZE(units); i++)
+			if (!strcasecmp(end, units[i].suffix) && v * units[i].mult >= 1 &&
+			    v * units[i].mult < 0x1p63) {
+				*out = (uint64_t)(v * units[i].mult);
+				return 0;
+			}
+	return titan_err(TITAN_EUSAGE, "%s: '%s' is not a size (e.g. 80GiB, 96GB, 1e9)",
+			 option, s);
+}
+
+int cli_parse_config_args(const opt_spec *specs, int argc, char **argv,
+			  char ***overrides, int *noverrides)
+{
+	char **ov = calloc((size_t)argc + 1, sizeof *ov);
+	char **rest = calloc((size_t)argc + 1, sizeof *rest);
+	opt_list operands = {0};
+	int nov = 0, nrest = 0, rc;
+
+	*overrides = NULL;
+	*noverrides = 0;
+	if (!ov || !rest) {
+		free(ov);
+		free(rest);
+		return titan_err_nomem();
+	}
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (cli_is_override(argv[i]))
+			ov[nov++] = argv[i] + 2;
+		else
+			rest[nrest++] = argv[i];
+	}
+	rc = opt_parse(specs, nrest, rest, &operands);
+	if (!rc && operands.n)
+		rc = titan_err(TITAN_EUSAGE, "unexpected argument '%s' (options are "
+			       "--section.key=value)", operands.v[0]);
+	opt_list_free(&operands);
+	free(rest);
+	if (rc) {
+		free(ov);
+		return rc;
+	}
+	*overrides = ov;
+	*noverrides = nov;
+	return 0;
 }

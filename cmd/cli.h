@@ -33,6 +33,21 @@ void cli_print_help(const char *synopsis, const opt_spec *specs);
 /* Flush stdout and turn a write error into a titan error. */
 int cli_finish_stdout(void);
 
+/* Whether arg is a configuration override: a long option whose name has a
+ * dot ("--training.steps=3", "--checkpoint.enable"). */
+bool cli_is_override(const char *arg);
+
+/* The words of a tool that reads titan-train's configuration: each
+ * --section.key=value goes to *overrides (without the dashes; free the
+ * array, not the strings), the rest through opt_parse; an operand is a
+ * usage error. */
+int cli_parse_config_args(const opt_spec *specs, int argc, char **argv,
+			  char ***overrides, int *noverrides);
+
+/* A size such as "80GiB", "80G" (binary), "96GB" (decimal) or "1e9"
+ * (bytes) into *out; anything else is TITAN_EUSAGE naming option. */
+int cli_parse_size(const char *option, const char *s, uint64_t *out);
+
 /* The options that name a tokenizer, shared by every tool that loads one. */
 typedef struct cli_tok_args {
 	const char *path;

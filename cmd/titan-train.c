@@ -30,18 +30,6 @@ static const char usage_top[] =
 	"\n"
 	"man titan-train for the keys, the metrics and the checkpoints.\n";
 
-/* "--training.steps=3" and "--checkpoint.enable" are overrides: a long
- * option whose name has a dot. */
-static bool is_override(const char *arg)
-{
-	const char *eq;
-	if (strncmp(arg, "--", 2) || !arg[2])
-		return false;
-	eq = strchr(arg, '=');
-	const char *dot = strchr(arg, '.');
-	return dot && (!eq || dot < eq);
-}
-
 static int list_flavors(void)
 {
 	char **names;
@@ -70,32 +58,13 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 		{"verbose", 'v', OPT_INC, &verbose, NULL, "more detail"},
 		{0},
 	};
-	char **overrides = calloc(argc + 1, sizeof *overrides);
-	char **rest = calloc(argc + 1, sizeof *rest);
-	int noverrides = 0, nrest = 0, rc;
-	opt_list operands = {0};
+	char **overrides;
+	int noverrides, rc;
 	train_config cfg;
 	train_result res;
 
-	if (!overrides || !rest) {
-		free(overrides);
-		free(rest);
-		return titan_err_nomem();
-	}
-	for (int i = 0; i < argc; i++) {
-		if (!strcmp(argv[i], "--"))
-			break;
-		if (is_override(argv[i]))
-			overrides[noverrides++] = argv[i] + 2;
-		else
-			rest[nrest++] = argv[i];
-	}
-	rc = opt_parse(specs, nrest, rest, &operands);
-	if (!rc && operands.n)
-		rc = titan_err(TITAN_EUSAGE, "unexpected argument '%s' (options are "
-			       "--section.key=value)", operands.v[0]);
-	if (rc)
-		goto out;
+	if ((rc = cli_parse_config_args(specs, argc, argv, &overrides, &noverrides)))
+		return rc;
 	log->verbosity += verbose;
 	if (list_keys) {
 		config_print_keys(stdout);
@@ -123,9 +92,7 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	}
 	config_free(&cfg);
 out:
-	opt_list_free(&operands);
 	free(overrides);
-	free(rest);
 	return rc;
 }
 

@@ -45,3 +45,23 @@ expect_status() {
 		return 1
 	fi
 }
+
+# doc_dataset DIR: a 512-token tokenizer trained on titan's own documentation
+# (always there, no data needed) as DIR/tok.json, and the documentation
+# packed with it, a line a document, as DIR/data.
+doc_dataset() {
+	cat "$BATS_TEST_DIRNAME"/../man/man*/*.[1-9] "$BATS_TEST_DIRNAME"/../README.md >"$1/corpus.txt"
+	"$TITAN_BIN/titan-tok" train -q -o "$1/tok.json" --vocab-size 512 \
+		--special '<|begin_of_text|>' --special '<|end_of_text|>' "$1/corpus.txt"
+	"$TITAN_BIN/titan-pack" -q -t "$1/tok.json" -o "$1/data" --lines --val-fraction 0.1 "$1/corpus.txt"
+}
+
+# expect_synopsis_in_man TOOL: every synopsis line TOOL --help prints is a
+# .B line of its man page.
+expect_synopsis_in_man() {
+	local man=$BATS_TEST_DIRNAME/../man/man1/$1.1 out
+	out=$("$1" --help) || return 1
+	printf '%s\n' "$out" | sed -n "s/^usage: //p; s/^       $1/$1/p" | while read -r line; do
+		grep -qxF ".B $line" "$man" || { echo "synopsis not in the man page: $line" >&2; return 1; }
+	done
+}

@@ -10,12 +10,8 @@ TINY="--model.dim=64 --model.n_layers=2 --model.n_heads=4 --model.n_kv_heads=2
  --training.threads=2 --metrics.peak_flops=1e11 --metrics.log_freq=1"
 
 setup_file() {
-	# The corpus is titan's own documentation: always there, no data needed.
 	local d=$BATS_FILE_TMPDIR
-	cat "$BATS_TEST_DIRNAME"/../man/man*/*.[1-9] "$BATS_TEST_DIRNAME"/../README.md >"$d/corpus.txt"
-	"$TITAN_BIN/titan-tok" train -q -o "$d/tok.json" --vocab-size 512 \
-		--special '<|begin_of_text|>' --special '<|end_of_text|>' "$d/corpus.txt"
-	"$TITAN_BIN/titan-pack" -q -t "$d/tok.json" -o "$d/data" --lines --val-fraction 0.1 "$d/corpus.txt"
+	doc_dataset "$d"
 }
 
 # train ARGS...: titan-train on the tiny model and the documentation dataset.
@@ -30,12 +26,7 @@ losses() {
 }
 
 @test "titan-train --help prints the synopsis on stdout, and the man page has it" {
-	run titan-train --help
-	expect_status 0
-	man=$BATS_TEST_DIRNAME/../man/man1/titan-train.1
-	printf '%s\n' "$output" | sed -n 's/^usage: //p; s/^       titan-train/titan-train/p' | while read -r line; do
-		grep -qxF ".B $line" "$man" || { echo "synopsis not in the man page: $line" >&2; return 1; }
-	done
+	expect_synopsis_in_man titan-train
 }
 
 @test "--print-config merges defaults, flavor, file and overrides, and reads back the same" {

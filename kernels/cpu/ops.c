@@ -15,17 +15,7 @@
 /* Below this many floats touched, a loop is not worth waking the team. */
 #define PAR_MIN 32768
 
-/* The exp-bound loops (SwiGLU, cross-entropy) are compiled three times and
- * the widest the CPU runs is picked at load time: the x86-64 baseline is
- * SSE2, whose lack of packed integer min/max and FMA makes exp_f32 cost
- * 4.2 ns a float, against 0.52 with AVX2+FMA and 0.39 with AVX-512.  Each
- * version is deterministic; versions differ from each other in the last
- * bits (FMA contraction, reduction width). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define WIDE __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define WIDE
-#endif
+/* The exp-bound loops (SwiGLU, cross-entropy) are CPU_WIDE (cpu.h). */
 
 /* Elementwise loops run over spans of this many floats, one call each. */
 #define SPAN 4096
@@ -228,7 +218,7 @@ void cpu_rope_backward(float *dx, const int32_t *pos, const float *cos_tab,
 	rope_turn(dx, pos, cos_tab, sin_tab, N, heads, D, -1.0f);
 }
 
-WIDE static void swiglu_forward_span(float *out, const float *a,
+CPU_WIDE static void swiglu_forward_span(float *out, const float *a,
 					const float *b, size_t n)
 {
 #pragma omp simd
@@ -237,7 +227,7 @@ WIDE static void swiglu_forward_span(float *out, const float *a,
 }
 
 /* silu'(a) = sig(a) * (1 + a * (1 - sig(a))), as torch's silu_backward */
-WIDE static void swiglu_backward_span(float *da, float *db, const float *dout,
+CPU_WIDE static void swiglu_backward_span(float *da, float *db, const float *dout,
 				      const float *a, const float *b, size_t n)
 {
 #pragma omp simd
@@ -313,7 +303,7 @@ void cpu_embedding_backward(float *dtable, const float *dout,
 
 /* Sixteen running maxima, elementwise: this vectorises under both GCC and
  * clang, where a `reduction(max)` over floats does not under clang. */
-WIDE static float row_max(const float *x, int n)
+CPU_WIDE static float row_max(const float *x, int n)
 {
 	float lane[16], mx = -INFINITY;
 	int j = 0;
@@ -334,7 +324,7 @@ WIDE static float row_max(const float *x, int n)
  * -log_softmax(x)[label] = -((x - max) - log(sum)); with dscale, x becomes
  * (softmax(x) - onehot(label)) * dscale.  The exponentials are written into
  * x on the way, so the gradient costs no second exp. */
-WIDE static float cross_entropy_row(float *x, uint32_t label, int V, float dscale)
+CPU_WIDE static float cross_entropy_row(float *x, uint32_t label, int V, float dscale)
 {
 	float mx = row_max(x, V), sum = 0.0f, target = x[label];
 

@@ -1,6 +1,6 @@
-/* ckpt.c - checkpoint directories: atomic save, async save on one background
- * thread, keep_latest_k pruning, "latest", and load into any slicing.
- * (man 5 titan-checkpoint) */
+/* ckpt.c - checkpoint directories: save (through ckpt_writer), async save on
+ * one background thread, keep_latest_k pruning, "latest", and load into any
+ * slicing (through ckpt_reader). (man 5 titan-checkpoint) */
 #include "core/base.h"
 #include "ckpt/ckpt.h"
 
@@ -10,18 +10,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ckpt/safetensors.h"
+#include "ckpt/ckpt_priv.h"
 #include "core/file.h"
 #include "core/json.h"
-
-#define CKPT_FORMAT "titan-checkpoint"
-#define CKPT_VERSION 1
 
 struct ckpt_saver {
 	char *folder;
 	int keep_latest_k;
 	bool async;
 	int rank, nranks;
+	char **attach_name, **attach_src;   /* copied into every save */
+	size_t nattached;
 
 	/* Async: the staged copy of one save, owned here between saves. */
 	float *stage;
@@ -43,65 +42,6 @@ struct ckpt_saver {
 };
 
 /* --- paths and directories --- */
-
-/* Remove what dirfd holds, depth first, never following links. */
-static int remove_contents(int dirfd, const char *shown)
-{
-	DIR *d = fdopendir(dirfd);
-	if (!d) {
-		close(dirfd);
-		return titan_err_errno(TITAN_EIO, "cannot read directory '%s'", shown);
-	}
-	int rc = 0;
-	struct dirent *de;
-	while (!rc && (de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			rc = titan_err_errno(TITAN_EIO, "cannot stat '%s/%s'", shown, de->d_name);
-			break;
-		}
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dirfd, de->d_name,
-					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub < 0)
-				rc = titan_err_errno(TITAN_EIO, "cannot open '%s/%s'", shown,
-						     de->d_name);
-			else
-				rc = remove_contents(sub, shown);
-		}
-		if (!rc && unlinkat(dirfd, de->d_name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) < 0)
-			rc = titan_err_errno(TITAN_EIO, "cannot remove '%s/%s'", shown, de->d_name);
-	}
-	closedir(d);
-	return rc;
-}
-
-/* rm -r path; a missing path is not an error. */
-static int remove_tree(const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		return titan_err_errno(TITAN_EIO, "cannot stat '%s'", path);
-	}
-	if (S_ISDIR(st.st_mode)) {
-		int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			return titan_err_errno(TITAN_EIO, "cannot open '%s'", path);
-		int rc = remove_contents(fd, path);
-		if (rc)
-			return rc;
-		if (rmdir(path) < 0)
-			return titan_err_errno(TITAN_EIO, "cannot remove '%s'", path);
-		return 0;
-	}
-	if (unlink(path) < 0)
-		return titan_err_errno(TITAN_EIO, "cannot remove '%s'", path);
-	return 0;
-}
 
 /* N when name is exactly "step-<digits>" as a save names it (no leading
  * zeros, fits a long), else -1. */
@@ -177,7 +117,7 @@ static int prune(const char *folder, int keep)
 		char name[48];
 		snprintf(name, sizeof name, "step-%ld", steps[i]);
 		char *p = file_path_join(folder, name);
-		rc = p ? remove_tree(p) : titan_err_nomem();
+		rc = p ? file_remove_tree(p) : titan_err_nomem();
 		free(p);
 	}
 	free(steps);
@@ -185,14 +125,6 @@ static int prune(const char *folder, int keep)
 }
 
 /* --- save --- */
-
-static int64_t numel(int ndim, const int64_t *shape)
-{
-	int64_t n = 1;
-	for (int i = 0; i < ndim; i++)
-		n *= shape[i];
-	return n;
-}
 
 static int check_tensors(const ckpt_tensor *t, size_t n)
 {
@@ -213,7 +145,7 @@ static int check_tensors(const ckpt_tensor *t, size_t n)
 						 name, (long long)s0, (long long)sn, d,
 						 (long long)g);
 		}
-		if (numel(t[i].ndim, t[i].slice_shape) && !t[i].data)
+		if (ckpt_numel(t[i].ndim, t[i].slice_shape) && !t[i].data)
 			return titan_err(TITAN_EUSAGE, "tensor '%s': no data", name);
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(t[j].name, t[i].name))
@@ -222,130 +154,38 @@ static int check_tensors(const ckpt_tensor *t, size_t n)
 	return 0;
 }
 
-static json_t *int_array(int n, const int64_t *v)
-{
-	json_t *a = json_array();
-	for (int i = 0; a && i < n; i++)
-		if (json_array_append_new(a, json_integer(v[i]))) {
-			json_decref(a);
-			return NULL;
-		}
-	return a;
-}
-
-static json_t *manifest_new(long step, int nranks, const char *file,
-			    const ckpt_tensor *t, size_t n, const json_t *extra)
-{
-	json_t *tensors = json_object();
-	for (size_t i = 0; tensors && i < n; i++) {
-		json_t *e = json_pack("{s:s, s:o, s:[{s:s, s:o, s:o}]}",
-				      "dtype", "F32",
-				      "shape", int_array(t[i].ndim, t[i].shape),
-				      "shards", "file", file,
-				      "start", int_array(t[i].ndim, t[i].slice_start),
-				      "shape", int_array(t[i].ndim, t[i].slice_shape));
-		if (!e || json_object_set_new(tensors, t[i].name, e)) {
-			json_decref(tensors);
-			tensors = NULL;
-		}
-	}
-	json_t *x = extra ? json_deep_copy(extra) : json_object();
-	if (!tensors || !x) {
-		json_decref(tensors);
-		json_decref(x);
-		return NULL;
-	}
-	return json_pack("{s:s, s:i, s:I, s:i, s:o, s:o}", "format", CKPT_FORMAT,
-			 "version", CKPT_VERSION, "step", (json_int_t)step, "nranks",
-			 nranks, "tensors", tensors, "extra", x);
-}
-
-/* Write folder/step-N.tmp/, then put it in place as folder/step-N. */
+/* Write folder/step-N through a ckpt_writer (one file, this rank's):
+ * step-N.tmp, fsync, rename, with the attached files copied in. */
 static int write_step(const ckpt_saver *s, long step, const ckpt_tensor *t, size_t n,
 		      const json_t *extra)
 {
-	char name[48], file[32];
+	char name[48];
 	snprintf(name, sizeof name, "step-%ld", step);
-	snprintf(file, sizeof file, "rank-%05d.safetensors", s->rank);
-	size_t len = strlen(s->folder) + sizeof name + 16;
-	char *final = malloc(len), *tmp = malloc(len), *old = malloc(len);
-	char *shard = NULL, *man = NULL;
-	st_writer *w = NULL;
-	json_t *m = NULL;
-	int rc = 0;
-	if (!final || !tmp || !old) {
-		rc = titan_err_nomem();
-		goto out;
-	}
-	snprintf(final, len, "%s/%s", s->folder, name);
-	snprintf(tmp, len, "%s/%s.tmp", s->folder, name);
-	snprintf(old, len, "%s/%s.old", s->folder, name);
-	shard = file_path_join(tmp, file);
-	man = file_path_join(tmp, "manifest.json");
-	if (!shard || !man) {
-		rc = titan_err_nomem();
-		goto out;
-	}
-
-	/* A step-N.tmp is what a crash left behind: never complete. */
-	if ((rc = remove_tree(tmp)))
-		goto out;
-	if (mkdir(tmp, 0777) < 0) {
-		rc = titan_err_errno(TITAN_EIO, "cannot create '%s'", tmp);
-		goto out;
-	}
-
-	if ((rc = st_writer_new(&w)))
-		goto out;
-	char stepstr[24];
-	snprintf(stepstr, sizeof stepstr, "%ld", step);
-	rc = st_writer_meta(w, "format", CKPT_FORMAT);
-	if (!rc)
-		rc = st_writer_meta(w, "step", stepstr);
-	for (size_t i = 0; !rc && i < n; i++)
-		rc = st_writer_add(w, t[i].name, ST_F32, t[i].ndim, t[i].slice_shape,
-				   t[i].data);
-	if (!rc)
-		rc = st_writer_write(w, shard);
+	char *dir = file_path_join(s->folder, name);
+	if (!dir)
+		return titan_err_nomem();
+	ckpt_writer *w;
+	int rc = ckpt_writer_new(&w, dir, step, true);
+	free(dir);
 	if (rc)
-		goto out;
-
-	m = manifest_new(step, s->nranks, file, t, n, extra);
-	if (!m) {
-		rc = titan_err(TITAN_ENOMEM, "'%s': cannot build the manifest", man);
-		goto out;
+		return rc;
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = ckpt_writer_declare(w, s->rank, &t[i]);
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = ckpt_writer_put(w, t[i].data, (size_t)ckpt_numel(t[i].ndim, t[i].slice_shape));
+	for (size_t i = 0; !rc && i < s->nattached; i++)
+		rc = ckpt_writer_attach_file(w, s->attach_name[i], s->attach_src[i]);
+	json_t *layout = NULL;
+	if (!rc) {
+		layout = json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", 1, "dp_replicate", 1,
+				   "dp_shard", s->nranks, "cp", 1, "tp", 1);
+		if (!layout)
+			rc = titan_err_nomem();
 	}
-	if ((rc = json_write_path(m, man)) || (rc = file_sync_dir(tmp)))
-		goto out;
-
-	/* Re-saving a step (after a resume): move the old one aside first,
-	 * so that some complete step-N exists at every moment but one
-	 * rename. */
-	if ((rc = remove_tree(old)))
-		goto out;
-	bool replaced = rename(final, old) == 0;
-	if (!replaced && errno != ENOENT) {
-		rc = titan_err_errno(TITAN_EIO, "cannot rename '%s' to '%s'", final, old);
-		goto out;
-	}
-	if (rename(tmp, final) < 0) {
-		rc = titan_err_errno(TITAN_EIO, "cannot rename '%s' to '%s'", tmp, final);
-		if (replaced)
-			rename(old, final);
-		goto out;
-	}
-	if ((rc = file_sync_dir(s->folder)))
-		goto out;
-	if (replaced)
-		rc = remove_tree(old);
-out:
-	st_writer_free(w);
-	json_decref(m);
-	free(shard);
-	free(man);
-	free(final);
-	free(tmp);
-	free(old);
+	if (!rc)
+		rc = ckpt_writer_commit(w, layout, extra);
+	json_decref(layout);
+	ckpt_writer_free(w);
 	return rc;
 }
 
@@ -463,7 +303,7 @@ static int stage(ckpt_saver *s, long step, const ckpt_tensor *t, size_t n,
 {
 	size_t total = 0;
 	for (size_t i = 0; i < n; i++)
-		total += (size_t)numel(t[i].ndim, t[i].slice_shape);
+		total += (size_t)ckpt_numel(t[i].ndim, t[i].slice_shape);
 	if (total > s->stage_cap) {
 		float *p = realloc(s->stage, total * sizeof *p);
 		if (!p)
@@ -484,7 +324,7 @@ static int stage(ckpt_saver *s, long step, const ckpt_tensor *t, size_t n,
 	}
 	size_t off = 0;
 	for (size_t i = 0; i < n; i++) {
-		size_t k = (size_t)numel(t[i].ndim, t[i].slice_shape);
+		size_t k = (size_t)ckpt_numel(t[i].ndim, t[i].slice_shape);
 		s->job_names[i] = strdup(t[i].name);
 		if (!s->job_names[i]) {
 			s->job_n = i;
@@ -549,12 +389,61 @@ void ckpt_saver_free(ckpt_saver *s)
 		pthread_mutex_destroy(&s->mu);
 	}
 	job_clear(s);
+	for (size_t i = 0; i < s->nattached; i++) {
+		free(s->attach_name[i]);
+		free(s->attach_src[i]);
+	}
+	free(s->attach_name);
+	free(s->attach_src);
 	free(s->job);
 	free(s->job_names);
 	free(s->stage);
 	free(s->errmsg);
 	free(s->folder);
 	free(s);
+}
+
+int ckpt_saver_attach_file(ckpt_saver *s, const char *name, const char *src)
+{
+	if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") ||
+	    !strcmp(name, "manifest.json"))
+		return titan_err(TITAN_EUSAGE, "'%s': cannot attach a file named '%s'",
+				 s->folder, name);
+	if (s->async) {
+		/* The writer thread reads the list during a save. */
+		pthread_mutex_lock(&s->mu);
+		while (s->pending)
+			pthread_cond_wait(&s->cv, &s->mu);
+		pthread_mutex_unlock(&s->mu);
+	}
+	for (size_t i = 0; i < s->nattached; i++) {
+		if (strcmp(s->attach_name[i], name))
+			continue;
+		char *p = strdup(src);
+		if (!p)
+			return titan_err_nomem();
+		free(s->attach_src[i]);
+		s->attach_src[i] = p;
+		return 0;
+	}
+	size_t n = s->nattached + 1;
+	char **names = realloc(s->attach_name, n * sizeof *names);
+	if (!names)
+		return titan_err_nomem();
+	s->attach_name = names;
+	char **srcs = realloc(s->attach_src, n * sizeof *srcs);
+	if (!srcs)
+		return titan_err_nomem();
+	s->attach_src = srcs;
+	names[n - 1] = strdup(name);
+	srcs[n - 1] = strdup(src);
+	if (!names[n - 1] || !srcs[n - 1]) {
+		free(names[n - 1]);
+		free(srcs[n - 1]);
+		return titan_err_nomem();
+	}
+	s->nattached = n;
+	return 0;
 }
 
 size_t ckpt_staging_bytes(const ckpt_saver *s)
@@ -629,7 +518,7 @@ int ckpt_read_manifest(const char *dir, json_t **manifest)
 	return 0;
 }
 
-static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+void ckpt_shape_text(char *buf, size_t cap, int ndim, const int64_t *shape)
 {
 	size_t o = (size_t)snprintf(buf, cap, "[");
 	for (int i = 0; i < ndim && o < cap; i++)
@@ -639,257 +528,33 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
 		snprintf(buf + o, cap - o, "]");
 }
 
-/* Read the array of non-negative integers at WHERE.KEY: *ndim of them, or
- * any number up to CKPT_MAX_DIMS when *ndim < 0. */
-static int read_dims(json_t *obj, const char *key, int64_t *out, int *ndim,
-		     const char *file, const char *where)
-{
-	json_t *a = json_object_get(obj, key);
-	if (!json_is_array(a))
-		return titan_err(TITAN_EFORMAT, "'%s': %s.%s: expected an array",
-				 file, where, key);
-	size_t n = json_array_size(a);
-	if (n > CKPT_MAX_DIMS || (*ndim >= 0 && (size_t)*ndim != n))
-		return titan_err(TITAN_EFORMAT,
-				 "'%s': %s.%s: %zu dimensions, expected %d", file,
-				 where, key, n, *ndim >= 0 ? *ndim : CKPT_MAX_DIMS);
-	for (size_t i = 0; i < n; i++) {
-		json_t *v = json_array_get(a, i);
-		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-		    json_integer_value(v) > ((json_int_t)1 << 40))
-			return titan_err(TITAN_EFORMAT,
-					 "'%s': %s.%s[%zu]: expected a non-negative integer",
-					 file, where, key, i);
-		out[i] = json_integer_value(v);
-	}
-	*ndim = (int)n;
-	return 0;
-}
-
-/* Shard files opened so far during one load. */
-struct open_shards {
-	char **names;
-	st_file **files;
-	size_t n, cap;
-};
-
-static int shard_get(struct open_shards *o, const char *dir, const char *man,
-		     const char *file, st_file **out)
-{
-	for (size_t i = 0; i < o->n; i++)
-		if (!strcmp(o->names[i], file)) {
-			*out = o->files[i];
-			return 0;
-		}
-	/* The manifest names files inside dir, nothing else. */
-	if (!*file || strchr(file, '/') || !strcmp(file, ".") || !strcmp(file, ".."))
-		return titan_err(TITAN_EFORMAT, "'%s': shard file '%s' is not a plain file name",
-				 man, file);
-	if (o->n == o->cap) {
-		size_t cap = o->cap ? 2 * o->cap : 8;
-		char **nn = realloc(o->names, cap * sizeof *nn);
-		if (!nn)
-			return titan_err_nomem();
-		o->names = nn;
-		st_file **ff = realloc(o->files, cap * sizeof *ff);
-		if (!ff)
-			return titan_err_nomem();
-		o->files = ff;
-		o->cap = cap;
-	}
-	char *path = file_path_join(dir, file);
-	char *name = strdup(file);
-	int rc = path && name ? st_open(out, path) : titan_err_nomem();
-	free(path);
-	if (rc) {
-		free(name);
-		return rc;
-	}
-	o->names[o->n] = name;
-	o->files[o->n] = *out;
-	o->n++;
-	return 0;
-}
-
-static void shards_close(struct open_shards *o)
-{
-	for (size_t i = 0; i < o->n; i++) {
-		free(o->names[i]);
-		st_close(o->files[i]);
-	}
-	free(o->names);
-	free(o->files);
-}
-
-/* Copy the intersection of the box src (start, shape; fp32 row-major, in a
- * map that need not be 4-byte aligned) with the box dst into dst's data.
- * Returns the elements copied. */
-static int64_t copy_box(int ndim, const int64_t *s0, const int64_t *sn, const uint8_t *src,
-			const int64_t *d0, const int64_t *dn, float *dst)
-{
-	int64_t lo[CKPT_MAX_DIMS], hi[CKPT_MAX_DIMS], idx[CKPT_MAX_DIMS];
-	for (int k = 0; k < ndim; k++) {
-		lo[k] = TITAN_MAX(s0[k], d0[k]);
-		hi[k] = TITAN_MIN(s0[k] + sn[k], d0[k] + dn[k]);
-		if (lo[k] >= hi[k])
-			return 0;
-	}
-	if (ndim == 0) {
-		memcpy(dst, src, sizeof *dst);
-		return 1;
-	}
-	int last = ndim - 1;
-	int64_t run = hi[last] - lo[last], copied = 0;
-	memcpy(idx, lo, sizeof idx);
-	for (;;) {
-		int64_t so = 0, dof = 0;
-		for (int k = 0; k < ndim; k++) {
-			so = so * sn[k] + (idx[k] - s0[k]);
-			dof = dof * dn[k] + (idx[k] - d0[k]);
-		}
-		memcpy(dst + dof, src + so * (int64_t)sizeof *dst, (size_t)run * sizeof *dst);
-		copied += run;
-		int k = last - 1;
-		while (k >= 0 && ++idx[k] == hi[k]) {
-			idx[k] = lo[k];
-			k--;
-		}
-		if (k < 0)
-			return copied;
-	}
-}
-
-static bool boxes_overlap(int ndim, const int64_t *a0, const int64_t *an,
-			  const int64_t *b0, const int64_t *bn)
-{
-	for (int k = 0; k < ndim; k++)
-		if (TITAN_MAX(a0[k], b0[k]) >= TITAN_MIN(a0[k] + an[k], b0[k] + bn[k]))
-			return false;
-	return true;
-}
-
-static int load_one(const char *dir, const char *man, json_t *tensors,
-		    struct open_shards *o, ckpt_tensor *t)
-{
-	json_t *e = json_object_get(tensors, t->name);
-	if (!e)
-		return titan_err(TITAN_EFORMAT, "'%s': tensor '%s' not in the checkpoint", dir,
-				 t->name);
-	char where[256];
-	snprintf(where, sizeof where, "$.tensors.%s", t->name);
-	const char *dtype = NULL;
-	int rc = json_get_str(e, "dtype", &dtype, man, where);
-	if (rc)
-		return rc;
-	if (strcmp(dtype, "F32"))
-		return titan_err(TITAN_EFORMAT, "'%s': tensor '%s' has dtype %s, expected F32",
-				 dir, t->name, dtype);
-	int64_t shape[CKPT_MAX_DIMS];
-	int ndim = -1;
-	if ((rc = read_dims(e, "shape", shape, &ndim, man, where)))
-		return rc;
-	bool same = ndim == t->ndim;
-	for (int k = 0; same && k < ndim; k++)
-		same = shape[k] == t->shape[k];
-	if (!same) {
-		char have[160], want[160];
-		shape_str(have, sizeof have, ndim, shape);
-		shape_str(want, sizeof want, t->ndim, t->shape);
-		return titan_err(TITAN_EFORMAT,
-				 "'%s': tensor '%s' has shape %s in the checkpoint, expected %s",
-				 dir, t->name, have, want);
-	}
-	for (int k = 0; k < ndim; k++)
-		if (t->slice_start[k] < 0 || t->slice_shape[k] < 0 ||
-		    t->slice_start[k] > shape[k] || t->slice_shape[k] > shape[k] - t->slice_start[k])
-			return titan_err(TITAN_EUSAGE,
-					 "tensor '%s': requested slice outside dimension %d (size %lld)",
-					 t->name, k, (long long)shape[k]);
-
-	json_t *shards = json_object_get(e, "shards");
-	if (!json_is_array(shards))
-		return titan_err(TITAN_EFORMAT, "'%s': %s.shards: expected an array",
-				 man, where);
-	size_t ns = json_array_size(shards);
-	int64_t want = numel(ndim, t->slice_shape), got = 0;
-	for (size_t i = 0; i < ns; i++) {
-		json_t *sh = json_array_get(shards, i);
-		int64_t s0[CKPT_MAX_DIMS], sn[CKPT_MAX_DIMS];
-		int d0 = ndim, d1 = ndim;
-		const char *file;
-		snprintf(where, sizeof where, "$.tensors.%s.shards[%zu]", t->name, i);
-		if ((rc = json_get_str(sh, "file", &file, man, where)) ||
-		    (rc = read_dims(sh, "start", s0, &d0, man, where)) ||
-		    (rc = read_dims(sh, "shape", sn, &d1, man, where)))
-			return rc;
-		for (int k = 0; k < ndim; k++)
-			if (s0[k] > shape[k] || sn[k] > shape[k] - s0[k])
-				return titan_err(TITAN_EFORMAT,
-						 "'%s': tensor '%s': shard %zu lies outside the tensor",
-						 man, t->name, i);
-		/* Shards must not overlap, or the covered count below lies. */
-		for (size_t j = 0; j < i; j++) {
-			json_t *sj = json_array_get(shards, j);
-			int64_t j0[CKPT_MAX_DIMS], jn[CKPT_MAX_DIMS];
-			int e0 = ndim, e1 = ndim;
-			if (read_dims(sj, "start", j0, &e0, man, where) ||
-			    read_dims(sj, "shape", jn, &e1, man, where))
-				return TITAN_EFORMAT;
-			if (numel(ndim, sn) && numel(ndim, jn) &&
-			    boxes_overlap(ndim, s0, sn, j0, jn))
-				return titan_err(TITAN_EFORMAT,
-						 "'%s': tensor '%s': shards %zu and %zu overlap",
-						 man, t->name, j, i);
-		}
-		if (!want || (ndim && !boxes_overlap(ndim, s0, sn, t->slice_start,
-						     t->slice_shape)))
-			continue;
-
-		st_file *f;
-		if ((rc = shard_get(o, dir, man, file, &f)))
-			return rc;
-		const st_tensor *st = st_find(f, t->name);
-		if (!st)
-			return titan_err(TITAN_EFORMAT, "'%s': tensor '%s' missing from the shard file",
-					 f->path, t->name);
-		same = st->dtype == ST_F32 && st->ndim == ndim;
-		for (int k = 0; same && k < ndim; k++)
-			same = st->shape[k] == sn[k];
-		if (!same) {
-			char have[160], exp[160];
-			shape_str(have, sizeof have, st->ndim, st->shape);
-			shape_str(exp, sizeof exp, ndim, sn);
-			return titan_err(TITAN_EFORMAT,
-					 "'%s': tensor '%s' is %s %s, the manifest says F32 %s",
-					 f->path, t->name, st_dtype_name(st->dtype), have, exp);
-		}
-		got += copy_box(ndim, s0, sn, st_data(f, st), t->slice_start, t->slice_shape,
-				t->data);
-	}
-	if (got != want)
-		return titan_err(TITAN_EFORMAT,
-				 "'%s': tensor '%s': the shards cover %lld of the %lld values requested",
-				 dir, t->name, (long long)got, (long long)want);
-	return 0;
-}
-
 int ckpt_load(const char *dir, ckpt_tensor *t, size_t n)
 {
-	json_t *m;
-	int rc = ckpt_read_manifest(dir, &m);
-	if (rc)
-		return rc;
-	char *man = file_path_join(dir, "manifest.json");
-	json_t *tensors = NULL;
-	if (!man)
-		rc = titan_err_nomem();
-	else
-		rc = json_get_obj(m, "tensors", &tensors, man, "$");
-	struct open_shards o = {0};
-	for (size_t i = 0; !rc && i < n; i++)
-		rc = load_one(dir, man, tensors, &o, &t[i]);
-	shards_close(&o);
-	free(man);
-	json_decref(m);
+	ckpt_reader *r;
+	int rc = ckpt_reader_open(&r, dir);
+	for (size_t i = 0; !rc && i < n; i++) {
+		const ckpt_tensor_info *e = ckpt_reader_find(r, t[i].name);
+		if (!e) {
+			rc = titan_err(TITAN_EFORMAT, "'%s': tensor '%s' not in the checkpoint",
+				       dir, t[i].name);
+			break;
+		}
+		bool same = e->ndim == t[i].ndim;
+		for (int k = 0; same && k < e->ndim; k++)
+			same = e->shape[k] == t[i].shape[k];
+		if (!same) {
+			char have[160], want[160];
+			ckpt_shape_text(have, sizeof have, e->ndim, e->shape);
+			ckpt_shape_text(want, sizeof want, t[i].ndim, t[i].shape);
+			rc = titan_err(TITAN_EFORMAT,
+				       "'%s': tensor '%s' has shape %s in the checkpoint, expected %s",
+				       dir, t[i].name, have, want);
+			break;
+		}
+		rc = ckpt_reader_read(r, t[i].name, t[i].slice_start, t[i].slice_shape,
+				      t[i].data);
+	}
+	if (r)
+		ckpt_reader_close(r);
 	return rc;
 }

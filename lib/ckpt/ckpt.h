@@ -71,6 +71,9 @@ int ckpt_load(const char *dir, ckpt_tensor *t, size_t n);
  * the save starts (async saves copy on the background thread). */
 int ckpt_saver_attach_file(ckpt_saver *s, const char *name, const char *src);
 
+/* "[2, 3]" into buf (cap bytes), for messages and listings. */
+void ckpt_shape_text(char *buf, size_t cap, int ndim, const int64_t *shape);
+
 /* --- reading a checkpoint tensor by tensor (titan-ckpt, titan-gen) --- */
 
 typedef struct ckpt_shard_info {

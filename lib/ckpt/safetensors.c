@@ -328,26 +328,30 @@ const char *st_meta(const st_file *f, const char *key)
 	return NULL;
 }
 
-/* --- writer --- */
+/* --- streaming writer --- */
 
 struct st_entry {
 	char *name;
 	st_dtype dtype;
 	int ndim;
 	int64_t shape[ST_MAX_DIMS];
-	const void *data;
 	uint64_t bytes;
 };
 
-struct st_writer {
+struct st_stream {
 	struct st_entry *e;
 	size_t n, cap;
 	json_t *meta;
+	uint64_t data_bytes;
+	titan_atomic out;           /* .fp set between begin and finish */
+	size_t cur;                 /* the tensor being put */
+	uint64_t cur_done;          /* its bytes so far */
+	bool begun, finished, failed;
 };
 
-int st_writer_new(st_writer **out)
+int st_stream_new(st_stream **out)
 {
-	st_writer *w = calloc(1, sizeof *w);
+	st_stream *w = calloc(1, sizeof *w);
 	if (!w)
 		return titan_err_nomem();
 	w->meta = json_object();
@@ -359,9 +363,12 @@ int st_writer_new(st_writer **out)
 	return 0;
 }
 
-int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim,
-		  const int64_t *shape, const void *data)
+int st_stream_declare(st_stream *w, const char *name, st_dtype dtype, int ndim,
+		      const int64_t *shape)
 {
+	if (w->begun)
+		return titan_err(TITAN_EUSAGE, "tensor '%s': declared after the header was written",
+				 name);
 	if ((unsigned)dtype >= ST_NDTYPES)
 		return titan_err(TITAN_EUSAGE, "tensor '%s': bad dtype %d", name, (int)dtype);
 	if (ndim < 0 || ndim > ST_MAX_DIMS)
@@ -378,10 +385,8 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim,
 					 name, i);
 	uint64_t bytes;
 	if (tensor_bytes(shape, ndim, st_dtype_size(dtype), &bytes) ||
-	    bytes > (uint64_t)INT64_MAX)
+	    bytes > (uint64_t)INT64_MAX - w->data_bytes)
 		return titan_err(TITAN_EUSAGE, "tensor '%s': shape too large", name);
-	if (bytes && !data)
-		return titan_err(TITAN_EUSAGE, "tensor '%s': no data", name);
 
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? 2 * w->cap : 16;
@@ -392,26 +397,35 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim,
 		w->cap = cap;
 	}
 	struct st_entry *e = &w->e[w->n];
-	*e = (struct st_entry){ .dtype = dtype, .ndim = ndim, .data = data, .bytes = bytes };
+	*e = (struct st_entry){ .dtype = dtype, .ndim = ndim, .bytes = bytes };
 	memcpy(e->shape, shape, (size_t)ndim * sizeof *shape);
 	e->name = strdup(name);
 	if (!e->name)
 		return titan_err_nomem();
 	w->n++;
+	w->data_bytes += bytes;
 	return 0;
 }
 
-int st_writer_meta(st_writer *w, const char *key, const char *value)
+int st_stream_meta(st_stream *w, const char *key, const char *value)
 {
+	if (w->begun)
+		return titan_err(TITAN_EUSAGE, "metadata '%s': set after the header was written",
+				 key);
 	json_t *v = json_string(value);
 	if (!v || json_object_set_new(w->meta, key, v))
 		return titan_err(TITAN_EUSAGE, "metadata '%s': not valid UTF-8", key);
 	return 0;
 }
 
+uint64_t st_stream_data_bytes(const st_stream *w)
+{
+	return w->data_bytes;
+}
+
 /* The header JSON, padded with spaces to a multiple of 8 bytes so the data
  * section starts aligned. */
-static int build_header(const st_writer *w, const char *path, char **text, size_t *len)
+static int build_header(const st_stream *w, const char *path, char **text, size_t *len)
 {
 	json_t *h = json_object();
 	if (!h)
@@ -461,8 +475,48 @@ static int build_header(const st_writer *w, const char *path, char **text, size_
 	return 0;
 }
 
-int st_writer_write(st_writer *w, const char *path)
+/* PATH.tmp, not titan_atomic's PATH.tmp.PID: a stream is written by one
+ * process into a directory it owns, and a stale PATH.tmp left by a crash is
+ * simply overwritten. */
+static int stream_create(titan_atomic *a, const char *path)
 {
+	size_t n = strlen(path) + 5;
+	*a = (titan_atomic){0};
+	a->path = strdup(path);
+	a->tmp = malloc(n);
+	if (!a->path || !a->tmp)
+		goto nomem;
+	snprintf(a->tmp, n, "%s.tmp", path);
+	int fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
+	if (fd < 0) {
+		int rc = titan_err_errno(TITAN_EIO, "cannot create '%s'", a->tmp);
+		free(a->path);
+		free(a->tmp);
+		*a = (titan_atomic){0};
+		return rc;
+	}
+	a->fp = fdopen(fd, "w");
+	if (!a->fp) {
+		int rc = titan_err_errno(TITAN_EIO, "cannot create '%s'", a->tmp);
+		close(fd);
+		unlink(a->tmp);
+		free(a->path);
+		free(a->tmp);
+		*a = (titan_atomic){0};
+		return rc;
+	}
+	return 0;
+nomem:
+	free(a->path);
+	free(a->tmp);
+	*a = (titan_atomic){0};
+	return titan_err_nomem();
+}
+
+int st_stream_begin(st_stream *w, const char *path)
+{
+	if (w->begun)
+		return titan_err(TITAN_EUSAGE, "'%s': stream already begun", path);
 	char *hdr = NULL;
 	size_t hlen = 0;
 	int rc = build_header(w, path, &hdr, &hlen);
@@ -471,33 +525,151 @@ int st_writer_write(st_writer *w, const char *path)
 	uint8_t le[8];
 	for (int i = 0; i < 8; i++)
 		le[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-
-	titan_atomic a;
-	rc = atomic_open(&a, path);
-	if (rc) {
+	if ((rc = stream_create(&w->out, path))) {
 		free(hdr);
 		return rc;
 	}
-	rc = file_write(a.fp, path, le, sizeof le);
+	w->begun = true;
+	rc = file_write(w->out.fp, path, le, sizeof le);
 	if (!rc)
-		rc = file_write(a.fp, path, hdr, hlen);
+		rc = file_write(w->out.fp, path, hdr, hlen);
 	free(hdr);
-	for (size_t i = 0; !rc && i < w->n; i++)
-		rc = file_write(a.fp, path, w->e[i].data, (size_t)w->e[i].bytes);
+	w->failed = rc != 0;
+	return rc;
+}
+
+int st_stream_put(st_stream *w, const void *data, size_t bytes)
+{
+	if (!w->begun || w->finished)
+		return titan_err(TITAN_EUSAGE, "safetensors stream: put outside begin..finish");
+	const char *path = w->out.path;
+	if (w->failed)
+		return titan_err(TITAN_EIO, "'%s': an earlier write failed", path);
+	const uint8_t *p = data;
+	while (bytes) {
+		/* Skip tensors of zero bytes: they take no data. */
+		while (w->cur < w->n && w->cur_done == w->e[w->cur].bytes) {
+			w->cur++;
+			w->cur_done = 0;
+		}
+		if (w->cur == w->n)
+			return titan_err(TITAN_EUSAGE,
+					 "'%s': %zu bytes past the end of the declared tensors",
+					 path, bytes);
+		uint64_t left = w->e[w->cur].bytes - w->cur_done;
+		size_t k = bytes < left ? bytes : (size_t)left;
+		int rc = file_write(w->out.fp, path, p, k);
+		if (rc) {
+			w->failed = true;
+			return rc;
+		}
+		w->cur_done += k;
+		p += k;
+		bytes -= k;
+	}
+	return 0;
+}
+
+int st_stream_finish(st_stream *w)
+{
+	if (!w->begun || w->finished)
+		return titan_err(TITAN_EUSAGE, "safetensors stream: finish without begin");
+	const char *path = w->out.path;
+	if (w->failed)
+		return titan_err(TITAN_EIO, "'%s': an earlier write failed", path);
+	while (w->cur < w->n && w->cur_done == w->e[w->cur].bytes) {
+		w->cur++;
+		w->cur_done = 0;
+	}
+	if (w->cur < w->n)
+		return titan_err(TITAN_EUSAGE,
+				 "'%s': tensor '%s': %llu of its %llu bytes written",
+				 path, w->e[w->cur].name, (unsigned long long)w->cur_done,
+				 (unsigned long long)w->e[w->cur].bytes);
+	w->finished = true;
+	return atomic_commit(&w->out);
+}
+
+void st_stream_free(st_stream *w)
+{
+	if (!w)
+		return;
+	if (w->begun && !w->finished)
+		atomic_abort(&w->out);
+	for (size_t i = 0; i < w->n; i++)
+		free(w->e[i].name);
+	free(w->e);
+	json_decref(w->meta);
+	free(w);
+}
+
+/* --- writer: a stream whose data is all in memory --- */
+
+struct st_writer {
+	st_stream *s;
+	const void **data;
+	size_t cap;
+};
+
+int st_writer_new(st_writer **out)
+{
+	st_writer *w = calloc(1, sizeof *w);
+	if (!w)
+		return titan_err_nomem();
+	int rc = st_stream_new(&w->s);
 	if (rc) {
-		atomic_abort(&a);
+		free(w);
 		return rc;
 	}
-	return atomic_commit(&a);
+	*out = w;
+	return 0;
+}
+
+int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim,
+		  const int64_t *shape, const void *data)
+{
+	size_t n = w->s->n;
+	if (n == w->cap) {
+		size_t cap = w->cap ? 2 * w->cap : 16;
+		const void **d = realloc(w->data, cap * sizeof *d);
+		if (!d)
+			return titan_err_nomem();
+		w->data = d;
+		w->cap = cap;
+	}
+	int rc = st_stream_declare(w->s, name, dtype, ndim, shape);
+	if (rc)
+		return rc;
+	if (w->s->e[n].bytes && !data) {
+		free(w->s->e[n].name);
+		w->s->data_bytes -= w->s->e[n].bytes;
+		w->s->n--;
+		return titan_err(TITAN_EUSAGE, "tensor '%s': no data", name);
+	}
+	w->data[n] = data;
+	return 0;
+}
+
+int st_writer_meta(st_writer *w, const char *key, const char *value)
+{
+	return st_stream_meta(w->s, key, value);
+}
+
+int st_writer_write(st_writer *w, const char *path)
+{
+	int rc = st_stream_begin(w->s, path);
+	for (size_t i = 0; !rc && i < w->s->n; i++)
+		rc = st_stream_put(w->s, w->data[i], (size_t)w->s->e[i].bytes);
+	if (!rc)
+		rc = st_stream_finish(w->s);
+	return rc;
 }
 
 void st_writer_free(st_writer *w)
 {
 	if (!w)
 		return;
-	for (size_t i = 0; i < w->n; i++)
-		free(w->e[i].name);
-	free(w->e);
-	json_decref(w->meta);
+	st_stream_free(w->s);
+	free(w->data);
 	free(w);
 }

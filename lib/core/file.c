@@ -2,6 +2,7 @@
 #include "core/base.h"
 #include "core/file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -219,4 +220,128 @@ int file_write(FILE *fp, const char *path, const void *buf, size_t n)
 	if (n && fwrite(buf, 1, n, fp) != n)
 		return titan_err_errno(TITAN_EIO, "cannot write '%s'", shown(path, true));
 	return 0;
+}
+
+/* Remove what dirfd holds, depth first, never following links; closes
+ * dirfd.  shown names the directory in messages. */
+static int remove_contents(int dirfd, const char *shown)
+{
+	DIR *d = fdopendir(dirfd);
+	struct dirent *de;
+	int rc = 0;
+
+	if (!d) {
+		close(dirfd);
+		return titan_err_errno(TITAN_EIO, "cannot read '%s'", shown);
+	}
+	while (!rc && (de = readdir(d))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			rc = titan_err_errno(TITAN_EIO, "cannot stat '%s/%s'", shown, de->d_name);
+			break;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd, de->d_name,
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0)
+				rc = titan_err_errno(TITAN_EIO, "cannot open '%s/%s'", shown,
+						     de->d_name);
+			else
+				rc = remove_contents(sub, shown);
+		}
+		if (!rc && unlinkat(dirfd, de->d_name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) < 0)
+			rc = titan_err_errno(TITAN_EIO, "cannot remove '%s/%s'", shown, de->d_name);
+	}
+	closedir(d);
+	return rc;
+}
+
+int file_remove_tree(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : titan_err_errno(TITAN_EIO, "cannot stat '%s'", path);
+	if (S_ISDIR(st.st_mode)) {
+		int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int rc;
+
+		if (fd < 0)
+			return titan_err_errno(TITAN_EIO, "cannot open '%s'", path);
+		if ((rc = remove_contents(fd, path)))
+			return rc;
+		if (rmdir(path) < 0)
+			return titan_err_errno(TITAN_EIO, "cannot remove '%s'", path);
+		return 0;
+	}
+	if (unlink(path) < 0)
+		return titan_err_errno(TITAN_EIO, "cannot remove '%s'", path);
+	return 0;
+}
+
+void file_discard_tree(const char *path)
+{
+	char *msg = strdup(titan_errmsg());
+
+	file_remove_tree(path);
+	if (msg) {
+		titan_err(TITAN_EIO, "%s", msg);
+		free(msg);
+	}
+}
+
+int file_install_dir(const char *tmp, const char *dir, bool replace)
+{
+	size_t len = strlen(dir) + 32;
+	char *old = malloc(len);
+	bool replaced = false;
+	struct stat st;
+	int rc;
+
+	if (!old)
+		return titan_err_nomem();
+	snprintf(old, len, "%s.old.%ld", dir, (long)getpid());
+	if ((rc = file_sync_dir(tmp)))
+		goto out;
+	if (lstat(dir, &st) == 0) {
+		if (!replace) {
+			rc = titan_err(TITAN_EUSAGE, "'%s' already exists (use --force to "
+				       "replace it)", dir);
+			goto out;
+		}
+		if ((rc = file_remove_tree(old)))
+			goto out;
+		if (rename(dir, old) < 0) {
+			rc = titan_err_errno(TITAN_EIO, "cannot rename '%s' to '%s'", dir, old);
+			goto out;
+		}
+		replaced = true;
+	}
+	if (rename(tmp, dir) < 0) {
+		rc = titan_err_errno(TITAN_EIO, "cannot rename '%s' to '%s'", tmp, dir);
+		if (replaced)
+			rename(old, dir);
+		goto out;
+	}
+	if ((rc = file_sync_parent(dir)))
+		goto out;
+	if (replaced)
+		rc = file_remove_tree(old);
+out:
+	free(old);
+	return rc;
+}
+
+int file_copy(const char *src, const char *dst)
+{
+	titan_bytes b = {0};
+	int rc = file_read_all(src, &b);
+
+	if (!rc)
+		rc = atomic_write_file(dst, b.v ? (const void *)b.v : "", b.n);
+	bytes_free(&b);
+	return rc;
 }

@@ -35,6 +35,23 @@ char *file_path_join(const char *dir, const char *name);
 int file_sync_dir(const char *dir);
 int file_sync_parent(const char *path);
 
+/* rm -r path, never following links; a missing path is not an error. */
+int file_remove_tree(const char *path);
+
+/* The same for cleaning up after a failure: errors are ignored and the
+ * failure's message (titan_errmsg) is kept. */
+void file_discard_tree(const char *path);
+
+/* Put the finished directory tmp in place as dir: fsync tmp, move an
+ * existing dir aside (to dir.old.PID) so that some complete dir exists at
+ * every moment but one rename, rename tmp to dir, fsync dir's parent, and
+ * remove the old one.  An existing dir is TITAN_EUSAGE ("already exists
+ * (use --force to replace it)") unless replace. */
+int file_install_dir(const char *tmp, const char *dir, bool replace);
+
+/* Copy src to dst atomically (titan_atomic). */
+int file_copy(const char *src, const char *dst);
+
 /* fwrite that records a titan error naming path on failure. */
 int file_write(FILE *fp, const char *path, const void *buf, size_t n);
 

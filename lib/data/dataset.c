@@ -40,35 +40,6 @@ int dataset_split_of(const uint32_t *ids, size_t n, uint64_t seed, double val_fr
 	return u < val_fraction ? SPLIT_VAL : SPLIT_TRAIN;
 }
 
-/* Remove a file or a directory tree (ours are flat, but a replaced OUTDIR
- * may not be); errors are ignored: this only cleans up. */
-static void remove_tree(const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return;
-	if (S_ISDIR(st.st_mode)) {
-		DIR *dir = opendir(path);
-		struct dirent *e;
-		while (dir && (e = readdir(dir))) {
-			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-				continue;
-			size_t n = strlen(path) + strlen(e->d_name) + 2;
-			char *sub = malloc(n);
-			if (!sub)
-				break;
-			snprintf(sub, n, "%s/%s", path, e->d_name);
-			remove_tree(sub);
-			free(sub);
-		}
-		if (dir)
-			closedir(dir);
-		rmdir(path);
-	} else {
-		unlink(path);
-	}
-}
-
 /* ---- writer ---- */
 
 typedef struct shard_entry {
@@ -143,7 +114,7 @@ int dataset_writer_open(dataset_writer **out, const dataset_writer_opts *o)
 		return titan_err_nomem();
 	}
 	snprintf(w->tmpdir, n, "%s.tmp.%ld", w->outdir, (long)getpid());
-	remove_tree(w->tmpdir);  /* left by a crashed run with our pid */
+	file_discard_tree(w->tmpdir);  /* left by a crashed run with our pid */
 	if (mkdir(w->tmpdir, 0755) < 0) {
 		int rc = titan_err_errno(TITAN_EIO, "cannot create directory '%s'", w->tmpdir);
 		writer_free(w);
@@ -294,45 +265,6 @@ static int write_manifest(const dataset_writer *w)
 	return rc;
 }
 
-/* Put the finished tmpdir in place of OUTDIR, keeping any old OUTDIR
- * until the new one is there. */
-static int install(dataset_writer *w)
-{
-	char *old = NULL;
-	int rc = 0;
-	if (exists(w->outdir)) {
-		if (!w->o.force)
-			return titan_err(TITAN_EUSAGE, "'%s' exists (use --force to replace it)",
-					 w->outdir);
-		size_t n = strlen(w->outdir) + 32;
-		old = malloc(n);
-		if (!old)
-			return titan_err_nomem();
-		snprintf(old, n, "%s.old.%ld", w->outdir, (long)getpid());
-		remove_tree(old);
-		if (rename(w->outdir, old) < 0) {
-			rc = titan_err_errno(TITAN_EIO, "cannot rename '%s' to '%s'",
-					     w->outdir, old);
-			free(old);
-			return rc;
-		}
-	}
-	if (rename(w->tmpdir, w->outdir) < 0) {
-		rc = titan_err_errno(TITAN_EIO, "cannot rename '%s' to '%s'",
-				     w->tmpdir, w->outdir);
-		if (old)
-			rename(old, w->outdir);
-		free(old);
-		return rc;
-	}
-	rc = file_sync_parent(w->outdir);
-	if (old) {
-		remove_tree(old);
-		free(old);
-	}
-	return rc;
-}
-
 int dataset_writer_commit(dataset_writer *w)
 {
 	int rc = 0;
@@ -348,11 +280,9 @@ int dataset_writer_commit(dataset_writer *w)
 	if (!rc)
 		rc = write_manifest(w);
 	if (!rc)
-		rc = file_sync_dir(w->tmpdir);
-	if (!rc)
-		rc = install(w);
+		rc = file_install_dir(w->tmpdir, w->outdir, w->o.force);
 	if (rc)
-		remove_tree(w->tmpdir);
+		file_discard_tree(w->tmpdir);
 	writer_free(w);
 	return rc;
 }
@@ -365,7 +295,7 @@ void dataset_writer_abort(dataset_writer *w)
 		shard_writer_abort(w->cur[s]);
 		w->cur[s] = NULL;
 	}
-	remove_tree(w->tmpdir);
+	file_discard_tree(w->tmpdir);
 	writer_free(w);
 }
 

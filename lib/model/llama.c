@@ -5,6 +5,7 @@
 
 #include <math.h>
 
+#include "core/rng.h"
 #include "model/llama_internal.h"
 
 static int positive(int v, const char *key)
@@ -220,6 +221,12 @@ void llama_block_view(const llama_config *c, float *chunk, llama_block_weights *
 int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
 	      mem_tracker *mem)
 {
+	return llama_new_opts(out, c, ops, mem, true);
+}
+
+int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *ops,
+		   mem_tracker *mem, bool with_grads)
+{
 	llama_model *m = calloc(1, sizeof *m);
 	int n = llama_nchunks(c);
 
@@ -242,8 +249,9 @@ int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
 
 		m->chunk_numel[i] = llama_chunk_numel(c, i);
 		m->params[i] = mem_alloc(mem, bytes, "model parameters");
-		m->grads[i] = m->params[i] ? mem_alloc(mem, bytes, "model gradients") : NULL;
-		if (!m->grads[i]) {
+		if (m->params[i] && with_grads)
+			m->grads[i] = mem_alloc(mem, bytes, "model gradients");
+		if (!m->params[i] || (with_grads && !m->grads[i])) {
 			int rc = titan_err_prefix(TITAN_ENOMEM, "chunk %d", i);
 
 			llama_free(m);
@@ -277,62 +285,21 @@ void llama_zero_grads(llama_model *m)
 {
 	/* mem_alloc memory is host memory: plain memset clears it */
 	for (int i = 0; i < m->nchunks; i++)
-		memset(m->grads[i], 0, m->chunk_numel[i] * sizeof(float));
+		if (m->grads[i])
+			memset(m->grads[i], 0, m->chunk_numel[i] * sizeof(float));
 }
 
-/* Initialisation.  Each tensor draws from its own xoshiro256** stream seeded
- * from (seed, tensor index), so the weights depend on neither the thread
- * count nor the order in which tensors are filled. */
-struct rng {
-	uint64_t s[4];
+/* Initialisation.  Each tensor draws from its own stream (core/rng.h)
+ * seeded from (seed, tensor index), so the weights depend on neither the
+ * thread count nor the order in which tensors are filled.  Normals come in
+ * Box-Muller pairs. */
+struct normal_rng {
+	titan_rng r;
 	bool have_spare;
 	double spare;
 };
 
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xoshiro_next(struct rng *r)
-{
-	uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return out;
-}
-
-static void rng_seed(struct rng *r, uint64_t seed, uint64_t stream)
-{
-	uint64_t x = seed;
-
-	x ^= splitmix64(&(uint64_t){ stream ^ 0x5851f42d4c957f2dull });
-	for (int i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&x);
-	r->have_spare = false;
-}
-
-/* Uniform in (0, 1]: never 0, so log() below stays finite. */
-static double rng_unit(struct rng *r)
-{
-	return ((xoshiro_next(r) >> 11) + 1) * 0x1.0p-53;
-}
-
-static double rng_normal(struct rng *r)
+static double rng_normal(struct normal_rng *r)
 {
 	double u, v, rad;
 
@@ -340,8 +307,9 @@ static double rng_normal(struct rng *r)
 		r->have_spare = false;
 		return r->spare;
 	}
-	u = rng_unit(r);
-	v = rng_unit(r);
+	/* u in (0, 1]: never 0, so log() stays finite */
+	u = ((rng_next(&r->r) >> 11) + 1) * 0x1.0p-53;
+	v = ((rng_next(&r->r) >> 11) + 1) * 0x1.0p-53;
 	rad = sqrt(-2.0 * log(u));
 	r->spare = rad * sin(2.0 * M_PI * v);
 	r->have_spare = true;
@@ -352,9 +320,9 @@ static double rng_normal(struct rng *r)
 static void fill_normal(float *w, size_t n, double std, double bound, uint64_t seed,
 			uint64_t stream)
 {
-	struct rng r;
+	struct normal_rng r = {0};
 
-	rng_seed(&r, seed, stream);
+	rng_seed(&r.r, seed, stream);
 	for (size_t i = 0; i < n; i++) {
 		double x;
 

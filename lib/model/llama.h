@@ -94,6 +94,10 @@ typedef struct llama_model {
 /* Allocate parameters and gradients (zero) for c (already checked). */
 int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
 	      mem_tracker *mem);
+/* The same; with_grads false leaves grads[] NULL (inference: llama_forward
+ * without dloss and decoding only). */
+int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *ops,
+		   mem_tracker *mem, bool with_grads);
 void llama_free(llama_model *m);
 
 /* torchtitan's init_weights from a seed: embeddings N(0, 1); wq, wk, wv, w1

@@ -142,7 +142,7 @@ static size_t carve(llama_acts *a, char *base, const struct dims *d)
 
 /* torchtitan's precompute_freqs_cis, in fp32 as torch computes it, with
  * Llama 3.1's apply_scaling; then cos and sin of pos * freq for pos < T. */
-static void rope_tables(const llama_config *c, int T, float *cos_tab, float *sin_tab)
+void llama_rope_tables(const llama_config *c, int T, float *cos_tab, float *sin_tab)
 {
 	int D = c->dim / c->n_heads, half = D / 2;
 
@@ -230,7 +230,7 @@ int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_eve
 		return TITAN_ENOMEM;
 	}
 	carve(a, a->mem, &d);
-	rope_tables(c, T, a->cos_tab, a->sin_tab);
+	llama_rope_tables(c, T, a->cos_tab, a->sin_tab);
 	m->act_bytes = a->bytes;
 	return 0;
 }
@@ -384,6 +384,9 @@ int llama_backward(llama_model *m)
 	if (!a || !a->backward_ready)
 		return titan_err(TITAN_EUSAGE, "llama_backward: the last forward did not "
 				 "prepare a backward (it needs labels and dloss != 0)");
+	if (!m->grads[0])
+		return titan_err(TITAN_EUSAGE, "llama_backward: the model was made without "
+				 "gradients (llama_new_opts)");
 	d = dims_of(m);
 	a->backward_ready = false;
 

@@ -15,7 +15,9 @@
  *     the tp-local piece is cut along dim 0 as torch.chunk does: pieces of
  *     ceil(rows / n), the last ones shorter or empty.
  *   - dp_replicate: replicas hold the same slices; only replica 0 writes a
- *     checkpoint file.
+ *     checkpoint file.  Likewise a norm, whole on every tp rank, is written
+ *     by tp rank 0 only (par_ckpt_slice), so the files tile every tensor
+ *     exactly once.
  * AdamW moments follow their parameter. */
 #ifndef TITAN_MODEL_SHARD_H
 #define TITAN_MODEL_SHARD_H
@@ -53,5 +55,10 @@ bool par_slice(const llama_config *c, const par_layout *l, int rank,
 	       const llama_tensor_info *t, int64_t *start, int64_t *shape);
 /* Whether rank writes checkpoint files (replica 0 of dp_replicate). */
 bool par_rank_writes(const par_layout *l, int rank);
+/* The slice rank writes into a checkpoint of layout l: par_slice's, but
+ * false where another rank writes the same one (a replica other than 0;
+ * a tp rank other than 0 for a tensor whole on every tp rank). */
+bool par_ckpt_slice(const llama_config *c, const par_layout *l, int rank,
+		    const llama_tensor_info *t, int64_t *start, int64_t *shape);
 
 #endif

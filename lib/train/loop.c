@@ -7,12 +7,16 @@
 #include <sched.h>
 #include <signal.h>
 #include <time.h>
+#include <sys/stat.h>
 #include "ckpt/ckpt.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "core/mem.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "mem/memmodel.h"
 #include "model/llama.h"
+#include "tok/tok.h"
 #include "train/metrics.h"
 #include "train/optim.h"
 #include "train/loop.h"
@@ -182,7 +186,34 @@ static int save_checkpoint(run *r, double lr)
 	return 0;
 }
 
-/* Restore weights, moments, step, tokens and the loader cursor. */
+/* Which optimizer tensors the checkpoint has: all (a training checkpoint),
+ * none (a model imported from elsewhere: the moments stay zero), or some,
+ * which is an error. */
+static int optim_present(run *r, const char *dir, bool *all)
+{
+	ckpt_reader *rd;
+	size_t nt = r->nct / 3, have = 0;
+	const char *missing = NULL;
+	int rc = ckpt_reader_open(&rd, dir);
+	if (rc)
+		return rc;
+	for (size_t i = nt; i < r->nct; i++) {
+		if (ckpt_reader_find(rd, r->ct[i].name))
+			have++;
+		else if (!missing)
+			missing = r->ct[i].name;
+	}
+	if (have && have < r->nct - nt)
+		rc = titan_err(TITAN_EFORMAT, "'%s': the checkpoint holds %zu of the %zu optimizer "
+			       "tensors (no '%s')", dir, have, r->nct - nt, missing);
+	ckpt_reader_close(rd);
+	*all = have > 0;
+	return rc;
+}
+
+/* Restore weights, moments, step, tokens and the loader cursor.  A
+ * checkpoint of the weights alone (titan-ckpt import) starts training from
+ * them at step 0 unless it carries a train state. */
 static int load_checkpoint(run *r, loader_cursor *cur)
 {
 	const train_config *c = r->cfg;
@@ -191,6 +222,7 @@ static int load_checkpoint(run *r, loader_cursor *cur)
 	json_t *man = NULL, *st;
 	long long step = 0, tokens = 0, epoch = 0, pos = 0;
 	const char *sha = "";
+	bool with_optim = false;
 	int rc;
 
 	*cur = (loader_cursor){ 0, 0 };
@@ -202,20 +234,19 @@ static int load_checkpoint(run *r, loader_cursor *cur)
 	} else if ((rc = ckpt_resolve(c->checkpoint.folder, want, &dir))) {
 		return rc;
 	}
-	if ((rc = ckpt_read_manifest(dir, &man)))
+	if ((rc = ckpt_read_manifest(dir, &man)) || (rc = optim_present(r, dir, &with_optim)))
 		goto out;
 	st = json_object_get(json_object_get(man, "extra"), "train_state");
-	if (!json_is_object(st)) {
+	if (!json_is_object(st) && with_optim) {
 		rc = titan_err(TITAN_EFORMAT, "'%s': manifest.json: no extra.train_state", dir);
 		goto out;
 	}
-	if ((rc = json_get_int(st, "step", &step, dir, "$.extra.train_state")) ||
-	    (rc = json_get_int(st, "tokens", &tokens, dir, "$.extra.train_state")) ||
-	    (rc = json_opt_str(st, "tokenizer_sha256", &sha, dir, "$.extra.train_state")))
-		goto out;
-	{
+	if (json_is_object(st)) {
 		json_t *ld = json_object_get(st, "loader");
-		if ((rc = json_get_int(ld, "epoch", &epoch, dir, "$.extra.train_state.loader")) ||
+		if ((rc = json_get_int(st, "step", &step, dir, "$.extra.train_state")) ||
+		    (rc = json_get_int(st, "tokens", &tokens, dir, "$.extra.train_state")) ||
+		    (rc = json_opt_str(st, "tokenizer_sha256", &sha, dir, "$.extra.train_state")) ||
+		    (rc = json_get_int(ld, "epoch", &epoch, dir, "$.extra.train_state.loader")) ||
 		    (rc = json_get_int(ld, "pos", &pos, dir, "$.extra.train_state.loader")))
 			goto out;
 	}
@@ -225,16 +256,56 @@ static int load_checkpoint(run *r, loader_cursor *cur)
 			       dir, c->data.dataset, sha, r->tok.sha256);
 		goto out;
 	}
-	if ((rc = ckpt_load(dir, r->ct, r->nct)))
+	if ((rc = ckpt_load(dir, r->ct, with_optim ? r->nct : r->nct / 3)))
 		goto out;
 	r->step = (long)step;
 	r->tokens = (uint64_t)tokens;
 	r->opt->step = (long)step;
 	*cur = (loader_cursor){ (uint64_t)epoch, (uint64_t)pos };
-	log_info(r->log, "resumed from %s: step %lld, %lld tokens", dir, step, tokens);
+	if (!with_optim)
+		log_info(r->log, "loaded model weights only (no optimizer state) from %s", dir);
+	if (json_is_object(st))
+		log_info(r->log, "resumed from %s: step %lld, %lld tokens", dir, step, tokens);
 out:
 	json_decref(man);
 	free(dir);
+	return rc;
+}
+
+/* Every checkpoint carries the dataset's tokenizer as tokenizer.json when
+ * the file the dataset was packed with is still there and is that very
+ * tokenizer (the hash the dataset recorded); otherwise a note says why
+ * not, and training goes on. */
+static int attach_tokenizer(run *r)
+{
+	const char *src = r->tok.source;
+	struct stat st;
+	char *path = NULL;
+	titan_tok *t = NULL;
+	int rc = 0;
+
+	if (!*src || stat(src, &st) < 0) {
+		log_info(r->log, "note: checkpoints will not carry the tokenizer: '%s' is not "
+			 "there", src);
+		return 0;
+	}
+	path = S_ISDIR(st.st_mode) ? file_path_join(src, "tokenizer.json") : strdup(src);
+	if (!path)
+		return titan_err_nomem();
+	if (tok_load(&t, path, NULL))
+		log_info(r->log, "note: checkpoints will not carry the tokenizer: %s",
+			 titan_errmsg());
+	else if (strcmp(tok_source_format(t), "tokenizer.json"))
+		log_info(r->log, "note: checkpoints will not carry the tokenizer: '%s' is a "
+			 "tiktoken file, not a tokenizer.json", path);
+	else if (strcmp(tok_hash(t), r->tok.sha256))
+		log_info(r->log, "note: checkpoints will not carry the tokenizer: '%s' is not "
+			 "the tokenizer the dataset was packed with (sha256 %.12s... vs %.12s...)",
+			 path, tok_hash(t), r->tok.sha256);
+	else
+		rc = ckpt_saver_attach_file(r->saver, "tokenizer.json", path);
+	tok_free(t);
+	free(path);
 	return rc;
 }
 
@@ -347,18 +418,14 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	llama_init_weights(r->model, c->training.seed);
 	if ((rc = adamw_new(&r->opt, r->model, &ac, &r->mem)))
 		return rc;
-	/* What checkpointing saves is measured: plan without it first. */
-	if (c->activation_checkpoint.mode != LLAMA_AC_NONE) {
-		if ((rc = llama_plan(r->model, r->B, r->T, LLAMA_AC_NONE, 1)))
-			return rc;
-		res->act_bytes_none = r->model->act_bytes;
-	}
+	/* What checkpointing saves, from the memory model: planning without
+	 * it would touch memory the run never needs. */
+	if ((rc = mem_model_plan_bytes(c, LLAMA_AC_NONE, &res->act_bytes_none)))
+		return rc;
 	if ((rc = llama_plan(r->model, r->B, r->T, c->activation_checkpoint.mode,
 			     c->activation_checkpoint.selective_every)))
 		return rc;
 	res->act_bytes = r->model->act_bytes;
-	if (c->activation_checkpoint.mode == LLAMA_AC_NONE)
-		res->act_bytes_none = res->act_bytes;
 	mem_reset_peak(&r->mem);
 	r->seg = calloc((size_t)r->B * r->T, sizeof *r->seg);
 	if (!r->seg)
@@ -368,6 +435,8 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	if (c->checkpoint.enable &&
 	    (rc = ckpt_saver_new(&r->saver, c->checkpoint.folder, c->checkpoint.keep_latest_k,
 				 c->checkpoint.async, 0, 1)))
+		return rc;
+	if (r->saver && (rc = attach_tokenizer(r)))
 		return rc;
 	if ((rc = load_checkpoint(r, cur)))
 		return rc;
@@ -452,6 +521,11 @@ static int loop(run *r, train_result *res)
 			};
 			if ((rc = metrics_log(r->met, &row)))
 				return rc;
+			size_t predicted;
+			if (r->step == res->first_step && !mem_model_predict_tracked(c, &predicted))
+				log_info(r->log, "memory: predicted %.1f MiB (titan-mem), measured "
+					 "%.1f MiB", predicted / (1024.0 * 1024.0),
+					 r->mem.peak / (1024.0 * 1024.0));
 			busy = data_s = 0;
 			tokens_at_log = r->tokens;
 		}

@@ -4,7 +4,8 @@
 # Makefile (share/titan/examples/Makefile): train a tokenizer, pack the
 # text into a dataset, train debugmodel for a few minutes on the CPU and
 # save a checkpoint.  Then check the tokenizer's round trip and the
-# dataset's checksums, and show the loss falling.
+# dataset's checksums, show the loss falling, and print a sample of the
+# model's text.
 # Run through `make demo`, which installs missing packages and builds first.
 set -eu
 bin=$(cd "${TITAN_BIN:-build/bin}" && pwd)
@@ -49,4 +50,8 @@ awk -F'[:,}]' '
 		if (!first) first = l; last = l; n = s }
 	END { printf "train loss: %.4f at step 1 -> %.4f at step %d\n", first, last, n }' "$run/metrics.jsonl"
 echo "checkpoint: $(ls -d "$run"/checkpoint/step-* | tail -1)"
+
+echo "== a sample from the model (titan-gen, the example Makefile's sample step)"
+make --no-print-directory -s -f "$share/examples/Makefile" CORPUS="$corpus" OUT="$work/run" \
+	TITAN_BIN="$bin" STEPS="${DEMO_STEPS:-200}" PROMPT="And God said" sample
 echo "== outputs in $work"

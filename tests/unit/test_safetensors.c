@@ -298,6 +298,85 @@ static void test_good_headers(void)
 	st_close(f);
 }
 
+static bool file_exists(const char *p)
+{
+	return access(p, F_OK) == 0;
+}
+
+/* The streaming writer: tensors in pieces, zero-byte tensors, byte-count
+ * errors, and an abandoned stream leaves nothing behind. */
+static void test_stream(void)
+{
+	char path[512], tmp[600];
+	path_in(path, sizeof path, "stream.safetensors");
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+
+	float a[10], b[3];
+	for (int i = 0; i < 10; i++)
+		a[i] = (float)i * 0.5f;
+	for (int i = 0; i < 3; i++)
+		b[i] = -(float)i;
+	int64_t sa[2] = { 2, 5 }, sb[1] = { 3 }, se[1] = { 0 };
+
+	st_stream *w;
+	REQUIRE(st_stream_new(&w) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_declare(w, "a", ST_F32, 2, sa) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_declare(w, "e", ST_F32, 1, se) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_declare(w, "b", ST_F32, 1, sb) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_declare(w, "a", ST_F32, 1, sb) == TITAN_EUSAGE, "duplicate");
+	CHECK(st_stream_meta(w, "format", "pt") == 0, "%s", titan_errmsg());
+	CHECK(st_stream_data_bytes(w) == 52, "data bytes %llu",
+	      (unsigned long long)st_stream_data_bytes(w));
+	REQUIRE(st_stream_begin(w, path) == 0, "%s", titan_errmsg());
+	CHECK(file_exists(tmp) && !file_exists(path), "PATH.tmp while streaming");
+	CHECK(st_stream_declare(w, "late", ST_F32, 1, sb) == TITAN_EUSAGE, "late declare");
+	/* a in three pieces, the last one running into b. */
+	CHECK(st_stream_put(w, a, 7) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_put(w, (const char *)a + 7, 20) == 0, "%s", titan_errmsg());
+	uint8_t joint[13 + 4];
+	memcpy(joint, (const char *)a + 27, 13);
+	memcpy(joint + 13, b, 4);
+	CHECK(st_stream_put(w, joint, sizeof joint) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_finish(w) == TITAN_EUSAGE &&
+	      strstr(titan_errmsg(), "tensor 'b': 4 of its 12 bytes written"),
+	      "short: %s", titan_errmsg());
+	CHECK(st_stream_put(w, b + 1, 12) == TITAN_EUSAGE &&
+	      strstr(titan_errmsg(), "4 bytes past the end"), "long: %s", titan_errmsg());
+	CHECK(st_stream_finish(w) == 0, "%s", titan_errmsg());
+	st_stream_free(w);
+	CHECK(file_exists(path) && !file_exists(tmp), "renamed into place");
+
+	st_file *f;
+	REQUIRE(st_open(&f, path) == 0, "%s", titan_errmsg());
+	CHECK(f->data_off % 8 == 0, "aligned data");
+	const st_tensor *ta = st_find(f, "a"), *tb = st_find(f, "b"), *te = st_find(f, "e");
+	REQUIRE(ta && tb && te, "tensors");
+	CHECK(!memcmp(st_data(f, ta), a, sizeof a) && !memcmp(st_data(f, tb), b, sizeof b),
+	      "data");
+	CHECK(te->begin == te->end && !strcmp(st_meta(f, "format"), "pt"), "empty, meta");
+	st_close(f);
+
+	/* Abandoned after begin: PATH.tmp goes, PATH is untouched. */
+	REQUIRE(st_stream_new(&w) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_declare(w, "b", ST_F32, 1, sb) == 0, "%s", titan_errmsg());
+	REQUIRE(st_stream_begin(w, path) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_put(w, b, 4) == 0, "%s", titan_errmsg());
+	st_stream_free(w);
+	CHECK(!file_exists(tmp), "abort removes PATH.tmp");
+	REQUIRE(st_open(&f, path) == 0, "old file intact: %s", titan_errmsg());
+	CHECK(f->n == 3, "old file has 3 tensors");
+	st_close(f);
+
+	/* put before begin, begin into a missing directory. */
+	REQUIRE(st_stream_new(&w) == 0, "%s", titan_errmsg());
+	CHECK(st_stream_put(w, b, 4) == TITAN_EUSAGE, "put before begin");
+	char bad[600];
+	snprintf(bad, sizeof bad, "%s/no/such/dir/x.safetensors", check_scratch);
+	CHECK(st_stream_begin(w, bad) == TITAN_EIO && strstr(titan_errmsg(), "x.safetensors.tmp"),
+	      "%s", titan_errmsg());
+	st_stream_free(w);
+}
+
 int main(void)
 {
 	if (check_scratch_open("test_safetensors"))
@@ -306,6 +385,7 @@ int main(void)
 	RUN(test_python);
 	RUN(test_bad_headers);
 	RUN(test_good_headers);
+	RUN(test_stream);
 	check_rmtree(check_scratch);
 	return check_done();
 }

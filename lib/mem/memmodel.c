@@ -1,0 +1,510 @@
+/* memmodel.c - the analytical memory model (memmodel.h).
+ *
+ * Sizes follow the code that allocates: llama_new (parameters and
+ * gradients, one buffer per chunk), adamw_new (two moments per chunk) and
+ * llama_plan's carve (one allocation, every buffer rounded up to 64 bytes).
+ * Where the design has no code yet (parallel layouts, bf16), the same
+ * buffers are cut the way lib/model/shard.h cuts tensors. */
+#include "core/base.h"
+
+#include <sched.h>
+
+#include "mem/memmodel.h"
+
+const mem_row_info mem_row_infos[MEM_NROWS] = {
+	[MEM_ROW_PARAMS] = { "params", "parameters", true, false },
+	[MEM_ROW_MASTER] = { "master_weights", "fp32 master weights", false, false },
+	[MEM_ROW_GRADS] = { "grads", "gradients", true, false },
+	[MEM_ROW_OPTIM] = { "optimizer", "AdamW moments", true, false },
+	[MEM_ROW_ACTS] = { "activations", "activations", true, false },
+	[MEM_ROW_LOGITS] = { "logits_loss", "logits and loss", true, false },
+	[MEM_ROW_SCRATCH] = { "backward_scratch", "backward scratch", true, false },
+	[MEM_ROW_ATTN] = { "attention_workspace", "attention workspace", false, false },
+	[MEM_ROW_ALLGATHER] = { "fsdp_all_gather", "FSDP all-gather + prefetch", false, false },
+	[MEM_ROW_REDUCE] = { "fsdp_reduce_scatter", "FSDP reduce-scatter", false, false },
+	[MEM_ROW_TP] = { "tp_sequence_parallel", "TP sequence-parallel gather", false, false },
+	[MEM_ROW_CP] = { "cp_ring", "CP ring K/V", false, false },
+	[MEM_ROW_PP] = { "pp_send_recv", "PP send/recv", false, false },
+	[MEM_ROW_LOADER] = { "loader", "loader batches", false, true },
+	[MEM_ROW_CKPT] = { "checkpoint_staging", "async checkpoint staging", false, true },
+};
+
+/* What llama_plan's take() charges for n elements of size sz. */
+static size_t r64(size_t n, size_t sz)
+{
+	return (n * sz + 63) & ~(size_t)63;
+}
+
+static size_t ceil_div(size_t a, size_t b)
+{
+	return (a + b - 1) / b;
+}
+
+/* What one rank cuts from the model: tp-local sizes, and the FSDP degree
+ * the tp-local pieces are split over. */
+struct cut {
+	size_t C, H, KV, D, q, kv, F, V;  /* H, KV, q, kv, F, V: tp-local */
+	size_t fsdp;                       /* dp_shard * cp */
+};
+
+static struct cut cut_of(const mem_model_opts *o)
+{
+	const llama_config *c = &o->model;
+	size_t tp = (size_t)o->par.tp, D = (size_t)(c->dim / c->n_heads);
+	struct cut k = {
+		.C = (size_t)c->dim, .H = (size_t)c->n_heads / tp,
+		.KV = (size_t)c->n_kv_heads / tp, .D = D,
+		.F = (size_t)c->ffn_hidden / tp, .V = (size_t)c->vocab_size / tp,
+		.fsdp = (size_t)o->par.dp_shard * (size_t)o->par.cp,
+	};
+
+	k.q = k.H * D;
+	k.kv = k.KV * D;
+	return k;
+}
+
+/* The largest FSDP piece of a [rows, cols] tensor: torch.chunk's
+ * ceil(rows / n) rows, which rank 0 of the shard group holds. */
+static size_t piece(const struct cut *k, size_t rows, size_t cols)
+{
+	return ceil_div(rows, k->fsdp) * cols;
+}
+
+/* One block: its tp-local (gathered) numel and its largest shard. */
+static void block_numel(const struct cut *k, size_t *whole, size_t *shard)
+{
+	size_t C = k->C;
+
+	*whole = 2 * k->q * C + 2 * k->kv * C + 3 * k->F * C + 2 * C;
+	*shard = piece(k, k->q, C) + 2 * piece(k, k->kv, C) + piece(k, C, k->q) +
+		 2 * piece(k, k->F, C) + piece(k, C, k->F) + 2 * piece(k, C, 1);
+}
+
+/* The chunks a stage holds, in the order its forward gathers them:
+ * their largest shards summed, their gathered (tp-local) sizes summed, the
+ * largest two neighbours (a block and the prefetched next) and the largest
+ * one. */
+struct stage_chunks {
+	size_t shard_sum, whole_sum, max_pair, max_whole;
+};
+
+static void stage_chunks(const mem_model_opts *o, const struct cut *k, int s, int layers,
+			 struct stage_chunks *sc)
+{
+	const llama_config *c = &o->model;
+	size_t bw, bs, order[4];
+	int n = 0;
+
+	block_numel(k, &bw, &bs);
+	memset(sc, 0, sizeof *sc);
+	if (s == 0) {
+		sc->shard_sum += piece(k, k->V, k->C);
+		order[n++] = k->V * k->C;
+	}
+	sc->shard_sum += (size_t)layers * bs;
+	/* blocks are alike: two stand for them in the gather order */
+	for (int i = 0; i < TITAN_MIN(layers, 2); i++)
+		order[n++] = bw;
+	if (s == o->par.pp - 1) {
+		sc->shard_sum += piece(k, k->C, 1) +
+				 (c->tie_embeddings ? 0 : piece(k, k->V, k->C));
+		order[n++] = k->C + (c->tie_embeddings ? 0 : k->V * k->C);
+	}
+	sc->whole_sum = (size_t)layers * bw;
+	if (s == 0)
+		sc->whole_sum += order[0];
+	if (s == o->par.pp - 1)
+		sc->whole_sum += order[n - 1];
+	for (int i = 0; i < n; i++) {
+		sc->max_whole = TITAN_MAX(sc->max_whole, order[i]);
+		sc->max_pair = TITAN_MAX(sc->max_pair, order[i] + (i ? order[i - 1] : 0));
+	}
+}
+
+/* Activation bytes of one microbatch of mb sequences, split the way the
+ * table shows them; the formulas are llama_plan's carve with tp-local
+ * widths, sequence-parallel rows and the activation element size es. */
+struct acts {
+	size_t held;       /* per microbatch in flight: residuals, kept layer sets */
+	size_t shared;     /* once: the recomputed layers' shared set, tables, ids */
+	size_t final;      /* per microbatch in flight on the last stage: xf, rstdf */
+	size_t logits;     /* logits and losses (last stage) */
+	size_t scratch;    /* dresid, dx, gradient scratch */
+};
+
+static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int first_layer,
+			   int layers, bool last, int mb, llama_ac_mode ac)
+{
+	size_t es = o->prec == MEM_PREC_BF16 ? 2 : 4;
+	size_t T = (size_t)o->seq_len, N = (size_t)mb * T / (size_t)o->par.cp;
+	size_t tp = (size_t)o->par.tp;
+	size_t Ns = o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
+	size_t set, resid = r64(Ns * k->C, es);
+	int kept = 0, recomputed = 0;
+	struct acts a = { 0 };
+
+	/* xn1, xn2 are the matmuls' inputs: gathered under sequence parallel */
+	set = 2 * r64(N * k->C, es) + 2 * r64(Ns, 4) + 2 * r64(N * k->q, es) +
+	      2 * r64(N * k->kv, es) + r64(N * k->H, 4) + r64(Ns * k->C, es) +
+	      3 * r64(N * k->F, es);
+	for (int l = first_layer; l < first_layer + layers; l++) {
+		bool re = ac == LLAMA_AC_FULL ||
+			  (ac == LLAMA_AC_SELECTIVE && l % o->ac_every == o->ac_every - 1);
+
+		if (re)
+			recomputed++;
+		else
+			kept++;
+	}
+	a.held = (size_t)(layers + 1) * resid + (size_t)kept * set;
+	a.shared = (recomputed ? set : 0) + 2 * r64(T * (k->D / 2), 4) + 3 * r64(N, 4);
+	if (last) {
+		a.final = r64(N * k->C, es) + r64(Ns, 4);
+		a.logits = r64(N * k->V, 4) + r64(N, 4);
+	}
+	a.scratch = r64(Ns * k->C, es) + r64(N * k->C, es) +
+		    r64(TITAN_MAX(3 * N * k->F, 2 * N * k->q + 2 * N * k->kv), es);
+	return a;
+}
+
+/* The CPU attention kernel's tiles, one set per thread (kernels/cpu). */
+static size_t attention_tiles(size_t D)
+{
+	const size_t BQ = 64, BK = 64;
+	size_t dpad = (D + 15) & ~(size_t)15;
+	size_t n = 3 * BQ * dpad + 2 * BK * dpad + 4 * D * BK + 2 * BQ * BK;
+
+	return r64(n, sizeof(float));
+}
+
+/* Microbatch count and size under pp (1 and the whole batch without). */
+static void microbatches(const mem_model_opts *o, int *n, int *mb)
+{
+	*n = 1;
+	if (o->par.pp > 1)
+		*n = o->pp_microbatches > 0 ? o->pp_microbatches : o->batch;
+	*mb = o->batch / *n;
+}
+
+/* Microbatches stage s holds activations for, in units of the stage's
+ * layers (interleaving holds chunks of 1/v of them). */
+static double in_flight(const mem_model_opts *o, int s, int nmb)
+{
+	int pp = o->par.pp, v = o->pp_virtual > 0 ? o->pp_virtual : 1;
+
+	if (pp == 1)
+		return 1;
+	switch (o->pp_schedule) {
+	case MEM_PP_GPIPE:
+		return nmb;
+	case MEM_PP_1F1B:
+		return TITAN_MIN(pp - s, nmb);
+	case MEM_PP_INTERLEAVED: {
+		/* warm-up forwards of rank s, then one more before the
+		 * first backward frees a chunk */
+		long chunks = (long)(v - 1) * pp + 2L * (pp - 1 - s) + 1;
+
+		chunks = TITAN_MIN(chunks, (long)nmb * v);
+		return (double)chunks / v;
+	}
+	}
+	return nmb;
+}
+
+static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
+{
+	const struct cut k = cut_of(o);
+	int pp = o->par.pp, layers = o->model.n_layers / pp, nmb, mb;
+	bool last = s == pp - 1, bf16 = o->prec == MEM_PREC_BF16;
+	size_t es = bf16 ? 2 : 4, S, N;
+	struct stage_chunks sc;
+	struct acts a, none;
+	double fl;
+	bool par = o->par.tp > 1 || o->par.cp > 1 || o->par.pp > 1 ||
+		   o->par.dp_shard > 1 || o->par.dp_replicate > 1;
+
+	memset(st, 0, sizeof *st);
+	microbatches(o, &nmb, &mb);
+	fl = in_flight(o, s, nmb);
+	stage_chunks(o, &k, s, layers, &sc);
+	S = sc.shard_sum;
+	N = (size_t)mb * (size_t)o->seq_len / (size_t)o->par.cp;
+
+	st->params = S;
+	st->layers = layers;
+	st->micro_batch = mb;
+	st->in_flight = (int)(fl + 0.999);
+
+	/* FSDP2's policy: the shard is fp32 and is the master copy; without
+	 * sharding, a bf16 copy of it is what the model computes with */
+	if (bf16) {
+		st->row[MEM_ROW_MASTER] = S * 4;
+		st->row[MEM_ROW_PARAMS] = k.fsdp > 1 ? 0 : S * 2;
+	} else {
+		st->row[MEM_ROW_PARAMS] = S * 4;
+	}
+	st->row[MEM_ROW_GRADS] = S * 4;
+	st->row[MEM_ROW_OPTIM] = S * 8;
+
+	a = acts_of(o, &k, s * layers, layers, last, mb, o->ac);
+	none = acts_of(o, &k, s * layers, layers, last, mb, LLAMA_AC_NONE);
+	st->row[MEM_ROW_ACTS] = (size_t)(fl * (double)(a.held + a.final)) + a.shared;
+	st->row[MEM_ROW_LOGITS] = (size_t)(fl * (double)a.logits);
+	st->row[MEM_ROW_SCRATCH] = a.scratch;
+	if (o->par.tp > 1) {
+		mem_model_opts flip = *o;
+		struct acts f;
+
+		flip.sequence_parallel = !o->sequence_parallel;
+		f = acts_of(&flip, &k, s * layers, layers, last, mb, o->ac);
+		st->act_other_sp = (size_t)(fl * (double)(f.held + f.final + f.logits)) +
+				   f.shared + f.scratch;
+	}
+	st->act_none = (size_t)(fl * (double)(none.held + none.final + none.logits)) +
+		       none.shared + none.scratch;
+	if (!o->cuda)
+		st->row[MEM_ROW_ATTN] = (size_t)TITAN_MAX(o->threads, 1) * attention_tiles(k.D);
+
+	if (k.fsdp > 1) {
+		st->row[MEM_ROW_ALLGATHER] = (o->reshard_after_forward ? sc.max_pair
+							       : sc.whole_sum) * es;
+		st->row[MEM_ROW_REDUCE] = sc.max_whole * (bf16 ? 2 + 4 : 4);
+	}
+	if (o->par.tp > 1 && o->sequence_parallel)
+		st->row[MEM_ROW_TP] = 2 * N * k.C * es;
+	if (o->par.cp > 1)
+		st->row[MEM_ROW_CP] = 4 * N * k.kv * es + 2 * N * k.kv * 4;
+	if (pp > 1)
+		st->row[MEM_ROW_PP] = (size_t)((s > 0) + !last) * (size_t)mb *
+				      (size_t)o->seq_len / (size_t)o->par.cp * k.C * es;
+	st->row[MEM_ROW_LOADER] = 2 * (r64((size_t)o->batch * o->seq_len, 4) * 2 +
+				       (size_t)o->batch * 16) + ((size_t)o->seq_len + 1) * 4;
+	if (o->async_checkpoint)
+		st->row[MEM_ROW_CKPT] = S * 4 * 3;
+
+	for (int i = 0; i < MEM_NROWS; i++) {
+		const mem_row_info *ri = &mem_row_infos[i];
+
+		/* what no trainer allocates yet is the design's, not a
+		 * measurement's */
+		st->model_only[i] = bf16 || (par && (ri->tracked || (i >= MEM_ROW_ALLGATHER &&
+							     i <= MEM_ROW_PP)));
+		if (!(o->cuda && ri->host))
+			st->total += st->row[i];
+		if (ri->tracked)
+			st->tracked += st->row[i];
+	}
+}
+
+int mem_model_check(const mem_model_opts *o, int world_size)
+{
+	const par_layout *p = &o->par;
+	int v = o->pp_schedule == MEM_PP_INTERLEAVED && o->pp_virtual > 0 ? o->pp_virtual : 1;
+	int nmb, mb, rc;
+
+	/* degrees, tp and pp against the model, the world size */
+	if ((rc = par_layout_check(p, &o->model, world_size)))
+		return rc;
+	if (o->seq_len % p->cp)
+		return titan_err(TITAN_EUSAGE, "cp=%d does not divide training.seq_len=%d",
+				 p->cp, o->seq_len);
+	if (v > 1 && o->model.n_layers % (p->pp * v))
+		return titan_err(TITAN_EUSAGE, "pp=%d x %d virtual stages does not divide "
+				 "model.n_layers=%d", p->pp, v, o->model.n_layers);
+	if (p->tp > 1 && o->sequence_parallel && (o->seq_len / p->cp) % p->tp)
+		return titan_err(TITAN_EUSAGE, "sequence parallel: tp=%d does not divide the "
+				 "rank's sequence training.seq_len / cp = %d", p->tp,
+				 o->seq_len / p->cp);
+	if (o->batch < 1 || o->seq_len < 1)
+		return titan_err(TITAN_EUSAGE, "batch shape %d x %d: both must be positive",
+				 o->batch, o->seq_len);
+	microbatches(o, &nmb, &mb);
+	if (nmb < 1 || o->batch % nmb)
+		return titan_err(TITAN_EUSAGE, "pp microbatches=%d does not divide "
+				 "training.local_batch_size=%d", nmb, o->batch);
+	if (o->ac == LLAMA_AC_SELECTIVE && o->ac_every < 1)
+		return titan_err(TITAN_EUSAGE, "activation_checkpoint.selective_every: %d must "
+				 "be at least 1", o->ac_every);
+	return 0;
+}
+
+static int cpu_threads(const train_config *c)
+{
+	const char *env = getenv("OMP_NUM_THREADS");
+	cpu_set_t set;
+
+	if (c->training.threads > 0)
+		return c->training.threads;
+	if (env && atoi(env) > 0)
+		return atoi(env);
+	if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	return 1;
+}
+
+int mem_model_from_config(mem_model_opts *o, const train_config *c, int world_size)
+{
+	par_layout *p = &o->par;
+	int rest;
+
+	memset(o, 0, sizeof *o);
+	o->model = c->model;
+	o->batch = c->training.local_batch_size;
+	o->seq_len = c->training.seq_len;
+	o->ac = c->activation_checkpoint.mode;
+	o->ac_every = c->activation_checkpoint.selective_every;
+	o->cuda = c->training.device && !strcmp(c->training.device, "cuda");
+	o->prec = o->cuda ? MEM_PREC_BF16 : MEM_PREC_FP32;
+	o->sequence_parallel = true;
+	o->pp_schedule = MEM_PP_1F1B;
+	o->pp_virtual = 1;
+	o->async_checkpoint = c->checkpoint.enable && c->checkpoint.async;
+	o->threads = o->cuda ? 0 : cpu_threads(c);
+	p->pp = c->parallelism.pipeline_parallel_degree;
+	p->dp_replicate = c->parallelism.data_parallel_replicate_degree;
+	p->cp = c->parallelism.context_parallel_degree;
+	p->tp = c->parallelism.tensor_parallel_degree;
+	p->dp_shard = c->parallelism.data_parallel_shard_degree;
+	/* torchtitan's default: reshard after forward, except under pp, where
+	 * every microbatch's backward would gather the block again */
+	o->reshard_after_forward = p->pp == 1;
+	if (p->dp_shard == -1) {
+		rest = p->pp * p->dp_replicate * p->cp * p->tp;
+		if (world_size <= 0)
+			p->dp_shard = 1;
+		else if (world_size % rest)
+			return titan_err(TITAN_EUSAGE, "world size %d is not a multiple of pp=%d x "
+					 "dp_replicate=%d x cp=%d x tp=%d = %d (what "
+					 "data_parallel_shard_degree=-1 divides)", world_size,
+					 p->pp, p->dp_replicate, p->cp, p->tp, rest);
+		else
+			p->dp_shard = world_size / rest;
+	}
+	return mem_model_check(o, world_size);
+}
+
+int mem_model_estimate(const mem_model_opts *o, mem_model_report *r)
+{
+	int rc;
+
+	memset(r, 0, sizeof *r);
+	if ((rc = mem_model_check(o, 0)))
+		return rc;
+	r->nstages = o->par.pp;
+	r->stage = calloc((size_t)r->nstages, sizeof *r->stage);
+	if (!r->stage)
+		return titan_err_nomem();
+	for (int s = 0; s < r->nstages; s++) {
+		estimate_stage(o, s, &r->stage[s]);
+		if (r->stage[s].total > r->stage[r->worst].total)
+			r->worst = s;
+	}
+	r->total = r->stage[r->worst].total;
+	return 0;
+}
+
+void mem_model_report_free(mem_model_report *r)
+{
+	free(r->stage);
+	r->stage = NULL;
+	r->nstages = 0;
+}
+
+/* Worst stage's total for a batch; SIZE_MAX when the shape is impossible. */
+static size_t total_for(const mem_model_opts *o, int batch)
+{
+	mem_model_opts b = *o;
+	size_t worst = 0;
+	int nmb, mb;
+
+	b.batch = batch;
+	microbatches(&b, &nmb, &mb);
+	if (nmb < 1 || batch % nmb)
+		return SIZE_MAX;
+	for (int s = 0; s < b.par.pp; s++) {
+		mem_stage st;
+
+		estimate_stage(&b, s, &st);
+		worst = TITAN_MAX(worst, st.total);
+	}
+	return worst;
+}
+
+int mem_model_max_batch(const mem_model_opts *o, size_t device_bytes, int *batch)
+{
+	int step = o->par.pp > 1 && o->pp_microbatches > 0 ? o->pp_microbatches : 1;
+	long lo = 0, hi = step, cap = 1L << 24;
+	bool capped = false;
+	int rc;
+
+	*batch = 0;
+	if ((rc = mem_model_check(o, 0)))
+		return rc;
+	/* the CPU kernels index one microbatch's logits with an int */
+	if (!o->cuda) {
+		int64_t per = (int64_t)o->seq_len / o->par.cp *
+			      TITAN_MAX(o->model.vocab_size / o->par.tp,
+					o->model.ffn_hidden / o->par.tp);
+
+		long most = (long)(INT_MAX / TITAN_MAX(per, 1)) * (long)step;
+
+		capped = most < cap;
+		cap = TITAN_MIN(cap, most);
+	}
+	cap = cap / step * step;
+	/* totals grow with the batch: double, then bisect on multiples of step */
+	while (hi <= cap && total_for(o, (int)hi) <= device_bytes) {
+		lo = hi;
+		hi *= 2;
+	}
+	/* under pp with fixed microbatches, a larger batch is more
+	 * microbatches, not more memory */
+	if (hi > cap && !capped) {
+		*batch = -1;
+		return 0;
+	}
+	hi = TITAN_MIN(hi, cap + step);
+	while (hi - lo > step) {
+		long mid = lo + (hi - lo) / 2 / step * step;
+
+		if (total_for(o, (int)mid) <= device_bytes)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	*batch = (int)lo;
+	return 0;
+}
+
+int mem_model_predict_tracked(const train_config *c, size_t *bytes)
+{
+	mem_model_opts o;
+	mem_model_report r;
+	int rc;
+
+	*bytes = 0;
+	if ((rc = mem_model_from_config(&o, c, 0)) || (rc = mem_model_estimate(&o, &r)))
+		return rc;
+	*bytes = r.stage[r.worst].tracked;
+	mem_model_report_free(&r);
+	return 0;
+}
+
+int mem_model_plan_bytes(const train_config *c, llama_ac_mode ac, size_t *bytes)
+{
+	mem_model_opts o;
+	mem_model_report r;
+	const mem_stage *st;
+	int rc;
+
+	*bytes = 0;
+	if ((rc = mem_model_from_config(&o, c, 0)))
+		return rc;
+	o.ac = ac;
+	if ((rc = mem_model_estimate(&o, &r)))
+		return rc;
+	st = &r.stage[r.worst];
+	*bytes = st->row[MEM_ROW_ACTS] + st->row[MEM_ROW_LOGITS] + st->row[MEM_ROW_SCRATCH];
+	mem_model_report_free(&r);
+	return 0;
+}
