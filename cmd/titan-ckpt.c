@@ -28,9 +28,9 @@
 #define VERIFY_SYNOPSIS "titan-ckpt verify CKPT [-q]"
 #define EXPORT_SYNOPSIS                                                                 \
 	"titan-ckpt export --to hf|gguf|consolidated CKPT OUT [--dtype f32|bf16|f16] "  \
-	"[-t TOKENIZER.json] [--max-shard-size SIZE] [--name NAME] [--force]"
-#define IMPORT_SYNOPSIS "titan-ckpt import --from hf HF_DIR OUTCKPT [--force]"
-#define RESHARD_SYNOPSIS "titan-ckpt reshard CKPT OUTCKPT --layout dp_shard=N,tp=M,pp=K [--force]"
+	"[-t TOKENIZER.json] [--max-shard-size SIZE] [--name NAME] [--force] [-q]"
+#define IMPORT_SYNOPSIS "titan-ckpt import --from hf HF_DIR OUTCKPT [--force] [-q]"
+#define RESHARD_SYNOPSIS "titan-ckpt reshard CKPT OUTCKPT --layout dp_shard=N,tp=M,pp=K [--force] [-q]"
 #define DIFF_SYNOPSIS "titan-ckpt diff A B [--tolerance T] [--weights-only] [--all]"
 
 static const char usage_top[] =
@@ -331,6 +331,7 @@ static int cmd_export(int argc, char **argv, titan_log *log)
 {
 	const char *to = NULL, *dtype_s = NULL, *tok = NULL, *max_shard = NULL, *name = NULL;
 	bool help = false, force = false, done;
+	int verbosity = 0;
 	const opt_spec specs[] = {
 		{"to", 0, OPT_STR, &to, "FORMAT", "hf, gguf or consolidated"},
 		{"dtype", 0, OPT_STR, &dtype_s, "T", "f32 (default), bf16 or f16"},
@@ -340,6 +341,7 @@ static int cmd_export(int argc, char **argv, titan_log *log)
 		 "hf: split files above SIZE (default 5GB)"},
 		{"name", 0, OPT_STR, &name, "NAME", "gguf: general.name (default titan)"},
 		{"force", 'f', OPT_FLAG, &force, NULL, "replace an existing output"},
+		{"quiet", 'q', OPT_DEC, &verbosity, NULL, "only errors"},
 		{"help", 'h', OPT_FLAG, &help, NULL, "show this help"},
 		{0},
 	};
@@ -352,6 +354,7 @@ static int cmd_export(int argc, char **argv, titan_log *log)
 
 	if (rc || done)
 		goto out;
+	log->verbosity += verbosity;
 	if (!to) {
 		rc = titan_err(TITAN_EUSAGE, "export: --to hf|gguf|consolidated is required");
 		goto out;
@@ -407,9 +410,11 @@ static int cmd_import(int argc, char **argv, titan_log *log)
 {
 	const char *from = NULL;
 	bool help = false, force = false, done;
+	int verbosity = 0;
 	const opt_spec specs[] = {
 		{"from", 0, OPT_STR, &from, "FORMAT", "hf (a Hugging Face Llama directory)"},
 		{"force", 'f', OPT_FLAG, &force, NULL, "replace an existing OUTCKPT"},
+		{"quiet", 'q', OPT_DEC, &verbosity, NULL, "only errors"},
 		{"help", 'h', OPT_FLAG, &help, NULL, "show this help"},
 		{0},
 	};
@@ -419,6 +424,7 @@ static int cmd_import(int argc, char **argv, titan_log *log)
 
 	if (rc || done)
 		goto out;
+	log->verbosity += verbosity;
 	if (!from || strcmp(from, "hf")) {
 		rc = titan_err(TITAN_EUSAGE, "import: --from hf is required (the one format "
 			       "titan imports)%s%s%s", from ? "; got '" : "", from ? from : "",
@@ -443,10 +449,12 @@ static int cmd_reshard(int argc, char **argv, titan_log *log)
 {
 	const char *layout_s = NULL;
 	bool help = false, force = false, done;
+	int verbosity = 0;
 	const opt_spec specs[] = {
 		{"layout", 'l', OPT_STR, &layout_s, "L",
 		 "pp=K,dp_replicate=R,dp_shard=N,cp=C,tp=M (missing degrees are 1)"},
 		{"force", 'f', OPT_FLAG, &force, NULL, "replace an existing OUTCKPT"},
+		{"quiet", 'q', OPT_DEC, &verbosity, NULL, "only errors"},
 		{"help", 'h', OPT_FLAG, &help, NULL, "show this help"},
 		{0},
 	};
@@ -459,6 +467,7 @@ static int cmd_reshard(int argc, char **argv, titan_log *log)
 
 	if (rc || done)
 		goto out;
+	log->verbosity += verbosity;
 	if (!layout_s) {
 		rc = titan_err(TITAN_EUSAGE, "reshard: --layout is required (e.g. "
 			       "--layout dp_shard=4,tp=2)");

@@ -240,6 +240,15 @@ static int check_overlap(const ckpt_reader *r, const ckpt_tensor_info *t)
 	return rc;
 }
 
+static bool bytes_fit(int ndim, const int64_t *shape)
+{
+	int64_t n = 1;
+	for (int k = 0; k < ndim; k++)
+		if (__builtin_mul_overflow(n, shape[k], &n))
+			return false;
+	return n <= INT64_MAX / (int64_t)sizeof(float);
+}
+
 static int parse_manifest(ckpt_reader *r)
 {
 	json_t *tensors;
@@ -280,6 +289,14 @@ static int parse_manifest(ckpt_reader *r)
 		if (strcmp(dtype, "F32"))
 			return titan_err(TITAN_EFORMAT, "'%s': tensor '%s' has dtype %s, expected F32",
 					 r->man, key, dtype);
+		/* Each dimension is bounded, their product is not: every byte
+		 * count below is an int64_t. */
+		if (!bytes_fit(t->ndim, t->shape)) {
+			char shape[160];
+			ckpt_shape_text(shape, sizeof shape, t->ndim, t->shape);
+			return titan_err(TITAN_EFORMAT, "'%s': tensor '%s': shape %s is too large",
+					 r->man, key, shape);
+		}
 		ckpt_shard_info *s = r->shards + used;
 		t->shards = s;
 		t->nshards = json_array_size(sh);

@@ -37,6 +37,10 @@ int llama_config_check(llama_config *c)
 	    (rc = positive(c->multiple_of, "multiple_of")) ||
 	    (rc = positive(c->max_seq_len, "max_seq_len")))
 		return rc;
+	/* the tensor list counts layers * 9 in an int */
+	if (c->n_layers > 65536)
+		return titan_err(TITAN_EUSAGE, "model.n_layers: %d is more than 65536",
+				 c->n_layers);
 	/* torchtitan: n_kv_heads None means one KV head per query head */
 	if (c->n_kv_heads == 0)
 		c->n_kv_heads = c->n_heads;
