@@ -6,7 +6,6 @@
 #include "core/base.h"
 #include "ckpt/ckpt.h"
 
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -455,21 +454,6 @@ static int shard_data(ckpt_reader *r, const ckpt_tensor_info *t, const ckpt_shar
 	return 0;
 }
 
-/* Let the kernel take back the pages of a slice just read: the map is
- * read-only, so they come back from the page cache if needed again, and a
- * pass over a large checkpoint keeps one slice resident, not the files. */
-static void drop_pages(const st_file *f, const uint8_t *data, size_t bytes)
-{
-	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-	uintptr_t lo = (uintptr_t)data & ~(page - 1);
-	uintptr_t hi = ((uintptr_t)data + bytes + page - 1) & ~(page - 1);
-	uintptr_t end = (uintptr_t)f->map + f->size;
-	if (hi > end)
-		hi = end;
-	if (bytes && hi > lo)
-		madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
-
 /* Copy the intersection of the box src (start, shape; fp32 row-major, in a
  * map that need not be 4-byte aligned) with the box dst into dst's data.
  * Returns the elements copied. */
@@ -546,7 +530,7 @@ int ckpt_reader_read(ckpt_reader *r, const char *name, const int64_t *start,
 		if (rc)
 			return rc;
 		got += copy_box(t->ndim, s->start, s->shape, data, start, shape, dst);
-		drop_pages(f, data, (size_t)ckpt_numel(t->ndim, s->shape) * sizeof(float));
+		st_release(f, data, (size_t)ckpt_numel(t->ndim, s->shape) * sizeof(float));
 	}
 	if (got != want)
 		return titan_err(TITAN_EFORMAT,
@@ -588,7 +572,7 @@ int ckpt_reader_verify(ckpt_reader *r, ckpt_progress_fn progress, void *arg)
 			if (!s->has_checksum)
 				continue;
 			uint64_t h = hash64(data, (size_t)k * sizeof(float), 0);
-			drop_pages(f, data, (size_t)k * sizeof(float));
+			st_release(f, data, (size_t)k * sizeof(float));
 			if (h != s->checksum)
 				return titan_err(TITAN_EFORMAT,
 						 "'%s': tensor '%s': checksum %016llx, the manifest says %016llx",

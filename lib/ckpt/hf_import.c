@@ -309,12 +309,13 @@ static void widen(const st_file *f, const st_tensor *t, float *dst, size_t n)
 
 	if (t->dtype == ST_F32) {
 		memcpy(dst, p, n * sizeof(float));
-		return;
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			memcpy(&h, p + 2 * i, 2);
+			dst[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+		}
 	}
-	for (size_t i = 0; i < n; i++) {
-		memcpy(&h, p + 2 * i, 2);
-		dst[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-	}
+	st_release(f, p, t->end - t->begin);
 }
 
 /* model.json beside outdir (a flavor file: the model keys at top level),

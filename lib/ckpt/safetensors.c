@@ -673,3 +673,16 @@ void st_writer_free(st_writer *w)
 	free(w->data);
 	free(w);
 }
+
+void st_release(const st_file *f, const void *p, size_t bytes)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = (uintptr_t)p & ~(page - 1);
+	uintptr_t hi = ((uintptr_t)p + bytes + page - 1) & ~(page - 1);
+	uintptr_t end = (uintptr_t)f->map + f->size;
+
+	if (hi > end)
+		hi = end;
+	if (bytes && hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}

@@ -46,6 +46,11 @@ void st_close(st_file *f);
 /* NULL when absent. */
 const st_tensor *st_find(const st_file *f, const char *name);
 const void *st_data(const st_file *f, const st_tensor *t);
+/* Let the kernel take back the mapped pages of bytes at p (inside f's map)
+ * once they are read: the map is read-only, so they come back from the
+ * page cache if needed again, and a pass over a file larger than memory
+ * keeps one tensor resident, not the file. */
+void st_release(const st_file *f, const void *p, size_t bytes);
 /* NULL when absent. */
 const char *st_meta(const st_file *f, const char *key);
 
