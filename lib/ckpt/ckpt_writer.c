@@ -72,9 +72,9 @@ int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force)
 	*out = NULL;
 	if (step < 0)
 		return titan_err(TITAN_EUSAGE, "'%s': negative step %ld", dir, step);
-	struct stat st;
-	if (!force && lstat(dir, &st) == 0)
-		return titan_err(TITAN_EUSAGE, "'%s' already exists", dir);
+	int rc = file_check_new(dir, force);
+	if (rc)
+		return rc;
 	ckpt_writer *w = calloc(1, sizeof *w);
 	if (!w)
 		return titan_err_nomem();
@@ -91,7 +91,7 @@ int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force)
 	w->step = step;
 	w->force = force;
 	/* A DIR.tmp is what a crash left behind: never complete. */
-	int rc = file_remove_tree(w->tmp);
+	rc = file_remove_tree(w->tmp);
 	if (!rc && mkdir(w->tmp, 0777) < 0)
 		rc = titan_err_errno(TITAN_EIO, "cannot create '%s'", w->tmp);
 	if (rc) {

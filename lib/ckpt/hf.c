@@ -4,6 +4,7 @@
  * one. */
 #include "core/base.h"
 #include "ckpt/hf.h"
+#include "core/file.h"
 
 #include <sys/stat.h>
 
@@ -144,10 +145,7 @@ int hf_check_outdir(const char *outdir, bool force)
 {
 	if (!*outdir)
 		return titan_err(TITAN_EUSAGE, "empty output directory name");
-	if (!force && hf_path_exists(outdir))
-		return titan_err(TITAN_EUSAGE, "'%s' already exists (use --force to replace it)",
-				 outdir);
-	return 0;
+	return file_check_new(outdir, force);
 }
 
 char *hf_strip_slashes(const char *path)

@@ -293,6 +293,16 @@ void file_discard_tree(const char *path)
 	}
 }
 
+int file_check_new(const char *path, bool replace)
+{
+	struct stat st;
+
+	if (!replace && lstat(path, &st) == 0)
+		return titan_err(TITAN_EUSAGE, "'%s' already exists (use --force to replace it)",
+				 path);
+	return 0;
+}
+
 int file_install_dir(const char *tmp, const char *dir, bool replace)
 {
 	size_t len = strlen(dir) + 32;
@@ -306,12 +316,9 @@ int file_install_dir(const char *tmp, const char *dir, bool replace)
 	snprintf(old, len, "%s.old.%ld", dir, (long)getpid());
 	if ((rc = file_sync_dir(tmp)))
 		goto out;
+	if ((rc = file_check_new(dir, replace)))
+		goto out;
 	if (lstat(dir, &st) == 0) {
-		if (!replace) {
-			rc = titan_err(TITAN_EUSAGE, "'%s' already exists (use --force to "
-				       "replace it)", dir);
-			goto out;
-		}
 		if ((rc = file_remove_tree(old)))
 			goto out;
 		if (rename(dir, old) < 0) {

@@ -42,6 +42,11 @@ int file_remove_tree(const char *path);
  * failure's message (titan_errmsg) is kept. */
 void file_discard_tree(const char *path);
 
+/* 0 when path does not exist or replace is set; else TITAN_EUSAGE "'PATH'
+ * already exists (use --force to replace it)".  Tools check this before
+ * the work, file_install_dir again at the end. */
+int file_check_new(const char *path, bool replace);
+
 /* Put the finished directory tmp in place as dir: fsync tmp, move an
  * existing dir aside (to dir.old.PID) so that some complete dir exists at
  * every moment but one rename, rename tmp to dir, fsync dir's parent, and
