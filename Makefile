@@ -19,6 +19,13 @@ WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
 ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -pthread -fopenmp -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
 LDLIBS = -ljansson -lzstd -larchive -lpcre2-8 -lopenblas -lm -pthread
+# MPI (lib/dist/comm_mpi.c): OpenMPI's flags from pkg-config, else from its
+# compiler wrapper.  --as-needed: only tools that use the communicator load
+# libmpi, whose start-up is not free.
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
+ALL_CFLAGS += $(MPI_CFLAGS)
+LDLIBS += -Wl,--as-needed $(MPI_LIBS) -Wl,--no-as-needed
 NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
 
 # Quiet rules, as git prints them; V=1 shows the commands.
@@ -146,7 +153,8 @@ fuzz:
 
 # bench: tokenizer throughput against tiktoken and Hugging Face tokenizers,
 # packing against raw encoding, the loader's tokens/s, training and sampling
-# against PyTorch, and the memory model against the process's resident peak.
+# against PyTorch, the memory model against the process's resident peak, and
+# data-parallel scaling from 1 to 2 ranks with its communication share.
 bench: all
 	@TITAN_BUILD=$(abspath $(BUILD)) tests/ref/setup.sh
 	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
@@ -160,6 +168,9 @@ bench: all
 		tests/bench/train_bench.sh
 	@echo
 	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) tests/bench/mem_bench.sh
+	@echo
+	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
+		tests/bench/dist_bench.sh
 	@echo
 	@TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 		tests/bench/gen_bench.sh
@@ -177,10 +188,16 @@ demo:
 	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) share/titan/demo.sh
 
 # test-cuda, bench-cuda: the GPU checks; for now the backend's probe (a
-# kernel, cuBLASLt, NCCL), which must find a device here.
+# kernel, cuBLASLt, NCCL), which must find a device here.  test-cuda also
+# runs the communication checks over NCCL, one rank per GPU.
 test-cuda bench-cuda:
 	@$(MAKE) --no-print-directory CUDA=1 all
 	@TITAN_REQUIRE_CUDA=1 $(BUILD)/tests/test_cuda
+	@if [ $@ = test-cuda ]; then \
+		n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$$n" -gt 0 ] || n=1; \
+		TITAN_REQUIRE_CUDA=1 OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe \
+			-x TITAN_REQUIRE_CUDA -x OMP_NUM_THREADS -np $$n $(BUILD)/tests/tools/comm_check --nccl; \
+	fi
 
 # unicode-tables: regenerate lib/tok/unicode_tables.c from the Unicode
 # Character Database (Debian package unicode-data).

@@ -1,7 +1,10 @@
 /* titan-train - pretrain a Llama 3 model on a titan-pack dataset. */
 #include "core/base.h"
+#include <pthread.h>
+#include <signal.h>
 #include "cli.h"
 #include "config/config.h"
+#include "dist/comm.h"
 #include "train/loop.h"
 
 #define PROG "titan-train"
@@ -44,6 +47,25 @@ static int list_flavors(void)
 	return cli_finish_stdout();
 }
 
+/* A failure on one rank of several.  A usage error (the config, the
+ * layout) is every rank's: rank 0 reports it and the others leave quietly
+ * with the same status.  Anything else is this rank's alone: it is
+ * reported with the rank, and the launcher is told to stop every rank now
+ * rather than let them wait for this one until their timeout. */
+static void rank_failed(comm *world, titan_log *log, int rc)
+{
+	if (rc == TITAN_EUSAGE) {
+		if (comm_rank(world) == 0)
+			return;
+		comm_free(world);
+		exit(titan_exit_code(rc));
+	}
+	titan_err_prefix(rc, "rank %d of %d", comm_rank(world), comm_size(world));
+	log_error(log, "%s", titan_errmsg());
+	fflush(stderr);
+	comm_abort(world, titan_exit_code(rc));
+}
+
 static int cmd_train(int argc, char **argv, titan_log *log)
 {
 	const char *config_file = NULL;
@@ -62,6 +84,8 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	int noverrides, rc;
 	train_config cfg;
 	train_result res;
+	comm *world = NULL;
+	sigset_t stop, old_mask;
 
 	if ((rc = cli_parse_config_args(specs, argc, argv, &overrides, &noverrides)))
 		return rc;
@@ -75,22 +99,45 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 		rc = list_flavors();
 		goto out;
 	}
-	if ((rc = config_load(&cfg, config_file, noverrides, overrides)))
-		goto out;
 	if (print_config) {
-		rc = config_print(&cfg, stdout);
-		if (!rc)
-			rc = cli_finish_stdout();
-	} else {
+		if (!(rc = config_load(&cfg, config_file, noverrides, overrides))) {
+			rc = config_print(&cfg, stdout);
+			if (!rc)
+				rc = cli_finish_stdout();
+			config_free(&cfg);
+		}
+		goto out;
+	}
+	/* Under mpirun or srun every rank runs this; the ranks meet first, so
+	 * that each message can say which rank it comes from.  MPI starts
+	 * threads of its own: they must inherit SIGINT and SIGTERM blocked, or
+	 * one of them takes the signal and the process dies instead of saving
+	 * (train_run decides when to stop). */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, &old_mask);
+	if ((rc = comm_world(&world, 0))) {
+		pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+		goto out;
+	}
+	if (comm_rank(world) > 0 && verbose <= 0)
+		log->verbosity = 0;   /* rank 0 speaks for the run unless -v */
+	if (!(rc = config_load(&cfg, config_file, noverrides, overrides))) {
 		double t0 = titan_now();
-		rc = train_run(&cfg, log, &res);
+		rc = train_run(&cfg, world, log, &res);
 		if (!rc && res.last_step >= res.first_step)
 			log_info(log, "done: steps %ld..%ld in %.1f s, loss %.4f, peak memory "
-				 "%.1f MiB%s", res.first_step, res.last_step, titan_now() - t0,
+				 "%.1f MiB%s%s", res.first_step, res.last_step, titan_now() - t0,
 				 res.last_loss, res.mem_peak / (1024.0 * 1024.0),
+				 comm_size(world) > 1 ? " (largest rank)" : "",
 				 res.interrupted ? " (interrupted)" : "");
+		config_free(&cfg);
 	}
-	config_free(&cfg);
+	if (rc && comm_size(world) > 1)
+		rank_failed(world, log, rc);
+	comm_free(world);
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 out:
 	free(overrides);
 	return rc;

@@ -65,3 +65,19 @@ expect_synopsis_in_man() {
 		grep -qxF ".B $line" "$man" || { echo "synopsis not in the man page: $line" >&2; return 1; }
 	done
 }
+
+# Skip the test unless OpenMPI's launcher is here: need_mpirun
+need_mpirun() {
+	command -v mpirun >/dev/null 2>&1 ||
+		skip "mpirun not found (Debian packages openmpi-bin libopenmpi-dev)"
+}
+
+# ranks N COMMAND...: COMMAND on N ranks of one thread each, more ranks
+# than cores allowed, as root too.  The outer timeout only keeps a broken
+# build from hanging the test run.
+ranks() {
+	local n=$1
+	shift
+	OMP_NUM_THREADS=1 timeout 600 mpirun --allow-run-as-root --oversubscribe \
+		-x OMP_NUM_THREADS -np "$n" "$@"
+}

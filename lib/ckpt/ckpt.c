@@ -1,4 +1,5 @@
-/* ckpt.c - checkpoint directories: save (through ckpt_writer), async save on
+/* ckpt.c - checkpoint directories: save (through ckpt_writer) from one
+ * process or collectively from every rank of a communicator, async save on
  * one background thread, keep_latest_k pruning, "latest", and load into any
  * slicing (through ckpt_reader). (man 5 titan-checkpoint) */
 #include "core/base.h"
@@ -13,12 +14,15 @@
 #include "ckpt/ckpt_priv.h"
 #include "core/file.h"
 #include "core/json.h"
+#include "dist/comm.h"
 
 struct ckpt_saver {
 	char *folder;
 	int keep_latest_k;
-	bool async;
-	int rank, nranks;
+	bool async;                 /* a background thread writes */
+	comm *c;                    /* the caller's, borrowed; NULL: one process */
+	comm *bg;                   /* the thread's comm_dup of c */
+	json_t *layout;             /* the manifest's "layout" */
 	char **attach_name, **attach_src;   /* copied into every save */
 	size_t nattached;
 
@@ -124,6 +128,128 @@ static int prune(const char *folder, int keep)
 	return rc;
 }
 
+/* --- agreeing across ranks --- */
+
+/* An error message travels between ranks in a fixed buffer, so that no
+ * rank can fail to allocate in the middle of a collective; longer ones are
+ * cut. */
+#define MSG_CAP 2048
+
+/* Rank 0's status (and message) become every rank's: the end of each step
+ * of the protocol that rank 0 decides.  Rank 0 has set its message already,
+ * with the failing rank named. */
+static int announce(comm *c, int rc)
+{
+	if (!c)
+		return rc;
+	struct {
+		int32_t rc;
+		char msg[MSG_CAP];
+	} v = { .rc = rc };
+	if (comm_rank(c) == 0 && rc)
+		snprintf(v.msg, sizeof v.msg, "%s", titan_errmsg());
+	int crc = comm_broadcast(c, &v, sizeof v, COMM_U8, 0);
+	if (crc)
+		return crc;
+	if (comm_rank(c) != 0 && v.rc) {
+		v.msg[sizeof v.msg - 1] = 0;
+		return titan_err(v.rc, "%s", v.msg);
+	}
+	return v.rc;
+}
+
+/* Name the rank in a message that other ranks will see. */
+static int ranked(comm *c, int rank, int rc)
+{
+	if (rc && c && comm_size(c) > 1)
+		titan_err_prefix(rc, "rank %d", rank);
+	return rc;
+}
+
+static void free_reports(json_t **rep, int n)
+{
+	for (int i = 0; rep && i < n; i++)
+		json_decref(rep[i]);
+	free(rep);
+}
+
+/* Every rank's report reaches rank 0: {"status": 0, "slices": payload} or
+ * {"status": rc, "error": this thread's message}.  At rank 0, *reports
+ * gets one parsed object per rank (NULL where unreadable; caller frees
+ * with free_reports) and the status is the first failing rank's, its
+ * message "rank R: ..." set.  Elsewhere the status is 0 unless sending
+ * failed.  c NULL: this process is every rank. */
+static int gather_reports(comm *c, int rc, json_t *payload, json_t ***reports)
+{
+	int size = c ? comm_size(c) : 1, rank = c ? comm_rank(c) : 0;
+	*reports = NULL;
+	json_t *mine = rc ? json_pack("{s:i, s:s}", "status", rc, "error", titan_errmsg())
+			  : json_pack("{s:i, s:O}", "status", 0, "slices",
+				      payload ? payload : json_null());
+	/* Out of memory here still sends a report, so the others learn of it. */
+	char *text = mine ? json_dumps(mine, JSON_COMPACT) : NULL;
+	json_decref(mine);
+	char **texts = NULL, *one[1] = { text };
+	int grc = 0;
+	if (c)
+		grc = comm_gather_text(c, text ? text : "", 0, &texts);
+	else
+		texts = one;
+	if (rank != 0 || grc) {
+		free(text);
+		if (texts && texts != one) {
+			for (int i = 0; i < size; i++)
+				free(texts[i]);
+			free(texts);
+		}
+		return ranked(c, rank, grc);
+	}
+	json_t **rep = calloc((size_t)size, sizeof *rep);
+	int status = rep ? 0 : titan_err_nomem();
+	for (int i = 0; i < size; i++) {
+		json_error_t je;
+		json_t *r = rep && texts[i] && *texts[i] ? json_loads(texts[i], 0, &je) : NULL;
+		long long code = 0;
+		const char *msg = NULL;
+		if (r && (json_unpack(r, "{s:I}", "status", &code) ||
+			  (code && json_unpack(r, "{s:s}", "error", &msg)))) {
+			json_decref(r);
+			r = NULL;
+		}
+		if (!status && !r)
+			status = ranked(c, i, titan_err(TITAN_ENOMEM,
+							 "cannot send its report to rank 0"));
+		else if (!status && code)
+			status = ranked(c, i, titan_err(code < 0 && code >= TITAN_EINTERNAL ?
+								(int)code : TITAN_EINTERNAL,
+							"%s", msg));
+		if (rep)
+			rep[i] = r;
+		else
+			json_decref(r);
+		if (texts != one)
+			free(texts[i]);
+	}
+	if (texts != one)
+		free(texts);
+	free(text);
+	if (status) {
+		free_reports(rep, size);
+		rep = NULL;
+	}
+	*reports = rep;
+	return status;
+}
+
+/* Every rank learns whether every rank got rc 0, and the first failure. */
+static int agree(comm *c, int rc)
+{
+	json_t **rep;
+	int st = gather_reports(c, rc, NULL, &rep);
+	free_reports(rep, c ? comm_size(c) : 1);
+	return announce(c, st);
+}
+
 /* --- save --- */
 
 static int check_tensors(const ckpt_tensor *t, size_t n)
@@ -154,48 +280,90 @@ static int check_tensors(const ckpt_tensor *t, size_t n)
 	return 0;
 }
 
-/* Write folder/step-N through a ckpt_writer (one file, this rank's):
- * step-N.tmp, fsync, rename, with the attached files copied in. */
-static int write_step(const ckpt_saver *s, long step, const ckpt_tensor *t, size_t n,
-		      const json_t *extra)
+/* This rank's file in dir.tmp (none when n is 0) and the records of its
+ * slices. */
+static int write_part(const char *dir, long step, int rank, const ckpt_tensor *t, size_t n,
+		      json_t **records)
 {
-	char name[48];
-	snprintf(name, sizeof name, "step-%ld", step);
-	char *dir = file_path_join(s->folder, name);
-	if (!dir)
-		return titan_err_nomem();
 	ckpt_writer *w;
-	int rc = ckpt_writer_new(&w, dir, step, true);
-	free(dir);
-	if (rc)
-		return rc;
+	int rc = ckpt_writer_part(&w, dir, step, rank);
 	for (size_t i = 0; !rc && i < n; i++)
-		rc = ckpt_writer_declare(w, s->rank, &t[i]);
+		rc = ckpt_writer_declare(w, rank, &t[i]);
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = ckpt_writer_put(w, t[i].data, (size_t)ckpt_numel(t[i].ndim, t[i].slice_shape));
-	for (size_t i = 0; !rc && i < s->nattached; i++)
-		rc = ckpt_writer_attach_file(w, s->attach_name[i], s->attach_src[i]);
-	json_t *layout = NULL;
-	if (!rc) {
-		layout = json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", 1, "dp_replicate", 1,
-				   "dp_shard", s->nranks, "cp", 1, "tp", 1);
-		if (!layout)
-			rc = titan_err_nomem();
-	}
 	if (!rc)
-		rc = ckpt_writer_commit(w, layout, extra);
-	json_decref(layout);
+		rc = ckpt_writer_records(w, records);
 	ckpt_writer_free(w);
 	return rc;
 }
 
-static int save_now(const ckpt_saver *s, long step, const ckpt_tensor *t, size_t n,
-		    const json_t *extra)
+/* Rank 0 puts the step in place: every rank's records merged, the
+ * attached files, the manifest, the rename; then the pruning. */
+static int commit_step(const ckpt_saver *s, comm *c, ckpt_writer *w, json_t **reports,
+		       const json_t *extra)
 {
-	int rc = write_step(s, step, t, n, extra);
+	int rc = 0, size = c ? comm_size(c) : 1;
+	for (int i = 0; !rc && i < size; i++) {
+		char what[64];
+		snprintf(what, sizeof what, "the slice records of rank %d", i);
+		json_t *slices = json_object_get(reports[i], "slices");
+		rc = ckpt_writer_merge(w, i, slices, what);
+	}
+	for (size_t i = 0; !rc && i < s->nattached; i++)
+		rc = ckpt_writer_attach_file(w, s->attach_name[i], s->attach_src[i]);
+	if (!rc)
+		rc = ckpt_writer_commit(w, s->layout, extra);
 	if (!rc)
 		rc = prune(s->folder, s->keep_latest_k);
 	return rc;
+}
+
+/* The collective save of step into folder/step-N over c (NULL: this
+ * process alone), as man 5 titan-checkpoint describes under MULTI-RANK
+ * SAVE.  pre: this rank failed before the save (message set); the others
+ * still take part, to learn of it.  Every rank returns the same status. */
+static int save_step(const ckpt_saver *s, comm *c, long step, const ckpt_tensor *t, size_t n,
+		     const json_t *extra, int pre)
+{
+	int rank = c ? comm_rank(c) : 0;
+	char name[48];
+	snprintf(name, sizeof name, "step-%ld", step);
+	char *dir = file_path_join(s->folder, name);
+	ckpt_writer *w = NULL;
+	int rc = pre;
+	if (!rc && !dir)
+		rc = titan_err_nomem();
+
+	/* 1. Rank 0 makes step-N.tmp (removing a stale one); nobody writes
+	 * unless it could. */
+	int made = rank == 0 ? ranked(c, 0, rc ? rc : ckpt_writer_new(&w, dir, step, true)) : 0;
+	if ((made = announce(c, made))) {
+		ckpt_writer_free(w);
+		free(dir);
+		return made;
+	}
+
+	/* 2. Each rank writes and fsyncs its own file. */
+	json_t *records = NULL;
+	if (!rc)
+		rc = write_part(dir, step, rank, t, n, &records);
+
+	/* 3. The records (or the failure) go to rank 0. */
+	json_t **reports;
+	int st = gather_reports(c, rc, records, &reports);
+	json_decref(records);
+
+	/* 4. Rank 0 checks and commits, or removes step-N.tmp. */
+	if (rank == 0) {
+		if (!st)
+			st = ranked(c, 0, commit_step(s, c, w, reports, extra));
+		free_reports(reports, c ? comm_size(c) : 1);
+	}
+	ckpt_writer_free(w);
+	free(dir);
+
+	/* 5. Everyone returns rank 0's verdict. */
+	return announce(c, st);
 }
 
 static void job_clear(ckpt_saver *s)
@@ -218,7 +386,7 @@ static void *writer_main(void *arg)
 			break;
 		pthread_mutex_unlock(&s->mu);
 
-		int rc = save_now(s, s->job_step, s->job, s->job_n, s->job_extra);
+		int rc = save_step(s, s->bg, s->job_step, s->job, s->job_n, s->job_extra, 0);
 		char *msg = rc ? strdup(titan_errmsg()) : NULL;
 
 		pthread_mutex_lock(&s->mu);
@@ -233,12 +401,45 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-int ckpt_saver_new(ckpt_saver **out, const char *folder, int keep_latest_k,
-		   bool async, int rank, int nranks)
+static int start_thread(ckpt_saver *s)
+{
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	int e = pthread_create(&s->thread, NULL, writer_main, s);
+	if (e) {
+		errno = e;
+		pthread_cond_destroy(&s->cv);
+		pthread_mutex_destroy(&s->mu);
+		return titan_err_errno(TITAN_EIO, "'%s': cannot start the checkpoint thread",
+				       s->folder);
+	}
+	s->thread_started = true;
+	return 0;
+}
+
+static void stop_thread(ckpt_saver *s)
+{
+	if (!s->thread_started)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->quit = true;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->thread, NULL);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	s->thread_started = false;
+}
+
+/* What one rank sets up alone: the folder and the saver. */
+static int saver_local(ckpt_saver **out, const char *folder, int keep_latest_k, int rank,
+		       int nranks, const json_t *layout)
 {
 	*out = NULL;
 	if (nranks < 1 || rank < 0 || rank >= nranks || rank > 99999)
 		return titan_err(TITAN_EUSAGE, "checkpoint: rank %d of %d ranks", rank, nranks);
+	if (layout && !json_is_object(layout))
+		return titan_err(TITAN_EUSAGE, "'%s': the layout is not a JSON object", folder);
 	if (mkdir(folder, 0777) < 0 && errno != EEXIST)
 		return titan_err_errno(TITAN_EIO, "cannot create '%s'", folder);
 	struct stat st;
@@ -251,37 +452,67 @@ int ckpt_saver_new(ckpt_saver **out, const char *folder, int keep_latest_k,
 	if (!s)
 		return titan_err_nomem();
 	s->folder = strdup(folder);
-	if (!s->folder) {
+	s->layout = layout ? json_deep_copy(layout)
+			   : json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", 1, "dp_replicate", 1,
+				       "dp_shard", nranks, "cp", 1, "tp", 1);
+	if (!s->folder || !s->layout) {
+		free(s->folder);
+		json_decref(s->layout);
 		free(s);
 		return titan_err_nomem();
 	}
 	s->keep_latest_k = keep_latest_k;
-	s->async = async;
-	s->rank = rank;
-	s->nranks = nranks;
-	if (async) {
-		pthread_mutex_init(&s->mu, NULL);
-		pthread_cond_init(&s->cv, NULL);
-		int e = pthread_create(&s->thread, NULL, writer_main, s);
-		if (e) {
-			errno = e;
-			int rc = titan_err_errno(TITAN_EIO, "'%s': cannot start the checkpoint thread",
-						 folder);
-			pthread_cond_destroy(&s->cv);
-			pthread_mutex_destroy(&s->mu);
-			free(s->folder);
-			free(s);
-			return rc;
-		}
-		s->thread_started = true;
+	*out = s;
+	return 0;
+}
+
+int ckpt_saver_new(ckpt_saver **out, const char *folder, int keep_latest_k, bool async,
+		    comm *c, const json_t *layout)
+{
+	*out = NULL;
+	ckpt_saver *s = NULL;
+	int rc = saver_local(&s, folder, keep_latest_k, c ? comm_rank(c) : 0,
+			     c ? comm_size(c) : 1, layout);
+	if (s) {
+		s->c = c;
+		/* Collectives from a second thread need MPI_THREAD_MULTIPLE;
+		 * without it the caller's thread saves (ckpt_saver_async). */
+		s->async = async && (!c || comm_concurrent(c));
+	}
+	/* Every rank opens or none does: a rank missing from the saves
+	 * would leave the others waiting in them. */
+	if (c)
+		rc = agree(c, rc);
+	if (rc || !s->async) {
+		if (rc)
+			ckpt_saver_free(s);
+		else
+			*out = s;
+		return rc;
+	}
+	if (c && (rc = comm_dup(c, "checkpoint", &s->bg))) {
+		ckpt_saver_free(s);
+		return rc;
+	}
+	rc = start_thread(s);
+	if (c)
+		rc = agree(c, rc);
+	if (rc) {
+		ckpt_saver_free(s);     /* frees s->bg: every rank gets here */
+		return rc;
 	}
 	*out = s;
 	return 0;
 }
 
+bool ckpt_saver_async(const ckpt_saver *s)
+{
+	return s->async;
+}
+
 int ckpt_wait(ckpt_saver *s)
 {
-	if (!s->async)
+	if (!s->thread_started)
 		return 0;
 	pthread_mutex_lock(&s->mu);
 	while (s->pending)
@@ -351,23 +582,28 @@ static int stage(ckpt_saver *s, long step, const ckpt_tensor *t, size_t n,
 int ckpt_save(ckpt_saver *s, long step, const ckpt_tensor *t, size_t n,
 	      const json_t *extra)
 {
-	if (s->nranks > 1)
-		return titan_err(TITAN_EUSAGE, "'%s': multi-rank save needs lib/dist", s->folder);
-	if (step < 0)
-		return titan_err(TITAN_EUSAGE, "'%s': negative step %ld", s->folder, step);
-	int rc = check_tensors(t, n);
-	if (rc)
-		return rc;
+	int size = s->c ? comm_size(s->c) : 1;
+	int pre = step < 0 ? titan_err(TITAN_EUSAGE, "'%s': negative step %ld", s->folder, step)
+			   : check_tensors(t, n);
+	/* Alone, a bad argument is just an error; with other ranks it is this
+	 * rank's failure in the save, which they must learn of too. */
+	if (pre && size == 1)
+		return pre;
 	if (!s->async)
-		return save_now(s, step, t, n, extra);
+		return save_step(s, s->c, step, t, n, extra, pre);
 
 	/* The previous save's error comes out here, and this save is not
-	 * started: the caller learns of the failure before going on. */
-	if ((rc = ckpt_wait(s)))
+	 * started: the caller learns of the failure before going on.  That
+	 * save's outcome was agreed, so every rank stops here together. */
+	int rc = ckpt_wait(s);
+	if (rc)
 		return rc;
-	/* The writer is idle: the staging buffer and job are ours. */
-	if ((rc = stage(s, step, t, n, extra)))
-		return rc;
+	/* The writer is idle: the staging buffer, the job and its
+	 * communicator are ours. */
+	if (!pre)
+		pre = stage(s, step, t, n, extra);
+	if (pre)
+		return size == 1 ? pre : save_step(s, s->bg, step, NULL, 0, extra, pre);
 	pthread_mutex_lock(&s->mu);
 	s->pending = true;
 	pthread_cond_broadcast(&s->cv);
@@ -379,15 +615,8 @@ void ckpt_saver_free(ckpt_saver *s)
 {
 	if (!s)
 		return;
-	if (s->thread_started) {
-		pthread_mutex_lock(&s->mu);
-		s->quit = true;
-		pthread_cond_broadcast(&s->cv);
-		pthread_mutex_unlock(&s->mu);
-		pthread_join(s->thread, NULL);
-		pthread_cond_destroy(&s->cv);
-		pthread_mutex_destroy(&s->mu);
-	}
+	stop_thread(s);
+	comm_free(s->bg);
 	job_clear(s);
 	for (size_t i = 0; i < s->nattached; i++) {
 		free(s->attach_name[i]);
@@ -399,6 +628,7 @@ void ckpt_saver_free(ckpt_saver *s)
 	free(s->job_names);
 	free(s->stage);
 	free(s->errmsg);
+	json_decref(s->layout);
 	free(s->folder);
 	free(s);
 }
@@ -409,7 +639,7 @@ int ckpt_saver_attach_file(ckpt_saver *s, const char *name, const char *src)
 	    !strcmp(name, "manifest.json"))
 		return titan_err(TITAN_EUSAGE, "'%s': cannot attach a file named '%s'",
 				 s->folder, name);
-	if (s->async) {
+	if (s->thread_started) {
 		/* The writer thread reads the list during a save. */
 		pthread_mutex_lock(&s->mu);
 		while (s->pending)

@@ -12,11 +12,18 @@
  *
  * The checkpoint module knows nothing of models: it saves and loads named
  * fp32 tensors.  Each rank passes the slice it holds; for one rank the slice
- * is the whole tensor. */
+ * is the whole tensor.
+ *
+ * Several ranks save together over a communicator (lib/dist): each writes
+ * its own file into step-N.tmp at once, rank 0 merges the slice records,
+ * checks that they tile every tensor, writes the manifest and renames; the
+ * outcome is agreed, so a failure on any rank fails the save on every rank
+ * and no step-N appears (man 5 titan-checkpoint, MULTI-RANK SAVE). */
 #ifndef TITAN_CKPT_CKPT_H
 #define TITAN_CKPT_CKPT_H
 #include <jansson.h>
 #include "core/base.h"
+#include "dist/comm.h"
 
 #define CKPT_MAX_DIMS 4
 
@@ -35,22 +42,41 @@ typedef struct ckpt_saver ckpt_saver;
  * line on a tty). */
 typedef void (*ckpt_progress_fn)(void *arg, uint64_t done, uint64_t total);
 
-/* folder is created if missing.  keep_latest_k <= 0 keeps all.  async: the
- * save copies the tensors to a staging buffer and writes on a background
- * thread while training goes on. */
-int ckpt_saver_new(ckpt_saver **out, const char *folder, int keep_latest_k,
-		   bool async, int rank, int nranks);
+/* Collective over c.  folder is created if missing.  keep_latest_k <= 0
+ * keeps all.  async: the save copies the tensors to a staging buffer and
+ * writes on a background thread while training goes on; that thread works
+ * on its own comm_dup of c, made here.
+ *
+ * c: the ranks that save together (NULL: this process alone, rank 0 of 1);
+ * it must outlive the saver.  Every rank of c calls ckpt_save with the same
+ * step; each passes the slices it writes (possibly none: n = 0) and, when
+ * it has any, writes rank-RRRRR.safetensors with RRRRR its rank in c.
+ * layout (may be NULL; a JSON object, borrowed, copied) is recorded as the
+ * manifest's "layout"; NULL records every degree 1 except dp_shard = size
+ * of c.  An error on any rank is every rank's error. */
+int ckpt_saver_new(ckpt_saver **out, const char *folder, int keep_latest_k, bool async,
+		    comm *c, const json_t *layout);
+/* Whether saves run on a background thread: false when async was not
+ * asked for, and also when c cannot serve two threads at once
+ * (comm_concurrent false), where each save runs on the caller's thread. */
+bool ckpt_saver_async(const ckpt_saver *s);
 /* Save step: tensors t[0..n) and extra (borrowed; copied before return).
- * With async, waits for the previous save first (its error comes out here)
- * and returns once the data is staged.  Afterwards removes the oldest
- * step-N directories beyond keep_latest_k. */
+ * Collective over c: every rank calls it with the same step, and all
+ * return the same status; only rank 0's extra and attached files are
+ * recorded.  With async, waits for this rank's previous save first (its
+ * error comes out here, on every rank) and returns once the data is
+ * staged.  Afterwards removes the oldest step-N directories beyond
+ * keep_latest_k.  n = 0 on every rank writes a checkpoint of no tensors
+ * (extra only). */
 int ckpt_save(ckpt_saver *s, long step, const ckpt_tensor *t, size_t n,
 	      const json_t *extra);
-/* Wait for an in-flight save; its status. */
+/* Wait for this rank's in-flight save; its status (the agreed one).  Not
+ * collective. */
 int ckpt_wait(ckpt_saver *s);
-/* Waits, then frees. */
+/* Waits, then frees.  Collective over c when the saver is async (it frees
+ * the thread's communicator). */
 void ckpt_saver_free(ckpt_saver *s);
-/* Bytes held by the staging buffer (0 when not async). */
+/* Bytes held by the staging buffer (0 when not async).  Not collective. */
 size_t ckpt_staging_bytes(const ckpt_saver *s);
 
 /* "latest": the complete step-N directory with the largest N in folder
@@ -68,7 +94,9 @@ int ckpt_load(const char *dir, ckpt_tensor *t, size_t n);
 /* Every save also copies these files into the step directory (before it is
  * renamed into place), e.g. "tokenizer.json" from the dataset's tokenizer,
  * so that a checkpoint carries what it takes to use it.  src is copied when
- * the save starts (async saves copy on the background thread). */
+ * the save commits (async saves copy on the background thread).  Not
+ * collective: rank 0 copies the files it was given, other ranks' lists are
+ * not used. */
 int ckpt_saver_attach_file(ckpt_saver *s, const char *name, const char *src);
 
 /* "[2, 3]" into buf (cap bytes), for messages and listings. */

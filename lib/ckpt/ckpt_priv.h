@@ -39,4 +39,20 @@ typedef struct ckpt_box {
  * ids (a before b2 in id order).  Reorders b. */
 bool ckpt_boxes_overlap(int ndim, ckpt_box *b, size_t n, size_t *a, size_t *b2);
 
+/* --- the distributed save (ckpt.c) on top of ckpt_writer --- */
+
+/* A writer for one rank's file of a save that several processes write:
+ * the file goes into DIR.tmp, which the committing process made (with
+ * ckpt_writer_new) and alone removes or renames.  Declare and put as
+ * usual (rank must be this rank), then ckpt_writer_records. */
+int ckpt_writer_part(ckpt_writer **out, const char *dir, long step, int rank);
+/* Once every declared slice was put: the slices written here as a JSON
+ * array of {"rank", "name", "shape", "start", "slice", "hash64"} (*out a
+ * new reference), what the committing writer merges. */
+int ckpt_writer_records(ckpt_writer *w, json_t **out);
+/* Declare the slices of records (from ckpt_writer_records of rank, whose
+ * file is already in DIR.tmp) in the committing writer; what names the
+ * records in messages.  The commit then checks them with the rest. */
+int ckpt_writer_merge(ckpt_writer *w, int rank, const json_t *records, const char *what);
+
 #endif

@@ -1,7 +1,12 @@
 /* ckpt_writer.c - write one checkpoint step directory of any layout,
  * streaming one slice at a time: DIR.tmp/, one safetensors file per rank,
  * manifest.json with a hash64 per slice, then a rename into place.
- * ckpt_save writes through here too. (man 5 titan-checkpoint) */
+ *
+ * ckpt_save writes through here too, from any number of processes: each
+ * rank writes its own file with a part writer and sends the records of its
+ * slices to rank 0, whose writer merges them as files written elsewhere and
+ * commits.  So declaring, hashing, the coverage check and the manifest are
+ * the same code for one process and for many. (man 5 titan-checkpoint) */
 #include "core/base.h"
 #include "ckpt/ckpt.h"
 
@@ -32,6 +37,7 @@ struct wslice {
 
 struct wfile {
 	int rank;
+	bool remote;            /* written by another process (merged records) */
 	struct wslice *s;
 	size_t n, cap;
 };
@@ -40,6 +46,10 @@ struct ckpt_writer {
 	char *dir, *tmp;
 	long step;
 	bool force;
+	/* A part writer (part_rank >= 0) writes that rank's file into a
+	 * DIR.tmp another process made and owns: it never removes, commits or
+	 * renames it. */
+	int part_rank;
 	struct wtensor *t;
 	size_t nt, tcap;
 	ckpt_index tindex;
@@ -90,6 +100,7 @@ int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force)
 	snprintf(w->tmp, len, "%s.tmp", dir);
 	w->step = step;
 	w->force = force;
+	w->part_rank = -1;
 	/* A DIR.tmp is what a crash left behind: never complete. */
 	rc = file_remove_tree(w->tmp);
 	if (!rc && mkdir(w->tmp, 0777) < 0)
@@ -104,14 +115,45 @@ int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force)
 	return 0;
 }
 
-static int find_file(ckpt_writer *w, int rank, struct wfile **out)
+int ckpt_writer_part(ckpt_writer **out, const char *dir, long step, int rank)
+{
+	*out = NULL;
+	if (step < 0)
+		return titan_err(TITAN_EUSAGE, "'%s': negative step %ld", dir, step);
+	if (rank < 0 || rank > 99999)
+		return titan_err(TITAN_EUSAGE, "'%s': rank %d outside 0..99999", dir, rank);
+	ckpt_writer *w = calloc(1, sizeof *w);
+	if (!w)
+		return titan_err_nomem();
+	size_t len = strlen(dir) + 5;
+	w->dir = strdup(dir);
+	w->tmp = malloc(len);
+	if (!w->dir || !w->tmp) {
+		free(w->dir);
+		free(w->tmp);
+		free(w);
+		return titan_err_nomem();
+	}
+	snprintf(w->tmp, len, "%s.tmp", dir);
+	w->step = step;
+	w->part_rank = rank;
+	*out = w;
+	return 0;
+}
+
+static int find_file(ckpt_writer *w, int rank, bool remote, struct wfile **out)
 {
 	/* Declarations come rank by rank, so the last file is the usual hit. */
-	for (size_t i = w->nf; i-- > 0;)
-		if (w->f[i].rank == rank) {
-			*out = &w->f[i];
-			return 0;
-		}
+	for (size_t i = w->nf; i-- > 0;) {
+		if (w->f[i].rank != rank)
+			continue;
+		if (w->f[i].remote != remote)
+			return titan_err(TITAN_EUSAGE,
+					 "'%s': the file of rank %d is both written here and elsewhere",
+					 w->dir, rank);
+		*out = &w->f[i];
+		return 0;
+	}
 	if (w->nf == w->fcap) {
 		size_t cap = w->fcap ? 2 * w->fcap : 16;
 		struct wfile *f = realloc(w->f, cap * sizeof *f);
@@ -120,7 +162,7 @@ static int find_file(ckpt_writer *w, int rank, struct wfile **out)
 		w->f = f;
 		w->fcap = cap;
 	}
-	w->f[w->nf] = (struct wfile){ .rank = rank };
+	w->f[w->nf] = (struct wfile){ .rank = rank, .remote = remote };
 	*out = &w->f[w->nf++];
 	return 0;
 }
@@ -133,10 +175,14 @@ static int find_tensor(ckpt_writer *w, const ckpt_tensor *t, size_t *out)
 		bool same = e->ndim == t->ndim;
 		for (int d = 0; same && d < t->ndim; d++)
 			same = e->shape[d] == t->shape[d];
-		if (!same)
+		if (!same) {
+			char a[160], b[160];
+			ckpt_shape_text(a, sizeof a, e->ndim, e->shape);
+			ckpt_shape_text(b, sizeof b, t->ndim, t->shape);
 			return titan_err(TITAN_EUSAGE,
-					 "'%s': tensor '%s' declared with two global shapes",
-					 w->dir, t->name);
+					 "'%s': tensor '%s' declared with two global shapes, %s and %s",
+					 w->dir, t->name, a, b);
+		}
 		*out = i;
 		return 0;
 	}
@@ -165,7 +211,10 @@ static int find_tensor(ckpt_writer *w, const ckpt_tensor *t, size_t *out)
 	return 0;
 }
 
-int ckpt_writer_declare(ckpt_writer *w, int rank, const ckpt_tensor *t)
+/* The one place a slice comes in: from this process (remote false: its
+ * data is put later and hashed then) or from another's records (remote:
+ * the file exists, hash is its slice's). */
+static int declare(ckpt_writer *w, int rank, const ckpt_tensor *t, bool remote, uint64_t hash)
 {
 	const char *name = t->name ? t->name : "(null)";
 	if (w->streaming)
@@ -174,6 +223,9 @@ int ckpt_writer_declare(ckpt_writer *w, int rank, const ckpt_tensor *t)
 	if (rank < 0 || rank > 99999)
 		return titan_err(TITAN_EUSAGE, "'%s': tensor '%s': rank %d outside 0..99999",
 				 w->dir, name, rank);
+	if (w->part_rank >= 0 && (remote || rank != w->part_rank))
+		return titan_err(TITAN_EUSAGE, "'%s': tensor '%s': the writer of rank %d writes no other file",
+				 w->dir, name, w->part_rank);
 	if (!t->name || !*t->name)
 		return titan_err(TITAN_EUSAGE, "'%s': a tensor has no name", w->dir);
 	if (t->ndim < 0 || t->ndim > CKPT_MAX_DIMS)
@@ -191,7 +243,7 @@ int ckpt_writer_declare(ckpt_writer *w, int rank, const ckpt_tensor *t)
 	struct wfile *f = NULL;
 	int rc = find_tensor(w, t, &ti);
 	if (!rc)
-		rc = find_file(w, rank, &f);
+		rc = find_file(w, rank, remote, &f);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < f->n; i++)
@@ -207,10 +259,15 @@ int ckpt_writer_declare(ckpt_writer *w, int rank, const ckpt_tensor *t)
 		f->cap = cap;
 	}
 	struct wslice *s = &f->s[f->n++];
-	*s = (struct wslice){ .tensor = ti };
+	*s = (struct wslice){ .tensor = ti, .hash = hash };
 	memcpy(s->start, t->slice_start, sizeof s->start);
 	memcpy(s->shape, t->slice_shape, sizeof s->shape);
 	return 0;
+}
+
+int ckpt_writer_declare(ckpt_writer *w, int rank, const ckpt_tensor *t)
+{
+	return declare(w, rank, t, false, 0);
 }
 
 static int by_rank(const void *a, const void *b)
@@ -249,10 +306,17 @@ static int open_file(ckpt_writer *w)
 	return rc;
 }
 
-/* Close finished files and open the next one that has slices. */
+/* Close finished files and open the next one that has slices; files
+ * written elsewhere are passed over. */
 static int advance(ckpt_writer *w)
 {
-	while (w->cur_file < w->nf && w->cur_slice == w->f[w->cur_file].n) {
+	while (w->cur_file < w->nf &&
+	       (w->f[w->cur_file].remote || w->cur_slice == w->f[w->cur_file].n)) {
+		if (w->f[w->cur_file].remote) {
+			w->cur_file++;
+			w->cur_slice = 0;
+			continue;
+		}
 		int rc = 0;
 		if (!w->out)
 			rc = open_file(w);   /* a file of no slices still exists */
@@ -268,15 +332,35 @@ static int advance(ckpt_writer *w)
 	return 0;
 }
 
+/* Declarations end with the first put (or the commit): files go in rank
+ * order. */
+static int start_streaming(ckpt_writer *w)
+{
+	if (w->streaming)
+		return 0;
+	if (w->nf)
+		qsort(w->f, w->nf, sizeof *w->f, by_rank);
+	w->streaming = true;
+	return advance(w);
+}
+
+/* Whether every slice written here was put; else the error naming the
+ * first one missing. */
+static int check_all_put(ckpt_writer *w)
+{
+	int rc = start_streaming(w);
+	if (rc || w->cur_file == w->nf)
+		return rc;
+	const struct wfile *f = &w->f[w->cur_file];
+	return titan_err(TITAN_EUSAGE, "'%s': tensor '%s' of rank %d: no data put", w->dir,
+			 w->t[f->s[w->cur_slice].tensor].name, f->rank);
+}
+
 int ckpt_writer_put(ckpt_writer *w, const float *data, size_t n)
 {
 	int rc;
-	if (!w->streaming) {
-		qsort(w->f, w->nf, sizeof *w->f, by_rank);
-		w->streaming = true;
-		if ((rc = advance(w)))
-			return rc;
-	}
+	if ((rc = start_streaming(w)))
+		return rc;
 	if (w->cur_file == w->nf)
 		return titan_err(TITAN_EUSAGE, "'%s': data put past the last declared slice",
 				 w->dir);
@@ -301,6 +385,9 @@ int ckpt_writer_put(ckpt_writer *w, const float *data, size_t n)
 
 int ckpt_writer_attach_file(ckpt_writer *w, const char *name, const char *src)
 {
+	if (w->part_rank >= 0)
+		return titan_err(TITAN_EUSAGE, "'%s': the writer of rank %d attaches no file",
+				 w->dir, w->part_rank);
 	if (!plain_name(name) || !strcmp(name, "manifest.json") ||
 	    (!strncmp(name, "rank-", 5) && strstr(name, ".safetensors")))
 		return titan_err(TITAN_EUSAGE, "'%s': cannot attach a file named '%s'",
@@ -434,20 +521,112 @@ static json_t *build_manifest(const ckpt_writer *w, const json_t *layout, const 
 	return m;
 }
 
+/* --- records: the slices one process wrote, for the one that commits --- */
+
+int ckpt_writer_records(ckpt_writer *w, json_t **out)
+{
+	*out = NULL;
+	int rc = check_all_put(w);
+	if (rc)
+		return rc;
+	json_t *a = json_array();
+	bool ok = a != NULL;
+	for (size_t i = 0; ok && i < w->nf; i++) {
+		if (w->f[i].remote)
+			continue;
+		for (size_t j = 0; ok && j < w->f[i].n; j++) {
+			const struct wslice *s = &w->f[i].s[j];
+			const struct wtensor *t = &w->t[s->tensor];
+			char hex[17];
+			snprintf(hex, sizeof hex, "%016llx", (unsigned long long)s->hash);
+			json_t *e = json_pack("{s:i, s:s, s:o, s:o, s:o, s:s}", "rank", w->f[i].rank,
+					      "name", t->name, "shape", int_array(t->ndim, t->shape),
+					      "start", int_array(t->ndim, s->start), "slice",
+					      int_array(t->ndim, s->shape), "hash64", hex);
+			ok = e && !json_array_append_new(a, e);
+		}
+	}
+	if (!ok) {
+		json_decref(a);
+		return titan_err_nomem();
+	}
+	*out = a;
+	return 0;
+}
+
+/* dims[0..*nd) from the integer array key of record e. */
+static int record_dims(json_t *e, const char *key, int *nd, int64_t *dims, const char *what,
+		       const char *path)
+{
+	json_t *a;
+	int rc = json_get_arr(e, key, &a, what, path);
+	if (rc)
+		return rc;
+	if (json_array_size(a) > CKPT_MAX_DIMS)
+		return titan_err(TITAN_EFORMAT, "'%s': %s.%s: more than %d dimensions", what, path, key,
+				 CKPT_MAX_DIMS);
+	*nd = (int)json_array_size(a);
+	for (int d = 0; d < *nd; d++) {
+		json_t *v = json_array_get(a, (size_t)d);
+		if (!json_is_integer(v))
+			return titan_err(TITAN_EFORMAT, "'%s': %s.%s[%d]: expected an integer", what,
+					 path, key, d);
+		dims[d] = json_integer_value(v);
+	}
+	return 0;
+}
+
+int ckpt_writer_merge(ckpt_writer *w, int rank, const json_t *records, const char *what)
+{
+	if (w->part_rank >= 0)
+		return titan_err(TITAN_EUSAGE, "'%s': the writer of rank %d merges no records",
+				 w->dir, w->part_rank);
+	if (!json_is_array(records))
+		return titan_err(TITAN_EFORMAT, "'%s': $: expected an array", what);
+	for (size_t i = 0; i < json_array_size(records); i++) {
+		json_t *e = json_array_get(records, i);
+		char path[48];
+		snprintf(path, sizeof path, "$[%zu]", i);
+		if (!json_is_object(e))
+			return titan_err(TITAN_EFORMAT, "'%s': %s: expected an object", what, path);
+		ckpt_tensor t = { 0 };
+		const char *hex;
+		long long r;
+		int nd[3];
+		int rc = json_get_int(e, "rank", &r, what, path);
+		if (!rc)
+			rc = json_get_str(e, "name", &t.name, what, path);
+		if (!rc)
+			rc = json_get_str(e, "hash64", &hex, what, path);
+		if (!rc)
+			rc = record_dims(e, "shape", &nd[0], t.shape, what, path);
+		if (!rc)
+			rc = record_dims(e, "start", &nd[1], t.slice_start, what, path);
+		if (!rc)
+			rc = record_dims(e, "slice", &nd[2], t.slice_shape, what, path);
+		if (rc)
+			return rc;
+		char *end;
+		uint64_t hash = strtoull(hex, &end, 16);
+		if (r != rank || nd[1] != nd[0] || nd[2] != nd[0] || strlen(hex) != 16 || *end)
+			return titan_err(TITAN_EFORMAT,
+					 "'%s': %s: tensor '%s': not a slice record of rank %d", what,
+					 path, t.name, rank);
+		t.ndim = nd[0];
+		if ((rc = declare(w, rank, &t, true, hash)))
+			return rc;
+	}
+	return 0;
+}
+
 int ckpt_writer_commit(ckpt_writer *w, const json_t *layout, const json_t *extra)
 {
 	int rc;
-	if (!w->streaming) {
-		qsort(w->f, w->nf, sizeof *w->f, by_rank);
-		w->streaming = true;
-		if ((rc = advance(w)))
-			return rc;
-	}
-	if (w->cur_file < w->nf) {
-		const struct wfile *f = &w->f[w->cur_file];
-		return titan_err(TITAN_EUSAGE, "'%s': tensor '%s' of rank %d: no data put",
-				 w->dir, w->t[f->s[w->cur_slice].tensor].name, f->rank);
-	}
+	if (w->part_rank >= 0)
+		return titan_err(TITAN_EUSAGE, "'%s': the writer of rank %d does not commit",
+				 w->dir, w->part_rank);
+	if ((rc = check_all_put(w)))
+		return rc;
 	if ((rc = check_coverage(w)))
 		return rc;
 	char *man = file_path_join(w->tmp, "manifest.json");
@@ -472,7 +651,7 @@ void ckpt_writer_free(ckpt_writer *w)
 	if (!w)
 		return;
 	st_stream_free(w->out);
-	if (w->tmp)
+	if (w->tmp && w->part_rank < 0)
 		file_discard_tree(w->tmp);
 	for (size_t i = 0; i < w->nt; i++)
 		free(w->t[i].name);

@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "core/json.h"
+#include "model/shard.h"
 
 enum key_type { K_INT, K_FLOAT, K_BOOL, K_STR, K_ENUM };
 
@@ -181,10 +182,24 @@ static const struct config_key keys[] = {
 	{ .section = "parallelism", .name = "context_parallel_degree", .type = K_INT,
 	  .def = "1", AT(parallelism.context_parallel_degree), .range = R_LO, .lo = 1,
 	  .help = "context-parallel degree" },
+	{ .section = "parallelism", .name = "fsdp_reshard_after_forward", .type = K_ENUM,
+	  .def = "default", .choices = CHOICES("default", "always", "never"),
+	  AT(parallelism.fsdp_reshard_after_forward),
+	  .help = "free FSDP's gathered layers after forward (default: unless pipeline "
+		  "parallel)" },
+
+	{ .section = "comm", .name = "init_timeout_seconds", .type = K_INT, .def = "300",
+	  AT(comm.init_timeout_seconds), .range = R_LO, .lo = 1,
+	  .help = "seconds the ranks may take to meet at start-up" },
+	{ .section = "comm", .name = "train_timeout_seconds", .type = K_INT, .def = "100",
+	  AT(comm.train_timeout_seconds), .range = R_LO, .lo = 1,
+	  .help = "seconds any one collective may wait while training (a rank died or "
+		  "hangs)" },
 };
 
 /* K_ENUM stores by size: the enum index or the string itself. */
 _Static_assert(sizeof(mask_kind) == sizeof(int) && sizeof(decay_kind) == sizeof(int) &&
+	       sizeof(reshard_kind) == sizeof(int) &&
 	       sizeof(llama_ac_mode) == sizeof(int) && sizeof(const char *) != sizeof(int),
 	       "enum-valued keys are told from string-valued ones by size");
 
@@ -1010,5 +1025,41 @@ void config_print_keys(FILE *fp)
 					wdef, def, k->help);
 			}
 		}
+	}
+}
+
+int config_layout(const train_config *c, int world_size, par_layout *p)
+{
+	int rest;
+
+	p->pp = c->parallelism.pipeline_parallel_degree;
+	p->dp_replicate = c->parallelism.data_parallel_replicate_degree;
+	p->cp = c->parallelism.context_parallel_degree;
+	p->tp = c->parallelism.tensor_parallel_degree;
+	p->dp_shard = c->parallelism.data_parallel_shard_degree;
+	if (p->dp_shard != -1)
+		return 0;
+	rest = p->pp * p->dp_replicate * p->cp * p->tp;
+	if (world_size <= 0)
+		p->dp_shard = 1;
+	else if (world_size % rest)
+		return titan_err(TITAN_EUSAGE, "world size %d is not a multiple of pp=%d x "
+				 "dp_replicate=%d x cp=%d x tp=%d = %d (what "
+				 "data_parallel_shard_degree=-1 divides)", world_size,
+				 p->pp, p->dp_replicate, p->cp, p->tp, rest);
+	else
+		p->dp_shard = world_size / rest;
+	return 0;
+}
+
+bool config_reshard_after_forward(const train_config *c)
+{
+	switch (c->parallelism.fsdp_reshard_after_forward) {
+	case RESHARD_ALWAYS:
+		return true;
+	case RESHARD_NEVER:
+		return false;
+	default:
+		return c->parallelism.pipeline_parallel_degree == 1;
 	}
 }

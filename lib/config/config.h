@@ -19,8 +19,14 @@
 #include "core/base.h"
 #include "model/llama.h"
 
+struct par_layout;
+
 typedef enum { MASK_CAUSAL, MASK_BLOCK_CAUSAL } mask_kind;
 typedef enum { DECAY_LINEAR, DECAY_SQRT, DECAY_COSINE } decay_kind;
+/* torchtitan's fsdp_reshard_after_forward: default frees gathered layers
+ * after forward unless pipeline parallel, where each micro-batch's backward
+ * would gather them again. */
+typedef enum { RESHARD_DEFAULT, RESHARD_ALWAYS, RESHARD_NEVER } reshard_kind;
 
 typedef struct train_config {
 	json_t *json;            /* the merged config, every key present */
@@ -75,7 +81,12 @@ typedef struct train_config {
 		int data_parallel_replicate_degree, data_parallel_shard_degree;
 		int tensor_parallel_degree, pipeline_parallel_degree;
 		int context_parallel_degree;
+		reshard_kind fsdp_reshard_after_forward;
 	} parallelism;
+	struct {
+		int init_timeout_seconds;   /* start-up: the launcher's ranks meet */
+		int train_timeout_seconds;  /* any one collective while training */
+	} comm;
 } train_config;
 
 /* Build the config: defaults, the flavor (model.flavor from the file or the
@@ -89,6 +100,13 @@ int config_load(train_config *c, const char *file, int noverrides, char **overri
  * stands on its own. */
 int config_from_json(train_config *c, const json_t *merged, const char *where);
 void config_free(train_config *c);
+/* The parallel layout of c on world_size ranks, data_parallel_shard_degree
+ * -1 resolved to the ranks left over (world_size <= 0: taken as 1).  A world
+ * the degrees do not fit is TITAN_EUSAGE naming every degree. */
+int config_layout(const train_config *c, int world_size, struct par_layout *out);
+/* Whether FSDP frees gathered layers after forward (the resolved
+ * fsdp_reshard_after_forward). */
+bool config_reshard_after_forward(const train_config *c);
 /* The merged config as indented JSON with sorted keys. */
 int config_print(const train_config *c, FILE *fp);
 /* Each key with type, default and help, one a line (for --help-config). */

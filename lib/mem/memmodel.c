@@ -2,9 +2,10 @@
  *
  * Sizes follow the code that allocates: llama_new (parameters and
  * gradients, one buffer per chunk), adamw_new (two moments per chunk) and
- * llama_plan's carve (one allocation, every buffer rounded up to 64 bytes).
- * Where the design has no code yet (parallel layouts, bf16), the same
- * buffers are cut the way lib/model/shard.h cuts tensors. */
+ * llama_plan's carve (one allocation, every buffer rounded up to 64 bytes),
+ * and under FSDP dp_new's shards, gathered chunks and staging buffers
+ * (lib/dist/dp.c).  Where the design has no code yet (tp, pp, cp, bf16),
+ * the same buffers are cut the way lib/model/shard.h cuts tensors. */
 #include "core/base.h"
 
 #include <sched.h>
@@ -20,8 +21,8 @@ const mem_row_info mem_row_infos[MEM_NROWS] = {
 	[MEM_ROW_LOGITS] = { "logits_loss", "logits and loss", true, false },
 	[MEM_ROW_SCRATCH] = { "backward_scratch", "backward scratch", true, false },
 	[MEM_ROW_ATTN] = { "attention_workspace", "attention workspace", false, false },
-	[MEM_ROW_ALLGATHER] = { "fsdp_all_gather", "FSDP all-gather + prefetch", false, false },
-	[MEM_ROW_REDUCE] = { "fsdp_reduce_scatter", "FSDP reduce-scatter", false, false },
+	[MEM_ROW_ALLGATHER] = { "fsdp_all_gather", "FSDP gathered params + prefetch", true, false },
+	[MEM_ROW_REDUCE] = { "fsdp_reduce_scatter", "FSDP unsharded grads + reduce", true, false },
 	[MEM_ROW_TP] = { "tp_sequence_parallel", "TP sequence-parallel gather", false, false },
 	[MEM_ROW_CP] = { "cp_ring", "CP ring K/V", false, false },
 	[MEM_ROW_PP] = { "pp_send_recv", "PP send/recv", false, false },
@@ -80,44 +81,36 @@ static void block_numel(const struct cut *k, size_t *whole, size_t *shard)
 		 2 * piece(k, k->F, C) + piece(k, C, k->F) + 2 * piece(k, C, 1);
 }
 
-/* The chunks a stage holds, in the order its forward gathers them:
- * their largest shards summed, their gathered (tp-local) sizes summed, the
- * largest two neighbours (a block and the prefetched next) and the largest
- * one. */
+/* The chunks a stage holds: their largest shards summed and the largest
+ * shard; the gathered (tp-local) size of one block, of the embeddings
+ * (stage 0, else 0) and of the head (last stage, else 0). */
 struct stage_chunks {
-	size_t shard_sum, whole_sum, max_pair, max_whole;
+	size_t shard_sum, max_shard, block, emb, head;
 };
 
 static void stage_chunks(const mem_model_opts *o, const struct cut *k, int s, int layers,
 			 struct stage_chunks *sc)
 {
 	const llama_config *c = &o->model;
-	size_t bw, bs, order[4];
-	int n = 0;
+	size_t bs;
 
-	block_numel(k, &bw, &bs);
-	memset(sc, 0, sizeof *sc);
+	block_numel(k, &sc->block, &bs);
+	sc->shard_sum = (size_t)layers * bs;
+	sc->max_shard = layers ? bs : 0;
+	sc->emb = sc->head = 0;
 	if (s == 0) {
-		sc->shard_sum += piece(k, k->V, k->C);
-		order[n++] = k->V * k->C;
+		size_t e = piece(k, k->V, k->C);
+
+		sc->shard_sum += e;
+		sc->max_shard = TITAN_MAX(sc->max_shard, e);
+		sc->emb = k->V * k->C;
 	}
-	sc->shard_sum += (size_t)layers * bs;
-	/* blocks are alike: two stand for them in the gather order */
-	for (int i = 0; i < TITAN_MIN(layers, 2); i++)
-		order[n++] = bw;
 	if (s == o->par.pp - 1) {
-		sc->shard_sum += piece(k, k->C, 1) +
-				 (c->tie_embeddings ? 0 : piece(k, k->V, k->C));
-		order[n++] = k->C + (c->tie_embeddings ? 0 : k->V * k->C);
-	}
-	sc->whole_sum = (size_t)layers * bw;
-	if (s == 0)
-		sc->whole_sum += order[0];
-	if (s == o->par.pp - 1)
-		sc->whole_sum += order[n - 1];
-	for (int i = 0; i < n; i++) {
-		sc->max_whole = TITAN_MAX(sc->max_whole, order[i]);
-		sc->max_pair = TITAN_MAX(sc->max_pair, order[i] + (i ? order[i - 1] : 0));
+		size_t h = piece(k, k->C, 1) + (c->tie_embeddings ? 0 : piece(k, k->V, k->C));
+
+		sc->shard_sum += h;
+		sc->max_shard = TITAN_MAX(sc->max_shard, h);
+		sc->head = k->C + (c->tie_embeddings ? 0 : k->V * k->C);
 	}
 }
 
@@ -220,8 +213,8 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	struct stage_chunks sc;
 	struct acts a, none;
 	double fl;
-	bool par = o->par.tp > 1 || o->par.cp > 1 || o->par.pp > 1 ||
-		   o->par.dp_shard > 1 || o->par.dp_replicate > 1;
+	/* data parallelism on the CPU is measured; the rest is design */
+	bool par = o->par.tp > 1 || o->par.cp > 1 || o->par.pp > 1;
 
 	memset(st, 0, sizeof *st);
 	microbatches(o, &nmb, &mb);
@@ -266,9 +259,15 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 		st->row[MEM_ROW_ATTN] = (size_t)TITAN_MAX(o->threads, 1) * attention_tiles(k.D);
 
 	if (k.fsdp > 1) {
-		st->row[MEM_ROW_ALLGATHER] = (o->reshard_after_forward ? sc.max_pair
-							       : sc.whole_sum) * es;
-		st->row[MEM_ROW_REDUCE] = sc.max_whole * (bf16 ? 2 + 4 : 4);
+		/* dp_new: whole embeddings, head and layer(s) to compute with,
+		 * and the all-gather's receive buffer (the prefetched chunk);
+		 * whole gradients of the embeddings, the head and one layer,
+		 * and the reduce-scatter's send and receive buffers (fp32) */
+		size_t n = k.fsdp, layer_bufs = o->reshard_after_forward ? 1 : (size_t)layers;
+
+		st->row[MEM_ROW_ALLGATHER] = (sc.emb + sc.head + layer_bufs * sc.block +
+					      n * sc.max_shard) * es;
+		st->row[MEM_ROW_REDUCE] = (sc.emb + sc.head + sc.block + (n + 1) * sc.max_shard) * 4;
 	}
 	if (o->par.tp > 1 && o->sequence_parallel)
 		st->row[MEM_ROW_TP] = 2 * N * k.C * es;
@@ -345,7 +344,7 @@ static int cpu_threads(const train_config *c)
 int mem_model_from_config(mem_model_opts *o, const train_config *c, int world_size)
 {
 	par_layout *p = &o->par;
-	int rest;
+	int rc;
 
 	memset(o, 0, sizeof *o);
 	o->model = c->model;
@@ -360,26 +359,11 @@ int mem_model_from_config(mem_model_opts *o, const train_config *c, int world_si
 	o->pp_virtual = 1;
 	o->async_checkpoint = c->checkpoint.enable && c->checkpoint.async;
 	o->threads = o->cuda ? 0 : cpu_threads(c);
-	p->pp = c->parallelism.pipeline_parallel_degree;
-	p->dp_replicate = c->parallelism.data_parallel_replicate_degree;
-	p->cp = c->parallelism.context_parallel_degree;
-	p->tp = c->parallelism.tensor_parallel_degree;
-	p->dp_shard = c->parallelism.data_parallel_shard_degree;
 	/* torchtitan's default: reshard after forward, except under pp, where
 	 * every microbatch's backward would gather the block again */
-	o->reshard_after_forward = p->pp == 1;
-	if (p->dp_shard == -1) {
-		rest = p->pp * p->dp_replicate * p->cp * p->tp;
-		if (world_size <= 0)
-			p->dp_shard = 1;
-		else if (world_size % rest)
-			return titan_err(TITAN_EUSAGE, "world size %d is not a multiple of pp=%d x "
-					 "dp_replicate=%d x cp=%d x tp=%d = %d (what "
-					 "data_parallel_shard_degree=-1 divides)", world_size,
-					 p->pp, p->dp_replicate, p->cp, p->tp, rest);
-		else
-			p->dp_shard = world_size / rest;
-	}
+	o->reshard_after_forward = config_reshard_after_forward(c);
+	if ((rc = config_layout(c, world_size, p)))
+		return rc;
 	return mem_model_check(o, world_size);
 }
 
@@ -476,14 +460,14 @@ int mem_model_max_batch(const mem_model_opts *o, size_t device_bytes, int *batch
 	return 0;
 }
 
-int mem_model_predict_tracked(const train_config *c, size_t *bytes)
+int mem_model_predict_tracked(const train_config *c, int world_size, size_t *bytes)
 {
 	mem_model_opts o;
 	mem_model_report r;
 	int rc;
 
 	*bytes = 0;
-	if ((rc = mem_model_from_config(&o, c, 0)) || (rc = mem_model_estimate(&o, &r)))
+	if ((rc = mem_model_from_config(&o, c, world_size)) || (rc = mem_model_estimate(&o, &r)))
 		return rc;
 	*bytes = r.stage[r.worst].tracked;
 	mem_model_report_free(&r);

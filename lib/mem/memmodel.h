@@ -119,10 +119,11 @@ void mem_model_report_free(mem_model_report *r);
  * size, a larger batch is more microbatches, not more memory). */
 int mem_model_max_batch(const mem_model_opts *o, size_t device_bytes, int *batch);
 
-/* What the single-rank CPU trainer's mem_tracker peaks at for config c
- * (parameters, gradients, AdamW moments and the activation plan): the
+/* What the CPU trainer's mem_tracker peaks at for config c on world_size
+ * ranks (parameters, gradients, AdamW moments, the activation plan and,
+ * under FSDP, the gather and reduce buffers), on the largest rank: the
  * figure train_run prints next to the measured peak. */
-int mem_model_predict_tracked(const train_config *c, size_t *bytes);
+int mem_model_predict_tracked(const train_config *c, int world_size, size_t *bytes);
 
 /* The bytes llama_plan allocates on one CPU rank for config c's batch
  * shape under AC mode ac (m->act_bytes after the plan): what the trainer

@@ -241,6 +241,7 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
 	m->ops = ops;
 	m->mem = mem;
 	m->nchunks = n;
+	m->with_grads = with_grads;
 	m->chunk_numel = calloc((size_t)n, sizeof *m->chunk_numel);
 	m->params = calloc((size_t)n, sizeof *m->params);
 	m->grads = calloc((size_t)n, sizeof *m->grads);
@@ -266,12 +267,36 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
 	return 0;
 }
 
+int llama_new_views(llama_model **out, const llama_config *c, const kernel_ops *ops,
+		    mem_tracker *mem)
+{
+	llama_model *m = calloc(1, sizeof *m);
+	int n = llama_nchunks(c);
+
+	*out = NULL;
+	if (!m)
+		return titan_err_nomem();
+	*m = (llama_model){ .cfg = *c, .ops = ops, .mem = mem, .nchunks = n,
+			    .with_grads = true, .views = true };
+	m->chunk_numel = calloc((size_t)n, sizeof *m->chunk_numel);
+	m->params = calloc((size_t)n, sizeof *m->params);
+	m->grads = calloc((size_t)n, sizeof *m->grads);
+	if (!m->chunk_numel || !m->params || !m->grads) {
+		llama_free(m);
+		return titan_err_nomem();
+	}
+	for (int i = 0; i < n; i++)
+		m->chunk_numel[i] = llama_chunk_numel(c, i);
+	*out = m;
+	return 0;
+}
+
 void llama_free(llama_model *m)
 {
 	if (!m)
 		return;
 	llama_acts_free(m);
-	for (int i = 0; m->chunk_numel && i < m->nchunks; i++) {
+	for (int i = 0; !m->views && m->chunk_numel && i < m->nchunks; i++) {
 		size_t bytes = m->chunk_numel[i] * sizeof(float);
 
 		if (m->params)
@@ -337,6 +362,39 @@ static void fill_normal(float *w, size_t n, double std, double bound, uint64_t s
 	}
 }
 
+/* Tensor i (llama_tensors order) of chunk into w, from its own stream. */
+static void init_tensor(const llama_config *c, const llama_tensor_info *t, int i,
+			uint64_t seed, float *w)
+{
+	double std = 0.02, bound = 2.0;  /* torch's trunc_normal_ default a, b */
+	int layer = t->chunk - 1;
+
+	if (t->is_norm) {
+		for (size_t j = 0; j < t->numel; j++)
+			w[j] = 1.0f;
+		return;
+	}
+	if (t->is_embedding) {
+		std = 1.0;
+		bound = 0;
+		/* Tied: output.weight is this tensor, and torchtitan's output
+		 * init runs last. */
+		if (c->tie_embeddings) {
+			std = 1.0 / sqrt((double)c->dim);
+			bound = 3.0 * std;
+		}
+	} else if (layer >= c->n_layers) {
+		std = 1.0 / sqrt((double)c->dim);
+		bound = 3.0 * std;
+	} else {
+		int k = (i - 1) % T_NLAYER;
+
+		if (k == T_WO || k == T_W2 || k == T_W3)
+			std = 0.02 / sqrt(2.0 * (c->depth_init ? layer + 1 : c->n_layers));
+	}
+	fill_normal(w, t->numel, std, bound, seed, (uint64_t)i);
+}
+
 void llama_init_weights(llama_model *m, uint64_t seed)
 {
 	const llama_config *c = &m->cfg;
@@ -346,35 +404,21 @@ void llama_init_weights(llama_model *m, uint64_t seed)
 	if (llama_tensors(c, &t, &nt))
 		return;  /* out of memory for a small table: nothing sensible to do */
 #pragma omp parallel for schedule(dynamic, 1)
-	for (int i = 0; i < nt; i++) {
-		float *w = m->params[t[i].chunk] + t[i].offset;
-		double std = 0.02, bound = 2.0;  /* torch's trunc_normal_ default a, b */
-		int layer = t[i].chunk - 1;
+	for (int i = 0; i < nt; i++)
+		init_tensor(c, &t[i], i, seed, m->params[t[i].chunk] + t[i].offset);
+	free(t);
+}
 
-		if (t[i].is_norm) {
-			for (size_t j = 0; j < t[i].numel; j++)
-				w[j] = 1.0f;
-			continue;
-		}
-		if (t[i].is_embedding) {
-			std = 1.0;
-			bound = 0;
-			/* Tied: output.weight is this tensor, and torchtitan's
-			 * output init runs last. */
-			if (c->tie_embeddings) {
-				std = 1.0 / sqrt((double)c->dim);
-				bound = 3.0 * std;
-			}
-		} else if (layer >= c->n_layers) {
-			std = 1.0 / sqrt((double)c->dim);
-			bound = 3.0 * std;
-		} else {
-			int k = (i - 1) % T_NLAYER;
+void llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, float *dst)
+{
+	llama_tensor_info *t;
+	int nt;
 
-			if (k == T_WO || k == T_W2 || k == T_W3)
-				std = 0.02 / sqrt(2.0 * (c->depth_init ? layer + 1 : c->n_layers));
-		}
-		fill_normal(w, t[i].numel, std, bound, seed, (uint64_t)i);
-	}
+	if (llama_tensors(c, &t, &nt))
+		return;
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int i = 0; i < nt; i++)
+		if (t[i].chunk == chunk)
+			init_tensor(c, &t[i], i, seed, dst + t[i].offset);
 	free(t);
 }

@@ -75,8 +75,29 @@ typedef enum {
 } llama_ac_mode;
 
 typedef struct llama_acts llama_acts;  /* activations and scratch (llama.c) */
+typedef struct llama_model llama_model;
 
-typedef struct llama_model {
+/* Which pass asks for a chunk: a forward whose backward follows, one
+ * without (evaluation, dloss 0), or the backward. */
+typedef enum { LLAMA_PASS_EVAL, LLAMA_PASS_FORWARD, LLAMA_PASS_BACKWARD } llama_pass;
+
+/* Where data parallelism plugs in (lib/dist/dp.c): acquire(chunk) runs
+ * before the model reads params[chunk] (and, in backward, adds into
+ * grads[chunk]); it may point them at other buffers.  release(chunk) runs
+ * when the pass is done with the chunk; in backward, grads[chunk] then holds
+ * this micro-batch's whole contribution.  In order: forward acquires and
+ * releases chunk 0, each layer, then the last chunk; backward the last
+ * chunk, the layers from the top, then chunk 0.  With tied embeddings the
+ * output reads chunk 0, so chunk 0 is acquired a second time at the output
+ * (forward and backward) and released once per pass, after its last use.
+ * A hook's error stops the pass with that status. */
+typedef struct llama_hooks {
+	void *arg;
+	int (*acquire)(void *arg, llama_model *m, int chunk, llama_pass pass);
+	int (*release)(void *arg, llama_model *m, int chunk, llama_pass pass);
+} llama_hooks;
+
+struct llama_model {
 	llama_config cfg;
 	const kernel_ops *ops;
 	mem_tracker *mem;        /* every buffer below is counted here */
@@ -89,7 +110,10 @@ typedef struct llama_model {
 	llama_ac_mode ac;
 	int ac_every;
 	size_t act_bytes;        /* bytes of activations + scratch in the plan */
-} llama_model;
+	bool with_grads;         /* backward allowed */
+	bool views;              /* params/grads are someone else's buffers */
+	const llama_hooks *hooks;  /* NULL: params and grads are always there */
+};
 
 /* Allocate parameters and gradients (zero) for c (already checked). */
 int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
@@ -98,6 +122,11 @@ int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
  * without dloss and decoding only). */
 int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *ops,
 		   mem_tracker *mem, bool with_grads);
+/* A model whose params[] and grads[] are NULL pointers for someone else
+ * to point at buffers they own (the data-parallel layer, through hooks);
+ * llama_free leaves them alone. */
+int llama_new_views(llama_model **out, const llama_config *c, const kernel_ops *ops,
+		    mem_tracker *mem);
 void llama_free(llama_model *m);
 
 /* torchtitan's init_weights from a seed: embeddings N(0, 1); wq, wk, wv, w1
@@ -108,6 +137,9 @@ void llama_free(llama_model *m);
  * whose output init runs last).  The same seed gives the same weights on
  * every machine and thread count. */
 void llama_init_weights(llama_model *m, uint64_t seed);
+/* The same weights for one chunk into dst (llama_chunk_numel floats), so a
+ * rank holding a shard can initialise chunk by chunk. */
+void llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, float *dst);
 
 /* Allocate activations for batches of B rows of T tokens (T <= max_seq_len)
  * and decide what backward keeps.  selective_every: with

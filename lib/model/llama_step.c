@@ -318,6 +318,16 @@ static float *output_weight(const llama_model *m, float *const *chunks)
 	return c->tie_embeddings ? chunks[0] : chunks[c->n_layers + 1] + c->dim;
 }
 
+static int acquire(llama_model *m, int chunk, llama_pass pass)
+{
+	return m->hooks ? m->hooks->acquire(m->hooks->arg, m, chunk, pass) : 0;
+}
+
+static int release(llama_model *m, int chunk, llama_pass pass)
+{
+	return m->hooks ? m->hooks->release(m->hooks->arg, m, chunk, pass) : 0;
+}
+
 int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels,
 		  const int32_t *seg_start, float dloss, float *loss)
 {
@@ -325,7 +335,9 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	llama_acts *a = m->acts;
 	struct dims d;
 	const float *norm_w;
-	bool train;
+	bool train, tied;
+	llama_pass pass;
+	int rc;
 
 	if (!a)
 		return titan_err(TITAN_EUSAGE, "llama_forward: no plan (call llama_plan first)");
@@ -348,19 +360,34 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 		a->pos[n] = t - s;
 	}
 	train = labels && dloss != 0;
+	pass = train ? LLAMA_PASS_FORWARD : LLAMA_PASS_EVAL;
+	tied = m->cfg.tie_embeddings;
 
+	if ((rc = acquire(m, 0, pass)))
+		return rc;
 	op->embedding_forward(a->resid[0], a->ids, m->params[0], d.N, d.C);
-	for (int l = 0; l < d.L; l++)
+	if (!tied && (rc = release(m, 0, pass)))
+		return rc;
+	for (int l = 0; l < d.L; l++) {
+		if ((rc = acquire(m, 1 + l, pass)))
+			return rc;
 		block_forward(m, l, true);
+		if ((rc = release(m, 1 + l, pass)))
+			return rc;
+	}
 	a->shared_holds = -1;
 	for (int l = d.L - 1; l >= 0 && a->shared_holds < 0; l--)
 		if (a->recompute[l])
 			a->shared_holds = l;
+	if ((rc = acquire(m, d.L + 1, pass)) || (tied && (rc = acquire(m, 0, pass))))
+		return rc;
 	norm_w = m->params[d.L + 1];
 	op->rmsnorm_forward(a->xf, a->rstdf, a->resid[d.L], norm_w, d.N, d.C,
 			    (float)m->cfg.norm_eps);
 	op->matmul_forward(a->logits, a->xf, output_weight(m, m->params), d.N, d.C, d.V,
 			   false);
+	if ((rc = release(m, d.L + 1, pass)) || (tied && (rc = release(m, 0, pass))))
+		return rc;
 	if (labels) {
 		double sum = 0;
 
@@ -378,18 +405,24 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 int llama_backward(llama_model *m)
 {
 	const kernel_ops *op = m->ops;
+	const llama_pass B = LLAMA_PASS_BACKWARD;
 	llama_acts *a = m->acts;
 	struct dims d;
+	bool tied;
+	int rc;
 
 	if (!a || !a->backward_ready)
 		return titan_err(TITAN_EUSAGE, "llama_backward: the last forward did not "
 				 "prepare a backward (it needs labels and dloss != 0)");
-	if (!m->grads[0])
+	if (!m->with_grads)
 		return titan_err(TITAN_EUSAGE, "llama_backward: the model was made without "
 				 "gradients (llama_new_opts)");
 	d = dims_of(m);
 	a->backward_ready = false;
+	tied = m->cfg.tie_embeddings;
 
+	if ((rc = acquire(m, d.L + 1, B)) || (tied && (rc = acquire(m, 0, B))))
+		return rc;
 	/* logits now hold dloss/N * (softmax - onehot) */
 	op->matmul_backward(a->dx, output_weight(m, m->grads), a->logits, a->xf,
 			    output_weight(m, m->params), d.N, d.C, d.V, false);
@@ -399,7 +432,11 @@ int llama_backward(llama_model *m)
 	memset(a->dresid, 0, (size_t)d.N * d.C * sizeof(float));
 	op->rmsnorm_backward(a->dresid, m->grads[d.L + 1], a->dx, a->resid[d.L],
 			     m->params[d.L + 1], a->rstdf, d.N, d.C);
+	if ((rc = release(m, d.L + 1, B)))
+		return rc;
 	for (int l = d.L - 1; l >= 0; l--) {
+		if ((rc = acquire(m, 1 + l, B)))
+			return rc;
 		/* the last recomputed layer's forward is still in the
 		 * shared set */
 		if (a->recompute[l] && a->shared_holds != l) {
@@ -407,9 +444,13 @@ int llama_backward(llama_model *m)
 			a->shared_holds = l;
 		}
 		block_backward(m, l);
+		if ((rc = release(m, 1 + l, B)))
+			return rc;
 	}
+	if (!tied && (rc = acquire(m, 0, B)))
+		return rc;
 	op->embedding_backward(m->grads[0], a->dresid, a->ids, d.N, d.C);
-	return 0;
+	return release(m, 0, B);
 }
 
 const float *llama_logits(const llama_model *m)

@@ -14,6 +14,8 @@
 #include "core/mem.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "dist/dp.h"
+#include "dist/mesh.h"
 #include "mem/memmodel.h"
 #include "model/llama.h"
 #include "tok/tok.h"
@@ -24,8 +26,12 @@
 typedef struct run {
 	const train_config *cfg;
 	titan_log *log;
+	comm *world;
+	comm *ckpt_comm;         /* the world's ranks, for checkpoint saves */
+	mesh *mesh;
 	mem_tracker mem;
 	llama_model *model;
+	dp *dp;
 	adamw *opt;
 	lr_schedule sched;
 	loader *train;
@@ -34,9 +40,10 @@ typedef struct run {
 	int32_t *seg;            /* [B*T] document starts (block_causal) */
 	metrics *met;
 	ckpt_saver *saver;
-	ckpt_tensor *ct;         /* parameters, then both AdamW moments */
+	ckpt_tensor *ct;         /* this rank's slices: parameters, both AdamW moments */
 	char **ct_names;
 	size_t nct;
+	size_t nct_save;         /* nct when this rank writes checkpoint files, else 0 */
 	long step;               /* optimizer steps done */
 	uint64_t tokens;         /* tokens trained on */
 	double flops_per_token, peak_flops;
@@ -86,7 +93,8 @@ static int open_loader(run *r, loader **l, int split, bool shuffle, loader_curso
 	loader_opts o = {
 		.dir = r->cfg->data.dataset, .split = split,
 		.seq_len = (uint32_t)r->T, .batch = (uint32_t)r->B,
-		.dp_rank = 0, .dp_size = 1, .seed = r->cfg->training.seed,
+		.dp_rank = r->mesh->dp_rank, .dp_size = r->mesh->dp_size,
+		.seed = r->cfg->training.seed,
 		.shuffle = shuffle, .doc_starts = r->cfg->data.mask == MASK_BLOCK_CAUSAL,
 		.prefetch = shuffle,
 	};
@@ -119,44 +127,58 @@ static int check_dataset(run *r)
 	return 0;
 }
 
-/* Checkpoint entries: every parameter and both AdamW moments, as views of
- * the live buffers. */
+/* Checkpoint entries: this rank's slice of every parameter and of both
+ * AdamW moments, as views of its shards; a piece with no rows (more ranks
+ * than rows) is no entry.  A replica other than the first saves none. */
 static int build_ckpt_tensors(run *r)
 {
 	llama_tensor_info *ti;
-	int nt, rc;
+	const dp_piece *pc;
+	int nt, np, rc;
 	static const char *const prefix[3] = { "", "optim.exp_avg.", "optim.exp_avg_sq." };
 
 	if ((rc = llama_tensors(&r->model->cfg, &ti, &nt)))
 		return rc;
-	r->nct = (size_t)nt * 3;
-	r->ct = calloc(r->nct, sizeof *r->ct);
-	r->ct_names = calloc(r->nct, sizeof *r->ct_names);
+	pc = dp_pieces(r->dp, &np);
+	r->ct = calloc((size_t)nt * 3, sizeof *r->ct);
+	r->ct_names = calloc((size_t)nt * 3, sizeof *r->ct_names);
 	if (!r->ct || !r->ct_names) {
 		free(ti);
 		return titan_err_nomem();
 	}
 	for (int k = 0; k < 3; k++) {
-		for (int i = 0; i < nt; i++) {
-			ckpt_tensor *t = &r->ct[(size_t)k * nt + i];
-			float **base = k == 0 ? r->model->params : k == 1 ? r->opt->m : r->opt->v;
-			size_t len = strlen(prefix[k]) + strlen(ti[i].name) + 1;
-			char *name = malloc(len);
+		float **base = k == 0 ? dp_params(r->dp) : k == 1 ? r->opt->m : r->opt->v;
+
+		for (int i = 0; i < np; i++) {
+			const dp_piece *p = &pc[i];
+			const llama_tensor_info *t = &ti[p->tensor];
+			ckpt_tensor *e;
+			char *name;
+
+			if (!p->rows)
+				continue;
+			size_t len = strlen(prefix[k]) + strlen(t->name) + 1;
+
+			name = malloc(len);
 			if (!name) {
 				free(ti);
 				return titan_err_nomem();
 			}
-			snprintf(name, len, "%s%s", prefix[k], ti[i].name);
-			r->ct_names[(size_t)k * nt + i] = name;
-			t->name = name;
-			t->ndim = ti[i].ndim;
-			for (int d = 0; d < ti[i].ndim; d++) {
-				t->shape[d] = t->slice_shape[d] = ti[i].shape[d];
-				t->slice_start[d] = 0;
+			snprintf(name, len, "%s%s", prefix[k], t->name);
+			r->ct_names[r->nct] = name;
+			e = &r->ct[r->nct++];
+			e->name = name;
+			e->ndim = t->ndim;
+			for (int d = 0; d < t->ndim; d++) {
+				e->shape[d] = e->slice_shape[d] = t->shape[d];
+				e->slice_start[d] = 0;
 			}
-			t->data = base[ti[i].chunk] + ti[i].offset;
+			e->slice_start[0] = p->row0;
+			e->slice_shape[0] = p->rows;
+			e->data = base[p->chunk] + p->offset;
 		}
 	}
+	r->nct_save = par_rank_writes(&r->mesh->layout, comm_rank(r->world)) ? r->nct : 0;
 	free(ti);
 	return 0;
 }
@@ -176,7 +198,7 @@ static int save_checkpoint(run *r, double lr)
 			  "vocab_size", (json_int_t)r->tok.vocab_size);
 	if (!extra)
 		return titan_err_nomem();
-	rc = ckpt_save(r->saver, r->step, r->ct, r->nct, extra);
+	rc = ckpt_save(r->saver, r->step, r->ct, r->nct_save, extra);
 	json_decref(extra);
 	if (rc)
 		return titan_err_prefix(rc, "checkpoint step %ld", r->step);
@@ -192,7 +214,7 @@ static int save_checkpoint(run *r, double lr)
 static int optim_present(run *r, const char *dir, bool *all)
 {
 	ckpt_reader *rd;
-	size_t nt = r->nct / 3, have = 0;
+	size_t nt = r->nct / 3, have = 0;   /* parameters, then the two moments */
 	const char *missing = NULL;
 	int rc = ckpt_reader_open(&rd, dir);
 	if (rc)
@@ -309,6 +331,19 @@ static int attach_tokenizer(run *r)
 	return rc;
 }
 
+/* The mean of v over the data-parallel ranks (every rank gets it). */
+static int dp_mean(run *r, double *v)
+{
+	int rc;
+
+	if (!r->mesh->dp)
+		return 0;
+	if ((rc = comm_all_reduce(r->mesh->dp, v, 1, COMM_F64, COMM_SUM)))
+		return rc;
+	*v /= r->mesh->dp_size;
+	return 0;
+}
+
 static int validate(run *r, double *val_loss)
 {
 	const train_config *c = r->cfg;
@@ -320,7 +355,7 @@ static int validate(run *r, double *val_loss)
 
 	if ((rc = open_loader(r, &l, SPLIT_VAL, false, (loader_cursor){ 0, 0 })))
 		return titan_err_prefix(rc, "validation");
-	most = (long)(loader_windows_per_epoch(l) / (uint64_t)r->B);
+	most = (long)(loader_windows_per_epoch(l) / ((uint64_t)r->B * r->mesh->dp_size));
 	if (most < 1)
 		most = 1;
 	if (n < 0 || n > most)
@@ -332,13 +367,15 @@ static int validate(run *r, double *val_loss)
 			goto out;
 		sum += loss;
 	}
+	if ((rc = dp_mean(r, &sum)))
+		goto out;
 	*val_loss = sum / n;
 out:
 	loader_close(l);
 	return rc;
 }
 
-static bool stop_requested(run *r)
+static bool signal_pending(run *r)
 {
 	sigset_t pending;
 	struct timespec zero = { 0, 0 };
@@ -352,6 +389,18 @@ static bool stop_requested(run *r)
 	return true;
 }
 
+/* Whether any rank got SIGINT or SIGTERM: the ranks see a signal at
+ * different steps, and all must stop (and save) at the same one. */
+static int stop_requested(run *r, bool *stop)
+{
+	int flag = signal_pending(r), rc = 0;
+
+	if (comm_size(r->world) > 1)
+		rc = comm_all_reduce(r->world, &flag, 1, COMM_I32, COMM_MAX);
+	*stop = flag;
+	return rc;
+}
+
 static void log_setup(run *r, const train_result *res)
 {
 	const train_config *c = r->cfg;
@@ -359,8 +408,9 @@ static void log_setup(run *r, const train_result *res)
 	size_t params = 0;
 	static const char *const ac_name[] = { "none", "full", "selective" };
 
-	for (int i = 0; i < r->model->nchunks; i++)
-		params += r->model->chunk_numel[i];
+	/* this rank's shards */
+	for (int i = 0; i < dp_nchunks(r->dp); i++)
+		params += dp_shard_numel(r->dp)[i];
 	log_info(r->log, "model %s: %" PRIu64 " parameters (%d layers, dim %d, %d heads, "
 		 "%d kv heads, ffn %d, vocab %d), %.1f MFLOP per token", c->flavor,
 		 llama_param_count(&c->model), c->model.n_layers, c->model.dim,
@@ -371,10 +421,93 @@ static void log_setup(run *r, const train_result *res)
 		 "%.1f MiB)", params * 4 / mib, params * 4 / mib, params * 8 / mib,
 		 res->act_bytes / mib, ac_name[c->activation_checkpoint.mode],
 		 res->act_bytes_none / mib);
+	if (comm_size(r->world) > 1) {
+		const par_layout *l = &r->mesh->layout;
+
+		log_info(r->log, "parallelism: %d ranks (%s), dp_replicate=%d x dp_shard=%d: %s%s",
+			 comm_size(r->world), comm_backend(r->world), l->dp_replicate,
+			 l->dp_shard, l->dp_shard > 1 ? (l->dp_replicate > 1 ? "HSDP" : "FSDP")
+						      : "DDP",
+			 l->dp_shard > 1 ? (config_reshard_after_forward(c)
+					    ? ", layers resharded after forward"
+					    : ", layers kept gathered to backward") : "");
+	}
 	log_info(r->log, "training %ld steps: %d x %d tokens per micro-batch, %d micro-batches "
 		 "per step, %d threads, peak %.1f GFLOP/s%s", c->training.steps, r->B, r->T,
 		 r->accum, omp_get_max_threads(), r->peak_flops / 1e9,
 		 c->metrics.peak_flops > 0 ? "" : " (measured sgemm)");
+}
+
+/* The device mesh: the layout the config asks for on the ranks launched. */
+static int make_mesh(run *r)
+{
+	const train_config *c = r->cfg;
+	par_layout l;
+	int rc;
+
+	if ((rc = config_layout(c, comm_size(r->world), &l)))
+		return rc;
+	if (l.tp > 1 || l.pp > 1 || l.cp > 1)
+		return titan_err(TITAN_EUSAGE, "parallelism: tensor, pipeline and context "
+				 "parallel degrees must be 1 in this version (tp=%d, pp=%d, cp=%d)",
+				 l.tp, l.pp, l.cp);
+	if ((rc = par_layout_check(&l, &c->model, comm_size(r->world))))
+		return rc;
+	comm_set_timeout(r->world, c->comm.init_timeout_seconds);
+	if ((rc = mesh_new(&r->mesh, r->world, &l)))
+		return rc;
+	/* from here on a wait that long means a rank died or hangs */
+	comm_set_timeout(r->world, c->comm.train_timeout_seconds);
+	if (r->mesh->dp_shard)
+		comm_set_timeout(r->mesh->dp_shard, c->comm.train_timeout_seconds);
+	if (r->mesh->dp_replicate)
+		comm_set_timeout(r->mesh->dp_replicate, c->comm.train_timeout_seconds);
+	if (r->mesh->dp)
+		comm_set_timeout(r->mesh->dp, c->comm.train_timeout_seconds);
+	return 0;
+}
+
+/* The model as data-parallel shards, and AdamW over them. */
+static int make_model(run *r, const adamw_config *ac)
+{
+	const train_config *c = r->cfg;
+	dp_opts o = {
+		.shard = r->mesh->dp_shard, .replicate = r->mesh->dp_replicate,
+		.reshard_after_forward = config_reshard_after_forward(c),
+	};
+	llama_tensor_info *ti;
+	struct adamw_run *runs;
+	const dp_piece *pc;
+	int nt, np, rc;
+
+	if ((rc = llama_new_views(&r->model, &c->model, &kernels_cpu, &r->mem)) ||
+	    (rc = dp_new(&r->dp, r->model, &o, &r->mem)))
+		return rc;
+	dp_init_weights(r->dp, c->training.seed);
+	if ((rc = llama_tensors(&c->model, &ti, &nt)))
+		return rc;
+	pc = dp_pieces(r->dp, &np);
+	runs = calloc((size_t)np, sizeof *runs);
+	if (!runs) {
+		free(ti);
+		return titan_err_nomem();
+	}
+	for (int i = 0; i < np; i++)
+		runs[i] = (struct adamw_run){ pc[i].chunk, pc[i].offset,
+					      (size_t)(pc[i].rows * pc[i].cols),
+					      adamw_decays(ac, &ti[pc[i].tensor]) };
+	rc = adamw_new_flat(&r->opt, dp_nchunks(r->dp), dp_shard_numel(r->dp), runs, np, ac,
+			    &r->mem);
+	free(runs);
+	free(ti);
+	return rc;
+}
+
+/* The layout a checkpoint of this run records. */
+static json_t *layout_json(const par_layout *l)
+{
+	return json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", l->pp, "dp_replicate",
+			 l->dp_replicate, "dp_shard", l->dp_shard, "cp", l->cp, "tp", l->tp);
 }
 
 static int setup(run *r, train_result *res, loader_cursor *cur)
@@ -385,26 +518,22 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 		.eps = c->optimizer.eps, .weight_decay = c->optimizer.weight_decay,
 		.decay_embeddings_and_norms = c->optimizer.decay_embeddings_and_norms,
 	};
-	int rc, dp = 1;
+	int rc, ndp;
 
 	if (strcmp(c->training.device, "cpu"))
 		return titan_err(TITAN_EUSAGE, "training.device=%s: training runs on the cpu "
 				 "backend only in this version", c->training.device);
-	if (c->parallelism.data_parallel_replicate_degree > 1 ||
-	    c->parallelism.data_parallel_shard_degree > 1 ||
-	    c->parallelism.tensor_parallel_degree > 1 ||
-	    c->parallelism.pipeline_parallel_degree > 1 ||
-	    c->parallelism.context_parallel_degree > 1)
-		return titan_err(TITAN_EUSAGE, "parallelism.*: only one rank is supported in this "
-				 "version (every degree must be 1)");
+	if ((rc = make_mesh(r)))
+		return rc;
+	ndp = r->mesh->dp_size;
 	r->B = c->training.local_batch_size;
 	r->T = c->training.seq_len;
 	if (c->training.global_batch_size > 0) {
-		if (c->training.global_batch_size % (r->B * dp))
+		if (c->training.global_batch_size % (r->B * ndp))
 			return titan_err(TITAN_EUSAGE, "training.global_batch_size %d is not a "
 					 "multiple of local_batch_size %d x %d data-parallel ranks",
-					 c->training.global_batch_size, r->B, dp);
-		r->accum = c->training.global_batch_size / (r->B * dp);
+					 c->training.global_batch_size, r->B, ndp);
+		r->accum = c->training.global_batch_size / (r->B * ndp);
 	} else {
 		r->accum = 1;
 	}
@@ -413,10 +542,7 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	omp_set_num_threads(train_threads(c));
 
 	r->mem.device = "cpu";
-	if ((rc = llama_new(&r->model, &c->model, &kernels_cpu, &r->mem)))
-		return rc;
-	llama_init_weights(r->model, c->training.seed);
-	if ((rc = adamw_new(&r->opt, r->model, &ac, &r->mem)))
+	if ((rc = make_model(r, &ac)))
 		return rc;
 	/* What checkpointing saves, from the memory model: planning without
 	 * it would touch memory the run never needs. */
@@ -432,10 +558,26 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 		return titan_err_nomem();
 	if ((rc = build_ckpt_tensors(r)))
 		return rc;
-	if (c->checkpoint.enable &&
-	    (rc = ckpt_saver_new(&r->saver, c->checkpoint.folder, c->checkpoint.keep_latest_k,
-				 c->checkpoint.async, 0, 1)))
-		return rc;
+	if (c->checkpoint.enable) {
+		json_t *layout = layout_json(&r->mesh->layout);
+
+		if (!layout)
+			return titan_err_nomem();
+		/* Its own communicator, so that a save's waits (one rank
+		 * writing a large shard while the others wait for it) are
+		 * bounded like start-up, not like one step's collectives. */
+		rc = comm_dup(r->world, "checkpoint", &r->ckpt_comm);
+		if (!rc) {
+			comm_set_timeout(r->ckpt_comm, TITAN_MAX(c->comm.init_timeout_seconds,
+								 c->comm.train_timeout_seconds));
+			rc = ckpt_saver_new(&r->saver, c->checkpoint.folder,
+					    c->checkpoint.keep_latest_k, c->checkpoint.async,
+					    r->ckpt_comm, layout);
+		}
+		json_decref(layout);
+		if (rc)
+			return rc;
+	}
 	if (r->saver && (rc = attach_tokenizer(r)))
 		return rc;
 	if ((rc = load_checkpoint(r, cur)))
@@ -449,7 +591,9 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	r->flops_per_token = llama_flops_per_token(&c->model, r->T);
 	r->peak_flops = c->metrics.peak_flops > 0 ? c->metrics.peak_flops
 						  : kernels_cpu_sgemm_peak(1024);
-	/* -q keeps stderr for errors; the JSONL and events are still written */
+	/* -q keeps stderr for errors; the JSONL and events are rank 0's */
+	if (comm_rank(r->world) > 0)
+		return metrics_open(&r->met, r->log->verbosity > 0 ? stderr : NULL, NULL, NULL);
 	return metrics_open(&r->met, r->log->verbosity > 0 ? stderr : NULL,
 			    c->metrics.jsonl, c->metrics.tensorboard);
 }
@@ -458,30 +602,38 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 static int train_step(run *r, double *loss, double *norm, double *data_s)
 {
 	loader_batch *b;
-	double sum = 0;
+	double sum = 0, sumsq;
 	int rc;
 
-	llama_zero_grads(r->model);
+	dp_begin_step(r->dp, r->accum);
 	for (int i = 0; i < r->accum; i++) {
 		double t0 = titan_now();
 		float l;
 		if ((rc = loader_next(r->train, &b)))
 			return rc;
 		*data_s += titan_now() - t0;
+		/* summed over the ranks, the gradients are the global batch's mean */
 		if ((rc = llama_forward(r->model, b->inputs, b->labels, batch_seg(r, b),
-					1.0f / r->accum, &l)) ||
+					1.0f / ((float)r->accum * r->mesh->dp_size), &l)) ||
 		    (rc = llama_backward(r->model)))
 			return rc;
 		sum += l;
 	}
 	*loss = sum / r->accum;
-	*norm = grad_norm(r->model);
+	if ((rc = dp_finish_grads(r->dp)) || (rc = dp_mean(r, loss)))
+		return rc;
+	sumsq = grad_sumsq_flat(&kernels_cpu, dp_grads(r->dp), dp_shard_numel(r->dp),
+				dp_nchunks(r->dp));
+	if ((rc = dp_sum(r->dp, &sumsq)))
+		return rc;
+	*norm = sqrt(sumsq);
 	if (!isfinite(*loss) || !isfinite(*norm))
 		return titan_err(TITAN_ERANGE, "step %ld: %s is %g; stopping before the update "
 				 "(the last checkpoint is the last good state)", r->step + 1,
 				 isfinite(*loss) ? "gradient norm" : "loss",
 				 isfinite(*loss) ? *norm : *loss);
-	grad_clip(r->model, *norm, r->cfg->training.max_norm);
+	grad_clip_flat(&kernels_cpu, dp_grads(r->dp), dp_shard_numel(r->dp), dp_nchunks(r->dp),
+		       *norm, r->cfg->training.max_norm);
 	return 0;
 }
 
@@ -501,31 +653,40 @@ static int loop(run *r, train_result *res)
 		if ((rc = train_step(r, &loss, &norm, &data_s)))
 			return rc;
 		lr = c->optimizer.lr * lr_factor(&r->sched, r->step + 1);
-		adamw_step(r->opt, r->model, lr);
+		adamw_step_flat(r->opt, &kernels_cpu, dp_params(r->dp), dp_grads(r->dp), lr);
 		r->step++;
-		r->tokens += (uint64_t)r->B * r->T * r->accum;
+		r->tokens += (uint64_t)r->B * r->T * r->accum * r->mesh->dp_size;
 		busy += titan_now() - t0;
 		res->last_step = r->step;
 		res->last_loss = loss;
 
 		if (r->step == res->first_step || r->step % c->metrics.log_freq == 0 ||
 		    r->step == steps) {
-			double tps = (r->tokens - tokens_at_log) / busy;
+			double global = (r->tokens - tokens_at_log) / busy;
+			double tps = global / r->mesh->dp_size;
+			int64_t peak = (int64_t)r->mem.peak;
 			metrics_row row = {
 				.step = r->step, .loss = loss, .grad_norm = norm, .lr = lr,
 				.tps = tps, .tflops = tps * r->flops_per_token / 1e12,
 				.mfu = 100.0 * tps * r->flops_per_token / r->peak_flops,
 				.data_share = data_s / busy,
-				.mem_peak_gib = r->mem.peak / (1024.0 * 1024.0 * 1024.0),
 				.elapsed_s = titan_now() - start,
+				.ranks = comm_size(r->world), .tps_global = global,
+				.comm_share = dp_comm_seconds(r->dp) / busy,
 			};
+			/* the largest rank's peak is what must fit */
+			if (comm_size(r->world) > 1 &&
+			    (rc = comm_all_reduce(r->world, &peak, 1, COMM_I64, COMM_MAX)))
+				return rc;
+			row.mem_peak_gib = peak / (1024.0 * 1024.0 * 1024.0);
 			if ((rc = metrics_log(r->met, &row)))
 				return rc;
 			size_t predicted;
-			if (r->step == res->first_step && !mem_model_predict_tracked(c, &predicted))
+			if (r->step == res->first_step &&
+			    !mem_model_predict_tracked(c, comm_size(r->world), &predicted))
 				log_info(r->log, "memory: predicted %.1f MiB (titan-mem), measured "
 					 "%.1f MiB", predicted / (1024.0 * 1024.0),
-					 r->mem.peak / (1024.0 * 1024.0));
+					 peak / (1024.0 * 1024.0));
 			busy = data_s = 0;
 			tokens_at_log = r->tokens;
 		}
@@ -534,7 +695,8 @@ static int loop(run *r, train_result *res)
 			if ((rc = validate(r, &vl)) || (rc = metrics_log_val(r->met, r->step, vl)))
 				return rc;
 		}
-		res->interrupted = stop_requested(r);
+		if ((rc = stop_requested(r, &res->interrupted)))
+			return rc;
 		if (r->saver && (r->step % c->checkpoint.interval == 0 || r->step == steps ||
 				 res->interrupted)) {
 			if ((rc = save_checkpoint(r, lr)))
@@ -553,9 +715,8 @@ static int loop(run *r, train_result *res)
 
 static void run_free(run *r)
 {
-	if (r->saver) {
-		ckpt_saver_free(r->saver);
-	}
+	ckpt_saver_free(r->saver);
+	comm_free(r->ckpt_comm);
 	metrics_close(r->met);
 	loader_close(r->train);
 	for (size_t i = 0; r->ct_names && i < r->nct; i++)
@@ -564,12 +725,14 @@ static void run_free(run *r)
 	free(r->ct);
 	free(r->seg);
 	adamw_free(r->opt);
+	dp_free(r->dp);
 	llama_free(r->model);
+	mesh_free(r->mesh);
 }
 
-int train_run(const train_config *cfg, titan_log *log, train_result *res)
+int train_run(const train_config *cfg, comm *world, titan_log *log, train_result *res)
 {
-	run r = { .cfg = cfg, .log = log };
+	run r = { .cfg = cfg, .log = log, .world = world };
 	loader_cursor cur;
 	sigset_t old;
 	int rc;
@@ -603,6 +766,12 @@ int train_run(const train_config *cfg, titan_log *log, train_result *res)
 	rc = loop(&r, res);
 out:
 	res->mem_peak = r.mem.peak;
+	if (!rc && comm_size(world) > 1) {
+		int64_t peak = (int64_t)r.mem.peak;
+
+		if (!(rc = comm_all_reduce(world, &peak, 1, COMM_I64, COMM_MAX)))
+			res->mem_peak = (size_t)peak;
+	}
 	run_free(&r);   /* a save in flight completes first */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return rc;

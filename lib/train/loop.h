@@ -15,17 +15,20 @@
 #include "core/base.h"
 #include "core/log.h"
 #include "config/config.h"
+#include "dist/comm.h"
 
 typedef struct train_result {
 	long first_step, last_step;  /* steps run by this call: first..last */
 	double last_loss;
 	bool interrupted;            /* stopped by SIGINT/SIGTERM */
-	size_t mem_peak;             /* bytes, the tracker's peak */
+	size_t mem_peak;             /* bytes, the tracker's peak (the largest rank's) */
 	size_t act_bytes;            /* activations of the chosen AC mode */
 	size_t act_bytes_none;       /* ... and what no checkpointing would need */
 } train_result;
 
-int train_run(const train_config *cfg, titan_log *log, train_result *res);
+/* world: every rank of the run (comm_world); the parallel layout comes
+ * from cfg's parallelism section.  Collective: every rank calls it. */
+int train_run(const train_config *cfg, comm *world, titan_log *log, train_result *res);
 
 /* The threads a run uses: training.threads, else OMP_NUM_THREADS, else the
  * CPUs of this process's affinity set. */

@@ -396,27 +396,41 @@ int metrics_open(metrics **out, FILE *human, const char *jsonl, const char *tb_d
 
 int metrics_log(metrics *m, const metrics_row *r)
 {
-	char line[1024], tps[40], num[10][32];
+	char line[1024], tps[40], global[64] = "", comm[32] = "", num[12][32], dp[160] = "";
+	bool par = r->ranks > 1;
 	int rc;
 
 	group_thousands(tps, sizeof tps, r->tps);
+	if (par) {
+		char g[40];
+
+		group_thousands(g, sizeof g, r->tps_global);
+		snprintf(global, sizeof global, " (%s global)", g);
+		snprintf(comm, sizeof comm, "  comm %.1f%%", 100.0 * r->comm_share);
+	}
 	snprintf(line, sizeof line,
-		 "step %4ld  loss %.4f  grad_norm %.4f  lr %.4e  tps %s  tflops %.2f"
-		 "  mfu %.1f%%  data %.1f%%  mem %.2fGiB\n",
-		 r->step, r->loss, r->grad_norm, r->lr, tps, r->tflops, r->mfu,
-		 100.0 * r->data_share, r->mem_peak_gib);
+		 "step %4ld  loss %.4f  grad_norm %.4f  lr %.4e  tps %s%s  tflops %.2f"
+		 "  mfu %.1f%%  data %.1f%%%s  mem %.2fGiB\n",
+		 r->step, r->loss, r->grad_norm, r->lr, tps, global, r->tflops, r->mfu,
+		 100.0 * r->data_share, comm, r->mem_peak_gib);
 	human_line(m->human, line);
 
 	const double v[] = {r->loss, r->lr, r->grad_norm, r->tps, r->tflops, r->mfu,
 			    r->mem_peak_gib, r->elapsed_s, r->data_share};
 	for (size_t i = 0; i < ARRAY_SIZE(v); i++)
 		json_num(num[i], sizeof num[i], v[i]);
+	if (par) {
+		json_num(num[10], sizeof num[10], r->tps_global);
+		json_num(num[11], sizeof num[11], r->comm_share);
+		snprintf(dp, sizeof dp, ",\"ranks\":%d,\"tps_global\":%s,\"comm_share\":%s",
+			 r->ranks, num[10], num[11]);
+	}
 	snprintf(line, sizeof line,
 		 "{\"step\":%ld,\"loss\":%s,\"lr\":%s,\"grad_norm\":%s,\"tps\":%s,"
 		 "\"tflops\":%s,\"mfu\":%s,\"mem_peak_gib\":%s,\"elapsed_s\":%s,"
-		 "\"data_s_share\":%s}\n",
+		 "\"data_s_share\":%s%s}\n",
 		 r->step, num[0], num[1], num[2], num[3], num[4], num[5], num[6],
-		 num[7], num[8]);
+		 num[7], num[8], dp);
 	if ((rc = jsonl_write(m, line)))
 		return rc;
 
@@ -424,8 +438,9 @@ int metrics_log(metrics *m, const metrics_row *r)
 		{"loss/train", r->loss}, {"grad_norm", r->grad_norm}, {"lr", r->lr},
 		{"tps", r->tps}, {"tflops", r->tflops}, {"mfu", r->mfu},
 		{"mem_peak_gib", r->mem_peak_gib}, {"data_share", r->data_share},
+		{"tps_global", r->tps_global}, {"comm_share", r->comm_share},
 	};
-	return tb_log(m, r->step, s, ARRAY_SIZE(s));
+	return tb_log(m, r->step, s, ARRAY_SIZE(s) - (par ? 0 : 2));
 }
 
 int metrics_log_val(metrics *m, long step, double val_loss)

@@ -20,8 +20,12 @@ typedef struct metrics_row {
 	double tflops;        /* achieved TFLOP/s per device */
 	double mfu;           /* percent of peak */
 	double data_share;    /* fraction of step time waiting for data */
-	double mem_peak_gib;
+	double mem_peak_gib;  /* the largest of every rank's */
 	double elapsed_s;     /* since training started */
+	/* Data parallel (shown when ranks > 1): tokens/s of every rank
+	 * together, and the fraction of step time spent communicating. */
+	int ranks;
+	double tps_global, comm_share;
 } metrics_row;
 
 typedef struct metrics metrics;

@@ -3,28 +3,35 @@
 #include <math.h>
 #include "train/optim.h"
 
-int adamw_new(adamw **out, const llama_model *m, const adamw_config *cfg, mem_tracker *mem)
+bool adamw_decays(const adamw_config *cfg, const llama_tensor_info *t)
 {
-	llama_tensor_info *ti = NULL;
-	int nt = 0, rc;
+	return cfg->decay_embeddings_and_norms || !(t->is_norm || t->is_embedding);
+}
+
+int adamw_new_flat(adamw **out, int nchunks, const size_t *numel,
+		   const struct adamw_run *runs, int nruns, const adamw_config *cfg,
+		   mem_tracker *mem)
+{
 	adamw *o = calloc(1, sizeof *o);
+	int rc;
 
 	*out = NULL;
 	if (!o)
 		return titan_err_nomem();
 	o->cfg = *cfg;
 	o->mem = mem;
-	o->nchunks = m->nchunks;
-	o->numel = calloc(m->nchunks, sizeof *o->numel);
-	o->m = calloc(m->nchunks, sizeof *o->m);
-	o->v = calloc(m->nchunks, sizeof *o->v);
-	if (!o->numel || !o->m || !o->v) {
+	o->nchunks = nchunks;
+	o->numel = calloc(nchunks, sizeof *o->numel);
+	o->m = calloc(nchunks, sizeof *o->m);
+	o->v = calloc(nchunks, sizeof *o->v);
+	o->runs = calloc(nruns ? nruns : 1, sizeof *o->runs);
+	if (!o->numel || !o->m || !o->v || !o->runs) {
 		rc = titan_err_nomem();
 		goto fail;
 	}
-	for (int c = 0; c < m->nchunks; c++) {
-		size_t bytes = m->chunk_numel[c] * sizeof(float);
-		o->numel[c] = m->chunk_numel[c];
+	for (int c = 0; c < nchunks; c++) {
+		size_t bytes = numel[c] * sizeof(float);
+		o->numel[c] = numel[c];
 		o->m[c] = mem_alloc(mem, bytes, "AdamW first moments");
 		o->v[c] = mem_alloc(mem, bytes, "AdamW second moments");
 		if (!o->m[c] || !o->v[c]) {
@@ -32,33 +39,46 @@ int adamw_new(adamw **out, const llama_model *m, const adamw_config *cfg, mem_tr
 			goto fail;
 		}
 	}
-	/* Neighbouring tensors of a chunk with the same decay make one run,
+	/* Neighbouring ranges of a chunk with the same decay make one run,
 	 * so a layer is typically two kernel calls (matrices, then norms). */
-	if ((rc = llama_tensors(&m->cfg, &ti, &nt)))
-		goto fail;
-	o->runs = calloc(nt, sizeof *o->runs);
-	if (!o->runs) {
-		rc = titan_err_nomem();
-		goto fail;
-	}
-	for (int i = 0; i < nt; i++) {
-		bool decay = cfg->decay_embeddings_and_norms ||
-			     !(ti[i].is_norm || ti[i].is_embedding);
+	for (int i = 0; i < nruns; i++) {
 		struct adamw_run *last = o->nruns ? &o->runs[o->nruns - 1] : NULL;
-		if (last && last->chunk == ti[i].chunk && last->decay == decay &&
-		    last->offset + last->numel == ti[i].offset) {
-			last->numel += ti[i].numel;
+		if (!runs[i].numel)
+			continue;
+		if (last && last->chunk == runs[i].chunk && last->decay == runs[i].decay &&
+		    last->offset + last->numel == runs[i].offset) {
+			last->numel += runs[i].numel;
 			continue;
 		}
-		o->runs[o->nruns++] = (struct adamw_run){ ti[i].chunk, ti[i].offset,
-							  ti[i].numel, decay };
+		o->runs[o->nruns++] = runs[i];
 	}
-	free(ti);
 	*out = o;
 	return 0;
 fail:
-	free(ti);
 	adamw_free(o);
+	return rc;
+}
+
+int adamw_new(adamw **out, const llama_model *m, const adamw_config *cfg, mem_tracker *mem)
+{
+	llama_tensor_info *ti;
+	struct adamw_run *runs;
+	int nt, rc;
+
+	*out = NULL;
+	if ((rc = llama_tensors(&m->cfg, &ti, &nt)))
+		return rc;
+	runs = calloc(nt, sizeof *runs);
+	if (!runs) {
+		free(ti);
+		return titan_err_nomem();
+	}
+	for (int i = 0; i < nt; i++)
+		runs[i] = (struct adamw_run){ ti[i].chunk, ti[i].offset, ti[i].numel,
+					      adamw_decays(cfg, &ti[i]) };
+	rc = adamw_new_flat(out, m->nchunks, m->chunk_numel, runs, nt, cfg, mem);
+	free(runs);
+	free(ti);
 	return rc;
 }
 
@@ -79,29 +99,36 @@ void adamw_free(adamw *o)
 	free(o);
 }
 
-void adamw_step(adamw *o, llama_model *m, double lr)
+void adamw_step_flat(adamw *o, const kernel_ops *ops, float **params, float **grads,
+		     double lr)
 {
 	const adamw_config *c = &o->cfg;
 
 	o->step++;
 	for (int i = 0; i < o->nruns; i++) {
 		const struct adamw_run *r = &o->runs[i];
-		m->ops->adamw(m->params[r->chunk] + r->offset, m->grads[r->chunk] + r->offset,
-			      o->m[r->chunk] + r->offset, o->v[r->chunk] + r->offset, r->numel,
-			      lr, c->beta1, c->beta2, c->eps,
-			      r->decay ? c->weight_decay : 0.0, o->step);
+		ops->adamw(params[r->chunk] + r->offset, grads[r->chunk] + r->offset,
+			   o->m[r->chunk] + r->offset, o->v[r->chunk] + r->offset, r->numel,
+			   lr, c->beta1, c->beta2, c->eps,
+			   r->decay ? c->weight_decay : 0.0, o->step);
 	}
 }
 
-double grad_norm(const llama_model *m)
+void adamw_step(adamw *o, llama_model *m, double lr)
 {
-	double sum = 0;
-	for (int c = 0; c < m->nchunks; c++)
-		sum += m->ops->sumsq(m->grads[c], m->chunk_numel[c]);
-	return sqrt(sum);
+	adamw_step_flat(o, m->ops, m->params, m->grads, lr);
 }
 
-void grad_clip(llama_model *m, double norm, double max_norm)
+double grad_sumsq_flat(const kernel_ops *ops, float *const *g, const size_t *numel, int n)
+{
+	double sum = 0;
+	for (int c = 0; c < n; c++)
+		sum += ops->sumsq(g[c], numel[c]);
+	return sum;
+}
+
+void grad_clip_flat(const kernel_ops *ops, float **g, const size_t *numel, int n,
+		    double norm, double max_norm)
 {
 	/* PyTorch computes the coefficient in fp32 from the fp32 norm and only
 	 * ever shrinks: a coefficient clamped to 1 changes nothing. */
@@ -109,8 +136,18 @@ void grad_clip(llama_model *m, double norm, double max_norm)
 
 	if (max_norm <= 0 || coef >= 1.0f)
 		return;
-	for (int c = 0; c < m->nchunks; c++)
-		m->ops->scale(m->grads[c], coef, m->chunk_numel[c]);
+	for (int c = 0; c < n; c++)
+		ops->scale(g[c], coef, numel[c]);
+}
+
+double grad_norm(const llama_model *m)
+{
+	return sqrt(grad_sumsq_flat(m->ops, m->grads, m->chunk_numel, m->nchunks));
+}
+
+void grad_clip(llama_model *m, double norm, double max_norm)
+{
+	grad_clip_flat(m->ops, m->grads, m->chunk_numel, m->nchunks, norm, max_norm);
 }
 
 double lr_factor(const lr_schedule *s, long step)

@@ -27,17 +27,35 @@ typedef struct adamw {
 	mem_tracker *mem;
 } adamw;
 
+/* AdamW for every parameter of m, in m's chunk layout. */
+/* Whether tensor t takes weight decay under cfg. */
+bool adamw_decays(const adamw_config *cfg, const llama_tensor_info *t);
 int adamw_new(adamw **out, const llama_model *m, const adamw_config *cfg, mem_tracker *mem);
+/* AdamW for nchunks flat buffers of numel[c] floats (a rank's shards):
+ * runs[0..nruns) say which ranges take weight decay (neighbours with the
+ * same decay are merged; ranges not covered are not updated). */
+int adamw_new_flat(adamw **out, int nchunks, const size_t *numel,
+		   const struct adamw_run *runs, int nruns, const adamw_config *cfg,
+		   mem_tracker *mem);
 void adamw_free(adamw *o);
 /* One update of every parameter of m with the gradients in m->grads, at
  * learning rate lr (step counts from 1 as PyTorch's does). */
 void adamw_step(adamw *o, llama_model *m, double lr);
+/* The same over the flat buffers adamw_new_flat describes. */
+void adamw_step_flat(adamw *o, const kernel_ops *ops, float **params, float **grads,
+		     double lr);
 
 /* Global L2 norm of every gradient (accumulated in double, deterministic). */
 double grad_norm(const llama_model *m);
 /* torch.nn.utils.clip_grad_norm_: when norm > max_norm, scale every
  * gradient by max_norm / (norm + 1e-6).  max_norm <= 0: no clipping. */
 void grad_clip(llama_model *m, double norm, double max_norm);
+/* Sum of squares of n flat buffers (double), and clip_grad_norm_'s
+ * scaling of them: the pieces grad_norm and grad_clip are made of, for
+ * gradients sharded across ranks. */
+double grad_sumsq_flat(const kernel_ops *ops, float *const *g, const size_t *numel, int n);
+void grad_clip_flat(const kernel_ops *ops, float **g, const size_t *numel, int n,
+		    double norm, double max_norm);
 
 typedef enum { LR_DECAY_LINEAR, LR_DECAY_SQRT, LR_DECAY_COSINE } lr_decay_type;
 

@@ -12,11 +12,12 @@ what=${1:-build}
 cc=${CC:-cc}
 missing=""
 
-probe_lib() { # header library package
+probe_lib() { # header "compiler and linker flags" package
 	tmp=$(mktemp -d)
 	# pcre2.h wants its code unit width before it is included
 	printf '#define PCRE2_CODE_UNIT_WIDTH 8\n#include <%s>\nint main(void){return 0;}\n' "$1" >"$tmp/p.c"
-	if ! $cc "$tmp/p.c" -o "$tmp/p" "$2" >/dev/null 2>&1; then
+	# shellcheck disable=SC2086 # $2 is a list of flags
+	if ! $cc "$tmp/p.c" -o "$tmp/p" $2 >/dev/null 2>&1; then
 		missing="$missing $3"
 	fi
 	rm -rf "$tmp"
@@ -32,9 +33,14 @@ probe_lib archive.h -larchive libarchive-dev
 probe_lib pcre2.h -lpcre2-8 libpcre2-dev
 # the OpenMP build of OpenBLAS: BLAS and titan's loops share one thread pool
 probe_lib cblas.h -lopenblas libopenblas-openmp-dev
+# OpenMPI keeps mpi.h in its own directory: its flags as the Makefile gets them
+mpi_flags=$(pkg-config --cflags --libs ompi-c 2>/dev/null ||
+	echo "$(mpicc --showme:compile 2>/dev/null) $(mpicc --showme:link 2>/dev/null)")
+probe_lib mpi.h "$mpi_flags -lmpi" libopenmpi-dev
 case $what in
 test)
 	probe_cmd bats bats
+	probe_cmd mpirun openmpi-bin
 	probe_cmd zstd zstd
 	probe_cmd jq jq
 	probe_cmd node nodejs

@@ -38,6 +38,9 @@ SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-po
 CFLAGS := -g -O1 $(SAN) -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
 	-std=gnu11 -pthread -fopenmp -fno-strict-aliasing -Ilib -Ikernels -MMD -MP
 LDLIBS := -ljansson -lzstd -larchive -lpcre2-8 -lopenblas -lm -pthread
+# OpenMPI's flags, as the Makefile gets them (lib/dist/comm_mpi.c)
+CFLAGS += $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+LDLIBS += $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
 LIB_SRC := $(sort $(shell find lib kernels/cpu -name '*.c')) kernels/cuda_none.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OUT)/obj/%.o)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))

@@ -1,7 +1,10 @@
 /* test_ckpt.c - checkpoint directories: save and load, async, pruning,
- * "latest", loading into a slicing other than the saved one, errors. */
+ * "latest", loading into a slicing other than the saved one, errors, and
+ * the collective save over a one-rank communicator (tests/ckpt-dist.bats
+ * runs it over MPI). */
 #include "core/base.h"
 #include "ckpt/ckpt.h"
+#include "ckpt/ckpt_priv.h"
 #include "ckpt/reshard.h"
 #include "ckpt/safetensors.h"
 #include "config/config.h"
@@ -29,6 +32,17 @@ static bool exists(const char *dir, const char *name)
 	char p[1024];
 	snprintf(p, sizeof p, "%s/%s", dir, name);
 	return access(p, F_OK) == 0;
+}
+
+/* The directory part of path, in a static buffer. */
+static const char *dirname_of(const char *path)
+{
+	static char buf[600];
+	snprintf(buf, sizeof buf, "%s", path);
+	char *slash = strrchr(buf, '/');
+	if (slash)
+		*slash = 0;
+	return buf;
 }
 
 /* A whole tensor (slice = everything) with fresh random data. */
@@ -116,7 +130,7 @@ static void test_save_load(void)
 	json_t *extra = json_pack("{s:{s:i}, s:{s:I, s:f}}", "config", "dim", 64,
 				  "train_state", "step", (json_int_t)7, "lr", 0.25);
 	ckpt_saver *s;
-	REQUIRE(ckpt_saver_new(&s, folder, 0, false, 0, 1) == 0, "%s", titan_errmsg());
+	REQUIRE(ckpt_saver_new(&s, folder, 0, false, NULL, NULL) == 0, "%s", titan_errmsg());
 	CHECK(ckpt_save(s, 7, t, 4, extra) == 0, "%s", titan_errmsg());
 	CHECK(ckpt_wait(s) == 0, "wait");
 	CHECK(ckpt_staging_bytes(s) == 0, "staging without async");
@@ -143,7 +157,7 @@ static void test_save_load(void)
 	json_decref(m);
 
 	/* Re-saving the same step replaces it. */
-	REQUIRE(ckpt_saver_new(&s, folder, 0, false, 0, 1) == 0, "%s", titan_errmsg());
+	REQUIRE(ckpt_saver_new(&s, folder, 0, false, NULL, NULL) == 0, "%s", titan_errmsg());
 	t[1].data[0] = 42;
 	CHECK(ckpt_save(s, 7, t, 4, NULL) == 0, "%s", titan_errmsg());
 	ckpt_saver_free(s);
@@ -169,7 +183,7 @@ static void test_async(void)
 	}
 	json_t *extra = json_pack("{s:s}", "k", "v");
 	ckpt_saver *s;
-	REQUIRE(ckpt_saver_new(&s, folder, 0, true, 0, 1) == 0, "%s", titan_errmsg());
+	REQUIRE(ckpt_saver_new(&s, folder, 0, true, NULL, NULL) == 0, "%s", titan_errmsg());
 	CHECK(ckpt_save(s, 1, t, 2, extra) == 0, "%s", titan_errmsg());
 	CHECK(ckpt_staging_bytes(s) >= (32 + 3) * sizeof(float), "staging %zu",
 	      ckpt_staging_bytes(s));
@@ -206,7 +220,7 @@ static void test_prune_latest(void)
 	path_in(folder, sizeof folder, "prune");
 	ckpt_tensor t = whole("w", 1, s_b);
 	ckpt_saver *s;
-	REQUIRE(ckpt_saver_new(&s, folder, 2, true, 0, 1) == 0, "%s", titan_errmsg());
+	REQUIRE(ckpt_saver_new(&s, folder, 2, true, NULL, NULL) == 0, "%s", titan_errmsg());
 	/* Not step directories: pruning leaves them alone. */
 	snprintf(p, sizeof p, "%s/notes", folder);
 	mkdir(p, 0777);
@@ -243,7 +257,7 @@ static void test_prune_latest(void)
 	free(dir);
 
 	/* A later save clears the stale .tmp of its own step. */
-	REQUIRE(ckpt_saver_new(&s, folder, 2, false, 0, 1) == 0, "%s", titan_errmsg());
+	REQUIRE(ckpt_saver_new(&s, folder, 2, false, NULL, NULL) == 0, "%s", titan_errmsg());
 	CHECK(ckpt_save(s, 99, &t, 1, NULL) == 0, "%s", titan_errmsg());
 	ckpt_saver_free(s);
 	CHECK(exists(folder, "step-99") && !exists(folder, "step-99.tmp") &&
@@ -445,15 +459,10 @@ static void test_errors(void)
 	ckpt_tensor t = whole("w", 2, s_w);
 	ckpt_saver *s;
 
-	REQUIRE(ckpt_saver_new(&s, folder, 1, false, 1, 2) == 0, "%s", titan_errmsg());
-	CHECK(ckpt_save(s, 1, &t, 1, NULL) == TITAN_EUSAGE &&
-	      strstr(titan_errmsg(), "multi-rank"), "nranks 2: %s", titan_errmsg());
-	ckpt_saver_free(s);
-	CHECK(ckpt_saver_new(&s, folder, 1, false, 2, 2) == TITAN_EUSAGE, "rank 2 of 2");
 
 	ckpt_tensor bad = t;
 	bad.slice_start[0] = 1;
-	REQUIRE(ckpt_saver_new(&s, folder, 1, true, 0, 1) == 0, "%s", titan_errmsg());
+	REQUIRE(ckpt_saver_new(&s, folder, 1, true, NULL, NULL) == 0, "%s", titan_errmsg());
 	CHECK(ckpt_save(s, 1, &bad, 1, NULL) == TITAN_EUSAGE && strstr(titan_errmsg(), "'w'"),
 	      "slice past the end: %s", titan_errmsg());
 
@@ -743,7 +752,7 @@ static void test_attach(void)
 	ckpt_tensor t = whole("w", 2, s_w);
 	for (int async = 0; async < 2; async++) {
 		ckpt_saver *s;
-		REQUIRE(ckpt_saver_new(&s, folder, 0, async, 0, 1) == 0, "%s", titan_errmsg());
+		REQUIRE(ckpt_saver_new(&s, folder, 0, async, NULL, NULL) == 0, "%s", titan_errmsg());
 		CHECK(ckpt_saver_attach_file(s, "tokenizer.json", src) == 0, "%s", titan_errmsg());
 		CHECK(ckpt_saver_attach_file(s, "../x", src) == TITAN_EUSAGE, "bad name");
 		CHECK(ckpt_save(s, 3 + async, &t, 1, NULL) == 0, "%s", titan_errmsg());
@@ -807,7 +816,7 @@ static int save_model(const char *folder, int moments, train_config *cfg,
 	fclose(fp);
 	json_t *extra = json_pack("{s:O, s:{s:i}}", "config", cfg->json, "train_state", "step", 7);
 	ckpt_saver *s;
-	if ((rc = ckpt_saver_new(&s, folder, 0, false, 0, 1)))
+	if ((rc = ckpt_saver_new(&s, folder, 0, false, NULL, NULL)))
 		return rc;
 	rc = ckpt_saver_attach_file(s, "tokenizer.json", tok);
 	if (!rc)
@@ -990,6 +999,156 @@ static void test_many_files(void)
 	ckpt_reader_close(r);
 }
 
+/* ckpt_saver_new over the self communicator and over none: the layout
+ * given is recorded, NULL records the default, the saves are the same. */
+static void test_saver_open(void)
+{
+	char folder[512], p[600];
+	comm *c;
+	REQUIRE(comm_world(&c, 10) == 0, "%s", titan_errmsg());
+	REQUIRE(comm_size(c) == 1, "a launcher started this test: %d ranks", comm_size(c));
+	ckpt_tensor t[2] = { whole("w", 2, s_w), whole("b", 1, s_b) };
+	json_t *layout = json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", 1, "dp_replicate", 1,
+				   "dp_shard", 1, "cp", 1, "tp", 1);
+	json_object_set_new(layout, "note", json_string("given"));
+	json_t *extra = json_pack("{s:i}", "k", 3);
+
+	for (int mode = 0; mode < 4; mode++) {
+		bool async = mode & 1, self = mode & 2;
+		char name[24];
+		snprintf(name, sizeof name, "open-%d", mode);
+		path_in(folder, sizeof folder, name);
+		ckpt_saver *s;
+		REQUIRE(ckpt_saver_new(&s, folder, 2, async, self ? c : NULL,
+					self ? layout : NULL) == 0, "%s", titan_errmsg());
+		CHECK(ckpt_saver_async(s) == async, "mode %d: async %d", mode,
+		      ckpt_saver_async(s));
+		for (long step = 1; step <= 3; step++)
+			CHECK(ckpt_save(s, step, t, 2, extra) == 0, "mode %d step %ld: %s", mode,
+			      step, titan_errmsg());
+		CHECK(ckpt_wait(s) == 0, "%s", titan_errmsg());
+		ckpt_saver_free(s);
+		CHECK(!exists(folder, "step-1") && exists(folder, "step-3"), "mode %d: pruning",
+		      mode);
+		snprintf(p, sizeof p, "%s/step-3", folder);
+		CHECK(load_equal_all(p, t, 2), "mode %d: data", mode);
+		json_t *m;
+		REQUIRE(ckpt_read_manifest(p, &m) == 0, "%s", titan_errmsg());
+		json_t *got = json_object_get(m, "layout");
+		CHECK(self ? json_equal(got, layout)
+			   : json_integer_value(json_object_get(got, "dp_shard")) == 1 &&
+			     !json_object_get(got, "note"), "mode %d: layout", mode);
+		CHECK(json_equal(json_object_get(m, "extra"), extra), "mode %d: extra", mode);
+		json_decref(m);
+	}
+
+	/* n = 0 on the only rank: a checkpoint of no tensors, extra only. */
+	path_in(folder, sizeof folder, "open-empty");
+	ckpt_saver *s;
+	REQUIRE(ckpt_saver_new(&s, folder, 0, false, c, NULL) == 0, "%s", titan_errmsg());
+	CHECK(ckpt_save(s, 5, NULL, 0, extra) == 0, "%s", titan_errmsg());
+	ckpt_saver_free(s);
+	ckpt_reader *r;
+	snprintf(p, sizeof p, "%s/step-5", folder);
+	REQUIRE(ckpt_reader_open(&r, p) == 0, "%s", titan_errmsg());
+	CHECK(ckpt_reader_count(r) == 0, "%zu tensors", ckpt_reader_count(r));
+	CHECK(json_integer_value(json_object_get(ckpt_reader_manifest(r), "nranks")) == 0,
+	      "nranks");
+	CHECK(ckpt_reader_verify(r, NULL, NULL) == 0, "%s", titan_errmsg());
+	ckpt_reader_close(r);
+	CHECK(!exists(p, "rank-00000.safetensors"), "a file of no slices");
+
+	/* A layout that is no object; a bad slice is still refused at once. */
+	json_t *arr = json_array();
+	CHECK(ckpt_saver_new(&s, folder, 0, false, c, arr) == TITAN_EUSAGE && !s &&
+	      strstr(titan_errmsg(), "layout"), "%s", titan_errmsg());
+	json_decref(arr);
+	REQUIRE(ckpt_saver_new(&s, folder, 0, true, c, NULL) == 0, "%s", titan_errmsg());
+	ckpt_tensor bad = t[0];
+	bad.slice_shape[1] = 9;
+	CHECK(ckpt_save(s, 6, &bad, 1, NULL) == TITAN_EUSAGE && strstr(titan_errmsg(), "'w'"),
+	      "%s", titan_errmsg());
+	CHECK(ckpt_wait(s) == 0, "%s", titan_errmsg());
+	ckpt_saver_free(s);
+	CHECK(!exists(folder, "step-6") && !exists(folder, "step-6.tmp"), "step-6 written");
+
+	json_decref(extra);
+	json_decref(layout);
+	free(t[0].data);
+	free(t[1].data);
+	comm_free(c);
+}
+
+/* The pieces of the collective save in one process: part writers for two
+ * ranks, their records merged by the committing writer. */
+static void test_part_merge(void)
+{
+	char dir[512];
+	path_in(dir, sizeof dir, "merge/step-4");
+	mkdir(dirname_of(dir), 0777);
+	float a[8], b[8];
+	for (int i = 0; i < 8; i++) {
+		a[i] = (float)i;
+		b[i] = (float)(8 + i);
+	}
+	ckpt_tensor top = { "M", 2, { 4, 4 }, { 0, 0 }, { 2, 4 }, a };
+	ckpt_tensor bottom = { "M", 2, { 4, 4 }, { 2, 0 }, { 2, 4 }, b };
+	ckpt_writer *w, *p0, *p1;
+	REQUIRE(ckpt_writer_new(&w, dir, 4, false) == 0, "%s", titan_errmsg());
+	json_t *r0 = NULL, *r1 = NULL;
+	REQUIRE(ckpt_writer_part(&p0, dir, 4, 0) == 0 && ckpt_writer_part(&p1, dir, 4, 1) == 0,
+		"%s", titan_errmsg());
+	CHECK(ckpt_writer_declare(p0, 1, &top) == TITAN_EUSAGE &&
+	      strstr(titan_errmsg(), "writes no other file"), "%s", titan_errmsg());
+	CHECK(ckpt_writer_declare(p0, 0, &top) == 0 && ckpt_writer_put(p0, a, 8) == 0 &&
+	      ckpt_writer_records(p0, &r0) == 0, "%s", titan_errmsg());
+	CHECK(ckpt_writer_declare(p1, 1, &bottom) == 0, "%s", titan_errmsg());
+	CHECK(ckpt_writer_records(p1, &r1) == TITAN_EUSAGE &&
+	      strstr(titan_errmsg(), "no data put"), "records before put: %s", titan_errmsg());
+	CHECK(ckpt_writer_put(p1, b, 8) == 0 && ckpt_writer_records(p1, &r1) == 0, "%s",
+	      titan_errmsg());
+	CHECK(ckpt_writer_commit(p1, NULL, NULL) == TITAN_EUSAGE, "a part committed");
+	ckpt_writer_free(p0);
+	ckpt_writer_free(p1);
+	REQUIRE(r0 && r1, "no records");
+	CHECK(json_array_size(r0) == 1 && json_array_size(r1) == 1, "records");
+
+	/* The records of one rank are not another's. */
+	CHECK(ckpt_writer_merge(w, 1, r0, "r0") == TITAN_EFORMAT &&
+	      strstr(titan_errmsg(), "not a slice record of rank 1"), "%s", titan_errmsg());
+	CHECK(ckpt_writer_merge(w, 0, r0, "r0") == 0 && ckpt_writer_merge(w, 1, r1, "r1") == 0,
+	      "%s", titan_errmsg());
+	REQUIRE(ckpt_writer_commit(w, NULL, NULL) == 0, "%s", titan_errmsg());
+	ckpt_writer_free(w);
+	ckpt_reader *r;
+	REQUIRE(ckpt_reader_open(&r, dir) == 0, "%s", titan_errmsg());
+	float got[16];
+	CHECK(ckpt_reader_read(r, "M", NULL, NULL, got) == 0, "%s", titan_errmsg());
+	bool same = true;
+	for (int i = 0; i < 16; i++)
+		same &= got[i] == (float)i;
+	CHECK(same, "merged data");
+	CHECK(ckpt_reader_verify(r, NULL, NULL) == 0, "%s", titan_errmsg());
+	ckpt_reader_close(r);
+
+	/* Two ranks that disagree on a global shape; a gap. */
+	path_in(dir, sizeof dir, "merge/step-5");
+	REQUIRE(ckpt_writer_new(&w, dir, 5, false) == 0, "%s", titan_errmsg());
+	json_t *e = json_array_get(r1, 0);
+	json_object_set_new(e, "shape", json_pack("[i, i]", 5, 4));
+	CHECK(ckpt_writer_merge(w, 0, r0, "r0") == 0, "%s", titan_errmsg());
+	CHECK(ckpt_writer_merge(w, 1, r1, "r1") == TITAN_EUSAGE &&
+	      strstr(titan_errmsg(), "two global shapes, [4, 4] and [5, 4]"), "%s",
+	      titan_errmsg());
+	CHECK(ckpt_writer_commit(w, NULL, NULL) == TITAN_EUSAGE &&
+	      strstr(titan_errmsg(), "cover 8 of its 16"), "%s", titan_errmsg());
+	ckpt_writer_free(w);
+	CHECK(!exists(dirname_of(dir), "step-5") && !exists(dirname_of(dir), "step-5.tmp"),
+	      "step-5 left");
+	json_decref(r0);
+	json_decref(r1);
+}
+
 int main(void)
 {
 	if (check_scratch_open("test_ckpt"))
@@ -1007,6 +1166,8 @@ int main(void)
 	RUN(test_reshard);
 	RUN(test_reshard_model_only);
 	RUN(test_many_files);
+	RUN(test_saver_open);
+	RUN(test_part_merge);
 	check_rmtree(check_scratch);
 	return check_done();
 }

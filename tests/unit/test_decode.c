@@ -8,6 +8,11 @@
 #include "check.h"
 #include "model/llama_decode.h"
 
+/* Decoding multiplies by GEMV, the forward by GEMM: the sums run in other
+ * orders, and OpenBLAS's AVX-512 kernels differ from the forward's by up to
+ * about 1e-5 on logits of a few units. */
+#define DECODE_TOL 3e-5
+
 static llama_config small_config(bool tied, bool scaling, int kv_heads)
 {
 	llama_config c = {
@@ -86,7 +91,7 @@ static void check_config(llama_config c, const char *what)
 	/* every position in one call */
 	REQUIRE(!llama_decoder_new(&d, m, 1, T, T), "%s", titan_errmsg());
 	REQUIRE(!llama_decoder_forward(d, ids, seq, T, NULL, got), "%s", titan_errmsg());
-	CHECK(max_diff(want, got, (size_t)T * V) < 1e-5, "%s, one call: %g", what,
+	CHECK(max_diff(want, got, (size_t)T * V) < DECODE_TOL, "%s, one call: %g", what,
 	      max_diff(want, got, (size_t)T * V));
 
 	/* a token at a time: the decode path (GEMV) */
@@ -94,7 +99,7 @@ static void check_config(llama_config c, const char *what)
 	for (int t = 0; t < T; t++)
 		REQUIRE(!llama_decoder_forward(d, ids + t, seq, 1, NULL, got + (size_t)t * V),
 			"%s", titan_errmsg());
-	CHECK(max_diff(want, got, (size_t)T * V) < 1e-5, "%s, token by token: %g", what,
+	CHECK(max_diff(want, got, (size_t)T * V) < DECODE_TOL, "%s, token by token: %g", what,
 	      max_diff(want, got, (size_t)T * V));
 	CHECK(llama_decoder_len(d, 0) == T, "len %d", llama_decoder_len(d, 0));
 	llama_decoder_free(d);
@@ -107,7 +112,7 @@ static void check_config(llama_config c, const char *what)
 	for (int t = 21; t < T; t++)
 		REQUIRE(!llama_decoder_forward(d, ids + t, seq, 1, NULL, got + (size_t)t * V),
 			"%s", titan_errmsg());
-	CHECK(max_diff(want, got, (size_t)T * V) < 1e-5, "%s, chunks: %g", what,
+	CHECK(max_diff(want, got, (size_t)T * V) < DECODE_TOL, "%s, chunks: %g", what,
 	      max_diff(want, got, (size_t)T * V));
 	llama_decoder_free(d);
 	free(want);
@@ -157,7 +162,7 @@ static void test_batch_equals_one_by_one(void)
 			llama_decoder_reset(one, -1);
 			REQUIRE(!llama_decoder_prefill(one, 1, &zero, &ids[j], &len, alone),
 				"%s", titan_errmsg());
-			CHECK(max_diff(alone, batch + (size_t)j * V, (size_t)V) < 1e-5,
+			CHECK(max_diff(alone, batch + (size_t)j * V, (size_t)V) < DECODE_TOL,
 			      "prompt %d step %d: %g", j, step,
 			      max_diff(alone, batch + (size_t)j * V, (size_t)V));
 			next[j] = buf[j][n[j] + step];

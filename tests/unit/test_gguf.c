@@ -70,7 +70,7 @@ static int make_ckpt(const char *folder, const char *tokenizer, int nov,
 	}
 	extra = json_pack("{s:O}", "config", tc.json);
 	if (!rc)
-		rc = ckpt_saver_new(&s, folder, 0, false, 0, 1);
+		rc = ckpt_saver_new(&s, folder, 0, false, NULL, NULL);
 	if (!rc && tokenizer)
 		rc = ckpt_saver_attach_file(s, "tokenizer.json", tokenizer);
 	if (!rc)

@@ -551,6 +551,18 @@ static int same_bits(const float *a, const float *b, size_t n)
 	return !memcmp(a, b, n * sizeof(*a));
 }
 
+/* Largest |a - b| relative to the largest |a|. */
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+	double big = 0, d = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		big = fmax(big, fabs(a[i]));
+		d = fmax(d, fabs((double)a[i] - b[i]));
+	}
+	return big > 0 ? d / big : d;
+}
+
 /* Every output of one run of the reducing kernels at a given thread count. */
 struct reduce_run {
 	float *rms_dx, *rms_dw, *dtable, *dlogits, *loss, *mm_out, *mm_dw;
@@ -604,9 +616,14 @@ static void test_thread_count(void)
 		CHECK(same_bits(a->dlogits, b->dlogits, (size_t)NV * V),
 		      "cross entropy gradient, %d threads", nt);
 		CHECK(same_bits(a->loss, b->loss, NV), "cross entropy loss, %d threads", nt);
-		CHECK(same_bits(a->mm_out, b->mm_out, nx), "matmul dinp, %d threads", nt);
-		CHECK(same_bits(a->mm_dw, b->mm_dw, (size_t)C * C),
-		      "matmul dweight, %d threads", nt);
+		/* titan's own reductions agree to the bit; GEMM is OpenBLAS's,
+		 * which may take another kernel for another thread count (its
+		 * AVX-512 small-matrix path does): equal up to rounding */
+		CHECK(rel_diff(a->mm_out, b->mm_out, nx) < 1e-6, "matmul dinp, %d threads: %g",
+		      nt, rel_diff(a->mm_out, b->mm_out, nx));
+		CHECK(rel_diff(a->mm_dw, b->mm_dw, (size_t)C * C) < 1e-6,
+		      "matmul dweight, %d threads: %g", nt,
+		      rel_diff(a->mm_dw, b->mm_dw, (size_t)C * C));
 		CHECK(!memcmp(&a->sumsq, &b->sumsq, sizeof(double)), "sumsq, %d threads", nt);
 	}
 	for (int t = 0; t < 3; t++)

@@ -103,7 +103,7 @@ static void test_matches_the_tracker(void)
 		CHECK(rc == 0, "config %zu: %s", i, titan_errmsg());
 		if (rc)
 			continue;
-		rc = mem_model_predict_tracked(&c, &pred);
+		rc = mem_model_predict_tracked(&c, 1, &pred);
 		CHECK(rc == 0, "config %zu: predict: %s", i, titan_errmsg());
 		rc = measure(&c, &peak, &setup_peak, &none, &mode);
 		CHECK(rc == 0, "config %zu: measure: %s", i, titan_errmsg());

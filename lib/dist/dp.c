@@ -1,0 +1,529 @@
+/* dp.c - FSDP, DDP and HSDP through the model's hooks (dp.h).
+ *
+ * Buffers with dp_shard = n > 1: the shards (parameters, gradients), whole
+ * parameter buffers for chunk 0, the head and the layers (one shared by
+ * every layer when layers are freed after forward, else one each), whole
+ * gradient buffers for chunk 0, the head and one layer, and three staging
+ * buffers: the all-gather's receive side (n shards, rank-major, the
+ * prefetched chunk lands there), the reduce-scatter's send side (rank-major)
+ * and its receive side (one shard).  With n = 1 there are only the shards,
+ * which are the chunks: memory is what one rank holds. */
+#include "core/base.h"
+#include "dist/dp.h"
+
+enum { NONE = -1 };
+
+struct dp {
+	llama_model *m;
+	const kernel_ops *ops;
+	mem_tracker *mem;
+	comm *shard, *rep;
+	int n, rank, R;              /* shard group size and rank, replicas */
+	bool reshard;
+	int nchunks, L;
+	llama_hooks hooks;
+
+	size_t *whole, *numel;       /* [nchunks] chunk floats, shard floats */
+	size_t max_shard, max_whole;
+	dp_piece *pieces;            /* llama_tensors order */
+	int npieces;
+	int *first_piece, *npiece;   /* [nchunks] pieces of each chunk */
+	size_t *chunk_off;           /* [npieces] the tensor's offset in its chunk */
+	int64_t *trows;              /* [npieces] the tensor's rows (dim 0) */
+	float **params, **grads;     /* [nchunks] shards */
+
+	/* n > 1 */
+	float **wparam;              /* [nchunks] whole parameter buffer of each chunk */
+	float **wgrad;               /* [nchunks] whole gradient buffer */
+	float *layer_param_slot, *layer_grad_slot;
+	float *gather_stage, *rs_send, *rs_recv;
+	bool *gathered;              /* [nchunks] wparam holds the current values */
+	bool *grad_live;             /* [nchunks] wgrad is being accumulated */
+	int gather_chunk;            /* the chunk whose all-gather is in flight */
+	comm_req *gather_req;
+	int rs_chunk;                /* the chunk whose reduce-scatter is in flight */
+	comm_req *rs_req;
+
+	comm_req **ar_req;           /* [nchunks] replicate all-reduces in flight */
+	int micro, accum;            /* micro-batches done in this step, of accum */
+	double comm_seen;            /* busy seconds already reported */
+	float **allocs;              /* every buffer, for dp_free */
+	size_t *alloc_bytes;
+	int nallocs, cap_allocs;
+};
+
+static float *dp_alloc(dp *d, size_t floats, const char *what)
+{
+	float *p;
+
+	if (d->nallocs == d->cap_allocs) {
+		int cap = d->cap_allocs ? 2 * d->cap_allocs : 32;
+		float **a = realloc(d->allocs, cap * sizeof *a);
+		size_t *b = a ? realloc(d->alloc_bytes, cap * sizeof *b) : NULL;
+
+		if (a)
+			d->allocs = a;
+		if (!b) {
+			titan_err_nomem();
+			return NULL;
+		}
+		d->alloc_bytes = b;
+		d->cap_allocs = cap;
+	}
+	p = mem_alloc(d->mem, floats * sizeof(float), what);
+	if (p) {
+		d->allocs[d->nallocs] = p;
+		d->alloc_bytes[d->nallocs++] = floats * sizeof(float);
+	}
+	return p;
+}
+
+static bool is_layer(const dp *d, int c)
+{
+	return c >= 1 && c <= d->L;
+}
+
+/* The rows rank i holds of a tensor with rows rows cut n ways. */
+static int64_t rows_of(int64_t rows, int n, int i, int64_t *row0)
+{
+	int64_t p = (rows + n - 1) / n, r0 = TITAN_MIN((int64_t)i * p, rows);
+
+	if (row0)
+		*row0 = r0;
+	return TITAN_MIN(p, rows - r0);
+}
+
+static int make_pieces(dp *d)
+{
+	llama_tensor_info *t;
+	int nt, rc;
+
+	if ((rc = llama_tensors(&d->m->cfg, &t, &nt)))
+		return rc;
+	d->pieces = calloc((size_t)nt, sizeof *d->pieces);
+	d->chunk_off = calloc((size_t)nt, sizeof *d->chunk_off);
+	d->trows = calloc((size_t)nt, sizeof *d->trows);
+	if (!d->pieces || !d->chunk_off || !d->trows) {
+		free(t);
+		return titan_err_nomem();
+	}
+	d->npieces = nt;
+	for (int c = 0; c < d->nchunks; c++)
+		d->first_piece[c] = NONE;
+	for (int i = 0; i < nt; i++) {
+		dp_piece *p = &d->pieces[i];
+		int64_t rows = t[i].shape[0], cols = t[i].ndim == 2 ? t[i].shape[1] : 1;
+		int c = t[i].chunk;
+
+		p->tensor = i;
+		p->chunk = c;
+		p->cols = cols;
+		p->rows = rows_of(rows, d->n, d->rank, &p->row0);
+		p->padded = (size_t)((rows + d->n - 1) / d->n) * (size_t)cols;
+		p->offset = d->numel[c];
+		d->numel[c] += p->padded;
+		d->chunk_off[i] = t[i].offset;
+		d->trows[i] = rows;
+		if (d->first_piece[c] == NONE)
+			d->first_piece[c] = i;
+		d->npiece[c]++;
+	}
+	free(t);
+	for (int c = 0; c < d->nchunks; c++) {
+		d->max_shard = TITAN_MAX(d->max_shard, d->numel[c]);
+		d->max_whole = TITAN_MAX(d->max_whole, d->whole[c]);
+	}
+	return 0;
+}
+
+/* Rank-major shards (n of numel[c], as the all-gather delivers them) into
+ * the chunk layout. */
+static void shards_to_whole(const dp *d, int c, const float *shards, float *whole)
+{
+	for (int k = d->first_piece[c]; k < d->first_piece[c] + d->npiece[c]; k++) {
+		const dp_piece *p = &d->pieces[k];
+
+		for (int i = 0; i < d->n; i++) {
+			int64_t r0, nr = rows_of(d->trows[k], d->n, i, &r0);
+
+			memcpy(whole + d->chunk_off[k] + (size_t)r0 * p->cols,
+			       shards + (size_t)i * d->numel[c] + p->offset,
+			       (size_t)nr * p->cols * sizeof(float));
+		}
+	}
+}
+
+/* The chunk layout into rank-major shards (the reduce-scatter's input);
+ * padding rows are zeroed so they reduce to zero. */
+static void whole_to_shards(const dp *d, int c, const float *whole, float *shards)
+{
+	for (int k = d->first_piece[c]; k < d->first_piece[c] + d->npiece[c]; k++) {
+		const dp_piece *p = &d->pieces[k];
+
+		for (int i = 0; i < d->n; i++) {
+			int64_t r0, nr = rows_of(d->trows[k], d->n, i, &r0);
+			float *dst = shards + (size_t)i * d->numel[c] + p->offset;
+			size_t got = (size_t)nr * p->cols;
+
+			memcpy(dst, whole + d->chunk_off[k] + (size_t)r0 * p->cols,
+			       got * sizeof(float));
+			memset(dst + got, 0, (p->padded - got) * sizeof(float));
+		}
+	}
+}
+
+/* This rank's pieces of a whole chunk into its shard. */
+static void whole_to_own_shard(const dp *d, int c, const float *whole, float *shard)
+{
+	for (int k = d->first_piece[c]; k < d->first_piece[c] + d->npiece[c]; k++) {
+		const dp_piece *p = &d->pieces[k];
+
+		memcpy(shard + p->offset, whole + d->chunk_off[k] + (size_t)p->row0 * p->cols,
+		       (size_t)p->rows * p->cols * sizeof(float));
+	}
+}
+
+/* --- gathering parameters --- */
+
+static int start_gather(dp *d, int c)
+{
+	d->gather_chunk = c;
+	return comm_iall_gather(d->shard, d->params[c], d->gather_stage, d->numel[c],
+				COMM_F32, &d->gather_req);
+}
+
+/* Wait for the gather in flight; with land, copy it into its chunk's
+ * whole buffer (else it is dropped). */
+static int finish_gather(dp *d, bool land)
+{
+	int c = d->gather_chunk, rc;
+
+	d->gather_chunk = NONE;
+	rc = comm_wait(d->gather_req);
+	d->gather_req = NULL;
+	if (rc || !land)
+		return rc;
+	shards_to_whole(d, c, d->gather_stage, d->wparam[c]);
+	/* the layers share one buffer when they are freed after forward */
+	if (is_layer(d, c) && d->reshard)
+		for (int l = 1; l <= d->L; l++)
+			d->gathered[l] = false;
+	d->gathered[c] = true;
+	return 0;
+}
+
+static int gather(dp *d, int c, llama_pass pass)
+{
+	int rc, next;
+
+	if (!d->gathered[c]) {
+		/* A prefetch of another chunk is dropped: the staging buffer
+		 * is needed now (the pass order did not go as predicted). */
+		if (d->gather_chunk != NONE && d->gather_chunk != c &&
+		    (rc = finish_gather(d, false)))
+			return rc;
+		if (d->gather_chunk == NONE && (rc = start_gather(d, c)))
+			return rc;
+		if ((rc = finish_gather(d, true)))
+			return rc;
+	}
+	/* Prefetch what the pass reads next while this chunk computes. */
+	next = pass == LLAMA_PASS_BACKWARD ? c - 1 : c + 1;
+	if (next >= 0 && next < d->nchunks && !d->gathered[next] &&
+	    d->gather_chunk == NONE && (rc = start_gather(d, next)))
+		return rc;
+	return 0;
+}
+
+/* --- reducing gradients --- */
+
+static int start_replicate(dp *d, int c)
+{
+	if (d->R <= 1 || d->micro + 1 < d->accum)
+		return 0;
+	return comm_iall_reduce(d->rep, d->grads[c], d->numel[c], COMM_F32, COMM_SUM,
+				&d->ar_req[c]);
+}
+
+/* Finish the reduce-scatter in flight: add it to the shard's gradient and,
+ * on the step's last micro-batch, start the replicas' all-reduce. */
+static int land_reduce(dp *d)
+{
+	int c = d->rs_chunk, rc;
+
+	if (c == NONE)
+		return 0;
+	d->rs_chunk = NONE;
+	rc = comm_wait(d->rs_req);
+	d->rs_req = NULL;
+	if (rc)
+		return rc;
+	d->ops->add_inplace(d->grads[c], d->rs_recv, d->numel[c]);
+	return start_replicate(d, c);
+}
+
+static int reduce(dp *d, int c)
+{
+	int rc;
+
+	if (d->n == 1)
+		return start_replicate(d, c);
+	if ((rc = land_reduce(d)))
+		return rc;
+	whole_to_shards(d, c, d->wgrad[c], d->rs_send);
+	d->rs_chunk = c;
+	return comm_ireduce_scatter(d->shard, d->rs_send, d->rs_recv, d->numel[c], COMM_F32,
+				    COMM_SUM, &d->rs_req);
+}
+
+/* --- the hooks --- */
+
+static int hook_acquire(void *arg, llama_model *m, int c, llama_pass pass)
+{
+	dp *d = arg;
+	int rc;
+
+	if (d->n == 1) {
+		m->params[c] = d->params[c];
+		m->grads[c] = d->grads[c];
+		return 0;
+	}
+	if ((rc = gather(d, c, pass)))
+		return titan_err_prefix(rc, "fsdp: gathering chunk %d", c);
+	m->params[c] = d->wparam[c];
+	if (pass == LLAMA_PASS_BACKWARD && !d->grad_live[c]) {
+		memset(d->wgrad[c], 0, d->whole[c] * sizeof(float));
+		d->grad_live[c] = true;
+	}
+	m->grads[c] = pass == LLAMA_PASS_BACKWARD ? d->wgrad[c] : NULL;
+	return 0;
+}
+
+static int hook_release(void *arg, llama_model *m, int c, llama_pass pass)
+{
+	dp *d = arg;
+	bool keep;
+	int rc;
+
+	if (pass == LLAMA_PASS_BACKWARD) {
+		/* chunk 0 is the last a backward releases: its reduction lands
+		 * before the micro-batch counts as done */
+		if ((rc = reduce(d, c)) || (c == 0 && (rc = land_reduce(d))))
+			return titan_err_prefix(rc, "fsdp: reducing chunk %d", c);
+		if (c == 0)
+			d->micro++;
+		if (d->n > 1) {
+			d->gathered[c] = false;
+			d->grad_live[c] = false;
+			m->params[c] = m->grads[c] = NULL;
+		}
+		return 0;
+	}
+	if (d->n == 1)
+		return 0;
+	/* After forward the head (and the embeddings it reads when tied) is
+	 * needed again at once; layers as configured. */
+	keep = pass == LLAMA_PASS_FORWARD &&
+	       (c == d->L + 1 || (c == 0 && m->cfg.tie_embeddings) || !d->reshard);
+	if (!keep) {
+		d->gathered[c] = false;
+		m->params[c] = NULL;
+	}
+	return 0;
+}
+
+/* --- setup --- */
+
+int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
+{
+	dp *d = calloc(1, sizeof *d);
+	int rc, nc = m->nchunks;
+
+	*out = NULL;
+	if (!d)
+		return titan_err_nomem();
+	*d = (dp){ .m = m, .ops = m->ops, .mem = mem, .shard = o->shard, .rep = o->replicate,
+		   .n = o->shard ? comm_size(o->shard) : 1,
+		   .rank = o->shard ? comm_rank(o->shard) : 0,
+		   .R = o->replicate ? comm_size(o->replicate) : 1,
+		   .reshard = o->reshard_after_forward, .nchunks = nc, .L = m->cfg.n_layers,
+		   .gather_chunk = NONE, .rs_chunk = NONE, .accum = 1 };
+	d->whole = calloc(nc, sizeof *d->whole);
+	d->numel = calloc(nc, sizeof *d->numel);
+	d->first_piece = calloc(nc, sizeof *d->first_piece);
+	d->npiece = calloc(nc, sizeof *d->npiece);
+	d->params = calloc(nc, sizeof *d->params);
+	d->grads = calloc(nc, sizeof *d->grads);
+	d->wparam = calloc(nc, sizeof *d->wparam);
+	d->wgrad = calloc(nc, sizeof *d->wgrad);
+	d->gathered = calloc(nc, sizeof *d->gathered);
+	d->grad_live = calloc(nc, sizeof *d->grad_live);
+	d->ar_req = calloc(nc, sizeof *d->ar_req);
+	if (!d->whole || !d->numel || !d->first_piece || !d->npiece || !d->params ||
+	    !d->grads || !d->wparam || !d->wgrad || !d->gathered || !d->grad_live ||
+	    !d->ar_req) {
+		rc = titan_err_nomem();
+		goto fail;
+	}
+	for (int c = 0; c < nc; c++)
+		d->whole[c] = m->chunk_numel[c];
+	if ((rc = make_pieces(d)))
+		goto fail;
+	rc = TITAN_ENOMEM;
+	for (int c = 0; c < nc; c++) {
+		if (!(d->params[c] = dp_alloc(d, d->numel[c], "model parameters")) ||
+		    !(d->grads[c] = dp_alloc(d, d->numel[c], "model gradients")))
+			goto fail;
+	}
+	if (d->n > 1) {
+		for (int c = 0; c < nc; c++) {
+			bool layer = is_layer(d, c);
+
+			/* layers freed after forward share one gathered buffer;
+			 * every layer shares one gradient buffer */
+			if (layer && d->reshard && c > 1)
+				d->wparam[c] = d->wparam[1];
+			else if (!(d->wparam[c] = dp_alloc(d, d->whole[c],
+							   "fsdp gathered parameters")))
+				goto fail;
+			if (layer && c > 1)
+				d->wgrad[c] = d->wgrad[1];
+			else if (!(d->wgrad[c] = dp_alloc(d, d->whole[c],
+							  "fsdp unsharded gradients")))
+				goto fail;
+		}
+		if (!(d->gather_stage = dp_alloc(d, d->max_shard * d->n,
+						 "fsdp all-gather buffer")) ||
+		    !(d->rs_send = dp_alloc(d, d->max_shard * d->n,
+					    "fsdp reduce-scatter buffer")) ||
+		    !(d->rs_recv = dp_alloc(d, d->max_shard, "fsdp reduce-scatter buffer")))
+			goto fail;
+	}
+	d->hooks = (llama_hooks){ .arg = d, .acquire = hook_acquire, .release = hook_release };
+	m->hooks = &d->hooks;
+	*out = d;
+	return 0;
+fail:
+	dp_free(d);
+	return rc;
+}
+
+void dp_free(dp *d)
+{
+	if (!d)
+		return;
+	/* operations in flight finish first: their buffers are freed next */
+	if (d->gather_req)
+		comm_wait(d->gather_req);
+	if (d->rs_req)
+		comm_wait(d->rs_req);
+	for (int c = 0; d->ar_req && c < d->nchunks; c++)
+		if (d->ar_req[c])
+			comm_wait(d->ar_req[c]);
+	if (d->m && d->m->hooks == &d->hooks) {
+		d->m->hooks = NULL;
+		for (int c = 0; c < d->nchunks; c++)
+			d->m->params[c] = d->m->grads[c] = NULL;
+	}
+	for (int i = 0; i < d->nallocs; i++)
+		mem_free(d->mem, d->allocs[i], d->alloc_bytes[i]);
+	free(d->allocs);
+	free(d->alloc_bytes);
+	free(d->whole);
+	free(d->numel);
+	free(d->first_piece);
+	free(d->npiece);
+	free(d->pieces);
+	free(d->chunk_off);
+	free(d->trows);
+	free(d->params);
+	free(d->grads);
+	free(d->wparam);
+	free(d->wgrad);
+	free(d->gathered);
+	free(d->grad_live);
+	free(d->ar_req);
+	free(d);
+}
+
+void dp_init_weights(dp *d, uint64_t seed)
+{
+	for (int c = 0; c < d->nchunks; c++) {
+		if (d->n == 1) {
+			llama_init_chunk(&d->m->cfg, seed, c, d->params[c]);
+			continue;
+		}
+		/* the whole chunk, then this rank's pieces of it */
+		llama_init_chunk(&d->m->cfg, seed, c, d->wparam[c]);
+		whole_to_own_shard(d, c, d->wparam[c], d->params[c]);
+		d->gathered[c] = false;
+	}
+}
+
+int dp_nchunks(const dp *d)
+{
+	return d->nchunks;
+}
+
+const size_t *dp_shard_numel(const dp *d)
+{
+	return d->numel;
+}
+
+float **dp_params(dp *d)
+{
+	return d->params;
+}
+
+float **dp_grads(dp *d)
+{
+	return d->grads;
+}
+
+const dp_piece *dp_pieces(const dp *d, int *n)
+{
+	*n = d->npieces;
+	return d->pieces;
+}
+
+void dp_begin_step(dp *d, int accum)
+{
+	d->accum = accum;
+	d->micro = 0;
+	for (int c = 0; c < d->nchunks; c++)
+		memset(d->grads[c], 0, d->numel[c] * sizeof(float));
+	/* the optimizer changed the shards: nothing gathered is current */
+	for (int c = 0; c < d->nchunks; c++)
+		d->gathered[c] = false;
+}
+
+int dp_finish_grads(dp *d)
+{
+	int rc = land_reduce(d);
+
+	for (int c = 0; c < d->nchunks; c++) {
+		int r = d->ar_req[c] ? comm_wait(d->ar_req[c]) : 0;
+
+		d->ar_req[c] = NULL;
+		if (!rc)
+			rc = r;
+	}
+	return rc ? titan_err_prefix(rc, "data parallel: reducing gradients") : 0;
+}
+
+int dp_sum(dp *d, double *v)
+{
+	if (d->n == 1)
+		return 0;
+	return comm_all_reduce(d->shard, v, 1, COMM_F64, COMM_SUM);
+}
+
+double dp_comm_seconds(dp *d)
+{
+	double t = (d->shard ? comm_busy_seconds(d->shard) : 0) +
+		   (d->rep ? comm_busy_seconds(d->rep) : 0);
+	double delta = t - d->comm_seen;
+
+	d->comm_seen = t;
+	return delta;
+}

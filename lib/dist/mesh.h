@@ -1,0 +1,31 @@
+/* mesh.h - the device mesh: this rank's place in the parallel layout and
+ * one communicator per data-parallel dimension.
+ *
+ * The layout is lib/model/shard.h's pp x dp_replicate x dp_shard x cp x tp
+ * with world rank = (((pp_i * dp_replicate + dr_i) * dp_shard + ds_i) * cp
+ * + cp_i) * tp + tp_i.  The shard group is the ranks that differ only in
+ * ds_i, the replicate group those that differ only in dr_i, the dp group
+ * those that differ in either (the loader stripes windows over it and the
+ * loss is averaged over it). */
+#ifndef TITAN_DIST_MESH_H
+#define TITAN_DIST_MESH_H
+#include "core/base.h"
+#include "dist/comm.h"
+#include "model/shard.h"
+
+typedef struct mesh {
+	par_layout layout;
+	par_coord me;
+	comm *world;           /* borrowed */
+	comm *dp_shard;        /* NULL when dp_shard is 1 */
+	comm *dp_replicate;    /* NULL when dp_replicate is 1 */
+	comm *dp;              /* NULL when both are 1 */
+	int dp_rank, dp_size;  /* dr_i * dp_shard + ds_i, dp_replicate * dp_shard */
+} mesh;
+
+/* Collective over world: the layout's product must be the world's size
+ * (TITAN_EUSAGE naming every degree). */
+int mesh_new(mesh **out, comm *world, const par_layout *l);
+void mesh_free(mesh *m);
+
+#endif

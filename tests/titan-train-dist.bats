@@ -1,0 +1,254 @@
+#!/usr/bin/env bats
+# titan-train on several ranks (mpirun): every data-parallel layout follows
+# the single-rank loss curve, checkpoints load into any layout, memory is
+# what titan-mem predicts, and a rank that dies or hangs stops the run.
+
+load helpers
+
+# The tiny model of titan-train.bats, one thread a rank.
+TINY="--model.dim=64 --model.n_layers=2 --model.n_heads=4 --model.n_kv_heads=2
+ --model.vocab_size=512 --training.seq_len=64 --training.threads=1
+ --metrics.peak_flops=1e11 --metrics.log_freq=1"
+
+setup_file() {
+	command -v mpirun >/dev/null 2>&1 || return 0
+	doc_dataset "$BATS_FILE_TMPDIR"
+	# the reference: one rank, a global batch of 4 sequences, 20 steps
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q \
+		--training.local_batch_size=4 --training.steps=20 \
+		--metrics.jsonl="$BATS_FILE_TMPDIR/single.jsonl"
+}
+
+setup() {
+	cd "$BATS_TEST_TMPDIR" || return 1
+	need_mpirun
+}
+
+# train_on N ARGS...: titan-train on N ranks with the tiny model.
+train_on() {
+	local n=$1
+	shift
+	# shellcheck disable=SC2086
+	ranks "$n" titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" "$@"
+}
+
+# same_losses REFERENCE RUN [FIRST]: the train losses of two metrics files
+# agree step by step to a relative 1e-4 (from step FIRST on, default 1),
+# and RUN has every step of REFERENCE from FIRST on.
+same_losses() {
+	jq -rn --argjson first "${3:-1}" --slurpfile ref "$1" --slurpfile got "$2" '
+		def losses: map(select(.loss != null and .step >= $first) | {key: (.step | tostring), value: .loss}) | from_entries;
+		($ref | losses) as $a | ($got | losses) as $b
+		| if ($a | length) == 0 then "no steps"
+		  elif ($a | keys) != ($b | keys) then "steps differ: \($a | keys) vs \($b | keys)"
+		  else ([$a | keys[] | (($a[.] - $b[.]) / $a[.] | fabs)] | max) as $d
+		       | if $d < 1e-4 then "ok" else "max relative difference \($d)" end end'
+}
+
+# parity N ARGS...: 20 steps on N ranks match the single-rank run.
+parity() {
+	local n=$1
+	shift
+	train_on "$n" -q --training.steps=20 --metrics.jsonl=run.jsonl "$@"
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/single.jsonl" run.jsonl)"
+}
+
+@test "DDP on 2 ranks follows the single-rank loss curve" {
+	parity 2 --training.local_batch_size=2 --parallelism.data_parallel_replicate_degree=2
+}
+
+@test "DDP on 4 ranks follows the single-rank loss curve" {
+	parity 4 --training.local_batch_size=1 --parallelism.data_parallel_replicate_degree=4
+}
+
+@test "FSDP on 2 ranks follows the single-rank loss curve" {
+	parity 2 --training.local_batch_size=2
+}
+
+@test "FSDP on 4 ranks follows the single-rank loss curve" {
+	parity 4 --training.local_batch_size=1
+}
+
+@test "HSDP 2 x 2 follows the single-rank loss curve" {
+	parity 4 --training.local_batch_size=1 --parallelism.data_parallel_replicate_degree=2
+}
+
+@test "FSDP with full activation checkpointing follows the single-rank loss curve" {
+	parity 2 --training.local_batch_size=2 --activation_checkpoint.mode=full
+}
+
+@test "FSDP keeping layers gathered, with gradient accumulation, follows the curve" {
+	parity 2 --training.local_batch_size=1 --training.global_batch_size=4 \
+		--parallelism.fsdp_reshard_after_forward=never
+}
+
+@test "FSDP on 3 ranks cuts rows unevenly and still follows the curve (tied embeddings)" {
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --model.tie_embeddings=true \
+		--training.local_batch_size=3 --training.steps=20 --metrics.jsonl=one.jsonl
+	train_on 3 -q --training.steps=20 --metrics.jsonl=run.jsonl --model.tie_embeddings=true \
+		--training.local_batch_size=1 --activation_checkpoint.mode=selective
+	expect_eq ok "$(same_losses one.jsonl run.jsonl)"
+}
+
+@test "a checkpoint saved under FSDP 4 resumes under FSDP 2 and on one rank" {
+	# the schedule depends on training.steps: the saving run has the same
+	train_on 4 -q --training.local_batch_size=1 --training.steps=20 \
+		--checkpoint.enable=true --checkpoint.folder=ck --checkpoint.interval=10
+	titan-ckpt verify -q ck/step-10
+	run titan-ckpt info --json ck/step-10
+	expect_eq 4 "$(jq .layout.dp_shard <<<"$output")"
+	expect_eq 4 "$(jq '.files | length' <<<"$output")"
+	# the trainer's FSDP pieces are the slices titan-ckpt cuts for the layout
+	titan-ckpt reshard -q ck/step-10 cut --layout dp_shard=4
+	expect_eq "$(jq -c '.tensors | map_values(.shards | map([.file, .start, .shape]))' ck/step-10/manifest.json)" \
+		"$(jq -c '.tensors | map_values(.shards | map([.file, .start, .shape]))' cut/manifest.json)"
+
+	train_on 2 -q --training.local_batch_size=2 --training.steps=20 \
+		--checkpoint.load=ck/step-10 --metrics.jsonl=two.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/single.jsonl" two.jsonl 11)"
+	expect_eq 11 "$(jq -rs 'map(select(.loss != null)) | .[0].step' two.jsonl)"
+
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --training.local_batch_size=4 \
+		--training.steps=20 --checkpoint.load=ck/step-10 --metrics.jsonl=one.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/single.jsonl" one.jsonl 11)"
+}
+
+@test "a checkpoint saved on one rank resumes under HSDP; async saves match sync ones" {
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --training.local_batch_size=4 \
+		--training.steps=20 --checkpoint.enable=true --checkpoint.folder=one \
+		--checkpoint.interval=10
+	rm -r one/step-20
+	train_on 4 -q --training.local_batch_size=1 --training.steps=20 \
+		--parallelism.data_parallel_replicate_degree=2 --checkpoint.enable=true \
+		--checkpoint.folder=one --checkpoint.async=true --metrics.jsonl=hsdp.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/single.jsonl" hsdp.jsonl 11)"
+	titan-ckpt verify -q one/step-20
+	# only the first replica writes: 2 files
+	expect_eq 2 "$(titan-ckpt info --json one/step-20 | jq '.files | length')"
+	train_on 2 -q --training.local_batch_size=2 --training.steps=20 \
+		--checkpoint.enable=true --checkpoint.folder=two --checkpoint.load=one/step-10 \
+		--checkpoint.interval=100
+	run titan-ckpt diff one/step-20 two/step-20 --tolerance 1e-5
+	expect_status 0
+}
+
+@test "under FSDP the model states divide by the ranks and titan-mem predicts the peak" {
+	local one four wide="--model.dim=256 --model.n_heads=8 --model.n_kv_heads=4"
+	# shellcheck disable=SC2086
+	train_on 1 --training.local_batch_size=1 --training.steps=2 $wide 2>one.err
+	# shellcheck disable=SC2086
+	train_on 4 --training.local_batch_size=1 --training.steps=2 $wide 2>four.err
+	one=$(sed -n 's/.*memory: parameters \([0-9.]*\) MiB.*/\1/p' one.err)
+	four=$(sed -n 's/.*memory: parameters \([0-9.]*\) MiB.*/\1/p' four.err)
+	# a quarter, give or take the padding of rows that do not divide
+	awk -v a="$one" -v b="$four" 'BEGIN { exit !(b * 4 >= a * 0.97 && b * 4 <= a * 1.05) }' ||
+		{ echo "parameters: 1 rank $one MiB, 4 ranks $four MiB" >&2; return 1; }
+	for f in one.err four.err; do
+		grep -q 'memory: predicted \([0-9.]*\) MiB (titan-mem), measured \1 MiB' "$f" ||
+			{ grep memory "$f" >&2; return 1; }
+	done
+	# titan-mem says the same without training
+	# shellcheck disable=SC2086
+	titan-mem $TINY $wide --training.local_batch_size=1 --world-size 4 --json >mem.json
+	grep -q "measured $(jq .tracked_bytes mem.json | awk '{ printf "%.1f", $1 / 1048576 }') MiB" four.err ||
+		{ jq .tracked_bytes mem.json >&2; grep memory four.err >&2; return 1; }
+}
+
+@test "rank 0 logs for the run; -v makes every rank log" {
+	run train_on 2 --training.local_batch_size=2 --training.steps=1
+	expect_status 0
+	expect_eq 1 "$(grep -c '^step    1' <<<"$output")"
+	expect_output_has "parallelism: 2 ranks (mpi), dp_replicate=1 x dp_shard=2: FSDP"
+	expect_output_has "global)"
+	run train_on 2 --training.local_batch_size=2 --training.steps=1 -v
+	expect_status 0
+	expect_eq 2 "$(grep -c '^step    1' <<<"$output")"
+}
+
+@test "a layout that does not match the ranks launched is one clear usage error" {
+	run train_on 3 --training.local_batch_size=1 --parallelism.data_parallel_replicate_degree=2
+	[ "$status" -ne 0 ]
+	expect_output_has "world size 3 is not a multiple of pp=1 x dp_replicate=2 x cp=1 x tp=1 = 2"
+	expect_eq 1 "$(grep -c 'titan-train: world size' <<<"$output")"
+
+	run train_on 2 --training.local_batch_size=1 --parallelism.data_parallel_shard_degree=4
+	[ "$status" -ne 0 ]
+	expect_output_has "layout pp=1,dp_replicate=1,dp_shard=4,cp=1,tp=1 needs 4 ranks, there are 2"
+
+	run train_on 2 --training.local_batch_size=1 --parallelism.tensor_parallel_degree=2
+	[ "$status" -ne 0 ]
+	expect_output_has "tensor, pipeline and context parallel degrees must be 1"
+}
+
+# rank_pid MARK R: the pid of world rank R of the run whose command line has MARK.
+rank_pid() {
+	local p
+	for p in $(pgrep -f -- "$1"); do
+		if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# wait_for FILE: until FILE exists (at most 60 s).
+wait_for() {
+	local i
+	for i in $(seq 600); do
+		[ -e "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+@test "a rank that hangs makes the others stop after comm.train_timeout_seconds" {
+	local start pid job status=0
+	start=$(date +%s)
+	train_on 2 --training.local_batch_size=1 --training.steps=1000000 --metrics.log_freq=1000 \
+		--comm.train_timeout_seconds=3 --metrics.jsonl="$PWD/hang.jsonl" >out 2>&1 &
+	job=$!
+	wait_for hang.jsonl
+	pid=$(rank_pid "$PWD/hang.jsonl" 1)
+	kill -STOP "$pid"
+	wait "$job" || status=$?
+	kill -CONT "$pid" 2>/dev/null || true
+	[ "$status" -ne 0 ]
+	[ $(($(date +%s) - start)) -lt 120 ]
+	grep -q "rank 0 of 2: .*comm '.*' (rank 0 of 2): .* timed out after 3 s: another rank died or hangs" out ||
+		{ cat out >&2; return 1; }
+}
+
+@test "a rank that dies stops the run, and the last complete checkpoint stays loadable" {
+	local pid job status=0
+	train_on 2 -q --training.local_batch_size=1 --training.steps=1000000 \
+		--checkpoint.enable=true --checkpoint.folder="$PWD/die" --checkpoint.interval=20 \
+		--checkpoint.keep_latest_k=2 --checkpoint.async=true >out 2>&1 &
+	job=$!
+	wait_for die/step-40
+	pid=$(rank_pid "$PWD/die" 1)
+	kill -KILL "$pid"
+	wait "$job" || status=$?
+	[ "$status" -ne 0 ]
+	grep -q "rank 1 .* exited on signal 9" out || { cat out >&2; return 1; }
+	titan-ckpt verify -q die
+	train_on 2 -q --training.local_batch_size=1 --checkpoint.folder="$PWD/die" \
+		--checkpoint.load=latest --training.steps="$(( $(titan-ckpt info --json die | jq .step) + 1 ))"
+}
+
+@test "SIGTERM to one rank stops every rank at the same step, with a checkpoint" {
+	local pid job status=0 step
+	train_on 2 --training.local_batch_size=1 --training.steps=1000000 --metrics.log_freq=1000 \
+		--checkpoint.enable=true --checkpoint.folder="$PWD/term" --checkpoint.interval=1000000 \
+		--metrics.jsonl="$PWD/term.jsonl" >out 2>&1 &
+	job=$!
+	wait_for term.jsonl
+	pid=$(rank_pid "$PWD/term.jsonl" 1)
+	kill -TERM "$pid"
+	wait "$job" || status=$?
+	[ "$status" -eq 0 ] || { cat out >&2; return 1; }
+	grep -q "stopped by a signal after step [0-9]*; checkpoint saved" out || { cat out >&2; return 1; }
+	step=$(sed -n 's/.*stopped by a signal after step \([0-9]*\).*/\1/p' out)
+	titan-ckpt verify -q "term/step-$step"
+	expect_eq 2 "$(titan-ckpt info --json "term/step-$step" | jq '.files | length')"
+}
