@@ -48,15 +48,23 @@ static int list_flavors(void)
 }
 
 /* A failure on one rank of several.  A usage error (the config, the
- * layout) is every rank's: rank 0 reports it and the others leave quietly
- * with the same status.  Anything else is this rank's alone: it is
- * reported with the rank, and the launcher is told to stop every rank now
- * rather than let them wait for this one until their timeout. */
-static void rank_failed(comm *world, titan_log *log, int rc)
+ * layout), or any failure to load the config, is every rank's: rank 0
+ * reports it and the others leave quietly with the same status.  Anything
+ * else is this rank's alone: it is reported with the rank, and the
+ * launcher is told to stop every rank now rather than let them wait for
+ * this one until their timeout. */
+static void rank_failed(comm *world, titan_log *log, int rc, bool everyones)
 {
-	if (rc == TITAN_EUSAGE) {
-		if (comm_rank(world) == 0)
-			return;
+	if (rc == TITAN_EUSAGE || everyones) {
+		if (comm_rank(world) == 0) {
+			log_error(log, "%s", titan_errmsg());
+			if (rc == TITAN_EUSAGE)
+				fprintf(stderr, "try '%s --help'\n", log->prog);
+			fflush(stderr);
+		}
+		/* the others wait for the message: the launcher stops the job
+		 * as soon as one rank exits with an error */
+		comm_barrier(world);
 		comm_free(world);
 		exit(titan_exit_code(rc));
 	}
@@ -86,6 +94,7 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	train_result res;
 	comm *world = NULL;
 	sigset_t stop, old_mask;
+	bool config_failed;
 
 	if ((rc = cli_parse_config_args(specs, argc, argv, &overrides, &noverrides)))
 		return rc;
@@ -100,7 +109,8 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 		goto out;
 	}
 	if (print_config) {
-		if (!(rc = config_load(&cfg, config_file, noverrides, overrides))) {
+		config_failed = (rc = config_load(&cfg, config_file, noverrides, overrides)) != 0;
+	if (!rc) {
 			rc = config_print(&cfg, stdout);
 			if (!rc)
 				rc = cli_finish_stdout();
@@ -123,7 +133,8 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	}
 	if (comm_rank(world) > 0 && verbose <= 0)
 		log->verbosity = 0;   /* rank 0 speaks for the run unless -v */
-	if (!(rc = config_load(&cfg, config_file, noverrides, overrides))) {
+	config_failed = (rc = config_load(&cfg, config_file, noverrides, overrides)) != 0;
+	if (!rc) {
 		double t0 = titan_now();
 		rc = train_run(&cfg, world, log, &res);
 		if (!rc && res.last_step >= res.first_step)
@@ -135,7 +146,7 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 		config_free(&cfg);
 	}
 	if (rc && comm_size(world) > 1)
-		rank_failed(world, log, rc);
+		rank_failed(world, log, rc, config_failed);
 	comm_free(world);
 	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 out:

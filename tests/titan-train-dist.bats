@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
-# titan-train on several ranks (mpirun): every data-parallel layout follows
-# the single-rank loss curve, checkpoints load into any layout, memory is
+# titan-train on several ranks (mpirun): every data-parallel and
+# tensor-parallel layout follows the single-rank loss curve, checkpoints load into any layout, memory is
 # what titan-mem predicts, and a rank that dies or hangs stops the run.
 
 load helpers
@@ -71,6 +71,50 @@ parity() {
 
 @test "HSDP 2 x 2 follows the single-rank loss curve" {
 	parity 4 --training.local_batch_size=1 --parallelism.data_parallel_replicate_degree=2
+}
+
+@test "tensor parallel on 2 ranks follows the single-rank loss curve" {
+	parity 2 --training.local_batch_size=4 --parallelism.tensor_parallel_degree=2
+}
+
+@test "tensor parallel on 4 ranks follows the single-rank loss curve (4 kv heads)" {
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --model.n_kv_heads=4 \
+		--training.local_batch_size=4 --training.steps=20 --metrics.jsonl=one.jsonl
+	train_on 4 -q --training.steps=20 --metrics.jsonl=run.jsonl --model.n_kv_heads=4 \
+		--training.local_batch_size=4 --parallelism.tensor_parallel_degree=4
+	expect_eq ok "$(same_losses one.jsonl run.jsonl)"
+}
+
+@test "FSDP 2 x TP 2 and DDP 2 x TP 2 follow the single-rank loss curve" {
+	parity 4 --training.local_batch_size=2 --parallelism.tensor_parallel_degree=2
+	parity 4 --training.local_batch_size=2 --parallelism.tensor_parallel_degree=2 \
+		--parallelism.data_parallel_replicate_degree=2
+}
+
+@test "tensor parallel with tied embeddings and full activation checkpointing follows the curve" {
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --model.tie_embeddings=true \
+		--training.local_batch_size=4 --training.steps=20 --metrics.jsonl=one.jsonl
+	train_on 2 -q --training.steps=20 --metrics.jsonl=run.jsonl --model.tie_embeddings=true \
+		--training.local_batch_size=4 --parallelism.tensor_parallel_degree=2 \
+		--activation_checkpoint.mode=full
+	expect_eq ok "$(same_losses one.jsonl run.jsonl)"
+}
+
+@test "a checkpoint saved under FSDP 2 x TP 2 resumes on one rank and under FSDP 4" {
+	train_on 4 -q --training.local_batch_size=2 --training.steps=20 \
+		--parallelism.tensor_parallel_degree=2 --checkpoint.enable=true \
+		--checkpoint.folder=ck --checkpoint.interval=10
+	titan-ckpt verify -q ck/step-10
+	expect_eq 2 "$(titan-ckpt info --json ck/step-10 | jq .layout.tp)"
+	titan-ckpt reshard -q ck/step-10 cut --layout dp_shard=2,tp=2
+	expect_eq "$(jq -c '.tensors | map_values(.shards | map([.file, .start, .shape]))' ck/step-10/manifest.json)" \
+		"$(jq -c '.tensors | map_values(.shards | map([.file, .start, .shape]))' cut/manifest.json)"
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --training.local_batch_size=4 \
+		--training.steps=20 --checkpoint.load=ck/step-10 --metrics.jsonl=one.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/single.jsonl" one.jsonl 11)"
+	train_on 4 -q --training.local_batch_size=1 --training.steps=20 \
+		--checkpoint.load=ck/step-10 --metrics.jsonl=four.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/single.jsonl" four.jsonl 11)"
 }
 
 @test "FSDP with full activation checkpointing follows the single-rank loss curve" {
@@ -158,7 +202,7 @@ parity() {
 	run train_on 2 --training.local_batch_size=2 --training.steps=1
 	expect_status 0
 	expect_eq 1 "$(grep -c '^step    1' <<<"$output")"
-	expect_output_has "parallelism: 2 ranks (mpi), dp_replicate=1 x dp_shard=2: FSDP"
+	expect_output_has "parallelism: 2 ranks (mpi), dp_replicate=1 x dp_shard=2 x tp=1: FSDP"
 	expect_output_has "global)"
 	run train_on 2 --training.local_batch_size=2 --training.steps=1 -v
 	expect_status 0
@@ -175,9 +219,13 @@ parity() {
 	[ "$status" -ne 0 ]
 	expect_output_has "layout pp=1,dp_replicate=1,dp_shard=4,cp=1,tp=1 needs 4 ranks, there are 2"
 
-	run train_on 2 --training.local_batch_size=1 --parallelism.tensor_parallel_degree=2
+	run train_on 2 --training.local_batch_size=1 --parallelism.pipeline_parallel_degree=2
 	[ "$status" -ne 0 ]
-	expect_output_has "tensor, pipeline and context parallel degrees must be 1"
+	expect_output_has "pipeline and context parallel degrees must be 1"
+
+	run train_on 4 --training.local_batch_size=1 --parallelism.tensor_parallel_degree=4
+	[ "$status" -ne 0 ]
+	expect_output_has "tp=4 does not divide model.n_kv_heads=2"
 }
 
 # rank_pid MARK R: the pid of world rank R of the run whose command line has MARK.

@@ -77,14 +77,12 @@ static bool plain_name(const char *name)
 	return *name && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
 }
 
-int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force)
+/* A writer for DIR (written as DIR.tmp), nothing on disk yet. */
+static int writer_alloc(ckpt_writer **out, const char *dir, long step, int part_rank)
 {
 	*out = NULL;
 	if (step < 0)
 		return titan_err(TITAN_EUSAGE, "'%s': negative step %ld", dir, step);
-	int rc = file_check_new(dir, force);
-	if (rc)
-		return rc;
 	ckpt_writer *w = calloc(1, sizeof *w);
 	if (!w)
 		return titan_err_nomem();
@@ -99,8 +97,22 @@ int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force)
 	}
 	snprintf(w->tmp, len, "%s.tmp", dir);
 	w->step = step;
+	w->part_rank = part_rank;
+	*out = w;
+	return 0;
+}
+
+int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force)
+{
+	ckpt_writer *w;
+	int rc;
+
+	*out = NULL;
+	if (step >= 0 && (rc = file_check_new(dir, force)))
+		return rc;
+	if ((rc = writer_alloc(&w, dir, step, -1)))
+		return rc;
 	w->force = force;
-	w->part_rank = -1;
 	/* A DIR.tmp is what a crash left behind: never complete. */
 	rc = file_remove_tree(w->tmp);
 	if (!rc && mkdir(w->tmp, 0777) < 0)
@@ -118,27 +130,9 @@ int ckpt_writer_new(ckpt_writer **out, const char *dir, long step, bool force)
 int ckpt_writer_part(ckpt_writer **out, const char *dir, long step, int rank)
 {
 	*out = NULL;
-	if (step < 0)
-		return titan_err(TITAN_EUSAGE, "'%s': negative step %ld", dir, step);
 	if (rank < 0 || rank > 99999)
 		return titan_err(TITAN_EUSAGE, "'%s': rank %d outside 0..99999", dir, rank);
-	ckpt_writer *w = calloc(1, sizeof *w);
-	if (!w)
-		return titan_err_nomem();
-	size_t len = strlen(dir) + 5;
-	w->dir = strdup(dir);
-	w->tmp = malloc(len);
-	if (!w->dir || !w->tmp) {
-		free(w->dir);
-		free(w->tmp);
-		free(w);
-		return titan_err_nomem();
-	}
-	snprintf(w->tmp, len, "%s.tmp", dir);
-	w->step = step;
-	w->part_rank = rank;
-	*out = w;
-	return 0;
+	return writer_alloc(out, dir, step, rank);
 }
 
 static int find_file(ckpt_writer *w, int rank, bool remote, struct wfile **out)

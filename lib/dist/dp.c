@@ -17,7 +17,7 @@ struct dp {
 	llama_model *m;
 	const kernel_ops *ops;
 	mem_tracker *mem;
-	comm *shard, *rep;
+	comm *shard, *rep, *tp;
 	int n, rank, R;              /* shard group size and rank, replicas */
 	bool reshard;
 	int nchunks, L;
@@ -98,7 +98,7 @@ static int make_pieces(dp *d)
 	llama_tensor_info *t;
 	int nt, rc;
 
-	if ((rc = llama_tensors(&d->m->cfg, &t, &nt)))
+	if ((rc = llama_tensors_tp(&d->m->cfg, d->m->tp, &t, &nt)))
 		return rc;
 	d->pieces = calloc((size_t)nt, sizeof *d->pieces);
 	d->chunk_off = calloc((size_t)nt, sizeof *d->chunk_off);
@@ -332,17 +332,37 @@ static int hook_release(void *arg, llama_model *m, int c, llama_pass pass)
 	return 0;
 }
 
+/* Tensor parallel: the model's partial results summed (maximised) over
+ * the tp group. */
+static int hook_tp_sum(void *arg, float *buf, size_t n)
+{
+	dp *d = arg;
+
+	return comm_all_reduce(d->tp, buf, n, COMM_F32, COMM_SUM);
+}
+
+static int hook_tp_max(void *arg, float *buf, size_t n)
+{
+	dp *d = arg;
+
+	return comm_all_reduce(d->tp, buf, n, COMM_F32, COMM_MAX);
+}
+
 /* --- setup --- */
 
 int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 {
-	dp *d = calloc(1, sizeof *d);
+	dp *d;
 	int rc, nc = m->nchunks;
 
 	*out = NULL;
-	if (!d)
+	if (m->tp > 1 && (!o->tp || comm_size(o->tp) != m->tp))
+		return titan_err(TITAN_EUSAGE, "dp_new: a model of tp degree %d needs a tp "
+				 "communicator of that size", m->tp);
+	if (!(d = calloc(1, sizeof *d)))
 		return titan_err_nomem();
 	*d = (dp){ .m = m, .ops = m->ops, .mem = mem, .shard = o->shard, .rep = o->replicate,
+		   .tp = o->tp,
 		   .n = o->shard ? comm_size(o->shard) : 1,
 		   .rank = o->shard ? comm_rank(o->shard) : 0,
 		   .R = o->replicate ? comm_size(o->replicate) : 1,
@@ -399,7 +419,8 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 		    !(d->rs_recv = dp_alloc(d, d->max_shard, "fsdp reduce-scatter buffer")))
 			goto fail;
 	}
-	d->hooks = (llama_hooks){ .arg = d, .acquire = hook_acquire, .release = hook_release };
+	d->hooks = (llama_hooks){ .arg = d, .acquire = hook_acquire, .release = hook_release,
+				  .tp_sum = hook_tp_sum, .tp_max = hook_tp_max };
 	m->hooks = &d->hooks;
 	*out = d;
 	return 0;
@@ -446,18 +467,25 @@ void dp_free(dp *d)
 	free(d);
 }
 
-void dp_init_weights(dp *d, uint64_t seed)
+int dp_init_weights(dp *d, uint64_t seed)
 {
+	const llama_model *m = d->m;
+	int rc;
+
 	for (int c = 0; c < d->nchunks; c++) {
 		if (d->n == 1) {
-			llama_init_chunk(&d->m->cfg, seed, c, d->params[c]);
+			if ((rc = llama_init_chunk(&m->cfg, seed, c, m->tp, m->tp_rank,
+						   d->params[c])))
+				return rc;
 			continue;
 		}
 		/* the whole chunk, then this rank's pieces of it */
-		llama_init_chunk(&d->m->cfg, seed, c, d->wparam[c]);
+		if ((rc = llama_init_chunk(&m->cfg, seed, c, m->tp, m->tp_rank, d->wparam[c])))
+			return rc;
 		whole_to_own_shard(d, c, d->wparam[c], d->params[c]);
 		d->gathered[c] = false;
 	}
+	return 0;
 }
 
 int dp_nchunks(const dp *d)
@@ -521,7 +549,8 @@ int dp_sum(dp *d, double *v)
 double dp_comm_seconds(dp *d)
 {
 	double t = (d->shard ? comm_busy_seconds(d->shard) : 0) +
-		   (d->rep ? comm_busy_seconds(d->rep) : 0);
+		   (d->rep ? comm_busy_seconds(d->rep) : 0) +
+		   (d->tp ? comm_busy_seconds(d->tp) : 0);
 	double delta = t - d->comm_seen;
 
 	d->comm_seen = t;

@@ -32,6 +32,7 @@
 typedef struct dp_opts {
 	comm *shard;        /* parameters are sharded over it (NULL: one rank) */
 	comm *replicate;    /* gradients are all-reduced over it (NULL: none) */
+	comm *tp;           /* the model's tensor-parallel group (NULL: none) */
 	bool reshard_after_forward;
 } dp_opts;
 
@@ -55,7 +56,7 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem);
 void dp_free(dp *d);
 
 /* llama_init_weights's values, each rank keeping its pieces. */
-void dp_init_weights(dp *d, uint64_t seed);
+int dp_init_weights(dp *d, uint64_t seed);
 
 /* This rank's shards: nchunks flat buffers of numel[c] floats. */
 int dp_nchunks(const dp *d);

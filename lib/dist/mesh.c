@@ -36,6 +36,8 @@ int mesh_new(mesh **out, comm *world, const par_layout *l)
 					&m->dp_replicate);
 		if (!rc && m->dp_size > 1)
 			rc = comm_split(world, other, m->dp_rank, "dp", &m->dp);
+		if (!rc && l->tp > 1)
+			rc = comm_split(world, rank / l->tp, c->tp, "tp", &m->tp);
 	}
 	if (rc) {
 		mesh_free(m);
@@ -49,6 +51,7 @@ void mesh_free(mesh *m)
 {
 	if (!m)
 		return;
+	comm_free(m->tp);
 	comm_free(m->dp);
 	comm_free(m->dp_replicate);
 	comm_free(m->dp_shard);

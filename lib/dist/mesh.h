@@ -6,7 +6,7 @@
  * + cp_i) * tp + tp_i.  The shard group is the ranks that differ only in
  * ds_i, the replicate group those that differ only in dr_i, the dp group
  * those that differ in either (the loader stripes windows over it and the
- * loss is averaged over it). */
+ * loss is averaged over it), the tp group those that differ only in tp_i. */
 #ifndef TITAN_DIST_MESH_H
 #define TITAN_DIST_MESH_H
 #include "core/base.h"
@@ -20,6 +20,7 @@ typedef struct mesh {
 	comm *dp_shard;        /* NULL when dp_shard is 1 */
 	comm *dp_replicate;    /* NULL when dp_replicate is 1 */
 	comm *dp;              /* NULL when both are 1 */
+	comm *tp;              /* NULL when tp is 1 */
 	int dp_rank, dp_size;  /* dr_i * dp_shard + ds_i, dp_replicate * dp_shard */
 } mesh;
 

@@ -151,6 +151,9 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int fir
 	}
 	a.held = (size_t)(layers + 1) * resid + (size_t)kept * set;
 	a.shared = (recomputed ? set : 0) + 2 * r64(T * (k->D / 2), 4) + 3 * r64(N, 4);
+	/* tensor parallel: each token's id in the rank's vocabulary slice */
+	if (tp > 1)
+		a.shared += r64(N, 4) + r64(N, 1);
 	if (last) {
 		a.final = r64(N * k->C, es) + r64(Ns, 4);
 		a.logits = r64(N * k->V, 4) + r64(N, 4);
@@ -213,8 +216,9 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	struct stage_chunks sc;
 	struct acts a, none;
 	double fl;
-	/* data parallelism on the CPU is measured; the rest is design */
-	bool par = o->par.tp > 1 || o->par.cp > 1 || o->par.pp > 1;
+	/* data and tensor parallelism (without sequence parallel) on the CPU
+	 * are measured; the rest is design */
+	bool par = (o->par.tp > 1 && o->sequence_parallel) || o->par.cp > 1 || o->par.pp > 1;
 
 	memset(st, 0, sizeof *st);
 	microbatches(o, &nmb, &mb);
@@ -467,7 +471,10 @@ int mem_model_predict_tracked(const train_config *c, int world_size, size_t *byt
 	int rc;
 
 	*bytes = 0;
-	if ((rc = mem_model_from_config(&o, c, world_size)) || (rc = mem_model_estimate(&o, &r)))
+	if ((rc = mem_model_from_config(&o, c, world_size)))
+		return rc;
+	o.sequence_parallel = false;   /* the CPU trainer's tensor parallel has none */
+	if ((rc = mem_model_estimate(&o, &r)))
 		return rc;
 	*bytes = r.stage[r.worst].tracked;
 	mem_model_report_free(&r);

@@ -100,11 +100,16 @@ static const char *const layer_tensor_name[T_NLAYER] = {
 	"attention_norm", "ffn_norm",
 };
 
-/* PyTorch shapes [out, in] (norms: [C], second dimension 0). */
-static void layer_shapes(const llama_config *c, int64_t shape[T_NLAYER][2])
+/* The dimension tensor parallelism cuts: rows of the column-parallel
+ * projections, columns of the row-parallel ones; norms stay whole. */
+static const int layer_tp_dim[T_NLAYER] = { 0, 0, 0, 1, 0, 1, 0, -1, -1 };
+
+/* PyTorch shapes [out, in] (norms: [C], second dimension 0) of one tp
+ * rank's pieces (tp = 1: the whole tensors). */
+static void layer_shapes(const llama_config *c, int tp, int64_t shape[T_NLAYER][2])
 {
 	int64_t C = c->dim, hd = c->dim / c->n_heads;
-	int64_t q = c->n_heads * hd, kv = c->n_kv_heads * hd, F = c->ffn_hidden;
+	int64_t q = c->n_heads * hd / tp, kv = c->n_kv_heads * hd / tp, F = c->ffn_hidden / tp;
 	const int64_t s[T_NLAYER][2] = {
 		{ q, C }, { kv, C }, { kv, C }, { C, q },
 		{ F, C }, { C, F }, { F, C },
@@ -114,12 +119,12 @@ static void layer_shapes(const llama_config *c, int64_t shape[T_NLAYER][2])
 	memcpy(shape, s, sizeof s);
 }
 
-static size_t layer_numel(const llama_config *c)
+static size_t layer_numel(const llama_config *c, int tp)
 {
 	int64_t shape[T_NLAYER][2];
 	size_t n = 0;
 
-	layer_shapes(c, shape);
+	layer_shapes(c, tp, shape);
 	for (int i = 0; i < T_NLAYER; i++)
 		n += (size_t)shape[i][0] * (size_t)(shape[i][1] ? shape[i][1] : 1);
 	return n;
@@ -129,7 +134,7 @@ uint64_t llama_param_count(const llama_config *c)
 {
 	uint64_t emb = (uint64_t)c->vocab_size * (uint64_t)c->dim;
 
-	return emb + (uint64_t)c->n_layers * layer_numel(c) + (uint64_t)c->dim +
+	return emb + (uint64_t)c->n_layers * layer_numel(c, 1) + (uint64_t)c->dim +
 	       (c->tie_embeddings ? 0 : emb);
 }
 
@@ -147,21 +152,27 @@ int llama_nchunks(const llama_config *c)
 	return c->n_layers + 2;
 }
 
-size_t llama_chunk_numel(const llama_config *c, int chunk)
+size_t llama_chunk_numel_tp(const llama_config *c, int tp, int chunk)
 {
-	size_t emb = (size_t)c->vocab_size * (size_t)c->dim;
+	size_t emb = (size_t)(c->vocab_size / tp) * (size_t)c->dim;
 
 	if (chunk == 0)
 		return emb;
 	if (chunk <= c->n_layers)
-		return layer_numel(c);
+		return layer_numel(c, tp);
 	return (size_t)c->dim + (c->tie_embeddings ? 0 : emb);
 }
 
+size_t llama_chunk_numel(const llama_config *c, int chunk)
+{
+	return llama_chunk_numel_tp(c, 1, chunk);
+}
+
 static void set_tensor(llama_tensor_info *t, int chunk, size_t offset, int64_t rows,
-		       int64_t cols)
+		       int64_t cols, int tp_dim)
 {
 	t->chunk = chunk;
+	t->tp_dim = tp_dim;
 	t->offset = offset;
 	t->ndim = cols ? 2 : 1;
 	t->shape[0] = rows;
@@ -171,15 +182,20 @@ static void set_tensor(llama_tensor_info *t, int chunk, size_t offset, int64_t r
 
 int llama_tensors(const llama_config *c, llama_tensor_info **out, int *n)
 {
+	return llama_tensors_tp(c, 1, out, n);
+}
+
+int llama_tensors_tp(const llama_config *c, int tp, llama_tensor_info **out, int *n)
+{
 	int nt = 1 + c->n_layers * T_NLAYER + 1 + !c->tie_embeddings, k = 0;
-	int64_t shape[T_NLAYER][2];
+	int64_t shape[T_NLAYER][2], V = c->vocab_size / tp;
 	llama_tensor_info *t = calloc((size_t)nt, sizeof *t);
 
 	if (!t)
 		return titan_err_nomem();
-	layer_shapes(c, shape);
+	layer_shapes(c, tp, shape);
 	snprintf(t[k].name, sizeof t[k].name, "tok_embeddings.weight");
-	set_tensor(&t[k], 0, 0, c->vocab_size, c->dim);
+	set_tensor(&t[k], 0, 0, V, c->dim, 0);
 	t[k++].is_embedding = true;
 	for (int l = 0; l < c->n_layers; l++) {
 		size_t off = 0;
@@ -187,17 +203,17 @@ int llama_tensors(const llama_config *c, llama_tensor_info **out, int *n)
 		for (int i = 0; i < T_NLAYER; i++, k++) {
 			snprintf(t[k].name, sizeof t[k].name, "layers.%d.%s.weight", l,
 				 layer_tensor_name[i]);
-			set_tensor(&t[k], 1 + l, off, shape[i][0], shape[i][1]);
+			set_tensor(&t[k], 1 + l, off, shape[i][0], shape[i][1], layer_tp_dim[i]);
 			t[k].is_norm = i >= T_ATTN_NORM;
 			off += t[k].numel;
 		}
 	}
 	snprintf(t[k].name, sizeof t[k].name, "norm.weight");
-	set_tensor(&t[k], c->n_layers + 1, 0, c->dim, 0);
+	set_tensor(&t[k], c->n_layers + 1, 0, c->dim, 0, -1);
 	t[k++].is_norm = true;
 	if (!c->tie_embeddings) {
 		snprintf(t[k].name, sizeof t[k].name, "output.weight");
-		set_tensor(&t[k], c->n_layers + 1, (size_t)c->dim, c->vocab_size, c->dim);
+		set_tensor(&t[k], c->n_layers + 1, (size_t)c->dim, V, c->dim, 0);
 		k++;
 	}
 	*out = t;
@@ -207,10 +223,15 @@ int llama_tensors(const llama_config *c, llama_tensor_info **out, int *n)
 
 void llama_block_view(const llama_config *c, float *chunk, llama_block_weights *w)
 {
+	llama_block_view_tp(c, 1, chunk, w);
+}
+
+void llama_block_view_tp(const llama_config *c, int tp, float *chunk, llama_block_weights *w)
+{
 	int64_t shape[T_NLAYER][2];
 	float *p[T_NLAYER];
 
-	layer_shapes(c, shape);
+	layer_shapes(c, tp, shape);
 	for (int i = 0; i < T_NLAYER; i++) {
 		p[i] = chunk;
 		chunk += (size_t)shape[i][0] * (size_t)(shape[i][1] ? shape[i][1] : 1);
@@ -228,8 +249,9 @@ int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
 	return llama_new_opts(out, c, ops, mem, true);
 }
 
-int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *ops,
-		   mem_tracker *mem, bool with_grads)
+/* The model's tables, every buffer pointer NULL. */
+static int model_alloc(llama_model **out, const llama_config *c, const kernel_ops *ops,
+		       mem_tracker *mem, bool with_grads, bool views, int tp, int tp_rank)
 {
 	llama_model *m = calloc(1, sizeof *m);
 	int n = llama_nchunks(c);
@@ -237,11 +259,8 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
 	*out = NULL;
 	if (!m)
 		return titan_err_nomem();
-	m->cfg = *c;
-	m->ops = ops;
-	m->mem = mem;
-	m->nchunks = n;
-	m->with_grads = with_grads;
+	*m = (llama_model){ .cfg = *c, .ops = ops, .mem = mem, .nchunks = n,
+			    .with_grads = with_grads, .views = views, .tp = tp, .tp_rank = tp_rank };
 	m->chunk_numel = calloc((size_t)n, sizeof *m->chunk_numel);
 	m->params = calloc((size_t)n, sizeof *m->params);
 	m->grads = calloc((size_t)n, sizeof *m->grads);
@@ -249,16 +268,29 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
 		llama_free(m);
 		return titan_err_nomem();
 	}
-	for (int i = 0; i < n; i++) {
-		size_t bytes = llama_chunk_numel(c, i) * sizeof(float);
+	for (int i = 0; i < n; i++)
+		m->chunk_numel[i] = llama_chunk_numel_tp(c, tp, i);
+	*out = m;
+	return 0;
+}
 
-		m->chunk_numel[i] = llama_chunk_numel(c, i);
+int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *ops,
+		   mem_tracker *mem, bool with_grads)
+{
+	llama_model *m;
+	int rc = model_alloc(&m, c, ops, mem, with_grads, false, 1, 0);
+
+	*out = NULL;
+	if (rc)
+		return rc;
+	for (int i = 0; i < m->nchunks; i++) {
+		size_t bytes = m->chunk_numel[i] * sizeof(float);
+
 		m->params[i] = mem_alloc(mem, bytes, "model parameters");
 		if (m->params[i] && with_grads)
 			m->grads[i] = mem_alloc(mem, bytes, "model gradients");
 		if (!m->params[i] || (with_grads && !m->grads[i])) {
-			int rc = titan_err_prefix(TITAN_ENOMEM, "chunk %d", i);
-
+			rc = titan_err_prefix(TITAN_ENOMEM, "chunk %d", i);
 			llama_free(m);
 			return rc;
 		}
@@ -268,27 +300,14 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
 }
 
 int llama_new_views(llama_model **out, const llama_config *c, const kernel_ops *ops,
-		    mem_tracker *mem)
+		    mem_tracker *mem, int tp, int tp_rank)
 {
-	llama_model *m = calloc(1, sizeof *m);
-	int n = llama_nchunks(c);
-
-	*out = NULL;
-	if (!m)
-		return titan_err_nomem();
-	*m = (llama_model){ .cfg = *c, .ops = ops, .mem = mem, .nchunks = n,
-			    .with_grads = true, .views = true };
-	m->chunk_numel = calloc((size_t)n, sizeof *m->chunk_numel);
-	m->params = calloc((size_t)n, sizeof *m->params);
-	m->grads = calloc((size_t)n, sizeof *m->grads);
-	if (!m->chunk_numel || !m->params || !m->grads) {
-		llama_free(m);
-		return titan_err_nomem();
-	}
-	for (int i = 0; i < n; i++)
-		m->chunk_numel[i] = llama_chunk_numel(c, i);
-	*out = m;
-	return 0;
+	if (tp < 1 || tp_rank < 0 || tp_rank >= tp || c->n_heads % tp || c->n_kv_heads % tp ||
+	    c->ffn_hidden % tp || c->vocab_size % tp)
+		return titan_err(TITAN_EUSAGE, "tensor parallel: rank %d of %d does not divide "
+				 "the model (heads %d, kv heads %d, ffn %d, vocab %d)", tp_rank, tp,
+				 c->n_heads, c->n_kv_heads, c->ffn_hidden, c->vocab_size);
+	return model_alloc(out, c, ops, mem, true, true, tp, tp_rank);
 }
 
 void llama_free(llama_model *m)
@@ -409,16 +428,50 @@ void llama_init_weights(llama_model *m, uint64_t seed)
 	free(t);
 }
 
-void llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, float *dst)
+int llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, int tp, int tp_rank,
+		     float *dst)
 {
-	llama_tensor_info *t;
-	int nt;
+	llama_tensor_info *t, *lt;
+	int nt, rc;
 
-	if (llama_tensors(c, &t, &nt))
-		return;
+	if ((rc = llama_tensors(c, &t, &nt)))
+		return rc;
+	if ((rc = llama_tensors_tp(c, tp, &lt, &nt))) {
+		free(t);
+		return rc;
+	}
 #pragma omp parallel for schedule(dynamic, 1)
-	for (int i = 0; i < nt; i++)
-		if (t[i].chunk == chunk)
-			init_tensor(c, &t[i], i, seed, dst + t[i].offset);
+	for (int i = 0; i < nt; i++) {
+		float *whole;
+
+		if (t[i].chunk != chunk)
+			continue;
+		if (tp == 1 || lt[i].tp_dim < 0) {
+			init_tensor(c, &t[i], i, seed, dst + lt[i].offset);
+			continue;
+		}
+		/* the whole tensor from its stream, then this rank's rows or
+		 * columns of it */
+		whole = malloc(t[i].numel * sizeof *whole);
+		if (!whole) {
+			rc = TITAN_ENOMEM;
+			continue;
+		}
+		init_tensor(c, &t[i], i, seed, whole);
+		if (lt[i].tp_dim == 0) {
+			memcpy(dst + lt[i].offset, whole + (size_t)tp_rank * lt[i].numel,
+			       lt[i].numel * sizeof *whole);
+		} else {
+			int64_t cols = lt[i].shape[1];
+
+			for (int64_t r = 0; r < lt[i].shape[0]; r++)
+				memcpy(dst + lt[i].offset + (size_t)(r * cols),
+				       whole + (size_t)(r * t[i].shape[1] + tp_rank * cols),
+				       (size_t)cols * sizeof *whole);
+		}
+		free(whole);
+	}
 	free(t);
+	free(lt);
+	return rc ? titan_err_nomem() : 0;
 }

@@ -55,10 +55,15 @@ typedef struct llama_tensor_info {
 	int ndim;
 	int64_t shape[2];     /* PyTorch's shape: Linear weights are [out, in] */
 	bool is_norm, is_embedding;
+	int tp_dim;           /* the dimension tensor parallelism cuts; -1: none */
 } llama_tensor_info;
 
 /* Every tensor in chunk order; *out is allocated, the caller frees it. */
 int llama_tensors(const llama_config *c, llama_tensor_info **out, int *n);
+/* The same for one rank of tensor parallel degree tp (lib/model/shard.h's
+ * cut): shapes are the rank's pieces, offsets within its chunks. */
+int llama_tensors_tp(const llama_config *c, int tp, llama_tensor_info **out, int *n);
+size_t llama_chunk_numel_tp(const llama_config *c, int tp, int chunk);
 
 /* Named views into one layer's chunk. */
 typedef struct llama_block_weights {
@@ -67,6 +72,7 @@ typedef struct llama_block_weights {
 	float *attention_norm, *ffn_norm;  /* [C] */
 } llama_block_weights;
 void llama_block_view(const llama_config *c, float *chunk, llama_block_weights *w);
+void llama_block_view_tp(const llama_config *c, int tp, float *chunk, llama_block_weights *w);
 
 typedef enum {
 	LLAMA_AC_NONE,       /* keep every activation backward needs */
@@ -95,6 +101,10 @@ typedef struct llama_hooks {
 	void *arg;
 	int (*acquire)(void *arg, llama_model *m, int chunk, llama_pass pass);
 	int (*release)(void *arg, llama_model *m, int chunk, llama_pass pass);
+	/* tensor parallel (m->tp > 1): buf becomes the sum (the maximum) of
+	 * every tp rank's buf, in place */
+	int (*tp_sum)(void *arg, float *buf, size_t n);
+	int (*tp_max)(void *arg, float *buf, size_t n);
 } llama_hooks;
 
 struct llama_model {
@@ -111,6 +121,7 @@ struct llama_model {
 	int ac_every;
 	size_t act_bytes;        /* bytes of activations + scratch in the plan */
 	bool with_grads;         /* backward allowed */
+	int tp, tp_rank;         /* tensor parallel degree and this rank (1, 0: none) */
 	bool views;              /* params/grads are someone else's buffers */
 	const llama_hooks *hooks;  /* NULL: params and grads are always there */
 };
@@ -124,9 +135,11 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
 		   mem_tracker *mem, bool with_grads);
 /* A model whose params[] and grads[] are NULL pointers for someone else
  * to point at buffers they own (the data-parallel layer, through hooks);
- * llama_free leaves them alone. */
+ * llama_free leaves them alone.  With tp > 1 it is rank tp_rank's part of
+ * a tensor-parallel model: its chunks hold llama_tensors_tp's pieces, and
+ * the hooks' tp_sum / tp_max combine partial results across the tp ranks. */
 int llama_new_views(llama_model **out, const llama_config *c, const kernel_ops *ops,
-		    mem_tracker *mem);
+		    mem_tracker *mem, int tp, int tp_rank);
 void llama_free(llama_model *m);
 
 /* torchtitan's init_weights from a seed: embeddings N(0, 1); wq, wk, wv, w1
@@ -137,9 +150,11 @@ void llama_free(llama_model *m);
  * whose output init runs last).  The same seed gives the same weights on
  * every machine and thread count. */
 void llama_init_weights(llama_model *m, uint64_t seed);
-/* The same weights for one chunk into dst (llama_chunk_numel floats), so a
- * rank holding a shard can initialise chunk by chunk. */
-void llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, float *dst);
+/* The same weights for one chunk of tp rank tp_rank into dst
+ * (llama_chunk_numel_tp floats), so a rank holding a shard can initialise
+ * chunk by chunk. */
+int llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, int tp, int tp_rank,
+		     float *dst);
 
 /* Allocate activations for batches of B rows of T tokens (T <= max_seq_len)
  * and decide what backward keeps.  selective_every: with

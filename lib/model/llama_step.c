@@ -36,6 +36,8 @@ struct llama_acts {
 	float *cos_tab, *sin_tab;  /* [T, D/2] */
 	int32_t *pos, *seg;      /* [N] RoPE positions, attention segment starts */
 	uint32_t *ids;           /* [N] inputs of the last forward */
+	uint32_t *lids;          /* [N] tensor parallel: ids in this rank's vocabulary slice */
+	bool *in_vocab;          /* [N] tensor parallel: the id falls in the slice */
 	float *dresid, *dx;      /* [N, C] residual gradient, norm output gradient */
 	float *scratch;          /* max(3 N F, 2 N H D + 2 N KV D) */
 	bool backward_ready;     /* last forward had labels and dloss != 0 */
@@ -43,16 +45,19 @@ struct llama_acts {
 
 struct dims {
 	int B, T, N, C, H, KV, D, F, V, L;
+	int tp;                  /* H, KV, F, V are a tp rank's share */
 	size_t q, kv;            /* H * D, KV * D */
 };
 
 static struct dims dims_of(const llama_model *m)
 {
 	const llama_config *c = &m->cfg;
+	int tp = m->tp > 0 ? m->tp : 1;
+	/* a tp rank's share: heads, FFN hidden and vocabulary divide */
 	struct dims d = {
-		.B = m->B, .T = m->T, .N = m->B * m->T, .C = c->dim, .H = c->n_heads,
-		.KV = c->n_kv_heads, .D = c->dim / c->n_heads, .F = c->ffn_hidden,
-		.V = c->vocab_size, .L = c->n_layers,
+		.B = m->B, .T = m->T, .N = m->B * m->T, .C = c->dim, .H = c->n_heads / tp,
+		.KV = c->n_kv_heads / tp, .D = c->dim / c->n_heads, .F = c->ffn_hidden / tp,
+		.V = c->vocab_size / tp, .L = c->n_layers, .tp = tp,
 	};
 
 	d.q = (size_t)d.H * d.D;
@@ -134,6 +139,10 @@ static size_t carve(llama_acts *a, char *base, const struct dims *d)
 	a->pos = take(base, &off, N, sizeof(int32_t));
 	a->seg = take(base, &off, N, sizeof(int32_t));
 	a->ids = take(base, &off, N, sizeof(uint32_t));
+	if (d->tp > 1) {
+		a->lids = take(base, &off, N, sizeof(uint32_t));
+		a->in_vocab = take(base, &off, N, sizeof(bool));
+	}
 	a->dresid = take(base, &off, N * C, sizeof(float));
 	a->dx = take(base, &off, N * C, sizeof(float));
 	a->scratch = take(base, &off, scratch, sizeof(float));
@@ -235,10 +244,22 @@ int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_eve
 	return 0;
 }
 
+/* Tensor parallel: the sum (maximum) over the tp ranks of a partial
+ * result, in place; nothing to do on one rank. */
+static int tp_sum(llama_model *m, float *buf, size_t n)
+{
+	return m->tp > 1 ? m->hooks->tp_sum(m->hooks->arg, buf, n) : 0;
+}
+
+static int tp_max(llama_model *m, float *buf, size_t n)
+{
+	return m->tp > 1 ? m->hooks->tp_max(m->hooks->arg, buf, n) : 0;
+}
+
 /* One block's forward from resid[l] into its activation set; with
  * write_out, also its output resid[l + 1] (a recomputation skips it: the
  * value is already there and backward does not read it). */
-static void block_forward(llama_model *m, int l, bool write_out)
+static int block_forward(llama_model *m, int l, bool write_out)
 {
 	const kernel_ops *op = m->ops;
 	llama_acts *a = m->acts;
@@ -247,8 +268,9 @@ static void block_forward(llama_model *m, int l, bool write_out)
 	float *x = a->resid[l];
 	llama_block_weights w;
 	size_t NC = (size_t)d.N * d.C, NF = (size_t)d.N * d.F;
+	int rc;
 
-	llama_block_view(&m->cfg, m->params[1 + l], &w);
+	llama_block_view_tp(&m->cfg, m->tp, m->params[1 + l], &w);
 	op->rmsnorm_forward(s->xn1, s->rstd1, x, w.attention_norm, d.N, d.C,
 			    (float)m->cfg.norm_eps);
 	op->matmul_forward(s->q, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
@@ -258,7 +280,10 @@ static void block_forward(llama_model *m, int l, bool write_out)
 	op->rope_forward(s->k, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
 	op->attention_forward(s->att, s->lse, s->q, s->k, s->v, a->seg, d.B, d.T, d.H,
 			      d.KV, d.D);
+	/* wo is row-parallel: each tp rank's heads give a partial sum */
 	op->matmul_forward(s->h_mid, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	if ((rc = tp_sum(m, s->h_mid, NC)))
+		return rc;
 	op->add_inplace(s->h_mid, x, NC);
 
 	op->rmsnorm_forward(s->xn2, s->rstd2, s->h_mid, w.ffn_norm, d.N, d.C,
@@ -268,13 +293,16 @@ static void block_forward(llama_model *m, int l, bool write_out)
 	op->swiglu_forward(s->g, s->a, s->b, NF);
 	if (write_out) {
 		op->matmul_forward(a->resid[l + 1], s->g, w.w2, d.N, d.F, d.C, false);
+		if ((rc = tp_sum(m, a->resid[l + 1], NC)))
+			return rc;
 		op->add_inplace(a->resid[l + 1], s->h_mid, NC);
 	}
+	return 0;
 }
 
 /* dresid holds the gradient of the block's output on entry and of its input
  * on return; the block's parameter gradients accumulate into grads[1 + l]. */
-static void block_backward(llama_model *m, int l)
+static int block_backward(llama_model *m, int l)
 {
 	const kernel_ops *op = m->ops;
 	llama_acts *a = m->acts;
@@ -286,15 +314,19 @@ static void block_backward(llama_model *m, int l)
 	float *datt = a->scratch, *dq = datt + (size_t)d.N * d.q;
 	float *dk = dq + (size_t)d.N * d.q, *dv = dk + (size_t)d.N * d.kv;
 	llama_block_weights w, dw;
+	int rc;
 
-	llama_block_view(&m->cfg, m->params[1 + l], &w);
-	llama_block_view(&m->cfg, m->grads[1 + l], &dw);
+	llama_block_view_tp(&m->cfg, m->tp, m->params[1 + l], &w);
+	llama_block_view_tp(&m->cfg, m->tp, m->grads[1 + l], &dw);
 
 	/* feed forward: out = h_mid + w2(silu(w1 xn2) * w3 xn2) */
 	op->matmul_backward(dg, dw.w2, dr, s->g, w.w2, d.N, d.F, d.C, false);
 	op->swiglu_backward(da, db, dg, s->a, s->b, NF);
 	op->matmul_backward(dx, dw.w1, da, s->xn2, w.w1, d.N, d.C, d.F, false);
 	op->matmul_backward(dx, dw.w3, db, s->xn2, w.w3, d.N, d.C, d.F, true);
+	/* w1, w3 are column-parallel: their input gradient is partial */
+	if ((rc = tp_sum(m, dx, (size_t)d.N * d.C)))
+		return rc;
 	op->rmsnorm_backward(dr, dw.ffn_norm, dx, s->h_mid, w.ffn_norm, s->rstd2, d.N, d.C);
 
 	/* attention: h_mid = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)) */
@@ -306,8 +338,11 @@ static void block_backward(llama_model *m, int l)
 	op->matmul_backward(dx, dw.wq, dq, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
 	op->matmul_backward(dx, dw.wk, dk, s->xn1, w.wk, d.N, d.C, (int)d.kv, true);
 	op->matmul_backward(dx, dw.wv, dv, s->xn1, w.wv, d.N, d.C, (int)d.kv, true);
+	if ((rc = tp_sum(m, dx, (size_t)d.N * d.C)))
+		return rc;
 	op->rmsnorm_backward(dr, dw.attention_norm, dx, a->resid[l], w.attention_norm,
 			     s->rstd1, d.N, d.C);
+	return 0;
 }
 
 /* The output projection's weight within params or grads. */
@@ -328,6 +363,84 @@ static int release(llama_model *m, int chunk, llama_pass pass)
 	return m->hooks ? m->hooks->release(m->hooks->arg, m, chunk, pass) : 0;
 }
 
+/* The embedding lookup.  Under tensor parallelism each rank holds a slice
+ * of the vocabulary's rows: it looks up the tokens that fall in it, zero
+ * rows for the rest, and the sum over the tp ranks is every token's row. */
+static int embed(llama_model *m)
+{
+	llama_acts *a = m->acts;
+	struct dims d = dims_of(m);
+	uint32_t v0 = (uint32_t)(m->tp_rank * d.V);
+
+	if (m->tp <= 1) {
+		m->ops->embedding_forward(a->resid[0], a->ids, m->params[0], d.N, d.C);
+		return 0;
+	}
+	for (int n = 0; n < d.N; n++) {
+		a->in_vocab[n] = a->ids[n] >= v0 && a->ids[n] - v0 < (uint32_t)d.V;
+		a->lids[n] = a->in_vocab[n] ? a->ids[n] - v0 : 0;
+	}
+	m->ops->embedding_forward(a->resid[0], a->lids, m->params[0], d.N, d.C);
+	for (int n = 0; n < d.N; n++)
+		if (!a->in_vocab[n])
+			memset(a->resid[0] + (size_t)n * d.C, 0, (size_t)d.C * sizeof(float));
+	return tp_sum(m, a->resid[0], (size_t)d.N * d.C);
+}
+
+/* Loss-parallel cross-entropy: each tp rank holds the logits of its slice
+ * of the vocabulary and no rank builds a row of all of them.  The row's
+ * maximum, its sum of exponentials and the label's logit are combined
+ * across the ranks; losses land in a->losses and, with scale != 0, the
+ * logits are overwritten by scale * (softmax - onehot) as the fused kernel
+ * does.  The scratch buffer holds the three per-row figures (it is at
+ * least 3 N floats and free between passes). */
+static int cross_entropy_tp(llama_model *m, const uint32_t *labels, float scale)
+{
+	llama_acts *a = m->acts;
+	struct dims d = dims_of(m);
+	float *rmax = a->scratch, *rsum = rmax + d.N, *rlab = rsum + d.N;
+	uint32_t v0 = (uint32_t)(m->tp_rank * d.V);
+	int rc;
+
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < d.N; n++) {
+		const float *lg = a->logits + (size_t)n * d.V;
+		float mx = -INFINITY;
+
+		for (int j = 0; j < d.V; j++)
+			mx = fmaxf(mx, lg[j]);
+		rmax[n] = mx;
+	}
+	if ((rc = tp_max(m, rmax, (size_t)d.N)))
+		return rc;
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < d.N; n++) {
+		const float *lg = a->logits + (size_t)n * d.V;
+		double sum = 0;
+
+		for (int j = 0; j < d.V; j++)
+			sum += expf(lg[j] - rmax[n]);
+		rsum[n] = (float)sum;
+		rlab[n] = labels[n] >= v0 && labels[n] - v0 < (uint32_t)d.V
+				  ? lg[labels[n] - v0] : 0.0f;
+	}
+	if ((rc = tp_sum(m, rsum, (size_t)d.N)) || (rc = tp_sum(m, rlab, (size_t)d.N)))
+		return rc;
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < d.N; n++) {
+		float *lg = a->logits + (size_t)n * d.V;
+
+		a->losses[n] = logf(rsum[n]) + rmax[n] - rlab[n];
+		if (scale == 0.0f)
+			continue;
+		for (int j = 0; j < d.V; j++)
+			lg[j] = expf(lg[j] - rmax[n]) / rsum[n] * scale;
+		if (labels[n] >= v0 && labels[n] - v0 < (uint32_t)d.V)
+			lg[labels[n] - v0] -= scale;
+	}
+	return 0;
+}
+
 int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels,
 		  const int32_t *seg_start, float dloss, float *loss)
 {
@@ -346,12 +459,12 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	for (int n = 0; n < d.N; n++) {
 		int t = n % d.T, s = seg_start ? seg_start[n] : 0;
 
-		if (inputs[n] >= (uint32_t)d.V)
+		if (inputs[n] >= (uint32_t)m->cfg.vocab_size)
 			return titan_err(TITAN_ERANGE, "input token %d: id %u is past the "
-					 "vocabulary (%d)", n, inputs[n], d.V);
-		if (labels && labels[n] >= (uint32_t)d.V)
+					 "vocabulary (%d)", n, inputs[n], m->cfg.vocab_size);
+		if (labels && labels[n] >= (uint32_t)m->cfg.vocab_size)
 			return titan_err(TITAN_ERANGE, "label %d: id %u is past the vocabulary "
-					 "(%d)", n, labels[n], d.V);
+					 "(%d)", n, labels[n], m->cfg.vocab_size);
 		if (s < 0 || s > t)
 			return titan_err(TITAN_ERANGE, "seg_start[%d]: %d is not in 0..%d "
 					 "(row %d, token %d)", n, s, t, n / d.T, t);
@@ -363,16 +476,13 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	pass = train ? LLAMA_PASS_FORWARD : LLAMA_PASS_EVAL;
 	tied = m->cfg.tie_embeddings;
 
-	if ((rc = acquire(m, 0, pass)))
+	if ((rc = acquire(m, 0, pass)) || (rc = embed(m)))
 		return rc;
-	op->embedding_forward(a->resid[0], a->ids, m->params[0], d.N, d.C);
 	if (!tied && (rc = release(m, 0, pass)))
 		return rc;
 	for (int l = 0; l < d.L; l++) {
-		if ((rc = acquire(m, 1 + l, pass)))
-			return rc;
-		block_forward(m, l, true);
-		if ((rc = release(m, 1 + l, pass)))
+		if ((rc = acquire(m, 1 + l, pass)) || (rc = block_forward(m, l, true)) ||
+		    (rc = release(m, 1 + l, pass)))
 			return rc;
 	}
 	a->shared_holds = -1;
@@ -391,8 +501,14 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	if (labels) {
 		double sum = 0;
 
-		op->cross_entropy(a->losses, a->logits, labels, d.N, d.V,
-				  train ? dloss / (float)d.N : 0.0f);
+		rc = 0;
+		if (m->tp > 1)
+			rc = cross_entropy_tp(m, labels, train ? dloss / (float)d.N : 0.0f);
+		else
+			op->cross_entropy(a->losses, a->logits, labels, d.N, d.V,
+					  train ? dloss / (float)d.N : 0.0f);
+		if (rc)
+			return rc;
 		for (int n = 0; n < d.N; n++)
 			sum += a->losses[n];
 		if (loss)
@@ -426,6 +542,9 @@ int llama_backward(llama_model *m)
 	/* logits now hold dloss/N * (softmax - onehot) */
 	op->matmul_backward(a->dx, output_weight(m, m->grads), a->logits, a->xf,
 			    output_weight(m, m->params), d.N, d.C, d.V, false);
+	/* the output is column-parallel over the vocabulary */
+	if ((rc = tp_sum(m, a->dx, (size_t)d.N * d.C)))
+		return rc;
 	/* rmsnorm_backward adds into its input gradient, and nothing else
 	 * reaches the last residual; the op table has no fill, and plan
 	 * memory is host memory */
@@ -440,16 +559,24 @@ int llama_backward(llama_model *m)
 		/* the last recomputed layer's forward is still in the
 		 * shared set */
 		if (a->recompute[l] && a->shared_holds != l) {
-			block_forward(m, l, false);
+			if ((rc = block_forward(m, l, false)))
+				return rc;
 			a->shared_holds = l;
 		}
-		block_backward(m, l);
-		if ((rc = release(m, 1 + l, B)))
+		if ((rc = block_backward(m, l)) || (rc = release(m, 1 + l, B)))
 			return rc;
 	}
 	if (!tied && (rc = acquire(m, 0, B)))
 		return rc;
-	op->embedding_backward(m->grads[0], a->dresid, a->ids, d.N, d.C);
+	if (m->tp > 1) {
+		/* rows of tokens another tp rank holds add nothing here */
+		for (int n = 0; n < d.N; n++)
+			if (!a->in_vocab[n])
+				memset(a->dresid + (size_t)n * d.C, 0, (size_t)d.C * sizeof(float));
+		op->embedding_backward(m->grads[0], a->dresid, a->lids, d.N, d.C);
+	} else {
+		op->embedding_backward(m->grads[0], a->dresid, a->ids, d.N, d.C);
+	}
 	return release(m, 0, B);
 }
 

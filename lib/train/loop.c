@@ -43,7 +43,8 @@ typedef struct run {
 	ckpt_tensor *ct;         /* this rank's slices: parameters, both AdamW moments */
 	char **ct_names;
 	size_t nct;
-	size_t nct_save;         /* nct when this rank writes checkpoint files, else 0 */
+	ckpt_tensor *cs;         /* the slices of ct this rank writes */
+	size_t ncs;
 	long step;               /* optimizer steps done */
 	uint64_t tokens;         /* tokens trained on */
 	double flops_per_token, peak_flops;
@@ -128,21 +129,26 @@ static int check_dataset(run *r)
 }
 
 /* Checkpoint entries: this rank's slice of every parameter and of both
- * AdamW moments, as views of its shards; a piece with no rows (more ranks
- * than rows) is no entry.  A replica other than the first saves none. */
+ * AdamW moments, as views of its shards (lib/model/shard.h's slices, which
+ * are the pieces dp cut); a piece with no rows (more ranks than rows) is no
+ * entry.  ct is what this rank loads, cs what it saves: a replica other
+ * than the first saves nothing, and a tensor whole on every tp rank (a
+ * norm) is saved by tp rank 0. */
 static int build_ckpt_tensors(run *r)
 {
+	const llama_config *cfg = &r->model->cfg;
+	int rank = comm_rank(r->world), nt, np, rc;
 	llama_tensor_info *ti;
 	const dp_piece *pc;
-	int nt, np, rc;
 	static const char *const prefix[3] = { "", "optim.exp_avg.", "optim.exp_avg_sq." };
 
-	if ((rc = llama_tensors(&r->model->cfg, &ti, &nt)))
+	if ((rc = llama_tensors(cfg, &ti, &nt)))
 		return rc;
 	pc = dp_pieces(r->dp, &np);
 	r->ct = calloc((size_t)nt * 3, sizeof *r->ct);
+	r->cs = calloc((size_t)nt * 3, sizeof *r->cs);
 	r->ct_names = calloc((size_t)nt * 3, sizeof *r->ct_names);
-	if (!r->ct || !r->ct_names) {
+	if (!r->ct || !r->cs || !r->ct_names) {
 		free(ti);
 		return titan_err_nomem();
 	}
@@ -152,15 +158,18 @@ static int build_ckpt_tensors(run *r)
 		for (int i = 0; i < np; i++) {
 			const dp_piece *p = &pc[i];
 			const llama_tensor_info *t = &ti[p->tensor];
+			int64_t start[2], shape[2], s2[2], n2[2];
+			size_t len = strlen(prefix[k]) + strlen(t->name) + 1;
 			ckpt_tensor *e;
 			char *name;
 
-			if (!p->rows)
+			if (!par_slice(cfg, &r->mesh->layout, rank, t, start, shape))
 				continue;
-			size_t len = strlen(prefix[k]) + strlen(t->name) + 1;
-
-			name = malloc(len);
-			if (!name) {
+			if (shape[0] != p->rows)
+				return titan_err(TITAN_EINTERNAL, "'%s': the checkpoint slice has %lld "
+						 "rows, the shard %lld", t->name, (long long)shape[0],
+						 (long long)p->rows);
+			if (!(name = malloc(len))) {
 				free(ti);
 				return titan_err_nomem();
 			}
@@ -170,15 +179,15 @@ static int build_ckpt_tensors(run *r)
 			e->name = name;
 			e->ndim = t->ndim;
 			for (int d = 0; d < t->ndim; d++) {
-				e->shape[d] = e->slice_shape[d] = t->shape[d];
-				e->slice_start[d] = 0;
+				e->shape[d] = t->shape[d];
+				e->slice_start[d] = start[d];
+				e->slice_shape[d] = shape[d];
 			}
-			e->slice_start[0] = p->row0;
-			e->slice_shape[0] = p->rows;
 			e->data = base[p->chunk] + p->offset;
+			if (par_ckpt_slice(cfg, &r->mesh->layout, rank, t, s2, n2))
+				r->cs[r->ncs++] = *e;
 		}
 	}
-	r->nct_save = par_rank_writes(&r->mesh->layout, comm_rank(r->world)) ? r->nct : 0;
 	free(ti);
 	return 0;
 }
@@ -198,7 +207,7 @@ static int save_checkpoint(run *r, double lr)
 			  "vocab_size", (json_int_t)r->tok.vocab_size);
 	if (!extra)
 		return titan_err_nomem();
-	rc = ckpt_save(r->saver, r->step, r->ct, r->nct_save, extra);
+	rc = ckpt_save(r->saver, r->step, r->cs, r->ncs, extra);
 	json_decref(extra);
 	if (rc)
 		return titan_err_prefix(rc, "checkpoint step %ld", r->step);
@@ -423,14 +432,18 @@ static void log_setup(run *r, const train_result *res)
 		 res->act_bytes_none / mib);
 	if (comm_size(r->world) > 1) {
 		const par_layout *l = &r->mesh->layout;
+		const char *kind = l->dp_shard > 1 ? (l->dp_replicate > 1 ? "HSDP" : "FSDP")
+			       : l->dp_replicate > 1 ? "DDP" : "no data parallelism";
+		char tp[64] = "";
 
-		log_info(r->log, "parallelism: %d ranks (%s), dp_replicate=%d x dp_shard=%d: %s%s",
-			 comm_size(r->world), comm_backend(r->world), l->dp_replicate,
-			 l->dp_shard, l->dp_shard > 1 ? (l->dp_replicate > 1 ? "HSDP" : "FSDP")
-						      : "DDP",
+		if (l->tp > 1)
+			snprintf(tp, sizeof tp, ", tensor parallel over %d ranks", l->tp);
+		log_info(r->log, "parallelism: %d ranks (%s), dp_replicate=%d x dp_shard=%d x "
+			 "tp=%d: %s%s%s", comm_size(r->world), comm_backend(r->world),
+			 l->dp_replicate, l->dp_shard, l->tp, kind,
 			 l->dp_shard > 1 ? (config_reshard_after_forward(c)
 					    ? ", layers resharded after forward"
-					    : ", layers kept gathered to backward") : "");
+					    : ", layers kept gathered to backward") : "", tp);
 	}
 	log_info(r->log, "training %ld steps: %d x %d tokens per micro-batch, %d micro-batches "
 		 "per step, %d threads, peak %.1f GFLOP/s%s", c->training.steps, r->B, r->T,
@@ -447,10 +460,9 @@ static int make_mesh(run *r)
 
 	if ((rc = config_layout(c, comm_size(r->world), &l)))
 		return rc;
-	if (l.tp > 1 || l.pp > 1 || l.cp > 1)
-		return titan_err(TITAN_EUSAGE, "parallelism: tensor, pipeline and context "
-				 "parallel degrees must be 1 in this version (tp=%d, pp=%d, cp=%d)",
-				 l.tp, l.pp, l.cp);
+	if (l.pp > 1 || l.cp > 1)
+		return titan_err(TITAN_EUSAGE, "parallelism: pipeline and context parallel "
+				 "degrees must be 1 in this version (pp=%d, cp=%d)", l.pp, l.cp);
 	if ((rc = par_layout_check(&l, &c->model, comm_size(r->world))))
 		return rc;
 	comm_set_timeout(r->world, c->comm.init_timeout_seconds);
@@ -464,6 +476,8 @@ static int make_mesh(run *r)
 		comm_set_timeout(r->mesh->dp_replicate, c->comm.train_timeout_seconds);
 	if (r->mesh->dp)
 		comm_set_timeout(r->mesh->dp, c->comm.train_timeout_seconds);
+	if (r->mesh->tp)
+		comm_set_timeout(r->mesh->tp, c->comm.train_timeout_seconds);
 	return 0;
 }
 
@@ -472,7 +486,7 @@ static int make_model(run *r, const adamw_config *ac)
 {
 	const train_config *c = r->cfg;
 	dp_opts o = {
-		.shard = r->mesh->dp_shard, .replicate = r->mesh->dp_replicate,
+		.shard = r->mesh->dp_shard, .replicate = r->mesh->dp_replicate, .tp = r->mesh->tp,
 		.reshard_after_forward = config_reshard_after_forward(c),
 	};
 	llama_tensor_info *ti;
@@ -480,10 +494,11 @@ static int make_model(run *r, const adamw_config *ac)
 	const dp_piece *pc;
 	int nt, np, rc;
 
-	if ((rc = llama_new_views(&r->model, &c->model, &kernels_cpu, &r->mem)) ||
-	    (rc = dp_new(&r->dp, r->model, &o, &r->mem)))
+	if ((rc = llama_new_views(&r->model, &c->model, &kernels_cpu, &r->mem,
+				  r->mesh->layout.tp, r->mesh->me.tp)) ||
+	    (rc = dp_new(&r->dp, r->model, &o, &r->mem)) ||
+	    (rc = dp_init_weights(r->dp, c->training.seed)))
 		return rc;
-	dp_init_weights(r->dp, c->training.seed);
 	if ((rc = llama_tensors(&c->model, &ti, &nt)))
 		return rc;
 	pc = dp_pieces(r->dp, &np);
@@ -598,6 +613,44 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 			    c->metrics.jsonl, c->metrics.tensorboard);
 }
 
+/* The squared L2 norm of the whole gradient, on every rank.  The shard
+ * group covers the model once (replicas hold the same shards); so does
+ * the tp group, except for the tensors every tp rank holds whole (the
+ * norms), which each tp rank counts 1/tp of. */
+static int grad_sumsq(run *r, double *out)
+{
+	const llama_config *cfg = &r->model->cfg;
+	int tp = r->mesh->layout.tp, np, nt, rc;
+	float **g = dp_grads(r->dp);
+	const dp_piece *pc = dp_pieces(r->dp, &np);
+	llama_tensor_info *ti;
+	double sum = 0, whole = 0;
+
+	if (tp == 1) {
+		sum = grad_sumsq_flat(&kernels_cpu, g, dp_shard_numel(r->dp), dp_nchunks(r->dp));
+	} else {
+		if ((rc = llama_tensors_tp(cfg, tp, &ti, &nt)))
+			return rc;
+		for (int i = 0; i < np; i++) {
+			double s = kernels_cpu.sumsq(g[pc[i].chunk] + pc[i].offset,
+						     (size_t)(pc[i].rows * pc[i].cols));
+
+			if (ti[pc[i].tensor].tp_dim < 0)
+				whole += s;
+			else
+				sum += s;
+		}
+		free(ti);
+		sum += whole / tp;
+		if ((rc = comm_all_reduce(r->mesh->tp, &sum, 1, COMM_F64, COMM_SUM)))
+			return rc;
+	}
+	if ((rc = dp_sum(r->dp, &sum)))
+		return rc;
+	*out = sum;
+	return 0;
+}
+
 /* One optimizer step over accum micro-batches; the mean loss in *loss. */
 static int train_step(run *r, double *loss, double *norm, double *data_s)
 {
@@ -622,9 +675,7 @@ static int train_step(run *r, double *loss, double *norm, double *data_s)
 	*loss = sum / r->accum;
 	if ((rc = dp_finish_grads(r->dp)) || (rc = dp_mean(r, loss)))
 		return rc;
-	sumsq = grad_sumsq_flat(&kernels_cpu, dp_grads(r->dp), dp_shard_numel(r->dp),
-				dp_nchunks(r->dp));
-	if ((rc = dp_sum(r->dp, &sumsq)))
+	if ((rc = grad_sumsq(r, &sumsq)))
 		return rc;
 	*norm = sqrt(sumsq);
 	if (!isfinite(*loss) || !isfinite(*norm))
@@ -723,6 +774,7 @@ static void run_free(run *r)
 		free(r->ct_names[i]);
 	free(r->ct_names);
 	free(r->ct);
+	free(r->cs);
 	free(r->seg);
 	adamw_free(r->opt);
 	dp_free(r->dp);
