@@ -73,8 +73,23 @@ parity() {
 	parity 4 --training.local_batch_size=1 --parallelism.data_parallel_replicate_degree=2
 }
 
-@test "tensor parallel on 2 ranks follows the single-rank loss curve" {
+@test "tensor parallel on 2 ranks, with and without sequence parallel, follows the curve" {
 	parity 2 --training.local_batch_size=4 --parallelism.tensor_parallel_degree=2
+	parity 2 --training.local_batch_size=4 --parallelism.tensor_parallel_degree=2 \
+		--parallelism.sequence_parallel=false
+}
+
+@test "under FSDP 2 x TP 2 with sequence parallel titan-mem predicts the peak" {
+	local wide="--model.dim=256 --model.n_heads=8 --model.n_kv_heads=4"
+	# shellcheck disable=SC2086
+	train_on 4 --training.local_batch_size=2 --training.steps=1 $wide \
+		--parallelism.tensor_parallel_degree=2 2>four.err
+	grep -q "tensor parallel over 2 ranks with sequence parallel" four.err
+	# shellcheck disable=SC2086
+	titan-mem $TINY $wide --training.local_batch_size=2 --parallelism.tensor_parallel_degree=2 \
+		--world-size 4 --json >mem.json
+	grep -q "measured $(jq .tracked_bytes mem.json | awk '{ printf "%.1f", $1 / 1048576 }') MiB" four.err ||
+		{ jq .tracked_bytes mem.json >&2; grep memory four.err >&2; return 1; }
 }
 
 @test "tensor parallel on 4 ranks follows the single-rank loss curve (4 kv heads)" {

@@ -182,6 +182,10 @@ static const struct config_key keys[] = {
 	{ .section = "parallelism", .name = "context_parallel_degree", .type = K_INT,
 	  .def = "1", AT(parallelism.context_parallel_degree), .range = R_LO, .lo = 1,
 	  .help = "context-parallel degree" },
+	{ .section = "parallelism", .name = "sequence_parallel", .type = K_BOOL, .def = "true",
+	  AT(parallelism.sequence_parallel),
+	  .help = "with tensor parallel, split the norms and the residual stream over the "
+		  "sequence" },
 	{ .section = "parallelism", .name = "fsdp_reshard_after_forward", .type = K_ENUM,
 	  .def = "default", .choices = CHOICES("default", "always", "never"),
 	  AT(parallelism.fsdp_reshard_after_forward),

@@ -82,6 +82,7 @@ typedef struct train_config {
 		int tensor_parallel_degree, pipeline_parallel_degree;
 		int context_parallel_degree;
 		reshard_kind fsdp_reshard_after_forward;
+		bool sequence_parallel;  /* with tp > 1 */
 	} parallelism;
 	struct {
 		int init_timeout_seconds;   /* start-up: the launcher's ranks meet */

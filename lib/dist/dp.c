@@ -30,6 +30,7 @@ struct dp {
 	int *first_piece, *npiece;   /* [nchunks] pieces of each chunk */
 	size_t *chunk_off;           /* [npieces] the tensor's offset in its chunk */
 	int64_t *trows;              /* [npieces] the tensor's rows (dim 0) */
+	bool *tp_whole;              /* [npieces] whole on every tp rank (a norm) */
 	float **params, **grads;     /* [nchunks] shards */
 
 	/* n > 1 */
@@ -103,7 +104,8 @@ static int make_pieces(dp *d)
 	d->pieces = calloc((size_t)nt, sizeof *d->pieces);
 	d->chunk_off = calloc((size_t)nt, sizeof *d->chunk_off);
 	d->trows = calloc((size_t)nt, sizeof *d->trows);
-	if (!d->pieces || !d->chunk_off || !d->trows) {
+	d->tp_whole = calloc((size_t)nt, sizeof *d->tp_whole);
+	if (!d->pieces || !d->chunk_off || !d->trows || !d->tp_whole) {
 		free(t);
 		return titan_err_nomem();
 	}
@@ -124,6 +126,7 @@ static int make_pieces(dp *d)
 		d->numel[c] += p->padded;
 		d->chunk_off[i] = t[i].offset;
 		d->trows[i] = rows;
+		d->tp_whole[i] = t[i].tp_dim < 0;
 		if (d->first_piece[c] == NONE)
 			d->first_piece[c] = i;
 		d->npiece[c]++;
@@ -348,6 +351,20 @@ static int hook_tp_max(void *arg, float *buf, size_t n)
 	return comm_all_reduce(d->tp, buf, n, COMM_F32, COMM_MAX);
 }
 
+static int hook_tp_all_gather(void *arg, const float *send, float *recv, size_t n)
+{
+	dp *d = arg;
+
+	return comm_all_gather(d->tp, send, recv, n, COMM_F32);
+}
+
+static int hook_tp_reduce_scatter(void *arg, const float *send, float *recv, size_t n)
+{
+	dp *d = arg;
+
+	return comm_reduce_scatter(d->tp, send, recv, n, COMM_F32, COMM_SUM);
+}
+
 /* --- setup --- */
 
 int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
@@ -420,7 +437,9 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 			goto fail;
 	}
 	d->hooks = (llama_hooks){ .arg = d, .acquire = hook_acquire, .release = hook_release,
-				  .tp_sum = hook_tp_sum, .tp_max = hook_tp_max };
+				  .tp_sum = hook_tp_sum, .tp_max = hook_tp_max,
+				  .tp_all_gather = hook_tp_all_gather,
+				  .tp_reduce_scatter = hook_tp_reduce_scatter };
 	m->hooks = &d->hooks;
 	*out = d;
 	return 0;
@@ -457,6 +476,7 @@ void dp_free(dp *d)
 	free(d->pieces);
 	free(d->chunk_off);
 	free(d->trows);
+	free(d->tp_whole);
 	free(d->params);
 	free(d->grads);
 	free(d->wparam);
@@ -535,6 +555,15 @@ int dp_finish_grads(dp *d)
 		d->ar_req[c] = NULL;
 		if (!rc)
 			rc = r;
+	}
+	/* Under sequence parallel each tp rank saw its rows only: the norms'
+	 * gradients (whole on every tp rank) are partial sums. */
+	for (int i = 0; !rc && d->m->sp && d->m->tp > 1 && i < d->npieces; i++) {
+		const dp_piece *p = &d->pieces[i];
+
+		if (d->tp_whole[i] && p->rows)
+			rc = comm_all_reduce(d->tp, d->grads[p->chunk] + p->offset,
+					     (size_t)(p->rows * p->cols), COMM_F32, COMM_SUM);
 	}
 	return rc ? titan_err_prefix(rc, "data parallel: reducing gradients") : 0;
 }

@@ -160,6 +160,9 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int fir
 	}
 	a.scratch = r64(Ns * k->C, es) + r64(N * k->C, es) +
 		    r64(TITAN_MAX(3 * N * k->F, 2 * N * k->q + 2 * N * k->kv), es);
+	/* sequence parallel: a gathered gradient and a shard of one */
+	if (Ns < N)
+		a.scratch += r64(N * k->C, es) + r64(Ns * k->C, es);
 	return a;
 }
 
@@ -216,9 +219,9 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	struct stage_chunks sc;
 	struct acts a, none;
 	double fl;
-	/* data and tensor parallelism (without sequence parallel) on the CPU
-	 * are measured; the rest is design */
-	bool par = (o->par.tp > 1 && o->sequence_parallel) || o->par.cp > 1 || o->par.pp > 1;
+	/* data and tensor parallelism on the CPU are measured; the rest is
+	 * design */
+	bool par = o->par.cp > 1 || o->par.pp > 1;
 
 	memset(st, 0, sizeof *st);
 	microbatches(o, &nmb, &mb);
@@ -358,7 +361,7 @@ int mem_model_from_config(mem_model_opts *o, const train_config *c, int world_si
 	o->ac_every = c->activation_checkpoint.selective_every;
 	o->cuda = c->training.device && !strcmp(c->training.device, "cuda");
 	o->prec = o->cuda ? MEM_PREC_BF16 : MEM_PREC_FP32;
-	o->sequence_parallel = true;
+	o->sequence_parallel = c->parallelism.sequence_parallel;
 	o->pp_schedule = MEM_PP_1F1B;
 	o->pp_virtual = 1;
 	o->async_checkpoint = c->checkpoint.enable && c->checkpoint.async;
@@ -473,7 +476,6 @@ int mem_model_predict_tracked(const train_config *c, int world_size, size_t *byt
 	*bytes = 0;
 	if ((rc = mem_model_from_config(&o, c, world_size)))
 		return rc;
-	o.sequence_parallel = false;   /* the CPU trainer's tensor parallel has none */
 	if ((rc = mem_model_estimate(&o, &r)))
 		return rc;
 	*bytes = r.stage[r.worst].tracked;

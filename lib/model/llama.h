@@ -105,6 +105,11 @@ typedef struct llama_hooks {
 	 * every tp rank's buf, in place */
 	int (*tp_sum)(void *arg, float *buf, size_t n);
 	int (*tp_max)(void *arg, float *buf, size_t n);
+	/* sequence parallel: recv (tp x n) gets every tp rank's send (n) in
+	 * rank order; recv (n) gets this rank's block of the sum of every tp
+	 * rank's send (tp x n) */
+	int (*tp_all_gather)(void *arg, const float *send, float *recv, size_t n);
+	int (*tp_reduce_scatter)(void *arg, const float *send, float *recv, size_t n);
 } llama_hooks;
 
 struct llama_model {
@@ -122,6 +127,12 @@ struct llama_model {
 	size_t act_bytes;        /* bytes of activations + scratch in the plan */
 	bool with_grads;         /* backward allowed */
 	int tp, tp_rank;         /* tensor parallel degree and this rank (1, 0: none) */
+	/* Sequence parallel (tp > 1; set before llama_plan): the residual
+	 * stream and the norms hold 1/tp of the rows (tokens), all-gathered
+	 * before the column-parallel matmuls, reduce-scattered after the
+	 * row-parallel ones; the norm weights' gradients are then partial
+	 * sums over the tp ranks, which the caller adds up. */
+	bool sp;
 	bool views;              /* params/grads are someone else's buffers */
 	const llama_hooks *hooks;  /* NULL: params and grads are always there */
 };

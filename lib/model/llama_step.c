@@ -38,7 +38,8 @@ struct llama_acts {
 	uint32_t *ids;           /* [N] inputs of the last forward */
 	uint32_t *lids;          /* [N] tensor parallel: ids in this rank's vocabulary slice */
 	bool *in_vocab;          /* [N] tensor parallel: the id falls in the slice */
-	float *dresid, *dx;      /* [N, C] residual gradient, norm output gradient */
+	float *dresid, *dx;      /* [Ns, C] residual gradient, [N, C] norm output gradient */
+	float *full, *dxs;       /* sequence parallel: [N, C] gathered gradient, [Ns, C] shard */
 	float *scratch;          /* max(3 N F, 2 N H D + 2 N KV D) */
 	bool backward_ready;     /* last forward had labels and dloss != 0 */
 };
@@ -46,6 +47,8 @@ struct llama_acts {
 struct dims {
 	int B, T, N, C, H, KV, D, F, V, L;
 	int tp;                  /* H, KV, F, V are a tp rank's share */
+	int Ns;                  /* rows of the residual stream here: N / tp under
+	                            sequence parallel, else N */
 	size_t q, kv;            /* H * D, KV * D */
 };
 
@@ -59,6 +62,8 @@ static struct dims dims_of(const llama_model *m)
 		.KV = c->n_kv_heads / tp, .D = c->dim / c->n_heads, .F = c->ffn_hidden / tp,
 		.V = c->vocab_size / tp, .L = c->n_layers, .tp = tp,
 	};
+
+	d.Ns = m->sp && tp > 1 ? d.N / tp : d.N;
 
 	d.q = (size_t)d.H * d.D;
 	d.kv = (size_t)d.KV * d.D;
@@ -92,18 +97,18 @@ static void *take(char *base, size_t *off, size_t n, size_t sz)
 
 static void carve_layer(struct layer_acts *s, char *base, size_t *off, const struct dims *d)
 {
-	size_t N = (size_t)d->N, F = (size_t)d->F;
+	size_t N = (size_t)d->N, F = (size_t)d->F, Ns = (size_t)d->Ns;
 
 	s->xn1 = take(base, off, N * d->C, sizeof(float));
-	s->rstd1 = take(base, off, N, sizeof(float));
+	s->rstd1 = take(base, off, Ns, sizeof(float));
 	s->q = take(base, off, N * d->q, sizeof(float));
 	s->k = take(base, off, N * d->kv, sizeof(float));
 	s->v = take(base, off, N * d->kv, sizeof(float));
 	s->att = take(base, off, N * d->q, sizeof(float));
 	s->lse = take(base, off, N * d->H, sizeof(float));
-	s->h_mid = take(base, off, N * d->C, sizeof(float));
+	s->h_mid = take(base, off, Ns * d->C, sizeof(float));
 	s->xn2 = take(base, off, N * d->C, sizeof(float));
-	s->rstd2 = take(base, off, N, sizeof(float));
+	s->rstd2 = take(base, off, Ns, sizeof(float));
 	s->a = take(base, off, N * F, sizeof(float));
 	s->b = take(base, off, N * F, sizeof(float));
 	s->g = take(base, off, N * F, sizeof(float));
@@ -111,13 +116,13 @@ static void carve_layer(struct layer_acts *s, char *base, size_t *off, const str
 
 static size_t carve(llama_acts *a, char *base, const struct dims *d)
 {
-	size_t off = 0, N = (size_t)d->N, C = (size_t)d->C;
+	size_t off = 0, N = (size_t)d->N, C = (size_t)d->C, Ns = (size_t)d->Ns;
 	size_t scratch = TITAN_MAX(3 * N * d->F, 2 * N * d->q + 2 * N * d->kv);
 	struct layer_acts shared;
 	bool any_shared = false;
 
 	for (int l = 0; l <= d->L; l++)
-		a->resid[l] = take(base, &off, N * C, sizeof(float));
+		a->resid[l] = take(base, &off, Ns * C, sizeof(float));
 	for (int l = 0; l < d->L; l++) {
 		if (a->recompute[l])
 			any_shared = true;
@@ -131,7 +136,7 @@ static size_t carve(llama_acts *a, char *base, const struct dims *d)
 				a->layer[l] = shared;
 	}
 	a->xf = take(base, &off, N * C, sizeof(float));
-	a->rstdf = take(base, &off, N, sizeof(float));
+	a->rstdf = take(base, &off, Ns, sizeof(float));
 	a->logits = take(base, &off, N * d->V, sizeof(float));
 	a->losses = take(base, &off, N, sizeof(float));
 	a->cos_tab = take(base, &off, (size_t)d->T * (d->D / 2), sizeof(float));
@@ -143,8 +148,12 @@ static size_t carve(llama_acts *a, char *base, const struct dims *d)
 		a->lids = take(base, &off, N, sizeof(uint32_t));
 		a->in_vocab = take(base, &off, N, sizeof(bool));
 	}
-	a->dresid = take(base, &off, N * C, sizeof(float));
+	a->dresid = take(base, &off, Ns * C, sizeof(float));
 	a->dx = take(base, &off, N * C, sizeof(float));
+	if (Ns < N) {
+		a->full = take(base, &off, N * C, sizeof(float));
+		a->dxs = take(base, &off, Ns * C, sizeof(float));
+	}
 	a->scratch = take(base, &off, scratch, sizeof(float));
 	return off;
 }
@@ -204,6 +213,9 @@ int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_eve
 	if ((int64_t)B * T > INT_MAX / TITAN_MAX(c->vocab_size, c->ffn_hidden))
 		return titan_err(TITAN_EUSAGE, "batch shape %d x %d: too many tokens for one "
 				 "micro-batch", B, T);
+	if (m->sp && m->tp > 1 && ((int64_t)B * T) % m->tp)
+		return titan_err(TITAN_EUSAGE, "sequence parallel: tp=%d does not divide the %d x "
+				 "%d tokens of a micro-batch", m->tp, B, T);
 	if (ac == LLAMA_AC_SELECTIVE && selective_every < 1)
 		return titan_err(TITAN_EUSAGE, "activation_checkpoint.selective_every: %d must "
 				 "be at least 1", selective_every);
@@ -256,6 +268,69 @@ static int tp_max(llama_model *m, float *buf, size_t n)
 	return m->tp > 1 ? m->hooks->tp_max(m->hooks->arg, buf, n) : 0;
 }
 
+/* RMS norm of the residual stream's rows into out, whole: under sequence
+ * parallel each tp rank normalises its rows and the results are
+ * all-gathered (the column-parallel matmuls read every row). */
+static int norm_gather(llama_model *m, float *out, float *rstd, const float *x, const float *w)
+{
+	llama_acts *a = m->acts;
+	struct dims d = dims_of(m);
+	float eps = (float)m->cfg.norm_eps;
+
+	if (d.Ns == d.N) {
+		m->ops->rmsnorm_forward(out, rstd, x, w, d.N, d.C, eps);
+		return 0;
+	}
+	m->ops->rmsnorm_forward(a->dxs, rstd, x, w, d.Ns, d.C, eps);
+	return m->hooks->tp_all_gather(m->hooks->arg, a->dxs, out, (size_t)d.Ns * d.C);
+}
+
+/* The partial output of a row-parallel matmul (or the vocab-parallel
+ * embedding), in part: summed over the tp ranks into out, or under
+ * sequence parallel reduce-scattered into out's rows.  part and out may
+ * be the same buffer without sequence parallel. */
+static int reduce_rows(llama_model *m, float *part, float *out)
+{
+	struct dims d = dims_of(m);
+
+	if (d.Ns == d.N)
+		return tp_sum(m, out, (size_t)d.N * d.C);
+	return m->hooks->tp_reduce_scatter(m->hooks->arg, part, out, (size_t)d.Ns * d.C);
+}
+
+/* Where a row-parallel matmul writes its partial output for out. */
+static float *partial_for(llama_model *m, float *out)
+{
+	return dims_of(m).Ns == dims_of(m).N ? out : m->acts->dx;
+}
+
+/* Backward's mirror images: the residual gradient with every row (for the
+ * matmuls that read it), and the partial gradient of a norm's output
+ * reduced to this rank's rows. */
+static int gather_grad(llama_model *m, float *dr, float **whole)
+{
+	struct dims d = dims_of(m);
+	llama_acts *a = m->acts;
+
+	*whole = dr;
+	if (d.Ns == d.N)
+		return 0;
+	*whole = a->full;
+	return m->hooks->tp_all_gather(m->hooks->arg, dr, a->full, (size_t)d.Ns * d.C);
+}
+
+static int scatter_grad(llama_model *m, float *dx, float **rows)
+{
+	struct dims d = dims_of(m);
+	llama_acts *a = m->acts;
+
+	*rows = dx;
+	if (d.Ns == d.N)
+		return tp_sum(m, dx, (size_t)d.N * d.C);
+	*rows = a->dxs;
+	return m->hooks->tp_reduce_scatter(m->hooks->arg, dx, a->dxs, (size_t)d.Ns * d.C);
+}
+
 /* One block's forward from resid[l] into its activation set; with
  * write_out, also its output resid[l + 1] (a recomputation skips it: the
  * value is already there and backward does not read it). */
@@ -267,12 +342,13 @@ static int block_forward(llama_model *m, int l, bool write_out)
 	struct dims d = dims_of(m);
 	float *x = a->resid[l];
 	llama_block_weights w;
-	size_t NC = (size_t)d.N * d.C, NF = (size_t)d.N * d.F;
+	size_t NsC = (size_t)d.Ns * d.C, NF = (size_t)d.N * d.F;
+	float *part;
 	int rc;
 
 	llama_block_view_tp(&m->cfg, m->tp, m->params[1 + l], &w);
-	op->rmsnorm_forward(s->xn1, s->rstd1, x, w.attention_norm, d.N, d.C,
-			    (float)m->cfg.norm_eps);
+	if ((rc = norm_gather(m, s->xn1, s->rstd1, x, w.attention_norm)))
+		return rc;
 	op->matmul_forward(s->q, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
 	op->matmul_forward(s->k, s->xn1, w.wk, d.N, d.C, (int)d.kv, false);
 	op->matmul_forward(s->v, s->xn1, w.wv, d.N, d.C, (int)d.kv, false);
@@ -281,21 +357,23 @@ static int block_forward(llama_model *m, int l, bool write_out)
 	op->attention_forward(s->att, s->lse, s->q, s->k, s->v, a->seg, d.B, d.T, d.H,
 			      d.KV, d.D);
 	/* wo is row-parallel: each tp rank's heads give a partial sum */
-	op->matmul_forward(s->h_mid, s->att, w.wo, d.N, (int)d.q, d.C, false);
-	if ((rc = tp_sum(m, s->h_mid, NC)))
+	part = partial_for(m, s->h_mid);
+	op->matmul_forward(part, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	if ((rc = reduce_rows(m, part, s->h_mid)))
 		return rc;
-	op->add_inplace(s->h_mid, x, NC);
+	op->add_inplace(s->h_mid, x, NsC);
 
-	op->rmsnorm_forward(s->xn2, s->rstd2, s->h_mid, w.ffn_norm, d.N, d.C,
-			    (float)m->cfg.norm_eps);
+	if ((rc = norm_gather(m, s->xn2, s->rstd2, s->h_mid, w.ffn_norm)))
+		return rc;
 	op->matmul_forward(s->a, s->xn2, w.w1, d.N, d.C, d.F, false);
 	op->matmul_forward(s->b, s->xn2, w.w3, d.N, d.C, d.F, false);
 	op->swiglu_forward(s->g, s->a, s->b, NF);
 	if (write_out) {
-		op->matmul_forward(a->resid[l + 1], s->g, w.w2, d.N, d.F, d.C, false);
-		if ((rc = tp_sum(m, a->resid[l + 1], NC)))
+		part = partial_for(m, a->resid[l + 1]);
+		op->matmul_forward(part, s->g, w.w2, d.N, d.F, d.C, false);
+		if ((rc = reduce_rows(m, part, a->resid[l + 1])))
 			return rc;
-		op->add_inplace(a->resid[l + 1], s->h_mid, NC);
+		op->add_inplace(a->resid[l + 1], s->h_mid, NsC);
 	}
 	return 0;
 }
@@ -309,7 +387,7 @@ static int block_backward(llama_model *m, int l)
 	struct layer_acts *s = &a->layer[l];
 	struct dims d = dims_of(m);
 	size_t NF = (size_t)d.N * d.F;
-	float *dr = a->dresid, *dx = a->dx;
+	float *dr = a->dresid, *dx = a->dx, *drw, *dxr;
 	float *dg = a->scratch, *da = dg + NF, *db = da + NF;
 	float *datt = a->scratch, *dq = datt + (size_t)d.N * d.q;
 	float *dk = dq + (size_t)d.N * d.q, *dv = dk + (size_t)d.N * d.kv;
@@ -320,17 +398,21 @@ static int block_backward(llama_model *m, int l)
 	llama_block_view_tp(&m->cfg, m->tp, m->grads[1 + l], &dw);
 
 	/* feed forward: out = h_mid + w2(silu(w1 xn2) * w3 xn2) */
-	op->matmul_backward(dg, dw.w2, dr, s->g, w.w2, d.N, d.F, d.C, false);
+	if ((rc = gather_grad(m, dr, &drw)))
+		return rc;
+	op->matmul_backward(dg, dw.w2, drw, s->g, w.w2, d.N, d.F, d.C, false);
 	op->swiglu_backward(da, db, dg, s->a, s->b, NF);
 	op->matmul_backward(dx, dw.w1, da, s->xn2, w.w1, d.N, d.C, d.F, false);
 	op->matmul_backward(dx, dw.w3, db, s->xn2, w.w3, d.N, d.C, d.F, true);
 	/* w1, w3 are column-parallel: their input gradient is partial */
-	if ((rc = tp_sum(m, dx, (size_t)d.N * d.C)))
+	if ((rc = scatter_grad(m, dx, &dxr)))
 		return rc;
-	op->rmsnorm_backward(dr, dw.ffn_norm, dx, s->h_mid, w.ffn_norm, s->rstd2, d.N, d.C);
+	op->rmsnorm_backward(dr, dw.ffn_norm, dxr, s->h_mid, w.ffn_norm, s->rstd2, d.Ns, d.C);
 
 	/* attention: h_mid = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)) */
-	op->matmul_backward(datt, dw.wo, dr, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	if ((rc = gather_grad(m, dr, &drw)))
+		return rc;
+	op->matmul_backward(datt, dw.wo, drw, s->att, w.wo, d.N, (int)d.q, d.C, false);
 	op->attention_backward(dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, a->seg,
 			       d.B, d.T, d.H, d.KV, d.D);
 	op->rope_backward(dq, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
@@ -338,10 +420,10 @@ static int block_backward(llama_model *m, int l)
 	op->matmul_backward(dx, dw.wq, dq, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
 	op->matmul_backward(dx, dw.wk, dk, s->xn1, w.wk, d.N, d.C, (int)d.kv, true);
 	op->matmul_backward(dx, dw.wv, dv, s->xn1, w.wv, d.N, d.C, (int)d.kv, true);
-	if ((rc = tp_sum(m, dx, (size_t)d.N * d.C)))
+	if ((rc = scatter_grad(m, dx, &dxr)))
 		return rc;
-	op->rmsnorm_backward(dr, dw.attention_norm, dx, a->resid[l], w.attention_norm,
-			     s->rstd1, d.N, d.C);
+	op->rmsnorm_backward(dr, dw.attention_norm, dxr, a->resid[l], w.attention_norm,
+			     s->rstd1, d.Ns, d.C);
 	return 0;
 }
 
@@ -371,6 +453,7 @@ static int embed(llama_model *m)
 	llama_acts *a = m->acts;
 	struct dims d = dims_of(m);
 	uint32_t v0 = (uint32_t)(m->tp_rank * d.V);
+	float *part;
 
 	if (m->tp <= 1) {
 		m->ops->embedding_forward(a->resid[0], a->ids, m->params[0], d.N, d.C);
@@ -380,11 +463,12 @@ static int embed(llama_model *m)
 		a->in_vocab[n] = a->ids[n] >= v0 && a->ids[n] - v0 < (uint32_t)d.V;
 		a->lids[n] = a->in_vocab[n] ? a->ids[n] - v0 : 0;
 	}
-	m->ops->embedding_forward(a->resid[0], a->lids, m->params[0], d.N, d.C);
+	part = partial_for(m, a->resid[0]);
+	m->ops->embedding_forward(part, a->lids, m->params[0], d.N, d.C);
 	for (int n = 0; n < d.N; n++)
 		if (!a->in_vocab[n])
-			memset(a->resid[0] + (size_t)n * d.C, 0, (size_t)d.C * sizeof(float));
-	return tp_sum(m, a->resid[0], (size_t)d.N * d.C);
+			memset(part + (size_t)n * d.C, 0, (size_t)d.C * sizeof(float));
+	return reduce_rows(m, part, a->resid[0]);
 }
 
 /* Loss-parallel cross-entropy: each tp rank holds the logits of its slice
@@ -492,8 +576,8 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	if ((rc = acquire(m, d.L + 1, pass)) || (tied && (rc = acquire(m, 0, pass))))
 		return rc;
 	norm_w = m->params[d.L + 1];
-	op->rmsnorm_forward(a->xf, a->rstdf, a->resid[d.L], norm_w, d.N, d.C,
-			    (float)m->cfg.norm_eps);
+	if ((rc = norm_gather(m, a->xf, a->rstdf, a->resid[d.L], norm_w)))
+		return rc;
 	op->matmul_forward(a->logits, a->xf, output_weight(m, m->params), d.N, d.C, d.V,
 			   false);
 	if ((rc = release(m, d.L + 1, pass)) || (tied && (rc = release(m, 0, pass))))
@@ -524,6 +608,7 @@ int llama_backward(llama_model *m)
 	const llama_pass B = LLAMA_PASS_BACKWARD;
 	llama_acts *a = m->acts;
 	struct dims d;
+	float *dxr, *drw;
 	bool tied;
 	int rc;
 
@@ -543,14 +628,14 @@ int llama_backward(llama_model *m)
 	op->matmul_backward(a->dx, output_weight(m, m->grads), a->logits, a->xf,
 			    output_weight(m, m->params), d.N, d.C, d.V, false);
 	/* the output is column-parallel over the vocabulary */
-	if ((rc = tp_sum(m, a->dx, (size_t)d.N * d.C)))
+	if ((rc = scatter_grad(m, a->dx, &dxr)))
 		return rc;
 	/* rmsnorm_backward adds into its input gradient, and nothing else
 	 * reaches the last residual; the op table has no fill, and plan
 	 * memory is host memory */
-	memset(a->dresid, 0, (size_t)d.N * d.C * sizeof(float));
-	op->rmsnorm_backward(a->dresid, m->grads[d.L + 1], a->dx, a->resid[d.L],
-			     m->params[d.L + 1], a->rstdf, d.N, d.C);
+	memset(a->dresid, 0, (size_t)d.Ns * d.C * sizeof(float));
+	op->rmsnorm_backward(a->dresid, m->grads[d.L + 1], dxr, a->resid[d.L],
+			     m->params[d.L + 1], a->rstdf, d.Ns, d.C);
 	if ((rc = release(m, d.L + 1, B)))
 		return rc;
 	for (int l = d.L - 1; l >= 0; l--) {
@@ -570,10 +655,12 @@ int llama_backward(llama_model *m)
 		return rc;
 	if (m->tp > 1) {
 		/* rows of tokens another tp rank holds add nothing here */
+		if ((rc = gather_grad(m, a->dresid, &drw)))
+			return rc;
 		for (int n = 0; n < d.N; n++)
 			if (!a->in_vocab[n])
-				memset(a->dresid + (size_t)n * d.C, 0, (size_t)d.C * sizeof(float));
-		op->embedding_backward(m->grads[0], a->dresid, a->lids, d.N, d.C);
+				memset(drw + (size_t)n * d.C, 0, (size_t)d.C * sizeof(float));
+		op->embedding_backward(m->grads[0], drw, a->lids, d.N, d.C);
 	} else {
 		op->embedding_backward(m->grads[0], a->dresid, a->ids, d.N, d.C);
 	}

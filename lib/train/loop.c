@@ -437,7 +437,8 @@ static void log_setup(run *r, const train_result *res)
 		char tp[64] = "";
 
 		if (l->tp > 1)
-			snprintf(tp, sizeof tp, ", tensor parallel over %d ranks", l->tp);
+			snprintf(tp, sizeof tp, ", tensor parallel over %d ranks%s", l->tp,
+				 r->model->sp ? " with sequence parallel" : "");
 		log_info(r->log, "parallelism: %d ranks (%s), dp_replicate=%d x dp_shard=%d x "
 			 "tp=%d: %s%s%s", comm_size(r->world), comm_backend(r->world),
 			 l->dp_replicate, l->dp_shard, l->tp, kind,
@@ -495,8 +496,10 @@ static int make_model(run *r, const adamw_config *ac)
 	int nt, np, rc;
 
 	if ((rc = llama_new_views(&r->model, &c->model, &kernels_cpu, &r->mem,
-				  r->mesh->layout.tp, r->mesh->me.tp)) ||
-	    (rc = dp_new(&r->dp, r->model, &o, &r->mem)) ||
+				  r->mesh->layout.tp, r->mesh->me.tp)))
+		return rc;
+	r->model->sp = r->mesh->layout.tp > 1 && c->parallelism.sequence_parallel;
+	if ((rc = dp_new(&r->dp, r->model, &o, &r->mem)) ||
 	    (rc = dp_init_weights(r->dp, c->training.seed)))
 		return rc;
 	if ((rc = llama_tensors(&c->model, &ti, &nt)))
