@@ -167,3 +167,25 @@ int cli_parse_config_args(const opt_spec *specs, int argc, char **argv,
 	*noverrides = nov;
 	return 0;
 }
+
+void cli_rank_failed(comm *world, titan_log *log, int rc, bool everyones)
+{
+	if (rc == TITAN_EUSAGE || everyones) {
+		if (comm_rank(world) == 0) {
+			log_error(log, "%s", titan_errmsg());
+			if (rc == TITAN_EUSAGE)
+				fprintf(stderr, "try '%s --help'\n", log->prog);
+			fflush(stderr);
+		}
+		/* the others wait for the message: the launcher stops the job
+		 * as soon as one rank exits with an error */
+		comm_barrier(world);
+		comm_free(world);
+		exit(titan_exit_code(rc));
+	}
+	titan_err_prefix(rc, "rank %d of %d", comm_rank(world), comm_size(world));
+	log_error(log, "%s", titan_errmsg());
+	fflush(stderr);
+	comm_abort(world, titan_exit_code(rc));
+	exit(titan_exit_code(rc));   /* the self backend's abort returns */
+}

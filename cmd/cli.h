@@ -6,6 +6,7 @@
 #include "core/base.h"
 #include "core/log.h"
 #include "core/opt.h"
+#include "dist/comm.h"
 #include "tok/tok.h"
 
 typedef int (*cli_fn)(int argc, char **argv, titan_log *log);
@@ -29,6 +30,14 @@ int cli_main(const cli_tool *tool, int argc, char **argv);
 
 /* "usage: SYNOPSIS" and the option table, on stdout. */
 void cli_print_help(const char *synopsis, const opt_spec *specs);
+
+/* A failure on one rank of several (never returns).  A usage error, or
+ * one that every rank meets alike (everyones: the same config or input),
+ * is reported by rank 0 while the others wait, then every rank exits with
+ * its status.  Anything else is this rank's alone: it is reported with the
+ * rank, and the launcher is told to stop every rank at once rather than
+ * let them wait for this one until their timeout. */
+void cli_rank_failed(comm *world, titan_log *log, int rc, bool everyones);
 
 /* Flush stdout and turn a write error into a titan error. */
 int cli_finish_stdout(void);

@@ -10,6 +10,8 @@
 #include <math.h>
 
 #include "cli.h"
+#include "dist/comm.h"
+#include "dist/tp.h"
 #include "core/buf.h"
 #include "core/file.h"
 #include "gen/gen.h"
@@ -53,6 +55,7 @@ static const char usage_top[] =
 	"      --jsonl               JSON lines in, {\"prompt\", \"max_new_tokens\"}; JSON lines out\n"
 	"      --batch N             --jsonl: prompts decoded together (default 8)\n"
 	"      --score               log-probabilities of the input instead of sampling\n"
+	"      --tp N                tensor parallel over the N ranks of mpirun -np N\n"
 	"  -q, --quiet               only errors\n"
 	"  -v, --verbose             prefill and decode speed on stderr\n"
 	"  -h, --help                this help\n"
@@ -63,7 +66,7 @@ static const char usage_top[] =
 struct args {
 	const char *model, *ids_file;
 	cli_tok_args tok;
-	long long max_new, top_k, seed, batch;
+	long long max_new, top_k, seed, batch, tp;
 	const char *temperature, *top_p;
 	opt_list stops;
 	bool no_bos, ignore_eos, json, jsonl, score;
@@ -84,6 +87,10 @@ struct ctx {
 	/* speed, over the whole run */
 	double prefill_s, decode_s;
 	uint64_t prefill_tokens, decode_tokens;
+	/* tensor parallel (--tp): every rank runs this same flow; rank 0
+	 * reads the input and writes the output */
+	comm *world;
+	llama_hooks tp_hooks;
 };
 
 /* One sequence to continue. */
@@ -144,9 +151,30 @@ static int parse_ids(const char *name, const titan_bytes *b, titan_u32s *out)
 	return 0;
 }
 
-static int read_input(const char *path, titan_bytes *out)
+/* A whole input file ("-": stdin).  Under --tp rank 0 reads it (only it
+ * has the launcher's stdin) and every rank gets the bytes, or the error. */
+static int read_input(const struct ctx *c, const char *path, titan_bytes *out)
 {
-	return file_read_all(path, out);
+	int64_t head[2] = { 0, 0 };   /* status, length */
+	int rc;
+
+	if (!c->world || comm_size(c->world) == 1)
+		return file_read_all(path, out);
+	if (comm_rank(c->world) == 0) {
+		head[0] = file_read_all(path, out);
+		head[1] = (int64_t)out->n;
+	}
+	if ((rc = comm_broadcast(c->world, head, 2, COMM_I64, 0)))
+		return rc;
+	if (head[0]) {
+		/* every rank fails alike; rank 0 has the message */
+		return comm_rank(c->world) == 0 ? (int)head[0]
+			: titan_err((int)head[0], "cannot read '%s'", path);
+	}
+	if (comm_rank(c->world) > 0 && (rc = bytes_reserve(out, (size_t)head[1])))
+		return rc;
+	out->n = (size_t)head[1];
+	return out->n ? comm_broadcast(c->world, out->v, out->n, COMM_U8, 0) : 0;
 }
 
 /* Ids of text, after BOS unless --no-bos. */
@@ -382,7 +410,7 @@ static int read_prompt(struct ctx *c, const char *operand, struct job *j)
 	int rc;
 
 	if (c->a.ids_file) {
-		if (!(rc = read_input(c->a.ids_file, &b)))
+		if (!(rc = read_input(c, c->a.ids_file, &b)))
 			rc = parse_ids(c->a.ids_file, &b, &j->prompt);
 		if (!rc)
 			rc = check_ids(c, &j->prompt, c->a.ids_file);
@@ -390,7 +418,7 @@ static int read_prompt(struct ctx *c, const char *operand, struct job *j)
 		return rc;
 	}
 	if (operand && !strcmp(operand, "-")) {
-		if ((rc = read_input("-", &b)))
+		if ((rc = read_input(c, "-", &b)))
 			return rc;
 	} else if (operand && (rc = bytes_append(&b, operand, strlen(operand)))) {
 		return rc;
@@ -597,8 +625,9 @@ static int run_jsonl(struct ctx *c, const char *operand)
 {
 	bool is_stdin = !operand || !strcmp(operand, "-");
 	const char *name = is_stdin ? "<stdin>" : operand;
-	FILE *fp = is_stdin ? stdin : fopen(operand, "rb");
-	struct job *jobs = calloc((size_t)c->a.batch, sizeof *jobs);
+	titan_bytes all = {0};
+	FILE *fp;
+	struct job *jobs;
 	char *s = NULL;
 	size_t cap = 0;
 	ssize_t got;
@@ -606,10 +635,20 @@ static int run_jsonl(struct ctx *c, const char *operand)
 	long line = 0;
 	uint64_t index = 0;
 
-	if (!fp) {
-		free(jobs);
-		return titan_err_errno(TITAN_EIO, "cannot open '%s'", operand);
+	if (c->world && comm_size(c->world) > 1) {
+		/* tensor parallel: the whole input first, the same on every rank */
+		if ((rc = read_input(c, is_stdin ? "-" : operand, &all)))
+			return rc;
+		is_stdin = false;
+		fp = all.n ? fmemopen(all.v, all.n, "rb") : fopen("/dev/null", "rb");
+	} else {
+		fp = is_stdin ? stdin : fopen(operand, "rb");
 	}
+	if (!fp) {
+		bytes_free(&all);
+		return titan_err_errno(TITAN_EIO, "cannot open '%s'", name);
+	}
+	jobs = calloc((size_t)c->a.batch, sizeof *jobs);
 	if (!jobs) {
 		rc = titan_err_nomem();
 		goto out;
@@ -642,6 +681,7 @@ static int run_jsonl(struct ctx *c, const char *operand)
 out:
 	if (!is_stdin)
 		fclose(fp);
+	bytes_free(&all);
 	free(s);
 	free(jobs);
 	return rc;
@@ -692,11 +732,49 @@ static int check_args(struct ctx *c, const opt_list *operands)
 		return titan_err(TITAN_EUSAGE, "--batch: %lld must be in 1..4096", a->batch);
 	if (a->top_k > INT_MAX)
 		return titan_err(TITAN_EUSAGE, "--top-k: %lld is too large", a->top_k);
+	if (a->tp < 0 || a->tp > 4096)
+		return titan_err(TITAN_EUSAGE, "--tp: %lld must be in 1..4096", a->tp);
 	if ((rc = parse_double(a->temperature, "--temperature", &c->sampling.temperature)) ||
 	    (rc = parse_double(a->top_p, "--top-p", &c->sampling.top_p)))
 		return rc;
 	c->sampling.top_k = (int)a->top_k;
 	return gen_sampling_check(&c->sampling);
+}
+
+/* --tp N under a launcher of N ranks: the world is the tp group.  Ranks
+ * other than 0 write nothing to stdout and log only with -v. */
+static int join_ranks(struct ctx *c)
+{
+	int rc, n;
+
+	if (c->a.tp <= 1 && !comm_launched())
+		return 0;
+	if ((rc = comm_world(&c->world, 0)))
+		return rc;
+	n = comm_size(c->world);
+	if (n != (c->a.tp ? c->a.tp : 1)) {
+		rc = titan_err(TITAN_EUSAGE, "--tp %lld with %d rank%s: launch as many ranks as "
+			       "--tp says (mpirun -np N titan-gen --tp N ...)", c->a.tp ? c->a.tp : 1,
+			       n, n == 1 ? "" : "s");
+		if (n == 1) {
+			comm_free(c->world);
+			c->world = NULL;
+		}
+		return rc;
+	}
+	if (n == 1) {
+		comm_free(c->world);
+		c->world = NULL;
+		return 0;
+	}
+	if (comm_rank(c->world) > 0) {
+		if (c->a.verbose <= 0)
+			c->log->verbosity = 0;
+		if (!freopen("/dev/null", "w", stdout))
+			return titan_err_errno(TITAN_EIO, "rank %d: cannot silence stdout",
+					       comm_rank(c->world));
+	}
+	return 0;
 }
 
 static int cmd_gen(int argc, char **argv, titan_log *log)
@@ -723,6 +801,7 @@ static int cmd_gen(int argc, char **argv, titan_log *log)
 		{"jsonl", 0, OPT_FLAG, &c.a.jsonl, NULL, "JSON lines in and out"},
 		{"batch", 0, OPT_INT, &c.a.batch, "N", "--jsonl: prompts decoded together"},
 		{"score", 0, OPT_FLAG, &c.a.score, NULL, "log-probabilities of the input"},
+		{"tp", 0, OPT_INT, &c.a.tp, "N", "tensor parallel over N ranks"},
 		{"quiet", 'q', OPT_DEC, &c.a.verbose, NULL, "only errors"},
 		{"verbose", 'v', OPT_INC, &c.a.verbose, NULL, "speed on stderr"},
 		{"help", 'h', OPT_FLAG, &help, NULL, "this help"},
@@ -742,8 +821,15 @@ static int cmd_gen(int argc, char **argv, titan_log *log)
 	if ((rc = check_args(&c, &operands)))
 		goto out;
 	operand = operands.n ? operands.v[0] : NULL;
-	if ((rc = gen_model_load(&c.g, c.a.model)) || (rc = open_tokenizer(&c)))
+	if ((rc = join_ranks(&c)) ||
+	    (rc = gen_model_load(&c.g, c.a.model, c.world ? comm_size(c.world) : 1,
+				 c.world ? comm_rank(c.world) : 0)) ||
+	    (rc = open_tokenizer(&c)))
 		goto out;
+	if (c.world) {
+		tp_hooks_init(&c.tp_hooks, c.world);
+		c.g->model->hooks = &c.tp_hooks;
+	}
 	c.V = c.g->model->cfg.vocab_size;
 	c.max_seq = c.g->model->cfg.max_seq_len;
 	c.eos = c.a.ignore_eos ? -1 : tok_eos(c.tok);
@@ -774,6 +860,11 @@ out:
 	gen_model_free(c.g);
 	opt_list_free(&operands);
 	opt_list_free(&c.a.stops);
+	/* the ranks read the same input and make the same calls: a failure
+	 * is every rank's */
+	if (rc && c.world)
+		cli_rank_failed(c.world, log, rc, true);
+	comm_free(c.world);
 	return rc;
 }
 

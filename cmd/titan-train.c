@@ -47,33 +47,6 @@ static int list_flavors(void)
 	return cli_finish_stdout();
 }
 
-/* A failure on one rank of several.  A usage error (the config, the
- * layout), or any failure to load the config, is every rank's: rank 0
- * reports it and the others leave quietly with the same status.  Anything
- * else is this rank's alone: it is reported with the rank, and the
- * launcher is told to stop every rank now rather than let them wait for
- * this one until their timeout. */
-static void rank_failed(comm *world, titan_log *log, int rc, bool everyones)
-{
-	if (rc == TITAN_EUSAGE || everyones) {
-		if (comm_rank(world) == 0) {
-			log_error(log, "%s", titan_errmsg());
-			if (rc == TITAN_EUSAGE)
-				fprintf(stderr, "try '%s --help'\n", log->prog);
-			fflush(stderr);
-		}
-		/* the others wait for the message: the launcher stops the job
-		 * as soon as one rank exits with an error */
-		comm_barrier(world);
-		comm_free(world);
-		exit(titan_exit_code(rc));
-	}
-	titan_err_prefix(rc, "rank %d of %d", comm_rank(world), comm_size(world));
-	log_error(log, "%s", titan_errmsg());
-	fflush(stderr);
-	comm_abort(world, titan_exit_code(rc));
-}
-
 static int cmd_train(int argc, char **argv, titan_log *log)
 {
 	const char *config_file = NULL;
@@ -146,7 +119,7 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 		config_free(&cfg);
 	}
 	if (rc && comm_size(world) > 1)
-		rank_failed(world, log, rc, config_failed);
+		cli_rank_failed(world, log, rc, config_failed);
 	comm_free(world);
 	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 out:

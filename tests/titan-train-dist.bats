@@ -315,3 +315,30 @@ wait_for() {
 	titan-ckpt verify -q "term/step-$step"
 	expect_eq 2 "$(titan-ckpt info --json "term/step-$step" | jq '.files | length')"
 }
+
+@test "titan-gen --tp 2 and --tp 4 give one rank's greedy text, JSON lines and scores" {
+	local n
+	train_on 4 -q --training.local_batch_size=2 --training.steps=10 --model.n_kv_heads=4 \
+		--parallelism.tensor_parallel_degree=2 --checkpoint.enable=true --checkpoint.folder=ck
+	titan-gen -m ck --temperature 0 -n 30 "the manual page" >one.txt
+	printf '{"prompt": "titan", "max_new_tokens": 9}\n{"prompt": "a rank", "max_new_tokens": 5}\n' >in.jsonl
+	titan-gen -m ck --seed 7 --jsonl <in.jsonl >one.jsonl
+	for n in 2 4; do
+		ranks "$n" titan-gen -m ck --tp "$n" --temperature 0 -n 30 "the manual page" >tp.txt
+		cmp one.txt tp.txt
+		ranks "$n" titan-gen -m ck --tp "$n" --seed 7 --jsonl <in.jsonl >tp.jsonl
+		cmp one.jsonl tp.jsonl
+	done
+	# scores agree to float rounding (each rank's logits come from its own matmul)
+	echo "the manual page says" | titan-gen -m ck --score - >one.score
+	echo "the manual page says" | ranks 2 titan-gen -m ck --tp 2 --score - >tp.score
+	paste one.score tp.score | awk -F'\t' '/^[0-9]/ { d = $2 - $4; if (d < 0) d = -d;
+		if (d > 1e-4) { print "token " NR ": " $2 " vs " $4; bad = 1 } } END { exit bad }'
+
+	run ranks 2 titan-gen -m ck --tp 3 "x"
+	[ "$status" -ne 0 ]
+	expect_output_has "--tp 3 with 2 ranks: launch as many ranks as --tp says"
+	run titan-gen -m ck --tp 2 "x"
+	expect_status 2
+	expect_output_has "--tp 2 with 1 rank"
+}

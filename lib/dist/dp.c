@@ -10,6 +10,7 @@
  * which are the chunks: memory is what one rank holds. */
 #include "core/base.h"
 #include "dist/dp.h"
+#include "dist/tp.h"
 
 enum { NONE = -1 };
 
@@ -22,6 +23,7 @@ struct dp {
 	bool reshard;
 	int nchunks, L;
 	llama_hooks hooks;
+	llama_hooks tp_hooks;        /* tp.c's, over the tp group */
 
 	size_t *whole, *numel;       /* [nchunks] chunk floats, shard floats */
 	size_t max_shard, max_whole;
@@ -335,34 +337,34 @@ static int hook_release(void *arg, llama_model *m, int c, llama_pass pass)
 	return 0;
 }
 
-/* Tensor parallel: the model's partial results summed (maximised) over
- * the tp group. */
+/* Tensor parallel: tp.c's hooks over the tp group, reached through this
+ * layer's hooks (the model has one hooks table, whose arg is the dp). */
 static int hook_tp_sum(void *arg, float *buf, size_t n)
 {
 	dp *d = arg;
 
-	return comm_all_reduce(d->tp, buf, n, COMM_F32, COMM_SUM);
+	return d->tp_hooks.tp_sum(d->tp_hooks.arg, buf, n);
 }
 
 static int hook_tp_max(void *arg, float *buf, size_t n)
 {
 	dp *d = arg;
 
-	return comm_all_reduce(d->tp, buf, n, COMM_F32, COMM_MAX);
+	return d->tp_hooks.tp_max(d->tp_hooks.arg, buf, n);
 }
 
 static int hook_tp_all_gather(void *arg, const float *send, float *recv, size_t n)
 {
 	dp *d = arg;
 
-	return comm_all_gather(d->tp, send, recv, n, COMM_F32);
+	return d->tp_hooks.tp_all_gather(d->tp_hooks.arg, send, recv, n);
 }
 
 static int hook_tp_reduce_scatter(void *arg, const float *send, float *recv, size_t n)
 {
 	dp *d = arg;
 
-	return comm_reduce_scatter(d->tp, send, recv, n, COMM_F32, COMM_SUM);
+	return d->tp_hooks.tp_reduce_scatter(d->tp_hooks.arg, send, recv, n);
 }
 
 /* --- setup --- */
@@ -440,6 +442,8 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 				  .tp_sum = hook_tp_sum, .tp_max = hook_tp_max,
 				  .tp_all_gather = hook_tp_all_gather,
 				  .tp_reduce_scatter = hook_tp_reduce_scatter };
+	if (d->tp)
+		tp_hooks_init(&d->tp_hooks, d->tp);
 	m->hooks = &d->hooks;
 	*out = d;
 	return 0;

@@ -8,6 +8,7 @@
 #include "config/config.h"
 #include "data/dataset.h"
 #include "gen/load.h"
+#include "model/shard.h"
 
 /* A path that is not there gets a message naming the checkpoint. */
 static int open_reader(const char *path, ckpt_reader **r)
@@ -23,16 +24,24 @@ static int open_reader(const char *path, ckpt_reader **r)
 }
 
 /* Every parameter from the checkpoint, whatever its shard layout, into the
- * model's buffers. */
+ * model's buffers: the whole tensors, or under tensor parallelism this
+ * rank's slices of them (lib/model/shard.h's cut). */
 static int load_params(gen_model *g, ckpt_reader *r)
 {
 	llama_model *m = g->model;
-	llama_tensor_info *ti;
+	par_layout l = par_layout_single();
+	llama_tensor_info *ti, *lt;
 	int nt, rc;
 
+	l.tp = m->tp;
 	if ((rc = llama_tensors(&m->cfg, &ti, &nt)))
 		return rc;
+	if ((rc = llama_tensors_tp(&m->cfg, m->tp, &lt, &nt))) {
+		free(ti);
+		return rc;
+	}
 	for (int i = 0; i < nt && !rc; i++) {
+		int64_t start[2], shape[2];
 		const ckpt_tensor_info *ct = ckpt_reader_find(r, ti[i].name);
 		bool same;
 
@@ -51,10 +60,12 @@ static int load_params(gen_model *g, ckpt_reader *r)
 				       (long long)ti[i].shape[1]);
 			break;
 		}
-		rc = ckpt_reader_read(r, ti[i].name, NULL, NULL,
-				      m->params[ti[i].chunk] + ti[i].offset);
+		par_slice(&m->cfg, &l, m->tp_rank, &ti[i], start, shape);
+		rc = ckpt_reader_read(r, ti[i].name, start, shape,
+				      m->params[lt[i].chunk] + lt[i].offset);
 	}
 	free(ti);
+	free(lt);
 	return rc;
 }
 
@@ -73,7 +84,7 @@ static void read_tok_facts(gen_model *g)
 		g->tok_vocab = json_integer_value(vocab);
 }
 
-int gen_model_load(gen_model **out, const char *path)
+int gen_model_load(gen_model **out, const char *path, int tp, int tp_rank)
 {
 	gen_model *g = calloc(1, sizeof *g);
 	ckpt_reader *r = NULL;
@@ -106,7 +117,7 @@ int gen_model_load(gen_model **out, const char *path)
 		goto fail;
 	}
 	/* inference needs no gradients */
-	rc = llama_new_opts(&g->model, &cfg.model, &kernels_cpu, &g->mem, false);
+	rc = llama_new_tp(&g->model, &cfg.model, &kernels_cpu, &g->mem, false, tp, tp_rank);
 	config_free(&cfg);
 	if (rc)
 		goto fail;

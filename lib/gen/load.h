@@ -24,9 +24,12 @@ typedef struct gen_model {
 	long long tok_vocab;     /* its vocabulary size, -1 unknown */
 } gen_model;
 
-/* Load path's model on the CPU backend.  A path that is no checkpoint is
- * TITAN_EIO; a manifest without a usable config is TITAN_EFORMAT. */
-int gen_model_load(gen_model **out, const char *path);
+/* Load path's model on the CPU backend: all of it (tp 1), or rank
+ * tp_rank's share of a tensor-parallel model (its hooks are the caller's
+ * to set).  A path that is no checkpoint is TITAN_EIO; a manifest without
+ * a usable config is TITAN_EFORMAT; a tp that does not divide the model is
+ * TITAN_EUSAGE. */
+int gen_model_load(gen_model **out, const char *path, int tp, int tp_rank);
 void gen_model_free(gen_model *g);
 
 /* The path of the tokenizer the checkpoint refers to (allocated), or

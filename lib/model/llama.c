@@ -277,11 +277,29 @@ static int model_alloc(llama_model **out, const llama_config *c, const kernel_op
 int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *ops,
 		   mem_tracker *mem, bool with_grads)
 {
+	return llama_new_tp(out, c, ops, mem, with_grads, 1, 0);
+}
+
+/* tp must divide what tensor parallelism splits. */
+static int check_tp(const llama_config *c, int tp, int tp_rank)
+{
+	if (tp < 1 || tp_rank < 0 || tp_rank >= tp || c->n_heads % tp || c->n_kv_heads % tp ||
+	    c->ffn_hidden % tp || c->vocab_size % tp)
+		return titan_err(TITAN_EUSAGE, "tensor parallel: rank %d of %d does not divide "
+				 "the model (heads %d, kv heads %d, ffn %d, vocab %d)", tp_rank, tp,
+				 c->n_heads, c->n_kv_heads, c->ffn_hidden, c->vocab_size);
+	return 0;
+}
+
+int llama_new_tp(llama_model **out, const llama_config *c, const kernel_ops *ops,
+		 mem_tracker *mem, bool with_grads, int tp, int tp_rank)
+{
 	llama_model *m;
-	int rc = model_alloc(&m, c, ops, mem, with_grads, false, 1, 0);
+	int rc;
 
 	*out = NULL;
-	if (rc)
+	if ((rc = check_tp(c, tp, tp_rank)) ||
+	    (rc = model_alloc(&m, c, ops, mem, with_grads, false, tp, tp_rank)))
 		return rc;
 	for (int i = 0; i < m->nchunks; i++) {
 		size_t bytes = m->chunk_numel[i] * sizeof(float);
@@ -302,12 +320,9 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
 int llama_new_views(llama_model **out, const llama_config *c, const kernel_ops *ops,
 		    mem_tracker *mem, int tp, int tp_rank)
 {
-	if (tp < 1 || tp_rank < 0 || tp_rank >= tp || c->n_heads % tp || c->n_kv_heads % tp ||
-	    c->ffn_hidden % tp || c->vocab_size % tp)
-		return titan_err(TITAN_EUSAGE, "tensor parallel: rank %d of %d does not divide "
-				 "the model (heads %d, kv heads %d, ffn %d, vocab %d)", tp_rank, tp,
-				 c->n_heads, c->n_kv_heads, c->ffn_hidden, c->vocab_size);
-	return model_alloc(out, c, ops, mem, true, true, tp, tp_rank);
+	int rc = check_tp(c, tp, tp_rank);
+
+	return rc ? rc : model_alloc(out, c, ops, mem, true, true, tp, tp_rank);
 }
 
 void llama_free(llama_model *m)

@@ -151,6 +151,10 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
  * the hooks' tp_sum / tp_max combine partial results across the tp ranks. */
 int llama_new_views(llama_model **out, const llama_config *c, const kernel_ops *ops,
 		    mem_tracker *mem, int tp, int tp_rank);
+/* Rank tp_rank's part of a tensor-parallel model, with its own buffers
+ * (llama_tensors_tp's pieces; the caller fills them). */
+int llama_new_tp(llama_model **out, const llama_config *c, const kernel_ops *ops,
+		 mem_tracker *mem, bool with_grads, int tp, int tp_rank);
 void llama_free(llama_model *m);
 
 /* torchtitan's init_weights from a seed: embeddings N(0, 1); wq, wk, wv, w1

@@ -26,7 +26,8 @@
 struct llama_decoder {
 	const llama_model *m;
 	int B, max_len, max_tokens, nthreads;
-	int C, H, KV, D, F, V, L;
+	int C, H, KV, D, F, V, L;  /* H, KV, F, V: a tp rank's share */
+	int tp, tp_rank, Vfull;
 	size_t q, kv;            /* H * D, KV * D */
 	void *mem;               /* the one allocation below */
 	size_t bytes;
@@ -45,6 +46,10 @@ struct llama_decoder {
 	int32_t *pos;            /* [N] */
 	uint32_t *ids;           /* [N] */
 	int *seq;                /* [N] */
+	/* tensor parallel: ids in this rank's vocabulary slice, and the
+	 * logits of the slice and of every rank */
+	uint32_t *lids;          /* [N] */
+	float *lg_part, *lg_all; /* [N, V], [N, Vfull] */
 };
 
 static void *take(char *base, size_t *off, size_t n, size_t sz)
@@ -80,6 +85,11 @@ static size_t carve(llama_decoder *d, char *base)
 	d->pos = take(base, &off, N, sizeof(int32_t));
 	d->ids = take(base, &off, N, sizeof(uint32_t));
 	d->seq = take(base, &off, N, sizeof(int));
+	if (d->tp > 1) {
+		d->lids = take(base, &off, N, sizeof(uint32_t));
+		d->lg_part = take(base, &off, N * d->V, sizeof(float));
+		d->lg_all = take(base, &off, N * d->Vfull, sizeof(float));
+	}
 	return off;
 }
 
@@ -93,6 +103,9 @@ int llama_decoder_new(llama_decoder **out, const llama_model *m, int B, int max_
 	if (B <= 0 || max_len <= 0 || max_tokens <= 0)
 		return titan_err(TITAN_EUSAGE, "decoder shape: %d sequences of %d tokens, "
 				 "%d tokens a call: all must be positive", B, max_len, max_tokens);
+	if (m->tp > 1 && (!m->hooks || !m->hooks->tp_sum || !m->hooks->tp_all_gather))
+		return titan_err(TITAN_EUSAGE, "decoder: a tensor-parallel model needs its tp "
+				 "hooks");
 	if (m->ops != &kernels_cpu)
 		return titan_err(TITAN_EUSAGE, "decoder: the '%s' backend has no decoder yet "
 				 "(the KV cache and its attention are CPU code)", m->ops->name);
@@ -108,8 +121,9 @@ int llama_decoder_new(llama_decoder **out, const llama_model *m, int B, int max_
 	*d = (llama_decoder){
 		.m = m, .B = B, .max_len = max_len, .max_tokens = max_tokens,
 		.nthreads = omp_get_max_threads(),
-		.C = c->dim, .H = c->n_heads, .KV = c->n_kv_heads, .D = c->dim / c->n_heads,
-		.F = c->ffn_hidden, .V = c->vocab_size, .L = c->n_layers,
+		.C = c->dim, .H = c->n_heads / m->tp, .KV = c->n_kv_heads / m->tp,
+		.D = c->dim / c->n_heads, .F = c->ffn_hidden / m->tp, .V = c->vocab_size / m->tp,
+		.L = c->n_layers, .tp = m->tp, .tp_rank = m->tp_rank, .Vfull = c->vocab_size,
 	};
 	d->q = (size_t)d->H * d->D;
 	d->kv = (size_t)d->KV * d->D;
@@ -281,8 +295,21 @@ static float *cache_head(const llama_decoder *d, float *base, int l, int s, int 
 	return base + (((size_t)l * d->B + s) * d->KV + h) * d->D * d->max_len;
 }
 
+/* x += the projection's output in proj, summed over the tp ranks first
+ * (wo and w2 are row-parallel). */
+static int add_projection(llama_decoder *d, int N)
+{
+	const llama_hooks *h = d->m->hooks;
+	int rc;
+
+	if (d->tp > 1 && (rc = h->tp_sum(h->arg, d->proj, (size_t)N * d->C)))
+		return rc;
+	d->m->ops->add_inplace(d->x, d->proj, (size_t)N * d->C);
+	return 0;
+}
+
 /* Attention half of block l on the N tokens in x: x += wo(attention). */
-static void attention_half(llama_decoder *d, int l, const llama_block_weights *w, int N)
+static int attention_half(llama_decoder *d, int l, const llama_block_weights *w, int N)
 {
 	const kernel_ops *op = d->m->ops;
 	const float scale = 1.0f / sqrtf((float)d->D);
@@ -329,12 +356,11 @@ static void attention_half(llama_decoder *d, int l, const llama_block_weights *w
 		}
 	}
 	matmul(d, d->proj, d->att, w->wo, N, (int)d->q, d->C);
-	/* tensor parallel: all-reduce proj over the tp ranks here */
-	op->add_inplace(d->x, d->proj, (size_t)N * d->C);
+	return add_projection(d, N);
 }
 
 /* FFN half of block l: x += w2(silu(w1 xn) * w3 xn). */
-static void ffn_half(llama_decoder *d, const llama_block_weights *w, int N)
+static int ffn_half(llama_decoder *d, const llama_block_weights *w, int N)
 {
 	const kernel_ops *op = d->m->ops;
 	struct proj up[2] = { { d->a, w->w1, d->F }, { d->b, w->w3, d->F } };
@@ -344,8 +370,44 @@ static void ffn_half(llama_decoder *d, const llama_block_weights *w, int N)
 	project(d, d->xn, N, d->C, up, 2);
 	op->swiglu_forward(d->g, d->a, d->b, (size_t)N * d->F);
 	matmul(d, d->proj, d->g, w->w2, N, d->F, d->C);
-	/* tensor parallel: all-reduce proj over the tp ranks here */
-	op->add_inplace(d->x, d->proj, (size_t)N * d->C);
+	return add_projection(d, N);
+}
+
+/* The embeddings of the N tokens into x; a tp rank holds a slice of the
+ * vocabulary's rows, so it looks up the tokens in it and the ranks' rows
+ * are summed. */
+static int embed(llama_decoder *d, int N)
+{
+	const llama_model *m = d->m;
+	uint32_t v0 = (uint32_t)d->tp_rank * (uint32_t)d->V;
+
+	if (d->tp == 1) {
+		m->ops->embedding_forward(d->x, d->ids, m->params[0], N, d->C);
+		return 0;
+	}
+	for (int i = 0; i < N; i++)
+		d->lids[i] = d->ids[i] - v0 < (uint32_t)d->V ? d->ids[i] - v0 : 0;
+	m->ops->embedding_forward(d->x, d->lids, m->params[0], N, d->C);
+	for (int i = 0; i < N; i++)
+		if (d->ids[i] - v0 >= (uint32_t)d->V)
+			memset(d->x + (size_t)i * d->C, 0, (size_t)d->C * sizeof(float));
+	return m->hooks->tp_sum(m->hooks->arg, d->x, (size_t)N * d->C);
+}
+
+/* logits [rows, Vfull] from each tp rank's [rows, V] slice. */
+static int gather_logits(llama_decoder *d, int rows, float *logits)
+{
+	const llama_hooks *h = d->m->hooks;
+	size_t part = (size_t)rows * d->V;
+	int rc = h->tp_all_gather(h->arg, d->lg_part, d->lg_all, part);
+
+	if (rc)
+		return rc;
+	for (int t = 0; t < d->tp; t++)
+		for (int r = 0; r < rows; r++)
+			memcpy(logits + (size_t)r * d->Vfull + (size_t)t * d->V,
+			       d->lg_all + t * part + (size_t)r * d->V, (size_t)d->V * sizeof(float));
+	return 0;
 }
 
 int llama_decoder_forward(llama_decoder *d, const uint32_t *ids, const int *seq, int N,
@@ -354,7 +416,7 @@ int llama_decoder_forward(llama_decoder *d, const uint32_t *ids, const int *seq,
 	const llama_model *m = d->m;
 	const kernel_ops *op = m->ops;
 	const float *out_w;
-	int rows = 0;
+	int rows = 0, rc;
 
 	if (N <= 0 || N > d->max_tokens)
 		return titan_err(TITAN_ERANGE, "decoder: %d tokens in one call (1..%d)", N,
@@ -363,9 +425,9 @@ int llama_decoder_forward(llama_decoder *d, const uint32_t *ids, const int *seq,
 		if (seq[i] < 0 || seq[i] >= d->B)
 			return titan_err(TITAN_ERANGE, "token %d: sequence slot %d is not in "
 					 "0..%d", i, seq[i], d->B - 1);
-		if (ids[i] >= (uint32_t)d->V)
+		if (ids[i] >= (uint32_t)d->Vfull)
 			return titan_err(TITAN_ERANGE, "token %d: id %u is past the vocabulary "
-					 "(%d)", i, ids[i], d->V);
+					 "(%d)", i, ids[i], d->Vfull);
 	}
 	for (int i = 0; i < N; i++) {
 		d->pos[i] = d->len[seq[i]]++;
@@ -384,14 +446,16 @@ int llama_decoder_forward(llama_decoder *d, const uint32_t *ids, const int *seq,
 		}
 	}
 
-	op->embedding_forward(d->x, d->ids, m->params[0], N, d->C);
+	if ((rc = embed(d, N)))
+		return rc;
 	for (int l = 0; l < d->L; l++) {
 		llama_block_weights w;
 
-		llama_block_view(&m->cfg, m->params[1 + l], &w);
-		attention_half(d, l, &w, N);
-		ffn_half(d, &w, N);
+		llama_block_view_tp(&m->cfg, d->tp, m->params[1 + l], &w);
+		if ((rc = attention_half(d, l, &w, N)) || (rc = ffn_half(d, &w, N)))
+			return rc;
 	}
+	/* every tp rank makes the same calls: none wants logits, or all */
 	if (!logits)
 		return 0;
 	/* the final norm and the output projection only for the rows asked */
@@ -408,8 +472,12 @@ int llama_decoder_forward(llama_decoder *d, const uint32_t *ids, const int *seq,
 	op->rmsnorm_forward(d->xn, d->rstd, d->x, m->params[d->L + 1], rows, d->C,
 			    (float)m->cfg.norm_eps);
 	out_w = m->cfg.tie_embeddings ? m->params[0] : m->params[d->L + 1] + d->C;
-	matmul(d, logits, d->xn, out_w, rows, d->C, d->V);
-	return 0;
+	if (d->tp == 1) {
+		matmul(d, logits, d->xn, out_w, rows, d->C, d->V);
+		return 0;
+	}
+	matmul(d, d->lg_part, d->xn, out_w, rows, d->C, d->V);
+	return gather_logits(d, rows, logits);
 }
 
 int llama_decoder_prefill(llama_decoder *d, int nseq, const int *slots,

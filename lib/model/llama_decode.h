@@ -11,11 +11,11 @@
  *
  * The decoder runs on the CPU backend (the cache and the attention over it
  * are CPU code).  It reads the model's parameters and writes nothing in
- * them; it never communicates.  Each block runs as an attention half and an FFN half
- * over a llama_block_weights view, each ending in one projection (wo, w2)
- * whose output is added to the residual: that sum is the one place a
- * tensor-parallel layout (heads and FFN hidden split across ranks, the
- * views pointing at the local slices) would all-reduce. */
+ * them.  A tensor-parallel model (llama_new_tp, with its tp hooks) decodes
+ * its share of the heads, FFN hidden units and vocabulary: the outputs of
+ * wo and w2 and the embeddings are summed over the tp ranks, and the
+ * logits gathered, so every tp rank gets every logit.  The tp ranks must
+ * make the same calls. */
 #ifndef TITAN_MODEL_LLAMA_DECODE_H
 #define TITAN_MODEL_LLAMA_DECODE_H
 #include "core/base.h"

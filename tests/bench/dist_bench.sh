@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Data-parallel training on the CPU: how titan-train's tokens/s scales from
-# one rank to two (DDP and FSDP, the same global batch), the share of each
+# Parallel training on the CPU: how titan-train's tokens/s scales from one
+# rank to two (DDP, FSDP and tensor parallel, the same global batch), the share of each
 # step spent communicating, and the memory each rank holds under FSDP on
 # 1, 2 and 4 ranks beside titan-mem's prediction.
 #
@@ -105,19 +105,21 @@ steady() {
 		| "\($tps) \($comm) \($all[-1].loss)"' "$work/$1.jsonl"
 }
 
-# Scaling: the same global batch of 8 x 256 on 1 rank, on 2 DDP replicas and
-# on 2 FSDP shards; a step takes about 0.65 s on one rank (one AMD EPYC core).
+# Scaling: the same global batch of 8 x 256 on 1 rank, on 2 DDP replicas,
+# on 2 FSDP shards and on 2 tensor-parallel ranks (each the whole batch); a step takes about 0.65 s on one rank (one AMD EPYC core).
 model=(--model.flavor=debugmodel --model.dim=256 --model.n_layers=4 --model.n_heads=8
 	--model.n_kv_heads=8 --model.vocab_size=2048 --training.seq_len=256
 	--training.steps=$((warmup + steps)))
-layouts=(one ddp fsdp)
-declare -A np=([one]=1 [ddp]=2 [fsdp]=2)
+layouts=(one ddp fsdp tp)
+declare -A np=([one]=1 [ddp]=2 [fsdp]=2 [tp]=2)
 declare -A layout_args=(
 	[one]="--training.local_batch_size=8"
 	[ddp]="--training.local_batch_size=4 --parallelism.data_parallel_replicate_degree=2 --parallelism.data_parallel_shard_degree=1"
 	[fsdp]="--training.local_batch_size=4 --parallelism.data_parallel_shard_degree=2"
+	[tp]="--training.local_batch_size=8 --parallelism.tensor_parallel_degree=2"
 )
-declare -A label=([one]="1 rank" [ddp]=DDP [fsdp]=FSDP)
+declare -A label=([one]="1 rank" [ddp]=DDP [fsdp]=FSDP [tp]="TP+SP")
+declare -A batch=([one]=8 [ddp]=4 [fsdp]=4 [tp]=8)
 declare -A tps comm loss best_run
 for l in "${layouts[@]}"; do
 	tps[$l]=0
@@ -188,7 +190,7 @@ for l in "${layouts[@]}"; do
 		e=${eff[$l]}% c=$(awk -v c="${comm[$l]}" 'BEGIN { printf "%.1f%%", 100 * c }')
 	fi
 	# shellcheck disable=SC2059
-	printf "$fmt" "[$n]" "${label[$l]}" "${np[$l]}" "$((8 / np[$l]))x256" \
+	printf "$fmt" "[$n]" "${label[$l]}" "${np[$l]}" "${batch[$l]}x256" \
 		"$(printf '%.0f' "${tps[$l]}")" \
 		"$(awk -v a="${tps[$l]}" -v r="${np[$l]}" 'BEGIN { printf "%.0f", a / r }')" \
 		"$e" "$c" "${loss[$l${best_run[$l]}]}"
@@ -230,14 +232,16 @@ done
 echo
 echo "command: TITAN_BIN=$TITAN_BIN TITAN_BUILD=$TITAN_BUILD TITAN_DATA=$TITAN_DATA" \
 	"TITAN_BENCH_STEPS=$steps TITAN_BENCH_WARMUP=$warmup TITAN_BENCH_RUNS=$runs $me"
-awk -v d="${eff[ddp]}" -v f="${eff[fsdp]}" -v cd="${comm[ddp]}" -v cf="${comm[fsdp]}" 'BEGIN {
+awk -v d="${eff[ddp]}" -v f="${eff[fsdp]}" -v t="${eff[tp]}" -v cd="${comm[ddp]}" \
+	-v cf="${comm[fsdp]}" -v ct="${comm[tp]}" 'BEGIN {
 	printf "dp scaling 1->2 ranks: DDP %.0f%% FSDP %.0f%% efficiency; comm share DDP %.0f%% FSDP %.0f%%\n",
-		d, f, 100 * cd, 100 * cf }'
+		d, f, 100 * cd, 100 * cf
+	printf "tp scaling 1->2 ranks: TP+SP %.0f%% efficiency; comm share %.0f%%\n", t, 100 * ct }'
 
 # The losses last: a table first shows what disagreed.
 bad=
 for (( i = 1; i <= runs; i++ )); do
-	for l in ddp fsdp; do
+	for l in ddp fsdp tp; do
 		awk -v a="${loss[one1]}" -v b="${loss[$l$i]}" 'BEGIN {
 			d = a - b; if (d < 0) d = -d
 			m = a < 0 ? -a : a
