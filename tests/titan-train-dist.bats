@@ -217,7 +217,7 @@ parity() {
 	run train_on 2 --training.local_batch_size=2 --training.steps=1
 	expect_status 0
 	expect_eq 1 "$(grep -c '^step    1' <<<"$output")"
-	expect_output_has "parallelism: 2 ranks (mpi), dp_replicate=1 x dp_shard=2 x tp=1: FSDP"
+	expect_output_has "parallelism: 2 ranks (mpi), pp=1 x dp_replicate=1 x dp_shard=2 x tp=1: FSDP"
 	expect_output_has "global)"
 	run train_on 2 --training.local_batch_size=2 --training.steps=1 -v
 	expect_status 0
@@ -234,9 +234,24 @@ parity() {
 	[ "$status" -ne 0 ]
 	expect_output_has "layout pp=1,dp_replicate=1,dp_shard=4,cp=1,tp=1 needs 4 ranks, there are 2"
 
-	run train_on 2 --training.local_batch_size=1 --parallelism.pipeline_parallel_degree=2
+	run train_on 2 --training.local_batch_size=1 --parallelism.context_parallel_degree=2
 	[ "$status" -ne 0 ]
-	expect_output_has "pipeline and context parallel degrees must be 1"
+	expect_output_has "the context parallel degree must be 1 in this version"
+
+	run train_on 2 --training.local_batch_size=1 --parallelism.pipeline_parallel_degree=2 \
+		--model.tie_embeddings=true
+	[ "$status" -ne 0 ]
+	expect_output_has "pipeline parallel needs untied embeddings"
+
+	run train_on 2 --training.local_batch_size=3 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.pipeline_parallel_microbatch_size=2
+	[ "$status" -ne 0 ]
+	expect_output_has "pipeline_parallel_microbatch_size 2 does not divide training.local_batch_size 3"
+
+	run train_on 4 --training.local_batch_size=1 --parallelism.pipeline_parallel_degree=4 \
+		--model.n_layers=2
+	[ "$status" -ne 0 ]
+	expect_output_has "pp=4 does not divide model.n_layers=2"
 
 	run train_on 4 --training.local_batch_size=1 --parallelism.tensor_parallel_degree=4
 	[ "$status" -ne 0 ]
@@ -341,4 +356,69 @@ wait_for() {
 	run titan-gen -m ck --tp 2 "x"
 	expect_status 2
 	expect_output_has "--tp 2 with 1 rank"
+}
+
+# The pipeline tests use 4 layers: every stage of pp 2 and 4 holds some.
+DEEP="--model.n_layers=4"
+
+setup_deep_reference() {
+	[ -e "$BATS_FILE_TMPDIR/deep.jsonl" ] && return 0
+	# shellcheck disable=SC2086
+	titan-train $TINY $DEEP --data.dataset="$BATS_FILE_TMPDIR/data" -q \
+		--training.local_batch_size=4 --training.steps=20 \
+		--metrics.jsonl="$BATS_FILE_TMPDIR/deep.jsonl"
+}
+
+# pipeline N ARGS...: 20 steps of the 4-layer model on N ranks match one rank.
+pipeline() {
+	local n=$1
+	shift
+	setup_deep_reference
+	# shellcheck disable=SC2086
+	train_on "$n" -q $DEEP --training.steps=20 --metrics.jsonl=run.jsonl "$@"
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/deep.jsonl" run.jsonl)"
+}
+
+@test "pipeline parallel on 2 and 4 stages, 1F1B and GPipe, follows the single-rank curve" {
+	local s
+	for s in 1F1B GPipe; do
+		pipeline 2 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=2 \
+			--parallelism.pipeline_parallel_schedule=$s
+		pipeline 4 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=4 \
+			--parallelism.pipeline_parallel_schedule=$s \
+			--parallelism.pipeline_parallel_microbatch_size=2
+	done
+}
+
+@test "pipeline parallel with activation checkpointing and accumulation follows the curve" {
+	pipeline 2 --training.local_batch_size=2 --training.global_batch_size=4 \
+		--parallelism.pipeline_parallel_degree=2 --activation_checkpoint.mode=full
+}
+
+@test "PP 2 x FSDP 2, PP 2 x TP 2 and PP 2 x FSDP 2 x TP 2 follow the single-rank curve" {
+	pipeline 4 --training.local_batch_size=2 --parallelism.pipeline_parallel_degree=2
+	pipeline 4 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.tensor_parallel_degree=2
+	pipeline 8 --training.local_batch_size=2 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.tensor_parallel_degree=2
+}
+
+@test "a checkpoint saved under PP 2 x TP 2 resumes on one rank and under FSDP 4" {
+	setup_deep_reference
+	# shellcheck disable=SC2086
+	train_on 4 -q $DEEP --training.local_batch_size=4 --training.steps=20 \
+		--parallelism.pipeline_parallel_degree=2 --parallelism.tensor_parallel_degree=2 \
+		--checkpoint.enable=true --checkpoint.folder=ck --checkpoint.interval=10
+	titan-ckpt verify -q ck/step-10
+	expect_eq '{"cp":1,"dp_replicate":1,"dp_shard":1,"pp":2,"tp":2}' \
+		"$(titan-ckpt info --json ck/step-10 | jq -c .layout)"
+	# shellcheck disable=SC2086
+	titan-train $TINY $DEEP --data.dataset="$BATS_FILE_TMPDIR/data" -q \
+		--training.local_batch_size=4 --training.steps=20 --checkpoint.load=ck/step-10 \
+		--metrics.jsonl=one.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/deep.jsonl" one.jsonl 11)"
+	# shellcheck disable=SC2086
+	train_on 4 -q $DEEP --training.local_batch_size=1 --training.steps=20 \
+		--checkpoint.load=ck/step-10 --metrics.jsonl=four.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/deep.jsonl" four.jsonl 11)"
 }

@@ -182,6 +182,13 @@ static const struct config_key keys[] = {
 	{ .section = "parallelism", .name = "context_parallel_degree", .type = K_INT,
 	  .def = "1", AT(parallelism.context_parallel_degree), .range = R_LO, .lo = 1,
 	  .help = "context-parallel degree" },
+	{ .section = "parallelism", .name = "pipeline_parallel_microbatch_size", .type = K_INT,
+	  .def = "1", AT(parallelism.pipeline_parallel_microbatch_size), .range = R_LO, .lo = 1,
+	  .help = "sequences per pipeline micro-batch (it divides local_batch_size)" },
+	{ .section = "parallelism", .name = "pipeline_parallel_schedule", .type = K_ENUM,
+	  .def = "1F1B", .choices = CHOICES("1F1B", "GPipe"),
+	  AT(parallelism.pipeline_parallel_schedule),
+	  .help = "pipeline schedule: 1F1B or GPipe" },
 	{ .section = "parallelism", .name = "sequence_parallel", .type = K_BOOL, .def = "true",
 	  AT(parallelism.sequence_parallel),
 	  .help = "with tensor parallel, split the norms and the residual stream over the "

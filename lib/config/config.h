@@ -83,6 +83,8 @@ typedef struct train_config {
 		int context_parallel_degree;
 		reshard_kind fsdp_reshard_after_forward;
 		bool sequence_parallel;  /* with tp > 1 */
+		int pipeline_parallel_microbatch_size;
+		int pipeline_parallel_schedule;  /* pp_schedule_kind */
 	} parallelism;
 	struct {
 		int init_timeout_seconds;   /* start-up: the launcher's ranks meet */

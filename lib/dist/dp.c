@@ -18,7 +18,7 @@ struct dp {
 	llama_model *m;
 	const kernel_ops *ops;
 	mem_tracker *mem;
-	comm *shard, *rep, *tp;
+	comm *shard, *rep, *tp, *pp;
 	int n, rank, R;              /* shard group size and rank, replicas */
 	bool reshard;
 	int nchunks, L;
@@ -48,6 +48,8 @@ struct dp {
 	comm_req *rs_req;
 
 	comm_req **ar_req;           /* [nchunks] replicate all-reduces in flight */
+	comm_req **pp_req;           /* pipeline sends in flight */
+	int npp_req, cap_pp_req;
 	int micro, accum;            /* micro-batches done in this step, of accum */
 	double comm_seen;            /* busy seconds already reported */
 	float **allocs;              /* every buffer, for dp_free */
@@ -86,6 +88,18 @@ static bool is_layer(const dp *d, int c)
 	return c >= 1 && c <= d->L;
 }
 
+/* Whether this pipeline stage holds chunk c (every chunk without pp). */
+static bool holds(const dp *d, int c)
+{
+	const llama_model *m = d->m;
+
+	if (c == 0)
+		return m->pp_first;
+	if (c == d->L + 1)
+		return m->pp_last;
+	return c - 1 >= m->layer0 && c - 1 < m->layer1;
+}
+
 /* The rows rank i holds of a tensor with rows rows cut n ways. */
 static int64_t rows_of(int64_t rows, int n, int i, int64_t *row0)
 {
@@ -122,6 +136,9 @@ static int make_pieces(dp *d)
 		p->tensor = i;
 		p->chunk = c;
 		p->cols = cols;
+		/* another pipeline stage's tensors: no piece */
+		if (!holds(d, c))
+			rows = 0;
 		p->rows = rows_of(rows, d->n, d->rank, &p->row0);
 		p->padded = (size_t)((rows + d->n - 1) / d->n) * (size_t)cols;
 		p->offset = d->numel[c];
@@ -234,7 +251,7 @@ static int gather(dp *d, int c, llama_pass pass)
 	}
 	/* Prefetch what the pass reads next while this chunk computes. */
 	next = pass == LLAMA_PASS_BACKWARD ? c - 1 : c + 1;
-	if (next >= 0 && next < d->nchunks && !d->gathered[next] &&
+	if (next >= 0 && next < d->nchunks && holds(d, next) && !d->gathered[next] &&
 	    d->gather_chunk == NONE && (rc = start_gather(d, next)))
 		return rc;
 	return 0;
@@ -311,12 +328,8 @@ static int hook_release(void *arg, llama_model *m, int c, llama_pass pass)
 	int rc;
 
 	if (pass == LLAMA_PASS_BACKWARD) {
-		/* chunk 0 is the last a backward releases: its reduction lands
-		 * before the micro-batch counts as done */
-		if ((rc = reduce(d, c)) || (c == 0 && (rc = land_reduce(d))))
+		if ((rc = reduce(d, c)))
 			return titan_err_prefix(rc, "fsdp: reducing chunk %d", c);
-		if (c == 0)
-			d->micro++;
 		if (d->n > 1) {
 			d->gathered[c] = false;
 			d->grad_live[c] = false;
@@ -367,6 +380,36 @@ static int hook_tp_reduce_scatter(void *arg, const float *send, float *recv, siz
 	return d->tp_hooks.tp_reduce_scatter(d->tp_hooks.arg, send, recv, n);
 }
 
+/* Pipeline parallel: activations go to the next stage and gradients to
+ * the previous one; sends are non-blocking (a stage may send two
+ * micro-batches ahead of its neighbour's receive), receives wait.  The
+ * tag keeps activations and gradients of each micro-batch apart. */
+static int hook_pp_send(void *arg, const float *buf, size_t n, bool grad, int tag)
+{
+	dp *d = arg;
+	int peer = comm_rank(d->pp) + (grad ? -1 : 1);
+
+	if (d->npp_req == d->cap_pp_req) {
+		int cap = d->cap_pp_req ? 2 * d->cap_pp_req : 16;
+		comm_req **r = realloc(d->pp_req, (size_t)cap * sizeof *r);
+
+		if (!r)
+			return titan_err_nomem();
+		d->pp_req = r;
+		d->cap_pp_req = cap;
+	}
+	return comm_isend(d->pp, buf, n, COMM_F32, peer, 2 * tag + grad,
+			  &d->pp_req[d->npp_req++]);
+}
+
+static int hook_pp_recv(void *arg, float *buf, size_t n, bool grad, int tag)
+{
+	dp *d = arg;
+	int peer = comm_rank(d->pp) + (grad ? 1 : -1);
+
+	return comm_recv(d->pp, buf, n, COMM_F32, peer, 2 * tag + grad);
+}
+
 /* --- setup --- */
 
 int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
@@ -381,7 +424,7 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 	if (!(d = calloc(1, sizeof *d)))
 		return titan_err_nomem();
 	*d = (dp){ .m = m, .ops = m->ops, .mem = mem, .shard = o->shard, .rep = o->replicate,
-		   .tp = o->tp,
+		   .tp = o->tp, .pp = o->pp,
 		   .n = o->shard ? comm_size(o->shard) : 1,
 		   .rank = o->shard ? comm_rank(o->shard) : 0,
 		   .R = o->replicate ? comm_size(o->replicate) : 1,
@@ -405,7 +448,10 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 		goto fail;
 	}
 	for (int c = 0; c < nc; c++)
-		d->whole[c] = m->chunk_numel[c];
+		d->whole[c] = 0;
+	for (int c = 0; c < nc; c++)
+		if (holds(d, c))
+			d->whole[c] = m->chunk_numel[c];
 	if ((rc = make_pieces(d)))
 		goto fail;
 	rc = TITAN_ENOMEM;
@@ -415,18 +461,22 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 			goto fail;
 	}
 	if (d->n > 1) {
-		for (int c = 0; c < nc; c++) {
-			bool layer = is_layer(d, c);
+		/* the stage's layers freed after forward share one gathered
+		 * buffer; all of them share one gradient buffer */
+		int first_layer = 1 + m->layer0;
 
-			/* layers freed after forward share one gathered buffer;
-			 * every layer shares one gradient buffer */
-			if (layer && d->reshard && c > 1)
-				d->wparam[c] = d->wparam[1];
+		for (int c = 0; c < nc; c++) {
+			bool shared = is_layer(d, c) && c > first_layer;
+
+			if (!holds(d, c))
+				continue;
+			if (shared && d->reshard)
+				d->wparam[c] = d->wparam[first_layer];
 			else if (!(d->wparam[c] = dp_alloc(d, d->whole[c],
 							   "fsdp gathered parameters")))
 				goto fail;
-			if (layer && c > 1)
-				d->wgrad[c] = d->wgrad[1];
+			if (shared)
+				d->wgrad[c] = d->wgrad[first_layer];
 			else if (!(d->wgrad[c] = dp_alloc(d, d->whole[c],
 							  "fsdp unsharded gradients")))
 				goto fail;
@@ -441,7 +491,8 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 	d->hooks = (llama_hooks){ .arg = d, .acquire = hook_acquire, .release = hook_release,
 				  .tp_sum = hook_tp_sum, .tp_max = hook_tp_max,
 				  .tp_all_gather = hook_tp_all_gather,
-				  .tp_reduce_scatter = hook_tp_reduce_scatter };
+				  .tp_reduce_scatter = hook_tp_reduce_scatter,
+				  .pp_send = hook_pp_send, .pp_recv = hook_pp_recv };
 	if (d->tp)
 		tp_hooks_init(&d->tp_hooks, d->tp);
 	m->hooks = &d->hooks;
@@ -464,6 +515,8 @@ void dp_free(dp *d)
 	for (int c = 0; d->ar_req && c < d->nchunks; c++)
 		if (d->ar_req[c])
 			comm_wait(d->ar_req[c]);
+	dp_pp_flush(d);
+	free(d->pp_req);
 	if (d->m && d->m->hooks == &d->hooks) {
 		d->m->hooks = NULL;
 		for (int c = 0; c < d->nchunks; c++)
@@ -497,6 +550,8 @@ int dp_init_weights(dp *d, uint64_t seed)
 	int rc;
 
 	for (int c = 0; c < d->nchunks; c++) {
+		if (!holds(d, c))
+			continue;
 		if (d->n == 1) {
 			if ((rc = llama_init_chunk(&m->cfg, seed, c, m->tp, m->tp_rank,
 						   d->params[c])))
@@ -549,6 +604,30 @@ void dp_begin_step(dp *d, int accum)
 		d->gathered[c] = false;
 }
 
+int dp_end_backward(dp *d)
+{
+	/* the last reduce-scatter lands before the micro-batch counts as
+	 * done: the replicas' all-reduce starts on the step's last one */
+	int rc = land_reduce(d);
+
+	d->micro++;
+	return rc ? titan_err_prefix(rc, "fsdp: reducing gradients") : 0;
+}
+
+int dp_pp_flush(dp *d)
+{
+	int rc = 0;
+
+	for (int i = 0; i < d->npp_req; i++) {
+		int r = comm_wait(d->pp_req[i]);
+
+		if (!rc)
+			rc = r;
+	}
+	d->npp_req = 0;
+	return rc ? titan_err_prefix(rc, "pipeline: sending to a neighbour stage") : 0;
+}
+
 int dp_finish_grads(dp *d)
 {
 	int rc = land_reduce(d);
@@ -583,7 +662,8 @@ double dp_comm_seconds(dp *d)
 {
 	double t = (d->shard ? comm_busy_seconds(d->shard) : 0) +
 		   (d->rep ? comm_busy_seconds(d->rep) : 0) +
-		   (d->tp ? comm_busy_seconds(d->tp) : 0);
+		   (d->tp ? comm_busy_seconds(d->tp) : 0) +
+		   (d->pp ? comm_busy_seconds(d->pp) : 0);
 	double delta = t - d->comm_seen;
 
 	d->comm_seen = t;

@@ -33,6 +33,9 @@ typedef struct dp_opts {
 	comm *shard;        /* parameters are sharded over it (NULL: one rank) */
 	comm *replicate;    /* gradients are all-reduced over it (NULL: none) */
 	comm *tp;           /* the model's tensor-parallel group (NULL: none) */
+	comm *pp;           /* the pipeline's stages, in order (NULL: none); the
+	                       model's layer0/layer1/pp_first/pp_last say which
+	                       chunks this stage holds */
 	bool reshard_after_forward;
 } dp_opts;
 
@@ -68,6 +71,11 @@ const dp_piece *dp_pieces(const dp *d, int *n);
 
 /* Start a step: zero the shard gradients; accum micro-batches follow. */
 void dp_begin_step(dp *d, int accum);
+/* After each micro-batch's backward (llama_backward returned). */
+int dp_end_backward(dp *d);
+/* Wait for the pipeline sends in flight (their buffers are activation
+ * sets, reused by the next round). */
+int dp_pp_flush(dp *d);
 /* After the last micro-batch's backward: wait for every reduction.  The
  * shard gradients then hold the sum over every data-parallel rank. */
 int dp_finish_grads(dp *d);

@@ -38,6 +38,9 @@ int mesh_new(mesh **out, comm *world, const par_layout *l)
 			rc = comm_split(world, other, m->dp_rank, "dp", &m->dp);
 		if (!rc && l->tp > 1)
 			rc = comm_split(world, rank / l->tp, c->tp, "tp", &m->tp);
+		/* pp is the outermost dimension */
+		if (!rc && l->pp > 1)
+			rc = comm_split(world, rank % (size / l->pp), c->pp, "pp", &m->pp);
 	}
 	if (rc) {
 		mesh_free(m);
@@ -51,6 +54,7 @@ void mesh_free(mesh *m)
 {
 	if (!m)
 		return;
+	comm_free(m->pp);
 	comm_free(m->tp);
 	comm_free(m->dp);
 	comm_free(m->dp_replicate);

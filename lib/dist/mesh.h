@@ -21,6 +21,7 @@ typedef struct mesh {
 	comm *dp_replicate;    /* NULL when dp_replicate is 1 */
 	comm *dp;              /* NULL when both are 1 */
 	comm *tp;              /* NULL when tp is 1 */
+	comm *pp;              /* the pipeline's stages in order; NULL when pp is 1 */
 	int dp_rank, dp_size;  /* dr_i * dp_shard + ds_i, dp_replicate * dp_shard */
 } mesh;
 

@@ -260,7 +260,8 @@ static int model_alloc(llama_model **out, const llama_config *c, const kernel_op
 	if (!m)
 		return titan_err_nomem();
 	*m = (llama_model){ .cfg = *c, .ops = ops, .mem = mem, .nchunks = n,
-			    .with_grads = with_grads, .views = views, .tp = tp, .tp_rank = tp_rank };
+			    .with_grads = with_grads, .views = views, .tp = tp, .tp_rank = tp_rank,
+			    .layer0 = 0, .layer1 = c->n_layers, .pp_first = true, .pp_last = true };
 	m->chunk_numel = calloc((size_t)n, sizeof *m->chunk_numel);
 	m->params = calloc((size_t)n, sizeof *m->params);
 	m->grads = calloc((size_t)n, sizeof *m->grads);

@@ -110,6 +110,14 @@ typedef struct llama_hooks {
 	 * rank's send (tp x n) */
 	int (*tp_all_gather)(void *arg, const float *send, float *recv, size_t n);
 	int (*tp_reduce_scatter)(void *arg, const float *send, float *recv, size_t n);
+	/* pipeline parallel: a stage's input activations come from the
+	 * previous stage and its output goes to the next (grad false); in
+	 * backward the gradient of its output comes from the next stage and
+	 * that of its input goes to the previous one (grad true).  tag is the
+	 * micro-batch (the activation set in use).  A send may return before
+	 * the data has left; buf stays untouched until the caller's flush. */
+	int (*pp_send)(void *arg, const float *buf, size_t n, bool grad, int tag);
+	int (*pp_recv)(void *arg, float *buf, size_t n, bool grad, int tag);
 } llama_hooks;
 
 struct llama_model {
@@ -133,6 +141,15 @@ struct llama_model {
 	 * row-parallel ones; the norm weights' gradients are then partial
 	 * sums over the tp ranks, which the caller adds up. */
 	bool sp;
+	/* Pipeline parallel: this stage runs layers [layer0, layer1); the
+	 * first stage embeds, the last has the final norm, the output and the
+	 * loss (defaults: every layer, both). */
+	int layer0, layer1;
+	bool pp_first, pp_last;
+	/* Activation sets (llama_plan_sets), one per micro-batch in flight;
+	 * acts is sets[set]. */
+	llama_acts **sets;
+	int nsets, set;
 	bool views;              /* params/grads are someone else's buffers */
 	const llama_hooks *hooks;  /* NULL: params and grads are always there */
 };
@@ -176,6 +193,12 @@ int llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, int tp, in
  * LLAMA_AC_SELECTIVE, layers l with l % every == every - 1 are recomputed.
  * Replaces an earlier plan. */
 int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_every);
+/* The same with n activation sets of that shape (pipeline micro-batches
+ * in flight), set 0 in use; only the stage's layers get activations. */
+int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selective_every,
+		    int n);
+/* Use activation set i (0..nsets-1) for the next forward and backward. */
+void llama_use_set(llama_model *m, int i);
 
 /* Forward one batch: inputs and labels are [B*T] token ids; seg_start is
  * NULL for the causal mask or [B*T] for the document mask (see kernels.h;

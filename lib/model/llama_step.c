@@ -49,6 +49,8 @@ struct dims {
 	int tp;                  /* H, KV, F, V are a tp rank's share */
 	int Ns;                  /* rows of the residual stream here: N / tp under
 	                            sequence parallel, else N */
+	int l0, l1;              /* the pipeline stage's layers */
+	bool first, last;        /* it embeds; it has the head */
 	size_t q, kv;            /* H * D, KV * D */
 };
 
@@ -64,16 +66,18 @@ static struct dims dims_of(const llama_model *m)
 	};
 
 	d.Ns = m->sp && tp > 1 ? d.N / tp : d.N;
+	d.l0 = m->layer0;
+	d.l1 = m->layer1;
+	d.first = m->pp_first;
+	d.last = m->pp_last;
 
 	d.q = (size_t)d.H * d.D;
 	d.kv = (size_t)d.KV * d.D;
 	return d;
 }
 
-void llama_acts_free(llama_model *m)
+static void acts_free(llama_model *m, llama_acts *a)
 {
-	llama_acts *a = m->acts;
-
 	if (!a)
 		return;
 	mem_free(m->mem, a->mem, a->bytes);
@@ -81,8 +85,23 @@ void llama_acts_free(llama_model *m)
 	free(a->layer);
 	free(a->recompute);
 	free(a);
+}
+
+void llama_acts_free(llama_model *m)
+{
+	for (int i = 0; i < m->nsets; i++)
+		acts_free(m, m->sets[i]);
+	free(m->sets);
+	m->sets = NULL;
+	m->nsets = m->set = 0;
 	m->acts = NULL;
 	m->act_bytes = 0;
+}
+
+void llama_use_set(llama_model *m, int i)
+{
+	m->set = i;
+	m->acts = m->sets[i];
 }
 
 /* Carve n elements of size sz from the plan's allocation: with base NULL it
@@ -121,9 +140,9 @@ static size_t carve(llama_acts *a, char *base, const struct dims *d)
 	struct layer_acts shared;
 	bool any_shared = false;
 
-	for (int l = 0; l <= d->L; l++)
+	for (int l = d->l0; l <= d->l1; l++)
 		a->resid[l] = take(base, &off, Ns * C, sizeof(float));
-	for (int l = 0; l < d->L; l++) {
+	for (int l = d->l0; l < d->l1; l++) {
 		if (a->recompute[l])
 			any_shared = true;
 		else
@@ -131,14 +150,16 @@ static size_t carve(llama_acts *a, char *base, const struct dims *d)
 	}
 	if (any_shared) {
 		carve_layer(&shared, base, &off, d);
-		for (int l = 0; l < d->L; l++)
+		for (int l = d->l0; l < d->l1; l++)
 			if (a->recompute[l])
 				a->layer[l] = shared;
 	}
-	a->xf = take(base, &off, N * C, sizeof(float));
-	a->rstdf = take(base, &off, Ns, sizeof(float));
-	a->logits = take(base, &off, N * d->V, sizeof(float));
-	a->losses = take(base, &off, N, sizeof(float));
+	if (d->last) {
+		a->xf = take(base, &off, N * C, sizeof(float));
+		a->rstdf = take(base, &off, Ns, sizeof(float));
+		a->logits = take(base, &off, N * d->V, sizeof(float));
+		a->losses = take(base, &off, N, sizeof(float));
+	}
 	a->cos_tab = take(base, &off, (size_t)d->T * (d->D / 2), sizeof(float));
 	a->sin_tab = take(base, &off, (size_t)d->T * (d->D / 2), sizeof(float));
 	a->pos = take(base, &off, N, sizeof(int32_t));
@@ -199,7 +220,8 @@ void llama_rope_tables(const llama_config *c, int T, float *cos_tab, float *sin_
 	}
 }
 
-int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_every)
+int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selective_every,
+		    int n)
 {
 	const llama_config *c = &m->cfg;
 	llama_acts *a;
@@ -223,37 +245,54 @@ int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_eve
 		return titan_err(TITAN_EUSAGE, "activation_checkpoint.mode: unknown mode %d",
 				 (int)ac);
 
+	if (n < 1)
+		return titan_err(TITAN_EUSAGE, "llama_plan_sets: %d activation sets", n);
+
 	llama_acts_free(m);
 	m->B = B;
 	m->T = T;
 	m->ac = ac;
 	m->ac_every = selective_every;
 	d = dims_of(m);
-	a = calloc(1, sizeof *a);
-	if (!a)
+	m->sets = calloc((size_t)n, sizeof *m->sets);
+	if (!m->sets)
 		return titan_err_nomem();
-	m->acts = a;
-	a->resid = calloc((size_t)d.L + 1, sizeof *a->resid);
-	a->layer = calloc((size_t)d.L, sizeof *a->layer);
-	a->recompute = calloc((size_t)d.L, sizeof *a->recompute);
-	if (!a->resid || !a->layer || !a->recompute) {
-		llama_acts_free(m);
-		return titan_err_nomem();
+	m->nsets = n;
+	for (int i = 0; i < n; i++) {
+		a = calloc(1, sizeof *a);
+		if (!a) {
+			llama_acts_free(m);
+			return titan_err_nomem();
+		}
+		m->sets[i] = a;
+		a->resid = calloc((size_t)d.L + 1, sizeof *a->resid);
+		a->layer = calloc((size_t)d.L, sizeof *a->layer);
+		a->recompute = calloc((size_t)d.L, sizeof *a->recompute);
+		if (!a->resid || !a->layer || !a->recompute) {
+			llama_acts_free(m);
+			return titan_err_nomem();
+		}
+		for (int l = 0; l < d.L; l++)
+			a->recompute[l] = ac == LLAMA_AC_FULL ||
+					  (ac == LLAMA_AC_SELECTIVE &&
+					   l % selective_every == selective_every - 1);
+		a->bytes = carve(a, NULL, &d);
+		a->mem = mem_alloc(m->mem, a->bytes, "activations");
+		if (!a->mem) {
+			llama_acts_free(m);
+			return TITAN_ENOMEM;
+		}
+		carve(a, a->mem, &d);
+		llama_rope_tables(c, T, a->cos_tab, a->sin_tab);
+		m->act_bytes += a->bytes;
 	}
-	for (int l = 0; l < d.L; l++)
-		a->recompute[l] = ac == LLAMA_AC_FULL ||
-				  (ac == LLAMA_AC_SELECTIVE &&
-				   l % selective_every == selective_every - 1);
-	a->bytes = carve(a, NULL, &d);
-	a->mem = mem_alloc(m->mem, a->bytes, "activations");
-	if (!a->mem) {
-		llama_acts_free(m);
-		return TITAN_ENOMEM;
-	}
-	carve(a, a->mem, &d);
-	llama_rope_tables(c, T, a->cos_tab, a->sin_tab);
-	m->act_bytes = a->bytes;
+	llama_use_set(m, 0);
 	return 0;
+}
+
+int llama_plan(llama_model *m, int B, int T, llama_ac_mode ac, int selective_every)
+{
+	return llama_plan_sets(m, B, T, ac, selective_every, 1);
 }
 
 /* Tensor parallel: the sum (maximum) over the tp ranks of a partial
@@ -445,6 +484,22 @@ static int release(llama_model *m, int chunk, llama_pass pass)
 	return m->hooks ? m->hooks->release(m->hooks->arg, m, chunk, pass) : 0;
 }
 
+/* A stage boundary's residual rows (or their gradient), tagged with the
+ * activation set in use, which is the micro-batch. */
+static int pp_send(llama_model *m, const float *buf, bool grad)
+{
+	struct dims d = dims_of(m);
+
+	return m->hooks->pp_send(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad, m->set);
+}
+
+static int pp_recv(llama_model *m, float *buf, bool grad)
+{
+	struct dims d = dims_of(m);
+
+	return m->hooks->pp_recv(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad, m->set);
+}
+
 /* The embedding lookup.  Under tensor parallelism each rank holds a slice
  * of the vocabulary's rows: it looks up the tokens that fall in it, zero
  * rows for the rest, and the sum over the tp ranks is every token's row. */
@@ -560,19 +615,30 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	pass = train ? LLAMA_PASS_FORWARD : LLAMA_PASS_EVAL;
 	tied = m->cfg.tie_embeddings;
 
-	if ((rc = acquire(m, 0, pass)) || (rc = embed(m)))
+	if (d.first) {
+		if ((rc = acquire(m, 0, pass)) || (rc = embed(m)))
+			return rc;
+		if (!tied && (rc = release(m, 0, pass)))
+			return rc;
+	} else if ((rc = pp_recv(m, a->resid[d.l0], false))) {
 		return rc;
-	if (!tied && (rc = release(m, 0, pass)))
-		return rc;
-	for (int l = 0; l < d.L; l++) {
+	}
+	for (int l = d.l0; l < d.l1; l++) {
 		if ((rc = acquire(m, 1 + l, pass)) || (rc = block_forward(m, l, true)) ||
 		    (rc = release(m, 1 + l, pass)))
 			return rc;
 	}
 	a->shared_holds = -1;
-	for (int l = d.L - 1; l >= 0 && a->shared_holds < 0; l--)
+	for (int l = d.l1 - 1; l >= d.l0 && a->shared_holds < 0; l--)
 		if (a->recompute[l])
 			a->shared_holds = l;
+	if (!d.last) {
+		/* the next stage has the head: loss is left alone */
+		if ((rc = pp_send(m, a->resid[d.l1], false)))
+			return rc;
+		a->backward_ready = train;
+		return 0;
+	}
 	if ((rc = acquire(m, d.L + 1, pass)) || (tied && (rc = acquire(m, 0, pass))))
 		return rc;
 	norm_w = m->params[d.L + 1];
@@ -622,6 +688,12 @@ int llama_backward(llama_model *m)
 	a->backward_ready = false;
 	tied = m->cfg.tie_embeddings;
 
+	if (!d.last) {
+		/* the gradient of this stage's output, from the next stage */
+		if ((rc = pp_recv(m, a->dresid, true)))
+			return rc;
+		goto layers;
+	}
 	if ((rc = acquire(m, d.L + 1, B)) || (tied && (rc = acquire(m, 0, B))))
 		return rc;
 	/* logits now hold dloss/N * (softmax - onehot) */
@@ -638,7 +710,8 @@ int llama_backward(llama_model *m)
 			     m->params[d.L + 1], a->rstdf, d.Ns, d.C);
 	if ((rc = release(m, d.L + 1, B)))
 		return rc;
-	for (int l = d.L - 1; l >= 0; l--) {
+layers:
+	for (int l = d.l1 - 1; l >= d.l0; l--) {
 		if ((rc = acquire(m, 1 + l, B)))
 			return rc;
 		/* the last recomputed layer's forward is still in the
@@ -651,6 +724,8 @@ int llama_backward(llama_model *m)
 		if ((rc = block_backward(m, l)) || (rc = release(m, 1 + l, B)))
 			return rc;
 	}
+	if (!d.first)
+		return pp_send(m, a->dresid, true);
 	if (!tied && (rc = acquire(m, 0, B)))
 		return rc;
 	if (m->tp > 1) {

@@ -16,6 +16,7 @@
 #include "data/loader.h"
 #include "dist/dp.h"
 #include "dist/mesh.h"
+#include "dist/pp.h"
 #include "mem/memmodel.h"
 #include "model/llama.h"
 #include "tok/tok.h"
@@ -37,6 +38,8 @@ typedef struct run {
 	loader *train;
 	dataset_tokinfo tok;
 	int B, T, accum;
+	int mb, nmb;             /* pipeline: micro-batches of mb sequences, nmb a batch */
+	pp_op *pipe;             /* [2 nmb] this stage's schedule */
 	int32_t *seg;            /* [B*T] document starts (block_causal) */
 	metrics *met;
 	ckpt_saver *saver;
@@ -353,6 +356,48 @@ static int dp_mean(run *r, double *v)
 	return 0;
 }
 
+/* One batch through this rank's stage of the pipeline (the whole model
+ * without pp): each micro-batch's forward and, when training, backward,
+ * in the schedule's order.  *loss_sum gains the micro-batches' losses on
+ * the last stage (0 elsewhere). */
+static int run_batch(run *r, const loader_batch *b, bool train, float dloss, double *loss_sum)
+{
+	const int32_t *seg = batch_seg(r, b);
+	size_t rows = (size_t)r->mb * r->T;
+	int rc;
+
+	for (int k = 0; k < (train ? 2 : 1) * r->nmb; k++) {
+		pp_op op = train ? r->pipe[k] : (pp_op){ false, k };
+		size_t at = (size_t)op.mb * rows;
+		float l = 0;
+
+		llama_use_set(r->model, op.mb);
+		if (op.backward) {
+			if ((rc = llama_backward(r->model)) || (rc = dp_end_backward(r->dp)))
+				return rc;
+			continue;
+		}
+		if ((rc = llama_forward(r->model, b->inputs + at, b->labels + at,
+					seg ? seg + at : NULL, train ? dloss : 0.0f, &l)))
+			return rc;
+		if (r->model->pp_last)
+			*loss_sum += l;
+	}
+	return dp_pp_flush(r->dp);
+}
+
+/* The mean of the micro-batches' losses, n of them on the last stage, on
+ * every stage and data-parallel rank. */
+static int step_loss(run *r, double sum, int n, double *loss)
+{
+	int rc;
+
+	*loss = sum / n;
+	if (r->mesh->pp && (rc = comm_all_reduce(r->mesh->pp, loss, 1, COMM_F64, COMM_SUM)))
+		return rc;
+	return dp_mean(r, loss);
+}
+
 static int validate(run *r, double *val_loss)
 {
 	const train_config *c = r->cfg;
@@ -369,16 +414,10 @@ static int validate(run *r, double *val_loss)
 		most = 1;
 	if (n < 0 || n > most)
 		n = most;
-	for (long i = 0; i < n; i++) {
-		float loss;
-		if ((rc = loader_next(l, &b)) ||
-		    (rc = llama_forward(r->model, b->inputs, b->labels, batch_seg(r, b), 0.0f, &loss)))
+	for (long i = 0; i < n; i++)
+		if ((rc = loader_next(l, &b)) || (rc = run_batch(r, b, false, 0, &sum)))
 			goto out;
-		sum += loss;
-	}
-	if ((rc = dp_mean(r, &sum)))
-		goto out;
-	*val_loss = sum / n;
+	rc = step_loss(r, sum, (int)(n * r->nmb), val_loss);
 out:
 	loader_close(l);
 	return rc;
@@ -434,17 +473,21 @@ static void log_setup(run *r, const train_result *res)
 		const par_layout *l = &r->mesh->layout;
 		const char *kind = l->dp_shard > 1 ? (l->dp_replicate > 1 ? "HSDP" : "FSDP")
 			       : l->dp_replicate > 1 ? "DDP" : "no data parallelism";
-		char tp[64] = "";
+		char tp[64] = "", pp[128] = "";
 
 		if (l->tp > 1)
 			snprintf(tp, sizeof tp, ", tensor parallel over %d ranks%s", l->tp,
 				 r->model->sp ? " with sequence parallel" : "");
-		log_info(r->log, "parallelism: %d ranks (%s), dp_replicate=%d x dp_shard=%d x "
-			 "tp=%d: %s%s%s", comm_size(r->world), comm_backend(r->world),
-			 l->dp_replicate, l->dp_shard, l->tp, kind,
+		if (l->pp > 1)
+			snprintf(pp, sizeof pp, ", %d pipeline stages (%s, %d micro-batches of %d)",
+				 l->pp, c->parallelism.pipeline_parallel_schedule == PP_GPIPE
+				 ? "GPipe" : "1F1B", r->nmb, r->mb);
+		log_info(r->log, "parallelism: %d ranks (%s), pp=%d x dp_replicate=%d x "
+			 "dp_shard=%d x tp=%d: %s%s%s%s", comm_size(r->world),
+			 comm_backend(r->world), l->pp, l->dp_replicate, l->dp_shard, l->tp, kind,
 			 l->dp_shard > 1 ? (config_reshard_after_forward(c)
 					    ? ", layers resharded after forward"
-					    : ", layers kept gathered to backward") : "", tp);
+					    : ", layers kept gathered to backward") : "", tp, pp);
 	}
 	log_info(r->log, "training %ld steps: %d x %d tokens per micro-batch, %d micro-batches "
 		 "per step, %d threads, peak %.1f GFLOP/s%s", c->training.steps, r->B, r->T,
@@ -461,9 +504,13 @@ static int make_mesh(run *r)
 
 	if ((rc = config_layout(c, comm_size(r->world), &l)))
 		return rc;
-	if (l.pp > 1 || l.cp > 1)
-		return titan_err(TITAN_EUSAGE, "parallelism: pipeline and context parallel "
-				 "degrees must be 1 in this version (pp=%d, cp=%d)", l.pp, l.cp);
+	if (l.cp > 1)
+		return titan_err(TITAN_EUSAGE, "parallelism: the context parallel degree must be "
+				 "1 in this version (cp=%d)", l.cp);
+	if (l.pp > 1 && c->model.tie_embeddings)
+		return titan_err(TITAN_EUSAGE, "parallelism: pipeline parallel needs untied "
+				 "embeddings (model.tie_embeddings: the first and last stages would "
+				 "share a weight)");
 	if ((rc = par_layout_check(&l, &c->model, comm_size(r->world))))
 		return rc;
 	comm_set_timeout(r->world, c->comm.init_timeout_seconds);
@@ -479,6 +526,8 @@ static int make_mesh(run *r)
 		comm_set_timeout(r->mesh->dp, c->comm.train_timeout_seconds);
 	if (r->mesh->tp)
 		comm_set_timeout(r->mesh->tp, c->comm.train_timeout_seconds);
+	if (r->mesh->pp)
+		comm_set_timeout(r->mesh->pp, c->comm.train_timeout_seconds);
 	return 0;
 }
 
@@ -488,6 +537,7 @@ static int make_model(run *r, const adamw_config *ac)
 	const train_config *c = r->cfg;
 	dp_opts o = {
 		.shard = r->mesh->dp_shard, .replicate = r->mesh->dp_replicate, .tp = r->mesh->tp,
+		.pp = r->mesh->pp,
 		.reshard_after_forward = config_reshard_after_forward(c),
 	};
 	llama_tensor_info *ti;
@@ -499,6 +549,15 @@ static int make_model(run *r, const adamw_config *ac)
 				  r->mesh->layout.tp, r->mesh->me.tp)))
 		return rc;
 	r->model->sp = r->mesh->layout.tp > 1 && c->parallelism.sequence_parallel;
+	{
+		/* this pipeline stage's layers (all of them without pp) */
+		int pp = r->mesh->layout.pp, s = r->mesh->me.pp, per = c->model.n_layers / pp;
+
+		r->model->layer0 = s * per;
+		r->model->layer1 = (s + 1) * per;
+		r->model->pp_first = s == 0;
+		r->model->pp_last = s == pp - 1;
+	}
 	if ((rc = dp_new(&r->dp, r->model, &o, &r->mem)) ||
 	    (rc = dp_init_weights(r->dp, c->training.seed)))
 		return rc;
@@ -566,8 +625,20 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	 * it would touch memory the run never needs. */
 	if ((rc = mem_model_plan_bytes(c, LLAMA_AC_NONE, &res->act_bytes_none)))
 		return rc;
-	if ((rc = llama_plan(r->model, r->B, r->T, c->activation_checkpoint.mode,
-			     c->activation_checkpoint.selective_every)))
+	/* Micro-batches: a pipeline splits each batch; one activation set
+	 * per micro-batch in flight */
+	r->mb = r->mesh->layout.pp > 1 ? c->parallelism.pipeline_parallel_microbatch_size : r->B;
+	if (r->B % r->mb)
+		return titan_err(TITAN_EUSAGE, "parallelism.pipeline_parallel_microbatch_size %d "
+				 "does not divide training.local_batch_size %d", r->mb, r->B);
+	r->nmb = r->B / r->mb;
+	r->pipe = calloc((size_t)r->nmb * 2, sizeof *r->pipe);
+	if (!r->pipe)
+		return titan_err_nomem();
+	pp_schedule((pp_schedule_kind)c->parallelism.pipeline_parallel_schedule,
+		    r->mesh->layout.pp, r->mesh->me.pp, r->nmb, r->pipe);
+	if ((rc = llama_plan_sets(r->model, r->mb, r->T, c->activation_checkpoint.mode,
+				  c->activation_checkpoint.selective_every, r->nmb)))
 		return rc;
 	res->act_bytes = r->model->act_bytes;
 	mem_reset_peak(&r->mem);
@@ -650,33 +721,33 @@ static int grad_sumsq(run *r, double *out)
 	}
 	if ((rc = dp_sum(r->dp, &sum)))
 		return rc;
+	/* each pipeline stage holds its own layers */
+	if (r->mesh->pp && (rc = comm_all_reduce(r->mesh->pp, &sum, 1, COMM_F64, COMM_SUM)))
+		return rc;
 	*out = sum;
 	return 0;
 }
 
-/* One optimizer step over accum micro-batches; the mean loss in *loss. */
+/* One optimizer step over accum batches; the mean loss in *loss. */
 static int train_step(run *r, double *loss, double *norm, double *data_s)
 {
+	/* summed over the ranks and micro-batches, the gradients are the
+	 * global batch's mean */
+	float dloss = 1.0f / ((float)r->accum * r->nmb * r->mesh->dp_size);
 	loader_batch *b;
 	double sum = 0, sumsq;
 	int rc;
 
-	dp_begin_step(r->dp, r->accum);
+	dp_begin_step(r->dp, r->accum * r->nmb);
 	for (int i = 0; i < r->accum; i++) {
 		double t0 = titan_now();
-		float l;
 		if ((rc = loader_next(r->train, &b)))
 			return rc;
 		*data_s += titan_now() - t0;
-		/* summed over the ranks, the gradients are the global batch's mean */
-		if ((rc = llama_forward(r->model, b->inputs, b->labels, batch_seg(r, b),
-					1.0f / ((float)r->accum * r->mesh->dp_size), &l)) ||
-		    (rc = llama_backward(r->model)))
+		if ((rc = run_batch(r, b, true, dloss, &sum)))
 			return rc;
-		sum += l;
 	}
-	*loss = sum / r->accum;
-	if ((rc = dp_finish_grads(r->dp)) || (rc = dp_mean(r, loss)))
+	if ((rc = dp_finish_grads(r->dp)) || (rc = step_loss(r, sum, r->accum * r->nmb, loss)))
 		return rc;
 	if ((rc = grad_sumsq(r, &sumsq)))
 		return rc;
@@ -779,6 +850,7 @@ static void run_free(run *r)
 	free(r->ct);
 	free(r->cs);
 	free(r->seg);
+	free(r->pipe);
 	adamw_free(r->opt);
 	dp_free(r->dp);
 	llama_free(r->model);

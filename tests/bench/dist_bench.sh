@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Parallel training on the CPU: how titan-train's tokens/s scales from one
-# rank to two (DDP, FSDP and tensor parallel, the same global batch), the share of each
+# rank to two (DDP, FSDP and tensor parallel, the same global batch), the
+# pipeline's bubble against its theory, the share of each
 # step spent communicating, and the memory each rank holds under FSDP on
 # 1, 2 and 4 ranks beside titan-mem's prediction.
 #
@@ -227,6 +228,45 @@ for n in "${mem_ranks[@]}"; do
 	i=$((i + 1))
 	echo "[m$i] ${cmd[mem$n]}"
 	echo "     ${mem_cmd[$n]}"
+done
+
+# Pipeline bubble: 2 stages, the same batch of 8 x 256 in m micro-batches;
+# a stage idles (waiting for its neighbour) about (p - 1) / (m + p - 1) of
+# a step.  The measured figure is rank 0's share of the step spent in the
+# pipeline's sends and receives (JSONL comm_share), transfers included.
+echo
+echo "pipeline bubble, 2 stages, dim 256, 4 layers, batch 8 x 256: rank 0's share of the step"
+echo "waiting on the pipeline (JSONL comm_share) against (p - 1) / (m + p - 1)"
+echo
+fmt="%-5s %-6s %4s %10s %12s  %s\n"
+# shellcheck disable=SC2059
+printf "$fmt" "" schedule m measured theoretical "last loss"
+i=0
+for sched in GPipe 1F1B; do
+	for m in 1 2 4 8; do
+		i=$((i + 1))
+		name=pp-$sched-$m
+		# shellcheck disable=SC2086
+		train "$name" 2 "${model[@]}" --training.local_batch_size=8 \
+			--parallelism.pipeline_parallel_degree=2 \
+			--parallelism.pipeline_parallel_schedule=$sched \
+			--parallelism.pipeline_parallel_microbatch_size=$((8 / m))
+		read -r t c l < <(steady "$name") || die "cannot read '$work/$name.jsonl'"
+		awk -v a="${loss[one1]}" -v b="$l" 'BEGIN { d = a - b; if (d < 0) d = -d
+			m = a < 0 ? -a : a; exit !(d <= 1e-4 * m) }' ||
+			die "pipeline $sched m=$m: last loss $l against 1 rank's ${loss[one1]}"
+		# shellcheck disable=SC2059
+		printf "$fmt" "[p$i]" "$sched" "$m" "$(awk -v c="$c" 'BEGIN { printf "%.1f%%", 100 * c }')" \
+			"$(awk -v m="$m" 'BEGIN { printf "%.1f%%", 100 / (m + 1) }')" "$l"
+	done
+done
+echo
+i=0
+for sched in GPipe 1F1B; do
+	for m in 1 2 4 8; do
+		i=$((i + 1))
+		echo "[p$i] ${cmd[pp-$sched-$m]}"
+	done
 done
 
 echo
