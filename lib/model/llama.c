@@ -246,7 +246,7 @@ void llama_block_view_tp(const llama_config *c, int tp, float *chunk, llama_bloc
 int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
 	      mem_tracker *mem)
 {
-	return llama_new_opts(out, c, ops, mem, true);
+	return llama_new_tp(out, c, ops, mem, true, 1, 0);
 }
 
 /* The model's tables, every buffer pointer NULL. */
@@ -273,12 +273,6 @@ static int model_alloc(llama_model **out, const llama_config *c, const kernel_op
 		m->chunk_numel[i] = llama_chunk_numel_tp(c, tp, i);
 	*out = m;
 	return 0;
-}
-
-int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *ops,
-		   mem_tracker *mem, bool with_grads)
-{
-	return llama_new_tp(out, c, ops, mem, with_grads, 1, 0);
 }
 
 /* tp must divide what tensor parallelism splits. */

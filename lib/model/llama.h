@@ -157,10 +157,6 @@ struct llama_model {
 /* Allocate parameters and gradients (zero) for c (already checked). */
 int llama_new(llama_model **out, const llama_config *c, const kernel_ops *ops,
 	      mem_tracker *mem);
-/* The same; with_grads false leaves grads[] NULL (inference: llama_forward
- * without dloss and decoding only). */
-int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *ops,
-		   mem_tracker *mem, bool with_grads);
 /* A model whose params[] and grads[] are NULL pointers for someone else
  * to point at buffers they own (the data-parallel layer, through hooks);
  * llama_free leaves them alone.  With tp > 1 it is rank tp_rank's part of
@@ -168,8 +164,10 @@ int llama_new_opts(llama_model **out, const llama_config *c, const kernel_ops *o
  * the hooks' tp_sum / tp_max combine partial results across the tp ranks. */
 int llama_new_views(llama_model **out, const llama_config *c, const kernel_ops *ops,
 		    mem_tracker *mem, int tp, int tp_rank);
-/* Rank tp_rank's part of a tensor-parallel model, with its own buffers
- * (llama_tensors_tp's pieces; the caller fills them). */
+/* Rank tp_rank's part of a tensor-parallel model (tp 1: the whole model),
+ * with its own buffers (llama_tensors_tp's pieces; the caller fills them);
+ * with_grads false leaves grads[] NULL (inference: llama_forward without
+ * dloss and decoding only). */
 int llama_new_tp(llama_model **out, const llama_config *c, const kernel_ops *ops,
 		 mem_tracker *mem, bool with_grads, int tp, int tp_rank);
 void llama_free(llama_model *m);

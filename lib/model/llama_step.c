@@ -683,7 +683,7 @@ int llama_backward(llama_model *m)
 				 "prepare a backward (it needs labels and dloss != 0)");
 	if (!m->with_grads)
 		return titan_err(TITAN_EUSAGE, "llama_backward: the model was made without "
-				 "gradients (llama_new_opts)");
+				 "gradients (llama_new_tp)");
 	d = dims_of(m);
 	a->backward_ready = false;
 	tied = m->cfg.tie_embeddings;
