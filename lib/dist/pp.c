@@ -42,3 +42,8 @@ void pp_schedule_format(const pp_op *ops, int nops, char *buf, size_t cap)
 		len += (size_t)w;
 	}
 }
+
+int pp_in_flight(pp_schedule_kind kind, int pp, int stage, int n)
+{
+	return kind == PP_GPIPE ? n : TITAN_MAX(1, TITAN_MIN(n, pp - stage));
+}

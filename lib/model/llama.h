@@ -114,7 +114,7 @@ typedef struct llama_hooks {
 	 * previous stage and its output goes to the next (grad false); in
 	 * backward the gradient of its output comes from the next stage and
 	 * that of its input goes to the previous one (grad true).  tag is the
-	 * micro-batch (the activation set in use).  A send may return before
+	 * the micro-batch (m->pp_tag).  A send may return before
 	 * the data has left; buf stays untouched until the caller's flush. */
 	int (*pp_send)(void *arg, const float *buf, size_t n, bool grad, int tag);
 	int (*pp_recv)(void *arg, float *buf, size_t n, bool grad, int tag);
@@ -147,9 +147,10 @@ struct llama_model {
 	int layer0, layer1;
 	bool pp_first, pp_last;
 	/* Activation sets (llama_plan_sets), one per micro-batch in flight;
-	 * acts is sets[set]. */
+	 * acts is sets[set].  pp_tag names the micro-batch in the pipeline's
+	 * messages (the caller's). */
 	llama_acts **sets;
-	int nsets, set;
+	int nsets, set, pp_tag;
 	bool views;              /* params/grads are someone else's buffers */
 	const llama_hooks *hooks;  /* NULL: params and grads are always there */
 };

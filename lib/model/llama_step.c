@@ -485,19 +485,19 @@ static int release(llama_model *m, int chunk, llama_pass pass)
 }
 
 /* A stage boundary's residual rows (or their gradient), tagged with the
- * activation set in use, which is the micro-batch. */
+ * micro-batch. */
 static int pp_send(llama_model *m, const float *buf, bool grad)
 {
 	struct dims d = dims_of(m);
 
-	return m->hooks->pp_send(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad, m->set);
+	return m->hooks->pp_send(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad, m->pp_tag);
 }
 
 static int pp_recv(llama_model *m, float *buf, bool grad)
 {
 	struct dims d = dims_of(m);
 
-	return m->hooks->pp_recv(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad, m->set);
+	return m->hooks->pp_recv(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad, m->pp_tag);
 }
 
 /* The embedding lookup.  Under tensor parallelism each rank holds a slice

@@ -368,10 +368,16 @@ static int run_batch(run *r, const loader_batch *b, bool train, float dloss, dou
 
 	for (int k = 0; k < (train ? 2 : 1) * r->nmb; k++) {
 		pp_op op = train ? r->pipe[k] : (pp_op){ false, k };
+		int set = op.mb % r->model->nsets;
 		size_t at = (size_t)op.mb * rows;
 		float l = 0;
 
-		llama_use_set(r->model, op.mb);
+		/* A set comes back for a later micro-batch once its backward is
+		 * done (1F1B); what this stage sent from it must have left. */
+		if (!op.backward && op.mb >= r->model->nsets && (rc = dp_pp_flush(r->dp)))
+			return rc;
+		llama_use_set(r->model, set);
+		r->model->pp_tag = op.mb;
 		if (op.backward) {
 			if ((rc = llama_backward(r->model)) || (rc = dp_end_backward(r->dp)))
 				return rc;
@@ -626,7 +632,8 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	if ((rc = mem_model_plan_bytes(c, LLAMA_AC_NONE, &res->act_bytes_none)))
 		return rc;
 	/* Micro-batches: a pipeline splits each batch; one activation set
-	 * per micro-batch in flight */
+	 * per micro-batch in flight: all of them under GPipe, at most
+	 * pp - stage under 1F1B */
 	r->mb = r->mesh->layout.pp > 1 ? c->parallelism.pipeline_parallel_microbatch_size : r->B;
 	if (r->B % r->mb)
 		return titan_err(TITAN_EUSAGE, "parallelism.pipeline_parallel_microbatch_size %d "
@@ -638,7 +645,9 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	pp_schedule((pp_schedule_kind)c->parallelism.pipeline_parallel_schedule,
 		    r->mesh->layout.pp, r->mesh->me.pp, r->nmb, r->pipe);
 	if ((rc = llama_plan_sets(r->model, r->mb, r->T, c->activation_checkpoint.mode,
-				  c->activation_checkpoint.selective_every, r->nmb)))
+				  c->activation_checkpoint.selective_every,
+				  pp_in_flight((pp_schedule_kind)c->parallelism.pipeline_parallel_schedule,
+					       r->mesh->layout.pp, r->mesh->me.pp, r->nmb))))
 		return rc;
 	res->act_bytes = r->model->act_bytes;
 	mem_reset_peak(&r->mem);

@@ -38,10 +38,26 @@ static void test_invariants(void)
 					pp_op ops[24];
 					int fwd[12] = { 0 }, bwd[12] = { 0 }, inflight = 0, most = 0;
 
+					int sets = pp_in_flight((pp_schedule_kind)k, pp, s, n);
+					int holder[12];
+
+					for (int i = 0; i < 12; i++)
+						holder[i] = -1;
 					pp_schedule((pp_schedule_kind)k, pp, s, n, ops);
 					for (int i = 0; i < 2 * n; i++) {
 						int mb = ops[i].mb;
 
+						if (ops[i].backward) {
+							CHECK(holder[mb % sets] == mb,
+							      "B%d: set %d holds %d", mb, mb % sets,
+							      holder[mb % sets]);
+							holder[mb % sets] = -1;
+						} else {
+							CHECK(holder[mb % sets] == -1,
+							      "F%d: set %d still holds %d", mb,
+							      mb % sets, holder[mb % sets]);
+							holder[mb % sets] = mb;
+						}
 						if (ops[i].backward) {
 							CHECK(fwd[mb] && !bwd[mb], "B%d before F%d", mb, mb);
 							bwd[mb]++;
@@ -54,11 +70,11 @@ static void test_invariants(void)
 								most = inflight;
 						}
 					}
-					/* 1F1B holds at most pp - s micro-batches */
-					if (k == PP_1F1B)
-						CHECK(most <= TITAN_MAX(1, TITAN_MIN(pp - s, n)),
-						      "1F1B pp %d stage %d n %d: %d in flight", pp,
-						      s, n, most);
+					/* no more in flight than pp_in_flight says (1F1B
+					 * holds at most pp - s), and micro-batch i's set
+					 * i % that is free when i's forward comes */
+					CHECK(most <= pp_in_flight((pp_schedule_kind)k, pp, s, n),
+					      "pp %d stage %d n %d: %d in flight", pp, s, n, most);
 				}
 }
 
