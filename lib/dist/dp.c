@@ -26,19 +26,17 @@ struct dp {
 	llama_hooks tp_hooks;        /* tp.c's, over the tp group */
 
 	size_t *whole, *numel;       /* [nchunks] chunk floats, shard floats */
-	size_t max_shard, max_whole;
+	size_t max_shard;
 	dp_piece *pieces;            /* llama_tensors order */
 	int npieces;
 	int *first_piece, *npiece;   /* [nchunks] pieces of each chunk */
 	size_t *chunk_off;           /* [npieces] the tensor's offset in its chunk */
 	int64_t *trows;              /* [npieces] the tensor's rows (dim 0) */
-	bool *tp_whole;              /* [npieces] whole on every tp rank (a norm) */
 	float **params, **grads;     /* [nchunks] shards */
 
 	/* n > 1 */
 	float **wparam;              /* [nchunks] whole parameter buffer of each chunk */
 	float **wgrad;               /* [nchunks] whole gradient buffer */
-	float *layer_param_slot, *layer_grad_slot;
 	float *gather_stage, *rs_send, *rs_recv;
 	bool *gathered;              /* [nchunks] wparam holds the current values */
 	bool *grad_live;             /* [nchunks] wgrad is being accumulated */
@@ -120,8 +118,7 @@ static int make_pieces(dp *d)
 	d->pieces = calloc((size_t)nt, sizeof *d->pieces);
 	d->chunk_off = calloc((size_t)nt, sizeof *d->chunk_off);
 	d->trows = calloc((size_t)nt, sizeof *d->trows);
-	d->tp_whole = calloc((size_t)nt, sizeof *d->tp_whole);
-	if (!d->pieces || !d->chunk_off || !d->trows || !d->tp_whole) {
+	if (!d->pieces || !d->chunk_off || !d->trows) {
 		free(t);
 		return titan_err_nomem();
 	}
@@ -145,16 +142,14 @@ static int make_pieces(dp *d)
 		d->numel[c] += p->padded;
 		d->chunk_off[i] = t[i].offset;
 		d->trows[i] = rows;
-		d->tp_whole[i] = t[i].tp_dim < 0;
+		p->tp_whole = t[i].tp_dim < 0;
 		if (d->first_piece[c] == NONE)
 			d->first_piece[c] = i;
 		d->npiece[c]++;
 	}
 	free(t);
-	for (int c = 0; c < d->nchunks; c++) {
+	for (int c = 0; c < d->nchunks; c++)
 		d->max_shard = TITAN_MAX(d->max_shard, d->numel[c]);
-		d->max_whole = TITAN_MAX(d->max_whole, d->whole[c]);
-	}
 	return 0;
 }
 
@@ -533,7 +528,6 @@ void dp_free(dp *d)
 	free(d->pieces);
 	free(d->chunk_off);
 	free(d->trows);
-	free(d->tp_whole);
 	free(d->params);
 	free(d->grads);
 	free(d->wparam);
@@ -644,7 +638,7 @@ int dp_finish_grads(dp *d)
 	for (int i = 0; !rc && d->m->sp && d->m->tp > 1 && i < d->npieces; i++) {
 		const dp_piece *p = &d->pieces[i];
 
-		if (d->tp_whole[i] && p->rows)
+		if (p->tp_whole && p->rows)
 			rc = comm_all_reduce(d->tp, d->grads[p->chunk] + p->offset,
 					     (size_t)(p->rows * p->cols), COMM_F32, COMM_SUM);
 	}

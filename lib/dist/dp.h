@@ -47,6 +47,7 @@ typedef struct dp_piece {
 	int64_t row0, rows;     /* the rows held (rows may be 0) */
 	int64_t cols;           /* 1 for a norm */
 	size_t padded;          /* floats the piece takes: ceil(rows / n) * cols */
+	bool tp_whole;          /* whole on every tp rank (a norm), not cut by tp */
 } dp_piece;
 
 typedef struct dp dp;

@@ -702,28 +702,23 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
  * norms), which each tp rank counts 1/tp of. */
 static int grad_sumsq(run *r, double *out)
 {
-	const llama_config *cfg = &r->model->cfg;
-	int tp = r->mesh->layout.tp, np, nt, rc;
+	int tp = r->mesh->layout.tp, np, rc;
 	float **g = dp_grads(r->dp);
 	const dp_piece *pc = dp_pieces(r->dp, &np);
-	llama_tensor_info *ti;
 	double sum = 0, whole = 0;
 
 	if (tp == 1) {
 		sum = grad_sumsq_flat(&kernels_cpu, g, dp_shard_numel(r->dp), dp_nchunks(r->dp));
 	} else {
-		if ((rc = llama_tensors_tp(cfg, tp, &ti, &nt)))
-			return rc;
 		for (int i = 0; i < np; i++) {
 			double s = kernels_cpu.sumsq(g[pc[i].chunk] + pc[i].offset,
 						     (size_t)(pc[i].rows * pc[i].cols));
 
-			if (ti[pc[i].tensor].tp_dim < 0)
+			if (pc[i].tp_whole)
 				whole += s;
 			else
 				sum += s;
 		}
-		free(ti);
 		sum += whole / tp;
 		if ((rc = comm_all_reduce(r->mesh->tp, &sum, 1, COMM_F64, COMM_SUM)))
 			return rc;
