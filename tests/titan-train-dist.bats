@@ -270,13 +270,17 @@ rank_pid() {
 	return 1
 }
 
-# wait_for FILE: until FILE exists (at most 60 s).
+# wait_for PATTERN MARK: until a path matches the glob PATTERN (at most
+# 60 s).  Else the run whose command line has MARK is stopped, so that no
+# rank outlives the test, and the test fails.
 wait_for() {
 	local i
 	for i in $(seq 600); do
-		[ -e "$1" ] && return 0
+		compgen -G "$1" >/dev/null && return 0
 		sleep 0.1
 	done
+	echo "nothing matched '$1' within 60 s" >&2
+	pkill -KILL -f -- "$2" || true
 	return 1
 }
 
@@ -286,7 +290,7 @@ wait_for() {
 	train_on 2 --training.local_batch_size=1 --training.steps=1000000 --metrics.log_freq=1000 \
 		--comm.train_timeout_seconds=3 --metrics.jsonl="$PWD/hang.jsonl" >out 2>&1 &
 	job=$!
-	wait_for hang.jsonl
+	wait_for hang.jsonl "$PWD/hang.jsonl"
 	pid=$(rank_pid "$PWD/hang.jsonl" 1)
 	kill -STOP "$pid"
 	wait "$job" || status=$?
@@ -303,7 +307,8 @@ wait_for() {
 		--checkpoint.enable=true --checkpoint.folder="$PWD/die" --checkpoint.interval=20 \
 		--checkpoint.keep_latest_k=2 --checkpoint.async=true >out 2>&1 &
 	job=$!
-	wait_for die/step-40
+	# a complete step directory (keep_latest_k prunes each soon after)
+	wait_for 'die/step-[0-9]*[0-9]' "$PWD/die"
 	pid=$(rank_pid "$PWD/die" 1)
 	kill -KILL "$pid"
 	wait "$job" || status=$?
@@ -320,7 +325,7 @@ wait_for() {
 		--checkpoint.enable=true --checkpoint.folder="$PWD/term" --checkpoint.interval=1000000 \
 		--metrics.jsonl="$PWD/term.jsonl" >out 2>&1 &
 	job=$!
-	wait_for term.jsonl
+	wait_for term.jsonl "$PWD/term.jsonl"
 	pid=$(rank_pid "$PWD/term.jsonl" 1)
 	kill -TERM "$pid"
 	wait "$job" || status=$?
