@@ -75,7 +75,8 @@ static int apply_args(const struct mem_args *a, mem_model_opts *o)
 			return titan_err(TITAN_EUSAGE, "--pp-schedule: '%s' is not gpipe, 1f1b "
 					 "or interleaved", a->schedule);
 	}
-	if (o->pp_schedule == MEM_PP_INTERLEAVED)
+	/* interleaving asked for here, not by the configuration */
+	if (o->pp_schedule == MEM_PP_INTERLEAVED && o->pp_virtual < 2)
 		o->pp_virtual = 2;
 	if (a->virtual_stages) {
 		if (a->virtual_stages < 1 || a->virtual_stages > 1024)

@@ -10,7 +10,8 @@
  * Shapes: N = B * T tokens (row-major, token-major), C model dim, H heads,
  * KV key/value heads (H % KV == 0), D head dim, F FFN hidden, V vocab.
  * Activations of attention are token-major: q is [B, T, H, D], k and v are
- * [B, T, KV, D], exactly what the projections' matmuls produce.
+ * [B, T, KV, D], exactly what the projections' matmuls produce (attention
+ * allows a different number of keys than queries: Tq, Tk).
  *
  * Gradient conventions: parameter gradients (dweight, dtable) always
  * accumulate (+=), so gradient accumulation over micro-batches is free;
@@ -52,23 +53,32 @@ typedef struct kernel_ops {
 			      const float *sin_tab, int N, int heads, int D);
 
 	/* Scaled dot-product attention (scale 1/sqrt(D)) with grouped KV heads:
-	 * query head h reads KV head h / (H / KV).  Token t of row b attends to
-	 * tokens seg_start[b*T + t] .. t of the same row: seg_start all zero is
-	 * the causal mask, seg_start = first token of t's document is the block
-	 * causal (document) mask.  Never materialises T x T: online softmax over
-	 * key blocks.  out[B,T,H,D]; lse[B,H,T] the log-sum-exp of each query's
-	 * scaled scores (what backward needs to rebuild the probabilities). */
+	 * query head h reads KV head h / (H / KV).  A row b has Tq queries
+	 * and Tk keys; query t of row b attends to the keys kv_lo[b*Tq + t] ..
+	 * kv_hi[b*Tq + t] of its row (inclusive).  lo = 0, hi = t is the causal
+	 * mask; lo = first token of t's document the block causal (document)
+	 * mask; context parallel passes the range of another rank's keys a
+	 * query sees.  A query with lo > hi sees no key: out 0, lse -inf.
+	 * Never materialises Tq x Tk: online softmax over key blocks, and key
+	 * blocks outside every range of a query block are skipped.
+	 * out[B,Tq,H,D]; lse[B,H,Tq] the log-sum-exp of each query's scaled
+	 * scores (what backward needs to rebuild the probabilities, and what
+	 * merges partial results: with lse = logaddexp(lse1, lse2), out =
+	 * out1 exp(lse1 - lse) + out2 exp(lse2 - lse)). */
 	void (*attention_forward)(float *out, float *lse, const float *q,
 				  const float *k, const float *v,
-				  const int32_t *seg_start,
-				  int B, int T, int H, int KV, int D);
-	/* dq[B,T,H,D], dk and dv [B,T,KV,D] overwritten. */
+				  const int32_t *kv_lo, const int32_t *kv_hi,
+				  int B, int Tq, int Tk, int H, int KV, int D);
+	/* dq[B,Tq,H,D], dk and dv [B,Tk,KV,D] overwritten.  out and lse are
+	 * those of the whole attention (merged over every key block when the
+	 * keys came in parts), so the gradients are this block of keys' share:
+	 * summed over the blocks, the whole gradient. */
 	void (*attention_backward)(float *dq, float *dk, float *dv,
 				   const float *dout, const float *q,
 				   const float *k, const float *v,
 				   const float *out, const float *lse,
-				   const int32_t *seg_start,
-				   int B, int T, int H, int KV, int D);
+				   const int32_t *kv_lo, const int32_t *kv_hi,
+				   int B, int Tq, int Tk, int H, int KV, int D);
 
 	/* out[n] = silu(a[n]) * b[n]; backward overwrites da, db. */
 	void (*swiglu_forward)(float *out, const float *a, const float *b, size_t n);

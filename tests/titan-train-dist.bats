@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
-# titan-train on several ranks (mpirun): every data-parallel and
-# tensor-parallel layout follows the single-rank loss curve, checkpoints load into any layout, memory is
-# what titan-mem predicts, and a rank that dies or hangs stops the run.
+# titan-train on several ranks (mpirun): every data-, tensor-, pipeline-
+# and context-parallel layout follows the single-rank loss curve,
+# checkpoints load into any layout, memory is what titan-mem predicts, and
+# a rank that dies or hangs stops the run.
 
 load helpers
 
@@ -217,7 +218,7 @@ parity() {
 	run train_on 2 --training.local_batch_size=2 --training.steps=1
 	expect_status 0
 	expect_eq 1 "$(grep -c '^step    1' <<<"$output")"
-	expect_output_has "parallelism: 2 ranks (mpi), pp=1 x dp_replicate=1 x dp_shard=2 x tp=1: FSDP"
+	expect_output_has "parallelism: 2 ranks (mpi), pp=1 x dp_replicate=1 x dp_shard=2 x cp=1 x tp=1: FSDP"
 	expect_output_has "global)"
 	run train_on 2 --training.local_batch_size=2 --training.steps=1 -v
 	expect_status 0
@@ -234,9 +235,11 @@ parity() {
 	[ "$status" -ne 0 ]
 	expect_output_has "layout pp=1,dp_replicate=1,dp_shard=4,cp=1,tp=1 needs 4 ranks, there are 2"
 
-	run train_on 2 --training.local_batch_size=1 --parallelism.context_parallel_degree=2
-	[ "$status" -ne 0 ]
-	expect_output_has "the context parallel degree must be 1 in this version"
+	run train_on 2 --training.local_batch_size=1 --training.seq_len=62 \
+		--parallelism.context_parallel_degree=2
+	expect_status 2
+	expect_output_has "context parallel: training.seq_len 62 is not a multiple of 2 x cp = 4"
+	expect_eq 1 "$(grep -c 'titan-train: .*context parallel' <<<"$output")"
 
 	run train_on 2 --training.local_batch_size=1 --parallelism.pipeline_parallel_degree=2 \
 		--model.tie_embeddings=true
@@ -384,15 +387,114 @@ pipeline() {
 	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/deep.jsonl" run.jsonl)"
 }
 
-@test "pipeline parallel on 2 and 4 stages, 1F1B and GPipe, follows the single-rank curve" {
+# resumes_on_one REFERENCE ARGS...: ck/step-10 resumed on one rank (ARGS:
+# the model's) follows REFERENCE from step 11.
+resumes_on_one() {
+	local ref=$1
+	shift
+	titan-train $TINY "$@" --data.dataset="$BATS_FILE_TMPDIR/data" -q \
+		--training.local_batch_size=4 --training.steps=20 --checkpoint.load=ck/step-10 \
+		--metrics.jsonl=one.jsonl
+	expect_eq ok "$(same_losses "$ref" one.jsonl 11)"
+}
+
+@test "pipeline parallel on 2 and 4 ranks, 1F1B, GPipe and Interleaved1F1B, follows the single-rank curve" {
 	local s
-	for s in 1F1B GPipe; do
+	for s in 1F1B GPipe Interleaved1F1B; do
 		pipeline 2 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=2 \
 			--parallelism.pipeline_parallel_schedule=$s
+	done
+	for s in 1F1B GPipe; do
 		pipeline 4 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=4 \
 			--parallelism.pipeline_parallel_schedule=$s \
 			--parallelism.pipeline_parallel_microbatch_size=2
 	done
+	# interleaved over 4 ranks: 8 layers, 2 stages of 1 layer a rank
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --model.n_layers=8 \
+		--training.local_batch_size=4 --training.steps=20 --metrics.jsonl=eight.jsonl
+	train_on 4 -q --model.n_layers=8 --training.local_batch_size=4 --training.steps=20 \
+		--metrics.jsonl=run.jsonl --parallelism.pipeline_parallel_degree=4 \
+		--parallelism.pipeline_parallel_schedule=Interleaved1F1B
+	expect_eq ok "$(same_losses eight.jsonl run.jsonl)"
+}
+
+@test "Interleaved1F1B: stages of pipeline_parallel_layers_per_stage, with TP, DDP, CP and AC" {
+	# 4 stages of 1 layer over 2 ranks, selective activation checkpointing
+	pipeline 2 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.pipeline_parallel_schedule=Interleaved1F1B \
+		--parallelism.pipeline_parallel_layers_per_stage=1 --activation_checkpoint.mode=selective
+	pipeline 4 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.pipeline_parallel_schedule=Interleaved1F1B \
+		--parallelism.tensor_parallel_degree=2
+	pipeline 4 --training.local_batch_size=2 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.pipeline_parallel_schedule=Interleaved1F1B \
+		--parallelism.data_parallel_replicate_degree=2
+	pipeline 4 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.pipeline_parallel_schedule=Interleaved1F1B \
+		--parallelism.context_parallel_degree=2 --activation_checkpoint.mode=full
+}
+
+@test "under every pipeline schedule titan-mem predicts each stage's peak" {
+	local s
+	setup_deep_reference
+	for s in 1F1B GPipe Interleaved1F1B; do
+		# shellcheck disable=SC2086
+		train_on 2 -v $DEEP --training.local_batch_size=4 --training.steps=1 \
+			--parallelism.pipeline_parallel_degree=2 \
+			--parallelism.pipeline_parallel_schedule=$s 2>two.err
+		expect_eq 2 "$(grep -c 'memory: predicted \([0-9.]*\) MiB (titan-mem), measured \1 MiB' two.err)" ||
+			{ grep memory two.err >&2; return 1; }
+	done
+	grep -q "pipeline rank 0 of 2, 4 activation sets: F0.0 F1.0 F0.1 F1.1 F2.0 B0.1" two.err
+}
+
+@test "pipeline layouts that do not cut evenly are one clear usage error" {
+	run train_on 2 --training.local_batch_size=3 --model.n_layers=4 \
+		--parallelism.pipeline_parallel_degree=2 \
+		--parallelism.pipeline_parallel_schedule=Interleaved1F1B
+	expect_status 2
+	expect_output_has "Interleaved1F1B: 3 micro-batches are not a multiple of the 2 pipeline ranks"
+	run train_on 2 --training.local_batch_size=2 --model.n_layers=4 \
+		--parallelism.pipeline_parallel_degree=2 --parallelism.pipeline_parallel_layers_per_stage=3
+	expect_status 2
+	expect_output_has "pipeline_parallel_layers_per_stage 3: model.n_layers=4 is not cut into a multiple of pp=2 stages"
+	run train_on 2 --training.local_batch_size=2 --model.n_layers=4 \
+		--parallelism.pipeline_parallel_degree=2 --parallelism.pipeline_parallel_layers_per_stage=1
+	expect_status 2
+	expect_output_has "pipeline_parallel_schedule 1F1B runs one stage a rank, not 2"
+	run train_on 2 --training.local_batch_size=2 --model.n_layers=2 \
+		--parallelism.pipeline_parallel_degree=2 \
+		--parallelism.pipeline_parallel_schedule=Interleaved1F1B
+	expect_status 2
+	expect_output_has "pp=2 x 2 stages a rank does not divide model.n_layers=2"
+}
+
+@test "a checkpoint saved under Interleaved1F1B resumes on one rank and under PP 2 with 1F1B" {
+	setup_deep_reference
+	# shellcheck disable=SC2086
+	train_on 2 -q $DEEP --training.local_batch_size=4 --training.steps=20 \
+		--parallelism.pipeline_parallel_degree=2 \
+		--parallelism.pipeline_parallel_schedule=Interleaved1F1B \
+		--checkpoint.enable=true --checkpoint.folder=ck --checkpoint.interval=10
+	titan-ckpt verify -q ck/step-10
+	expect_eq '{"cp":1,"dp_replicate":1,"dp_shard":1,"pp":2,"pp_stages":2,"tp":1}' \
+		"$(titan-ckpt info --json ck/step-10 | jq -c .layout)"
+	# shellcheck disable=SC2086
+	resumes_on_one "$BATS_FILE_TMPDIR/deep.jsonl" $DEEP
+	# shellcheck disable=SC2086
+	train_on 2 -q $DEEP --training.local_batch_size=4 --training.steps=20 \
+		--parallelism.pipeline_parallel_degree=2 --checkpoint.load=ck/step-10 \
+		--metrics.jsonl=two.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/deep.jsonl" two.jsonl 11)"
+	# layers 0 and 2 on pp rank 0, 1 and 3 on pp rank 1; titan-ckpt
+	# writes the same files
+	local where='[.tensors[] | select(.name | test("^layers\\.[0-9]+\\.attention\\.wq"))
+		| "\(.name) \([.shards[].file] | join(","))"] | join(";")'
+	expect_eq "layers.0.attention.wq.weight rank-00000.safetensors;layers.1.attention.wq.weight rank-00001.safetensors;layers.2.attention.wq.weight rank-00000.safetensors;layers.3.attention.wq.weight rank-00001.safetensors" \
+		"$(titan-ckpt info --json ck/step-10 | jq -r "$where")"
+	titan-ckpt reshard -q --layout pp=2,pp_stages=2 ck/step-10 re
+	expect_eq "$(titan-ckpt info --json ck/step-10 | jq -r "$where")" \
+		"$(titan-ckpt info --json re | jq -r "$where")"
 }
 
 @test "pipeline parallel with activation checkpointing and accumulation follows the curve" {
@@ -418,12 +520,71 @@ pipeline() {
 	expect_eq '{"cp":1,"dp_replicate":1,"dp_shard":1,"pp":2,"tp":2}' \
 		"$(titan-ckpt info --json ck/step-10 | jq -c .layout)"
 	# shellcheck disable=SC2086
-	titan-train $TINY $DEEP --data.dataset="$BATS_FILE_TMPDIR/data" -q \
-		--training.local_batch_size=4 --training.steps=20 --checkpoint.load=ck/step-10 \
-		--metrics.jsonl=one.jsonl
-	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/deep.jsonl" one.jsonl 11)"
+	resumes_on_one "$BATS_FILE_TMPDIR/deep.jsonl" $DEEP
 	# shellcheck disable=SC2086
 	train_on 4 -q $DEEP --training.local_batch_size=1 --training.steps=20 \
 		--checkpoint.load=ck/step-10 --metrics.jsonl=four.jsonl
 	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/deep.jsonl" four.jsonl 11)"
+}
+
+@test "context parallel on 2 and 4 ranks follows the single-rank curve (document and causal masks)" {
+	parity 2 --training.local_batch_size=4 --parallelism.context_parallel_degree=2
+	parity 4 --training.local_batch_size=4 --parallelism.context_parallel_degree=4
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --data.mask=causal \
+		--training.local_batch_size=4 --training.steps=20 --metrics.jsonl=one.jsonl
+	train_on 2 -q --training.steps=20 --metrics.jsonl=run.jsonl --data.mask=causal \
+		--training.local_batch_size=4 --parallelism.context_parallel_degree=2
+	expect_eq ok "$(same_losses one.jsonl run.jsonl)"
+}
+
+@test "CP 2 x TP 2, FSDP 2 x CP 2 and CP 2 with full activation checkpointing follow the curve" {
+	parity 4 --training.local_batch_size=4 --parallelism.context_parallel_degree=2 \
+		--parallelism.tensor_parallel_degree=2
+	parity 4 --training.local_batch_size=2 --parallelism.context_parallel_degree=2
+	parity 2 --training.local_batch_size=4 --parallelism.context_parallel_degree=2 \
+		--activation_checkpoint.mode=full
+}
+
+@test "PP 2 x CP 2 and PP 2 x FSDP 2 x CP 2 x TP 2 (16 ranks, selective AC) follow the single-rank curve" {
+	pipeline 4 --training.local_batch_size=4 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.context_parallel_degree=2
+	pipeline 16 --training.local_batch_size=2 --parallelism.pipeline_parallel_degree=2 \
+		--parallelism.context_parallel_degree=2 --parallelism.tensor_parallel_degree=2 \
+		--activation_checkpoint.mode=selective
+}
+
+@test "a checkpoint saved under FSDP 2 x CP 2 resumes on one rank and under CP 2 x TP 2" {
+	train_on 4 -q --training.local_batch_size=2 --training.steps=20 \
+		--parallelism.context_parallel_degree=2 --checkpoint.enable=true \
+		--checkpoint.folder=ck --checkpoint.interval=10
+	titan-ckpt verify -q ck/step-10
+	expect_eq '{"cp":2,"dp_replicate":1,"dp_shard":2,"pp":1,"tp":1}' \
+		"$(titan-ckpt info --json ck/step-10 | jq -c .layout)"
+	resumes_on_one "$BATS_FILE_TMPDIR/single.jsonl"
+	train_on 4 -q --training.local_batch_size=4 --training.steps=20 \
+		--parallelism.context_parallel_degree=2 --parallelism.tensor_parallel_degree=2 \
+		--checkpoint.load=ck/step-10 --metrics.jsonl=cptp.jsonl
+	expect_eq ok "$(same_losses "$BATS_FILE_TMPDIR/single.jsonl" cptp.jsonl 11)"
+}
+
+@test "under CP 2 each rank holds half the activations and titan-mem predicts the peak" {
+	local one two wide="--model.dim=256 --model.n_heads=8 --model.n_kv_heads=4 --training.seq_len=256"
+	# shellcheck disable=SC2086
+	train_on 1 --training.local_batch_size=2 --training.steps=1 $wide 2>one.err
+	# shellcheck disable=SC2086
+	train_on 2 --training.local_batch_size=2 --training.steps=1 $wide \
+		--parallelism.context_parallel_degree=2 2>two.err
+	grep -q "ring attention over 2 ranks (128 tokens each)" two.err
+	one=$(sed -n 's/.*activations \([0-9.]*\) MiB.*/\1/p' one.err)
+	two=$(sed -n 's/.*activations \([0-9.]*\) MiB.*/\1/p' two.err)
+	# half, plus the ring's blocks in flight
+	awk -v a="$one" -v b="$two" 'BEGIN { exit !(b <= a * 0.6 && b >= a * 0.5) }' ||
+		{ echo "activations: 1 rank $one MiB, 2 cp ranks $two MiB" >&2; return 1; }
+	grep -q 'memory: predicted \([0-9.]*\) MiB (titan-mem), measured \1 MiB' two.err ||
+		{ grep memory two.err >&2; return 1; }
+	# shellcheck disable=SC2086
+	titan-mem $TINY $wide --training.local_batch_size=2 \
+		--parallelism.context_parallel_degree=2 --world-size 2 --json >mem.json
+	grep -q "measured $(jq .tracked_bytes mem.json | awk '{ printf "%.1f", $1 / 1048576 }') MiB" two.err ||
+		{ jq .tracked_bytes mem.json >&2; grep memory two.err >&2; return 1; }
 }

@@ -12,11 +12,21 @@
  * D_i = rowsum(dout_i * out_i), dS = P * (dP - D_i).  When there are too
  * few (row, KV head) pairs for the threads, two passes instead: dk, dv per
  * key block, then dq per query block, adding the same terms in the same
- * order, so the bits do not change.
+ * order, so the bits do not change.  out and lse may be those of a larger
+ * attention this call computes one block of keys of (context parallel
+ * merges the blocks' partial results): P is rebuilt for the keys in range
+ * only, and is then this block's share of the whole softmax.
  *
- * Masks: query t of a row sees keys seg_start[t] .. t.  A key block none of
- * a query block's rows can see is skipped whole, which is where causal and
- * document masks save their half (or more) of the work.
+ * Masks: a row has Tq queries and Tk keys, and query t sees the keys
+ * kv_lo[t] .. kv_hi[t] (inclusive; none when lo > hi: out 0, lse -inf, no
+ * gradient).  Causal is lo = 0, hi = t; document masks move lo up to the
+ * document's start; a rank's queries against another rank's keys see any
+ * contiguous part of them.  A key block none of a query block's rows can
+ * see is skipped whole, which is where those masks save their half (or
+ * more) of the work: the forward walks only the key blocks between the
+ * query block's least lo and greatest hi, and the backward computes that
+ * span for every query block once per call, so a key block passes over the
+ * query blocks that cannot see it with one comparison each.
  *
  * The tile products keep a fixed order of summation (mac below), the other
  * loops over tiles are element-wise or sum in fixed lanes, and no loop's
@@ -118,16 +128,37 @@ static int tiles_alloc(struct tiles *w, int D)
 	return 0;
 }
 
+/* The keys [*first, *last] that queries i0 .. i0 + nq - 1 see between
+ * them, clipped to the row's Tk keys; *first > *last when none sees any.
+ * Key blocks outside it need not be visited at all. */
+INLINE void block_span(const int32_t *lo, const int32_t *hi, int i0, int nq,
+		       int Tk, int *first, int *last)
+{
+	int f = Tk, l = -1;
+
+	for (int t = i0; t < i0 + nq; t++) {
+		int a = TITAN_MAX(lo[t], 0), z = TITAN_MIN(hi[t], Tk - 1);
+
+		if (a <= z) {
+			f = TITAN_MIN(f, a);
+			l = TITAN_MAX(l, z);
+		}
+	}
+	*first = f;
+	*last = l;
+}
+
 /* The visible key range [lo, hi] of each query row, relative to the key
- * block at j0 of nk keys; returns how many rows see at least one key. */
-INLINE int block_ranges(struct tiles *w, const int32_t *seg, int i0, int nq,
-			int j0, int nk)
+ * block at j0 of nk keys; returns how many rows see at least one key.
+ * Clipping keeps an empty range empty. */
+INLINE int block_ranges(struct tiles *w, const int32_t *kv_lo,
+			const int32_t *kv_hi, int i0, int nq, int j0, int nk)
 {
 	int live = 0;
 
 	for (int i = 0; i < nq; i++) {
 		int t = i0 + i;
-		int lo = seg[t] - j0, hi = t - j0;
+		int lo = kv_lo[t] - j0, hi = kv_hi[t] - j0;
 
 		if (lo < 0)
 			lo = 0;
@@ -317,35 +348,44 @@ INLINE void row_exp(float *p, float m, int lo, int hi)
 	memset(p + hi + 1, 0, (BK - 1 - hi) * sizeof(float));
 }
 
-INLINE void forward_task(int vw, struct tiles *w, float *out, float *lse,
-			 const float *q, const float *k, const float *v,
-			 const int32_t *seg, int T, int H, int KV, int D,
+/* Everything a task needs, so each build of the tasks is one small
+ * function of (tiles, args, task number). */
+struct attn_args {
+	float *out, *lse, *dq, *dk, *dv;
+	const float *q, *k, *v, *dout, *o, *lse_in;
+	const int32_t *kv_lo, *kv_hi;   /* [B * Tq] */
+	/* backward: block_span() of each query block, [B * nqb][2] */
+	const int32_t *span;
+	int B, Tq, Tk, H, KV, D;
+	int nqb, nkb;   /* query and key blocks per row */
+};
+
+/* Forward of query block i0 of head h in row b. */
+INLINE void forward_task(int vw, struct tiles *w, const struct attn_args *a,
 			 int b, int h, int i0)
 {
-	size_t ldq = (size_t)H * D, ldk = (size_t)KV * D;
-	int nq = TITAN_MIN(BQ, T - i0), dpad = w->dpad;
-	int g = h / (H / KV);
-	const float *kb = k + (size_t)b * T * ldk + (size_t)g * D;
-	const float *vb = v + (size_t)b * T * ldk + (size_t)g * D;
-	const int32_t *sb = seg + (size_t)b * T;
+	int Tq = a->Tq, Tk = a->Tk, H = a->H, D = a->D;
+	size_t ldq = (size_t)H * D, ldk = (size_t)a->KV * D;
+	int nq = TITAN_MIN(BQ, Tq - i0), dpad = w->dpad;
+	int g = h / (H / a->KV), first, last;
+	const float *kb = a->k + (size_t)b * Tk * ldk + (size_t)g * D;
+	const float *vb = a->v + (size_t)b * Tk * ldk + (size_t)g * D;
+	const int32_t *lob = a->kv_lo + (size_t)b * Tq;
+	const int32_t *hib = a->kv_hi + (size_t)b * Tq;
 	float scale = 1.0f / sqrtf((float)D);
-	int jmin = i0;
 
-	load_rows(w->q, dpad, q + ((size_t)b * T + i0) * ldq + (size_t)h * D,
-		  ldq, nq, nq, D, scale);
+	load_rows(w->q, dpad, a->q + ((size_t)b * Tq + i0) * ldq +
+		  (size_t)h * D, ldq, nq, nq, D, scale);
 	for (int i = 0; i < nq; i++) {
 		w->m[i] = -INFINITY;
 		w->l[i] = 0;
 		memset(w->o + (size_t)i * dpad, 0, D * sizeof(float));
-		if (sb[i0 + i] < jmin)
-			jmin = sb[i0 + i];
 	}
-	if (jmin < 0)
-		jmin = 0;
-	for (int j0 = jmin / BK * BK; j0 < i0 + nq; j0 += BK) {
-		int nk = TITAN_MIN(BK, T - j0);
+	block_span(lob, hib, i0, nq, Tk, &first, &last);
+	for (int j0 = first / BK * BK; j0 <= last; j0 += BK) {
+		int nk = TITAN_MIN(BK, Tk - j0);
 
-		if (!block_ranges(w, sb, i0, nq, j0, nk))
+		if (!block_ranges(w, lob, hib, i0, nq, j0, nk))
 			continue;
 		load_cols(w->kt, kb + (size_t)j0 * ldk, ldk, nk, D);
 		load_rows(w->v, dpad, vb + (size_t)j0 * ldk, ldk, nk, nk, D,
@@ -380,25 +420,23 @@ INLINE void forward_task(int vw, struct tiles *w, float *out, float *lse,
 		    dpad);
 	}
 	for (int i = 0; i < nq; i++) {
-		float *y = out + ((size_t)b * T + i0 + i) * ldq + (size_t)h * D;
+		float *y = a->out + ((size_t)b * Tq + i0 + i) * ldq +
+			   (size_t)h * D;
+		float *l = a->lse + ((size_t)b * H + h) * Tq + i0 + i;
 		const float *o = w->o + (size_t)i * dpad;
-		float inv = 1.0f / w->l[i];
 
+		/* no key seen: the sum is 0, and o / l would be NaN */
+		if (w->l[i] == 0) {
+			memset(y, 0, D * sizeof(float));
+			*l = -INFINITY;
+			continue;
+		}
+		float inv = 1.0f / w->l[i];
 		for (int d = 0; d < D; d++)
 			y[d] = o[d] * inv;
-		lse[((size_t)b * H + h) * T + i0 + i] = w->m[i] + logf(w->l[i]);
+		*l = w->m[i] + logf(w->l[i]);
 	}
 }
-
-/* Everything a task needs, so each build of the tasks is one small
- * function of (tiles, args, task number). */
-struct attn_args {
-	float *out, *lse, *dq, *dk, *dv;
-	const float *q, *k, *v, *dout, *o, *lse_in;
-	const int32_t *seg;
-	int B, T, H, KV, D;
-	int nqb, nkb;   /* query and key blocks per row */
-};
 
 /* Load query block i0 of head h (row b) for the backward: q times the
  * scale, dout, D_i = rowsum(dout_i * out_i) and lse. */
@@ -406,7 +444,7 @@ INLINE void load_query_block(struct tiles *w, const struct attn_args *a,
 			     int b, int h, int i0, int nq)
 {
 	size_t ldq = (size_t)a->H * a->D;
-	size_t row0 = ((size_t)b * a->T + i0) * ldq + (size_t)h * a->D;
+	size_t row0 = ((size_t)b * a->Tq + i0) * ldq + (size_t)h * a->D;
 	int D = a->D, dpad = w->dpad;
 
 	load_rows(w->q, dpad, a->q + row0, ldq, nq, BQ, D,
@@ -420,7 +458,7 @@ INLINE void load_query_block(struct tiles *w, const struct attn_args *a,
 		for (int d = 0; d < D; d++)
 			s += dy[d] * y[d];
 		w->di[i] = s;
-		w->m[i] = a->lse_in[((size_t)b * a->H + h) * a->T + i0 + i];
+		w->m[i] = a->lse_in[((size_t)b * a->H + h) * a->Tq + i0 + i];
 	}
 }
 
@@ -430,7 +468,7 @@ INLINE void load_key_block(struct tiles *w, const struct attn_args *a,
 			   int b, int g, int j0, int nk)
 {
 	size_t ldk = (size_t)a->KV * a->D;
-	size_t row0 = ((size_t)b * a->T + j0) * ldk + (size_t)g * a->D;
+	size_t row0 = ((size_t)b * a->Tk + j0) * ldk + (size_t)g * a->D;
 
 	load_cols(w->kt, a->k + row0, ldk, nk, a->D);
 	load_cols(w->vt, a->v + row0, ldk, nk, a->D);
@@ -483,7 +521,7 @@ INLINE void add_dq(int vw, struct tiles *w, const struct attn_args *a,
 		   int b, int h, int i0, int nq, int k0, int k1)
 {
 	size_t ldq = (size_t)a->H * a->D;
-	float *dq = a->dq + ((size_t)b * a->T + i0) * ldq + (size_t)h * a->D;
+	float *dq = a->dq + ((size_t)b * a->Tq + i0) * ldq + (size_t)h * a->D;
 	float scale = 1.0f / sqrtf((float)a->D);
 	int D = a->D, dpad = w->dpad;
 
@@ -502,24 +540,28 @@ INLINE void add_dq(int vw, struct tiles *w, const struct attn_args *a,
 }
 
 /* dk and dv of key block j0 of KV head g in row b, overwritten; with
- * with_dq, also dq of the query heads of g (added: zeroed beforehand). */
+ * with_dq, also dq of the query heads of g (added: zeroed beforehand).
+ * Only the query blocks whose span meets the key block are visited. */
 INLINE void backward_key_block(int vw, struct tiles *w,
 			       const struct attn_args *a, int b, int g,
 			       int j0, bool with_dq)
 {
-	int T = a->T, D = a->D, rep = a->H / a->KV;
-	int nk = TITAN_MIN(BK, T - j0);
-	const int32_t *sb = a->seg + (size_t)b * T;
+	int Tq = a->Tq, Tk = a->Tk, D = a->D, rep = a->H / a->KV;
+	int nk = TITAN_MIN(BK, Tk - j0);
+	const int32_t *lob = a->kv_lo + (size_t)b * Tq;
+	const int32_t *hib = a->kv_hi + (size_t)b * Tq;
+	const int32_t *span = a->span + (size_t)b * a->nqb * 2;
 	size_t ldk = (size_t)a->KV * D;
 
 	load_key_block(w, a, b, g, j0, nk);
 	memset(w->dkt, 0, (size_t)D * BK * sizeof(float));
 	memset(w->dvt, 0, (size_t)D * BK * sizeof(float));
 	for (int h = g * rep; h < (g + 1) * rep; h++) {
-		for (int i0 = j0 / BQ * BQ; i0 < T; i0 += BQ) {
-			int nq = TITAN_MIN(BQ, T - i0), k0, k1;
+		for (int ib = 0; ib < a->nqb; ib++) {
+			int i0 = ib * BQ, nq = TITAN_MIN(BQ, Tq - i0), k0, k1;
 
-			if (!block_ranges(w, sb, i0, nq, j0, nk))
+			if (span[2 * ib] >= j0 + nk || span[2 * ib + 1] < j0 ||
+			    !block_ranges(w, lob, hib, i0, nq, j0, nk))
 				continue;
 			load_query_block(w, a, b, h, i0, nq);
 			pair_grads(vw, w, nq, D, &k0, &k1);
@@ -529,7 +571,7 @@ INLINE void backward_key_block(int vw, struct tiles *w,
 		}
 	}
 	for (int j = 0; j < nk; j++) {
-		size_t row = ((size_t)b * T + j0 + j) * ldk + (size_t)g * D;
+		size_t row = ((size_t)b * Tk + j0 + j) * ldk + (size_t)g * D;
 
 		for (int d = 0; d < D; d++) {
 			a->dk[row + d] = w->dkt[(size_t)d * BK + j];
@@ -547,11 +589,11 @@ INLINE void backward_one(int vw, struct tiles *w, const struct attn_args *a,
 	int rep = a->H / a->KV;
 	size_t ldq = (size_t)a->H * a->D;
 
-	for (int t = 0; t < a->T; t++)
-		memset(a->dq + ((size_t)b * a->T + t) * ldq +
+	for (int t = 0; t < a->Tq; t++)
+		memset(a->dq + ((size_t)b * a->Tq + t) * ldq +
 		       (size_t)g * rep * a->D, 0,
 		       (size_t)rep * a->D * sizeof(float));
-	for (int j0 = 0; j0 < a->T; j0 += BK)
+	for (int j0 = 0; j0 < a->Tk; j0 += BK)
 		backward_key_block(vw, w, a, b, g, j0, true);
 }
 
@@ -567,28 +609,31 @@ INLINE void backward_dkv_one(int vw, struct tiles *w,
 			   (int)(task % a->nkb) * BK, false);
 }
 
+/* dq of one query block: the key blocks of its span in increasing order,
+ * as the one-pass schedule adds them. */
 INLINE void backward_dq_one(int vw, struct tiles *w,
 			    const struct attn_args *a, long task)
 {
 	int ib = a->nqb - 1 - (int)(task % a->nqb);
 	long bh = task / a->nqb;
 	int b = (int)(bh / a->H), h = (int)(bh % a->H);
-	int T = a->T, D = a->D, i0 = ib * BQ, nq = TITAN_MIN(BQ, T - i0);
-	int g = h / (a->H / a->KV), jmin = i0;
-	const int32_t *sb = a->seg + (size_t)b * T;
+	int Tq = a->Tq, Tk = a->Tk, D = a->D;
+	int i0 = ib * BQ, nq = TITAN_MIN(BQ, Tq - i0), g = h / (a->H / a->KV);
+	const int32_t *lob = a->kv_lo + (size_t)b * Tq;
+	const int32_t *hib = a->kv_hi + (size_t)b * Tq;
+	const int32_t *span = a->span + ((size_t)b * a->nqb + ib) * 2;
 	size_t ldq = (size_t)a->H * D;
 
-	for (int i = 0; i < nq; i++) {
-		memset(a->dq + ((size_t)b * T + i0 + i) * ldq + (size_t)h * D,
+	for (int i = 0; i < nq; i++)
+		memset(a->dq + ((size_t)b * Tq + i0 + i) * ldq + (size_t)h * D,
 		       0, D * sizeof(float));
-		jmin = TITAN_MIN(jmin, sb[i0 + i]);
-	}
-	jmin = TITAN_MAX(jmin, 0);
+	if (span[0] > span[1])
+		return;
 	load_query_block(w, a, b, h, i0, nq);
-	for (int j0 = jmin / BK * BK; j0 < i0 + nq; j0 += BK) {
-		int nk = TITAN_MIN(BK, T - j0), k0, k1;
+	for (int j0 = span[0] / BK * BK; j0 <= span[1]; j0 += BK) {
+		int nk = TITAN_MIN(BK, Tk - j0), k0, k1;
 
-		if (!block_ranges(w, sb, i0, nq, j0, nk))
+		if (!block_ranges(w, lob, hib, i0, nq, j0, nk))
 			continue;
 		load_key_block(w, a, b, g, j0, nk);
 		pair_grads(vw, w, nq, D, &k0, &k1);
@@ -599,17 +644,15 @@ INLINE void backward_dq_one(int vw, struct tiles *w,
 typedef void task_fn(struct tiles *w, const struct attn_args *a, long task);
 
 /* Forward tasks run from the last query block of each (row, head) down:
- * later blocks see more keys, and dynamic scheduling does best when the
- * long tasks are handed out first. */
+ * under a causal mask later blocks see more keys, and dynamic scheduling
+ * does best when the long tasks are handed out first. */
 INLINE void forward_one(int vw, struct tiles *w, const struct attn_args *a,
 			long task)
 {
 	int ib = a->nqb - 1 - (int)(task % a->nqb);
 	long bh = task / a->nqb;
 
-	forward_task(vw, w, a->out, a->lse, a->q, a->k, a->v, a->seg, a->T,
-		     a->H, a->KV, a->D, (int)(bh / a->H), (int)(bh % a->H),
-		     ib * BQ);
+	forward_task(vw, w, a, (int)(bh / a->H), (int)(bh % a->H), ib * BQ);
 }
 
 #define DEFINE_BUILD(suffix, attr, vw)                                          \
@@ -697,18 +740,18 @@ static void fill_nan(float *x, size_t n)
 
 void cpu_attention_forward(float *out, float *lse, const float *q,
 			   const float *k, const float *v,
-			   const int32_t *seg_start,
-			   int B, int T, int H, int KV, int D)
+			   const int32_t *kv_lo, const int32_t *kv_hi,
+			   int B, int Tq, int Tk, int H, int KV, int D)
 {
 	struct attn_args a = {
 		.out = out, .lse = lse, .q = q, .k = k, .v = v,
-		.seg = seg_start,
-		.B = B, .T = T, .H = H, .KV = KV, .D = D,
-		.nqb = (T + BQ - 1) / BQ,
+		.kv_lo = kv_lo, .kv_hi = kv_hi,
+		.B = B, .Tq = Tq, .Tk = Tk, .H = H, .KV = KV, .D = D,
+		.nqb = (Tq + BQ - 1) / BQ,
 	};
 	if (run_tasks(pick_build().fwd, &a, (long)B * H * a.nqb) < 0) {
-		fill_nan(out, (size_t)B * T * H * D);
-		fill_nan(lse, (size_t)B * H * T);
+		fill_nan(out, (size_t)B * Tq * H * D);
+		fill_nan(lse, (size_t)B * H * Tq);
 	}
 }
 
@@ -716,31 +759,48 @@ void cpu_attention_backward(float *dq, float *dk, float *dv,
 			    const float *dout, const float *q,
 			    const float *k, const float *v,
 			    const float *out, const float *lse,
-			    const int32_t *seg_start,
-			    int B, int T, int H, int KV, int D)
+			    const int32_t *kv_lo, const int32_t *kv_hi,
+			    int B, int Tq, int Tk, int H, int KV, int D)
 {
 	struct attn_args a = {
 		.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k,
-		.v = v, .o = out, .lse_in = lse, .seg = seg_start,
-		.B = B, .T = T, .H = H, .KV = KV, .D = D,
-		.nqb = (T + BQ - 1) / BQ, .nkb = (T + BK - 1) / BK,
+		.v = v, .o = out, .lse_in = lse, .kv_lo = kv_lo, .kv_hi = kv_hi,
+		.B = B, .Tq = Tq, .Tk = Tk, .H = H, .KV = KV, .D = D,
+		.nqb = (Tq + BQ - 1) / BQ, .nkb = (Tk + BK - 1) / BK,
 	};
 	struct build fn = pick_build();
-	int failed;
+	size_t nspan = (size_t)B * a.nqb;
+	int32_t *span = malloc((nspan ? nspan : 1) * 2 * sizeof(int32_t));
+	int failed = -1;
 
-	/* One task per (row, KV head) is the least work, but runs in
-	 * ceil(n / threads) rounds; the two passes do 7/5 of the work spread
-	 * evenly.  Both give the same bits, so the choice may depend on the
-	 * thread count. */
-	long n = (long)B * KV, p = omp_get_max_threads();
-	if (5 * p * ((n + p - 1) / p) <= 7 * n)
-		failed = run_tasks(fn.bwd, &a, n);
-	else
-		failed = run_tasks(fn.bwd_dkv, &a, (long)B * KV * a.nkb) |
-			 run_tasks(fn.bwd_dq, &a, (long)B * H * a.nqb);
+	/* Each key block asks every query block whether it can see it: the
+	 * span of each query block, once per call, makes that a comparison
+	 * rather than a walk over the block's queries. */
+	if (span) {
+		for (size_t n = 0; n < nspan; n++) {
+			int b = (int)(n / a.nqb), i0 = (int)(n % a.nqb) * BQ;
+
+			block_span(kv_lo + (size_t)b * Tq, kv_hi + (size_t)b * Tq,
+				   i0, TITAN_MIN(BQ, Tq - i0), Tk, &span[2 * n],
+				   &span[2 * n + 1]);
+		}
+		a.span = span;
+
+		/* One task per (row, KV head) is the least work, but runs
+		 * in ceil(n / threads) rounds; the two passes do 7/5 of the
+		 * work spread evenly.  Both give the same bits, so the
+		 * choice may depend on the thread count. */
+		long n = (long)B * KV, p = omp_get_max_threads();
+		if (5 * p * ((n + p - 1) / p) <= 7 * n)
+			failed = run_tasks(fn.bwd, &a, n);
+		else
+			failed = run_tasks(fn.bwd_dkv, &a, (long)B * KV * a.nkb) |
+				 run_tasks(fn.bwd_dq, &a, (long)B * H * a.nqb);
+	}
+	free(span);
 	if (failed < 0) {
-		fill_nan(dq, (size_t)B * T * H * D);
-		fill_nan(dk, (size_t)B * T * KV * D);
-		fill_nan(dv, (size_t)B * T * KV * D);
+		fill_nan(dq, (size_t)B * Tq * H * D);
+		fill_nan(dk, (size_t)B * Tk * KV * D);
+		fill_nan(dv, (size_t)B * Tk * KV * D);
 	}
 }

@@ -50,14 +50,14 @@ void cpu_rope_backward(float *dx, const int32_t *pos, const float *cos_tab,
 /* attention.c */
 void cpu_attention_forward(float *out, float *lse, const float *q,
 			   const float *k, const float *v,
-			   const int32_t *seg_start,
-			   int B, int T, int H, int KV, int D);
+			   const int32_t *kv_lo, const int32_t *kv_hi,
+			   int B, int Tq, int Tk, int H, int KV, int D);
 void cpu_attention_backward(float *dq, float *dk, float *dv,
 			    const float *dout, const float *q,
 			    const float *k, const float *v,
 			    const float *out, const float *lse,
-			    const int32_t *seg_start,
-			    int B, int T, int H, int KV, int D);
+			    const int32_t *kv_lo, const int32_t *kv_hi,
+			    int B, int Tq, int Tk, int H, int KV, int D);
 void cpu_swiglu_forward(float *out, const float *a, const float *b, size_t n);
 void cpu_swiglu_backward(float *da, float *db, const float *dout,
 			 const float *a, const float *b, size_t n);

@@ -69,10 +69,18 @@ static int plan(const ckpt_reader *r, const llama_tensor_info *ti, int nt,
 	return 0;
 }
 
-static json_t *layout_json(const par_layout *l)
+json_t *ckpt_layout_json(const par_layout *l)
 {
-	return json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", l->pp, "dp_replicate",
-			 l->dp_replicate, "dp_shard", l->dp_shard, "cp", l->cp, "tp", l->tp);
+	json_t *j = json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", l->pp, "dp_replicate",
+			      l->dp_replicate, "dp_shard", l->dp_shard, "cp", l->cp, "tp", l->tp);
+
+	/* interleaved pipelines only: the five degrees are the usual record */
+	if (j && l->pp_stages > 1 &&
+	    json_object_set_new(j, "pp_stages", json_integer(l->pp_stages))) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
 }
 
 static int write_all(ckpt_reader *r, ckpt_writer *w, const llama_config *c,
@@ -153,7 +161,7 @@ int ckpt_reshard(ckpt_reader *r, const char *outdir, const par_layout *l, bool f
 	tok = ckpt_reader_file(r, "tokenizer.json");
 	if (tok && (rc = ckpt_writer_attach_file(w, "tokenizer.json", tok)))
 		goto out;
-	if (!(layout = layout_json(l))) {
+	if (!(layout = ckpt_layout_json(l))) {
 		rc = titan_err_nomem();
 		goto out;
 	}

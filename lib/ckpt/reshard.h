@@ -21,5 +21,9 @@
  * it.  progress (may be NULL) gets the bytes written so far and the total. */
 int ckpt_reshard(ckpt_reader *r, const char *outdir, const par_layout *l, bool force,
 		 ckpt_progress_fn progress, void *arg);
+/* The layout a checkpoint records in its manifest: {"pp", "dp_replicate",
+ * "dp_shard", "cp", "tp"}, and "pp_stages" when more than 1; NULL when out
+ * of memory. */
+json_t *ckpt_layout_json(const par_layout *l);
 
 #endif

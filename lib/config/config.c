@@ -186,9 +186,13 @@ static const struct config_key keys[] = {
 	  .def = "1", AT(parallelism.pipeline_parallel_microbatch_size), .range = R_LO, .lo = 1,
 	  .help = "sequences per pipeline micro-batch (it divides local_batch_size)" },
 	{ .section = "parallelism", .name = "pipeline_parallel_schedule", .type = K_ENUM,
-	  .def = "1F1B", .choices = CHOICES("1F1B", "GPipe"),
+	  .def = "1F1B", .choices = CHOICES("1F1B", "GPipe", "Interleaved1F1B"),
 	  AT(parallelism.pipeline_parallel_schedule),
-	  .help = "pipeline schedule: 1F1B or GPipe" },
+	  .help = "pipeline schedule: 1F1B, GPipe or Interleaved1F1B" },
+	{ .section = "parallelism", .name = "pipeline_parallel_layers_per_stage", .type = K_INT,
+	  .def = "0", AT(parallelism.pipeline_parallel_layers_per_stage), .range = R_LO, .lo = 0,
+	  .help = "layers per pipeline stage (0: n_layers / pp, or / 2 pp with "
+		  "Interleaved1F1B)" },
 	{ .section = "parallelism", .name = "sequence_parallel", .type = K_BOOL, .def = "true",
 	  AT(parallelism.sequence_parallel),
 	  .help = "with tensor parallel, split the norms and the residual stream over the "
@@ -1048,10 +1052,10 @@ int config_layout(const train_config *c, int world_size, par_layout *p)
 	p->cp = c->parallelism.context_parallel_degree;
 	p->tp = c->parallelism.tensor_parallel_degree;
 	p->dp_shard = c->parallelism.data_parallel_shard_degree;
-	if (p->dp_shard != -1)
-		return 0;
 	rest = p->pp * p->dp_replicate * p->cp * p->tp;
-	if (world_size <= 0)
+	if (p->dp_shard != -1)
+		;
+	else if (world_size <= 0)
 		p->dp_shard = 1;
 	else if (world_size % rest)
 		return titan_err(TITAN_EUSAGE, "world size %d is not a multiple of pp=%d x "
@@ -1060,6 +1064,31 @@ int config_layout(const train_config *c, int world_size, par_layout *p)
 				 p->pp, p->dp_replicate, p->cp, p->tp, rest);
 	else
 		p->dp_shard = world_size / rest;
+	return config_pp_stages(c, &p->pp_stages);
+}
+
+int config_pp_stages(const train_config *c, int *stages)
+{
+	int pp = c->parallelism.pipeline_parallel_degree, L = c->model.n_layers;
+	int per = c->parallelism.pipeline_parallel_layers_per_stage;
+	/* torchtitan's default: two stages a rank for a schedule that runs
+	 * several (Interleaved1F1B, the enum's third), else one */
+	int v = c->parallelism.pipeline_parallel_schedule == 2 ? 2 : 1;
+
+	*stages = 1;
+	if (pp == 1)
+		return 0;
+	if (per > 0) {
+		if (L % per || (L / per) % pp)
+			return titan_err(TITAN_EUSAGE, "parallelism.pipeline_parallel_layers_per_stage "
+					 "%d: model.n_layers=%d is not cut into a multiple of pp=%d "
+					 "stages of that depth", per, L, pp);
+		v = L / per / pp;
+	} else if (L % (pp * v)) {
+		return titan_err(TITAN_EUSAGE, "pp=%d%s does not divide model.n_layers=%d", pp,
+				 v > 1 ? " x 2 stages a rank" : "", L);
+	}
+	*stages = v;
 	return 0;
 }
 

@@ -85,6 +85,7 @@ typedef struct train_config {
 		bool sequence_parallel;  /* with tp > 1 */
 		int pipeline_parallel_microbatch_size;
 		int pipeline_parallel_schedule;  /* pp_schedule_kind */
+		int pipeline_parallel_layers_per_stage;  /* 0: derived */
 	} parallelism;
 	struct {
 		int init_timeout_seconds;   /* start-up: the launcher's ranks meet */
@@ -104,9 +105,14 @@ int config_load(train_config *c, const char *file, int noverrides, char **overri
 int config_from_json(train_config *c, const json_t *merged, const char *where);
 void config_free(train_config *c);
 /* The parallel layout of c on world_size ranks, data_parallel_shard_degree
- * -1 resolved to the ranks left over (world_size <= 0: taken as 1).  A world
- * the degrees do not fit is TITAN_EUSAGE naming every degree. */
+ * -1 resolved to the ranks left over (world_size <= 0: taken as 1), and the
+ * pipeline stages a rank runs (config_pp_stages).  A world the degrees do
+ * not fit is TITAN_EUSAGE naming every degree. */
 int config_layout(const train_config *c, int world_size, struct par_layout *out);
+/* Pipeline stages a rank runs (1 without pp): n_layers / (pp x
+ * pipeline_parallel_layers_per_stage), or by default 1, 2 under
+ * Interleaved1F1B; TITAN_EUSAGE when the layers do not cut evenly. */
+int config_pp_stages(const train_config *c, int *stages);
 /* Whether FSDP frees gathered layers after forward (the resolved
  * fsdp_reshard_after_forward). */
 bool config_reshard_after_forward(const train_config *c);

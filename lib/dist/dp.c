@@ -18,7 +18,7 @@ struct dp {
 	llama_model *m;
 	const kernel_ops *ops;
 	mem_tracker *mem;
-	comm *shard, *rep, *tp, *pp;
+	comm *shard, *rep, *tp, *pp, *cp;
 	int n, rank, R;              /* shard group size and rank, replicas */
 	bool reshard;
 	int nchunks, L;
@@ -47,8 +47,10 @@ struct dp {
 
 	comm_req **ar_req;           /* [nchunks] replicate all-reduces in flight */
 	comm_req **pp_req;           /* pipeline sends in flight */
+	int *pp_req_set;             /* the activation set each was sent from */
 	int npp_req, cap_pp_req;
-	int micro, accum;            /* micro-batches done in this step, of accum */
+	int accum;                   /* micro-batches in this step */
+	int *backs;                  /* [nchunks] backward passes done in this step */
 	double comm_seen;            /* busy seconds already reported */
 	float **allocs;              /* every buffer, for dp_free */
 	size_t *alloc_bytes;
@@ -86,16 +88,17 @@ static bool is_layer(const dp *d, int c)
 	return c >= 1 && c <= d->L;
 }
 
-/* Whether this pipeline stage holds chunk c (every chunk without pp). */
+/* Whether this rank's pipeline stages hold chunk c (every chunk without
+ * pp). */
 static bool holds(const dp *d, int c)
 {
 	const llama_model *m = d->m;
 
 	if (c == 0)
-		return m->pp_first;
+		return llama_holds_embeddings(m);
 	if (c == d->L + 1)
-		return m->pp_last;
-	return c - 1 >= m->layer0 && c - 1 < m->layer1;
+		return llama_holds_head(m);
+	return llama_holds_layer(m, c - 1);
 }
 
 /* The rows rank i holds of a tensor with rows rows cut n ways. */
@@ -256,14 +259,15 @@ static int gather(dp *d, int c, llama_pass pass)
 
 static int start_replicate(dp *d, int c)
 {
-	if (d->R <= 1 || d->micro + 1 < d->accum)
+	if (d->R <= 1 || d->backs[c] < d->accum)
 		return 0;
 	return comm_iall_reduce(d->rep, d->grads[c], d->numel[c], COMM_F32, COMM_SUM,
 				&d->ar_req[c]);
 }
 
 /* Finish the reduce-scatter in flight: add it to the shard's gradient and,
- * on the step's last micro-batch, start the replicas' all-reduce. */
+ * after the chunk's last backward of the step, start the replicas'
+ * all-reduce. */
 static int land_reduce(dp *d)
 {
 	int c = d->rs_chunk, rc;
@@ -323,6 +327,7 @@ static int hook_release(void *arg, llama_model *m, int c, llama_pass pass)
 	int rc;
 
 	if (pass == LLAMA_PASS_BACKWARD) {
+		d->backs[c]++;
 		if ((rc = reduce(d, c)))
 			return titan_err_prefix(rc, "fsdp: reducing chunk %d", c);
 		if (d->n > 1) {
@@ -376,23 +381,30 @@ static int hook_tp_reduce_scatter(void *arg, const float *send, float *recv, siz
 }
 
 /* Pipeline parallel: activations go to the next stage and gradients to
- * the previous one; sends are non-blocking (a stage may send two
- * micro-batches ahead of its neighbour's receive), receives wait.  The
- * tag keeps activations and gradients of each micro-batch apart. */
+ * the previous one, round the ranks (an interleaved rank's next stage
+ * after the last rank's is rank 0's); sends are non-blocking (a stage may
+ * send micro-batches ahead of its neighbour's receive), each remembered
+ * with the activation set it was sent from; receives wait.  The tag keeps
+ * activations and gradients of each micro-batch and stage apart. */
 static int hook_pp_send(void *arg, const float *buf, size_t n, bool grad, int tag)
 {
 	dp *d = arg;
-	int peer = comm_rank(d->pp) + (grad ? -1 : 1);
+	int size = comm_size(d->pp), peer = (comm_rank(d->pp) + (grad ? size - 1 : 1)) % size;
 
 	if (d->npp_req == d->cap_pp_req) {
 		int cap = d->cap_pp_req ? 2 * d->cap_pp_req : 16;
 		comm_req **r = realloc(d->pp_req, (size_t)cap * sizeof *r);
+		int *set = realloc(d->pp_req_set, (size_t)cap * sizeof *set);
 
-		if (!r)
+		if (r)
+			d->pp_req = r;
+		if (set)
+			d->pp_req_set = set;
+		if (!r || !set)
 			return titan_err_nomem();
-		d->pp_req = r;
 		d->cap_pp_req = cap;
 	}
+	d->pp_req_set[d->npp_req] = d->m->set;
 	return comm_isend(d->pp, buf, n, COMM_F32, peer, 2 * tag + grad,
 			  &d->pp_req[d->npp_req++]);
 }
@@ -400,9 +412,27 @@ static int hook_pp_send(void *arg, const float *buf, size_t n, bool grad, int ta
 static int hook_pp_recv(void *arg, float *buf, size_t n, bool grad, int tag)
 {
 	dp *d = arg;
-	int peer = comm_rank(d->pp) + (grad ? 1 : -1);
+	int size = comm_size(d->pp), peer = (comm_rank(d->pp) + (grad ? 1 : size - 1)) % size;
 
 	return comm_recv(d->pp, buf, n, COMM_F32, peer, 2 * tag + grad);
+}
+
+/* Context parallel: one step of ring attention's ring, the send and the
+ * receive both in flight so that no rank waits for its neighbour's
+ * receive to start. */
+static int hook_cp_shift(void *arg, const float *send, float *recv, size_t n)
+{
+	dp *d = arg;
+	int me = comm_rank(d->cp), size = comm_size(d->cp), rc, rc2;
+	comm_req *rq = NULL, *sq = NULL;
+
+	if ((rc = comm_irecv(d->cp, recv, n, COMM_F32, (me + size - 1) % size, 0, &rq)))
+		return rc;
+	rc = comm_isend(d->cp, send, n, COMM_F32, (me + 1) % size, 0, &sq);
+	rc2 = comm_wait(rq);
+	if (!rc)
+		rc = comm_wait(sq);
+	return rc ? rc : rc2;
 }
 
 /* --- setup --- */
@@ -419,7 +449,7 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 	if (!(d = calloc(1, sizeof *d)))
 		return titan_err_nomem();
 	*d = (dp){ .m = m, .ops = m->ops, .mem = mem, .shard = o->shard, .rep = o->replicate,
-		   .tp = o->tp, .pp = o->pp,
+		   .tp = o->tp, .pp = o->pp, .cp = o->cp,
 		   .n = o->shard ? comm_size(o->shard) : 1,
 		   .rank = o->shard ? comm_rank(o->shard) : 0,
 		   .R = o->replicate ? comm_size(o->replicate) : 1,
@@ -436,8 +466,9 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 	d->gathered = calloc(nc, sizeof *d->gathered);
 	d->grad_live = calloc(nc, sizeof *d->grad_live);
 	d->ar_req = calloc(nc, sizeof *d->ar_req);
+	d->backs = calloc(nc, sizeof *d->backs);
 	if (!d->whole || !d->numel || !d->first_piece || !d->npiece || !d->params ||
-	    !d->grads || !d->wparam || !d->wgrad || !d->gathered || !d->grad_live ||
+	    !d->grads || !d->wparam || !d->wgrad || !d->gathered || !d->grad_live || !d->backs ||
 	    !d->ar_req) {
 		rc = titan_err_nomem();
 		goto fail;
@@ -458,7 +489,10 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 	if (d->n > 1) {
 		/* the stage's layers freed after forward share one gathered
 		 * buffer; all of them share one gradient buffer */
-		int first_layer = 1 + m->layer0;
+		int first_layer = 1;
+
+		while (first_layer <= d->L && !holds(d, first_layer))
+			first_layer++;
 
 		for (int c = 0; c < nc; c++) {
 			bool shared = is_layer(d, c) && c > first_layer;
@@ -487,7 +521,8 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 				  .tp_sum = hook_tp_sum, .tp_max = hook_tp_max,
 				  .tp_all_gather = hook_tp_all_gather,
 				  .tp_reduce_scatter = hook_tp_reduce_scatter,
-				  .pp_send = hook_pp_send, .pp_recv = hook_pp_recv };
+				  .pp_send = hook_pp_send, .pp_recv = hook_pp_recv,
+				  .cp_shift = hook_cp_shift };
 	if (d->tp)
 		tp_hooks_init(&d->tp_hooks, d->tp);
 	m->hooks = &d->hooks;
@@ -510,8 +545,9 @@ void dp_free(dp *d)
 	for (int c = 0; d->ar_req && c < d->nchunks; c++)
 		if (d->ar_req[c])
 			comm_wait(d->ar_req[c]);
-	dp_pp_flush(d);
+	dp_pp_flush(d, -1);
 	free(d->pp_req);
+	free(d->pp_req_set);
 	if (d->m && d->m->hooks == &d->hooks) {
 		d->m->hooks = NULL;
 		for (int c = 0; c < d->nchunks; c++)
@@ -535,6 +571,7 @@ void dp_free(dp *d)
 	free(d->gathered);
 	free(d->grad_live);
 	free(d->ar_req);
+	free(d->backs);
 	free(d);
 }
 
@@ -590,7 +627,7 @@ const dp_piece *dp_pieces(const dp *d, int *n)
 void dp_begin_step(dp *d, int accum)
 {
 	d->accum = accum;
-	d->micro = 0;
+	memset(d->backs, 0, (size_t)d->nchunks * sizeof *d->backs);
 	for (int c = 0; c < d->nchunks; c++)
 		memset(d->grads[c], 0, d->numel[c] * sizeof(float));
 	/* the optimizer changed the shards: nothing gathered is current */
@@ -600,25 +637,28 @@ void dp_begin_step(dp *d, int accum)
 
 int dp_end_backward(dp *d)
 {
-	/* the last reduce-scatter lands before the micro-batch counts as
-	 * done: the replicas' all-reduce starts on the step's last one */
 	int rc = land_reduce(d);
 
-	d->micro++;
 	return rc ? titan_err_prefix(rc, "fsdp: reducing gradients") : 0;
 }
 
-int dp_pp_flush(dp *d)
+int dp_pp_flush(dp *d, int set)
 {
-	int rc = 0;
+	int rc = 0, kept = 0;
 
 	for (int i = 0; i < d->npp_req; i++) {
-		int r = comm_wait(d->pp_req[i]);
+		int r;
 
+		if (set >= 0 && d->pp_req_set[i] != set) {
+			d->pp_req[kept] = d->pp_req[i];
+			d->pp_req_set[kept++] = d->pp_req_set[i];
+			continue;
+		}
+		r = comm_wait(d->pp_req[i]);
 		if (!rc)
 			rc = r;
 	}
-	d->npp_req = 0;
+	d->npp_req = kept;
 	return rc ? titan_err_prefix(rc, "pipeline: sending to a neighbour stage") : 0;
 }
 
@@ -657,7 +697,8 @@ double dp_comm_seconds(dp *d)
 	double t = (d->shard ? comm_busy_seconds(d->shard) : 0) +
 		   (d->rep ? comm_busy_seconds(d->rep) : 0) +
 		   (d->tp ? comm_busy_seconds(d->tp) : 0) +
-		   (d->pp ? comm_busy_seconds(d->pp) : 0);
+		   (d->pp ? comm_busy_seconds(d->pp) : 0) +
+		   (d->cp ? comm_busy_seconds(d->cp) : 0);
 	double delta = t - d->comm_seen;
 
 	d->comm_seen = t;

@@ -1,6 +1,7 @@
 /* dp.h - data parallelism: FSDP, DDP and HSDP as one mechanism.
  *
- * The ranks form dp_replicate groups of dp_shard ranks.  Each chunk of the
+ * The ranks form dp_replicate groups of dp_shard ranks (dp_shard x cp under
+ * context parallel: torchtitan shards parameters over both).  Each chunk of the
  * model (llama.h: the embeddings, one per layer, the head) is held as one
  * flat shard per rank of its shard group: every tensor of the chunk is cut
  * along dim 0 as torch.chunk cuts it (pieces of p = ceil(rows / dp_shard)
@@ -33,9 +34,10 @@ typedef struct dp_opts {
 	comm *shard;        /* parameters are sharded over it (NULL: one rank) */
 	comm *replicate;    /* gradients are all-reduced over it (NULL: none) */
 	comm *tp;           /* the model's tensor-parallel group (NULL: none) */
-	comm *pp;           /* the pipeline's stages, in order (NULL: none); the
-	                       model's layer0/layer1/pp_first/pp_last say which
-	                       chunks this stage holds */
+	comm *pp;           /* the pipeline's ranks, in order (NULL: none); the
+	                       model's pp_* fields say which chunks this rank
+	                       holds */
+	comm *cp;           /* the model's context-parallel ring (NULL: none) */
 	bool reshard_after_forward;
 } dp_opts;
 
@@ -72,11 +74,12 @@ const dp_piece *dp_pieces(const dp *d, int *n);
 
 /* Start a step: zero the shard gradients; accum micro-batches follow. */
 void dp_begin_step(dp *d, int accum);
-/* After each micro-batch's backward (llama_backward returned). */
+/* After each llama_backward (each micro-batch's, on each local stage). */
 int dp_end_backward(dp *d);
-/* Wait for the pipeline sends in flight (their buffers are activation
- * sets, reused by the next round). */
-int dp_pp_flush(dp *d);
+/* Wait for the pipeline sends in flight from activation set `set` (the
+ * model's set when each was sent), before a later micro-batch reuses it;
+ * set -1: every send (the end of a step). */
+int dp_pp_flush(dp *d, int set);
 /* After the last micro-batch's backward: wait for every reduction.  The
  * shard gradients then hold the sum over every data-parallel rank. */
 int dp_finish_grads(dp *d);

@@ -26,16 +26,21 @@ int mesh_new(mesh **out, comm *world, const par_layout *l)
 		/* ranks that share every other coordinate form a group */
 		const par_coord *c = &m->me;
 		int other = (c->pp * l->cp + c->cp) * l->tp + c->tp;
-		int shard_color = other * l->dp_replicate + c->dp_replicate;
+		int shard_color = (c->pp * l->dp_replicate + c->dp_replicate) * l->tp + c->tp;
 		int rep_color = other * l->dp_shard + c->dp_shard;
+		int cp_color = rank / (l->cp * l->tp) * l->tp + c->tp;
 
-		if (l->dp_shard > 1)
-			rc = comm_split(world, shard_color, c->dp_shard, "dp_shard", &m->dp_shard);
+		/* parameters are sharded over dp_shard x cp, as torchtitan does */
+		if (l->dp_shard * l->cp > 1)
+			rc = comm_split(world, shard_color, c->dp_shard * l->cp + c->cp,
+					l->cp > 1 ? "dp_shard_cp" : "dp_shard", &m->dp_shard);
 		if (!rc && l->dp_replicate > 1)
 			rc = comm_split(world, rep_color, c->dp_replicate, "dp_replicate",
 					&m->dp_replicate);
 		if (!rc && m->dp_size > 1)
 			rc = comm_split(world, other, m->dp_rank, "dp", &m->dp);
+		if (!rc && l->cp > 1)
+			rc = comm_split(world, cp_color, c->cp, "cp", &m->cp);
 		if (!rc && l->tp > 1)
 			rc = comm_split(world, rank / l->tp, c->tp, "tp", &m->tp);
 		/* pp is the outermost dimension */
@@ -56,6 +61,7 @@ void mesh_free(mesh *m)
 		return;
 	comm_free(m->pp);
 	comm_free(m->tp);
+	comm_free(m->cp);
 	comm_free(m->dp);
 	comm_free(m->dp_replicate);
 	comm_free(m->dp_shard);

@@ -4,12 +4,14 @@
  * gradients, one buffer per chunk), adamw_new (two moments per chunk) and
  * llama_plan's carve (one allocation, every buffer rounded up to 64 bytes),
  * and under FSDP dp_new's shards, gathered chunks and staging buffers
- * (lib/dist/dp.c).  Where the design has no code yet (tp, pp, cp, bf16),
- * the same buffers are cut the way lib/model/shard.h cuts tensors. */
+ * (lib/dist/dp.c).  Where the design has no code yet (bf16, interleaved
+ * pipelines), the same buffers are cut the way lib/model/shard.h cuts
+ * tensors. */
 #include "core/base.h"
 
 #include <sched.h>
 
+#include "dist/pp.h"
 #include "mem/memmodel.h"
 
 const mem_row_info mem_row_infos[MEM_NROWS] = {
@@ -24,7 +26,7 @@ const mem_row_info mem_row_infos[MEM_NROWS] = {
 	[MEM_ROW_ALLGATHER] = { "fsdp_all_gather", "FSDP gathered params + prefetch", true, false },
 	[MEM_ROW_REDUCE] = { "fsdp_reduce_scatter", "FSDP unsharded grads + reduce", true, false },
 	[MEM_ROW_TP] = { "tp_sequence_parallel", "TP sequence-parallel gather", false, false },
-	[MEM_ROW_CP] = { "cp_ring", "CP ring K/V", false, false },
+	[MEM_ROW_CP] = { "cp_ring", "CP ring attention K/V", true, false },
 	[MEM_ROW_PP] = { "pp_send_recv", "PP send/recv", false, false },
 	[MEM_ROW_LOADER] = { "loader", "loader batches", false, true },
 	[MEM_ROW_CKPT] = { "checkpoint_staging", "async checkpoint staging", false, true },
@@ -123,11 +125,24 @@ struct acts {
 	size_t final;      /* per microbatch in flight on the last stage: xf, rstdf */
 	size_t logits;     /* logits and losses (last stage) */
 	size_t scratch;    /* dresid, dx, gradient scratch */
+	size_t ring;       /* context parallel: ring attention's blocks */
 };
 
-static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int first_layer,
-			   int layers, bool last, int mb, llama_ac_mode ac)
+/* Stages a pp rank runs. */
+static int stages_of(const mem_model_opts *o)
 {
+	return o->par.pp > 1 && o->pp_schedule == MEM_PP_INTERLEAVED && o->pp_virtual > 1
+		       ? o->pp_virtual : 1;
+}
+
+/* One activation set of pp rank s (llama_plan_sets' carve): every layer
+ * of its stages, one residual gradient per stage, and its own tables and
+ * scratch. */
+static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, int mb,
+			   llama_ac_mode ac)
+{
+	int v = stages_of(o), per = o->model.n_layers / (o->par.pp * v);
+	bool last = s == o->par.pp - 1;
 	size_t es = o->prec == MEM_PREC_BF16 ? 2 : 4;
 	size_t T = (size_t)o->seq_len, N = (size_t)mb * T / (size_t)o->par.cp;
 	size_t tp = (size_t)o->par.tp;
@@ -140,17 +155,21 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int fir
 	set = 2 * r64(N * k->C, es) + 2 * r64(Ns, 4) + 2 * r64(N * k->q, es) +
 	      2 * r64(N * k->kv, es) + r64(N * k->H, 4) + r64(Ns * k->C, es) +
 	      3 * r64(N * k->F, es);
-	for (int l = first_layer; l < first_layer + layers; l++) {
-		bool re = ac == LLAMA_AC_FULL ||
-			  (ac == LLAMA_AC_SELECTIVE && l % o->ac_every == o->ac_every - 1);
+	for (int j = 0; j < v; j++)
+		for (int l = (j * o->par.pp + s) * per; l < (j * o->par.pp + s + 1) * per; l++) {
+			bool re = ac == LLAMA_AC_FULL ||
+				  (ac == LLAMA_AC_SELECTIVE && l % o->ac_every == o->ac_every - 1);
 
-		if (re)
-			recomputed++;
-		else
-			kept++;
-	}
-	a.held = (size_t)(layers + 1) * resid + (size_t)kept * set;
-	a.shared = (recomputed ? set : 0) + 2 * r64(T * (k->D / 2), 4) + 3 * r64(N, 4);
+			if (re)
+				recomputed++;
+			else
+				kept++;
+		}
+	a.held = (size_t)v * (per + 1) * resid + (size_t)kept * set;
+	/* RoPE tables of the whole row; positions, ids, labels; a key range
+	 * per query and ring step */
+	a.shared = (recomputed ? set : 0) + 2 * r64(T * (k->D / 2), 4) + 3 * r64(N, 4) +
+		   2 * r64((size_t)o->par.cp * N, 4);
 	/* tensor parallel: each token's id in the rank's vocabulary slice */
 	if (tp > 1)
 		a.shared += r64(N, 4) + r64(N, 1);
@@ -158,11 +177,17 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int fir
 		a.final = r64(N * k->C, es) + r64(Ns, 4);
 		a.logits = r64(N * k->V, 4) + r64(N, 4);
 	}
-	a.scratch = r64(Ns * k->C, es) + r64(N * k->C, es) +
+	a.scratch = (size_t)v * r64(Ns * k->C, es) + r64(N * k->C, es) +
 		    r64(TITAN_MAX(3 * N * k->F, 2 * N * k->q + 2 * N * k->kv), es);
 	/* sequence parallel: a gathered gradient and a shard of one */
 	if (Ns < N)
 		a.scratch += r64(N * k->C, es) + r64(Ns * k->C, es);
+	/* forward: the block held, the one arriving, a partial output and
+	 * its lse; backward: two blocks with their gradients, a block's dq,
+	 * dk, dv */
+	if (o->par.cp > 1)
+		a.ring = r64(TITAN_MAX(4 * N * k->kv + N * k->q + N * k->H,
+				       10 * N * k->kv + N * k->q), es);
 	return a;
 }
 
@@ -185,29 +210,28 @@ static void microbatches(const mem_model_opts *o, int *n, int *mb)
 	*mb = o->batch / *n;
 }
 
-/* Microbatches stage s holds activations for, in units of the stage's
- * layers (interleaving holds chunks of 1/v of them). */
-static double in_flight(const mem_model_opts *o, int s, int nmb)
+static pp_schedule_kind schedule_kind(mem_pp_schedule s)
 {
-	int pp = o->par.pp, v = o->pp_virtual > 0 ? o->pp_virtual : 1;
+	return s == MEM_PP_GPIPE ? PP_GPIPE : s == MEM_PP_INTERLEAVED ? PP_INTERLEAVED_1F1B
+								      : PP_1F1B;
+}
 
-	if (pp == 1)
+/* Activation sets pp rank s holds: one per micro-batch in flight, as the
+ * trainer's schedule table assigns them (1 without pp).  The table is
+ * small; if it cannot be allocated, every micro-batch is counted. */
+static int in_flight(const mem_model_opts *o, int s, int nmb)
+{
+	int v = stages_of(o), sets;
+	pp_op *ops;
+
+	if (o->par.pp == 1)
 		return 1;
-	switch (o->pp_schedule) {
-	case MEM_PP_GPIPE:
+	ops = malloc((size_t)2 * nmb * v * sizeof *ops);
+	if (!ops)
 		return nmb;
-	case MEM_PP_1F1B:
-		return TITAN_MIN(pp - s, nmb);
-	case MEM_PP_INTERLEAVED: {
-		/* warm-up forwards of rank s, then one more before the
-		 * first backward frees a chunk */
-		long chunks = (long)(v - 1) * pp + 2L * (pp - 1 - s) + 1;
-
-		chunks = TITAN_MIN(chunks, (long)nmb * v);
-		return (double)chunks / v;
-	}
-	}
-	return nmb;
+	sets = pp_schedule(schedule_kind(o->pp_schedule), o->par.pp, s, nmb, v, ops);
+	free(ops);
+	return sets;
 }
 
 static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
@@ -218,14 +242,11 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	size_t es = bf16 ? 2 : 4, S, N;
 	struct stage_chunks sc;
 	struct acts a, none;
-	double fl;
-	/* data and tensor parallelism on the CPU are measured; the rest is
-	 * design */
-	bool par = o->par.cp > 1 || o->par.pp > 1;
+	size_t fl;
 
 	memset(st, 0, sizeof *st);
 	microbatches(o, &nmb, &mb);
-	fl = in_flight(o, s, nmb);
+	fl = (size_t)in_flight(o, s, nmb);
 	stage_chunks(o, &k, s, layers, &sc);
 	S = sc.shard_sum;
 	N = (size_t)mb * (size_t)o->seq_len / (size_t)o->par.cp;
@@ -233,7 +254,7 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	st->params = S;
 	st->layers = layers;
 	st->micro_batch = mb;
-	st->in_flight = (int)(fl + 0.999);
+	st->in_flight = (int)fl;
 
 	/* FSDP2's policy: the shard is fp32 and is the master copy; without
 	 * sharding, a bf16 copy of it is what the model computes with */
@@ -246,22 +267,23 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	st->row[MEM_ROW_GRADS] = S * 4;
 	st->row[MEM_ROW_OPTIM] = S * 8;
 
-	a = acts_of(o, &k, s * layers, layers, last, mb, o->ac);
-	none = acts_of(o, &k, s * layers, layers, last, mb, LLAMA_AC_NONE);
-	st->row[MEM_ROW_ACTS] = (size_t)(fl * (double)(a.held + a.final)) + a.shared;
-	st->row[MEM_ROW_LOGITS] = (size_t)(fl * (double)a.logits);
-	st->row[MEM_ROW_SCRATCH] = a.scratch;
+	/* every activation set is a whole carve */
+	a = acts_of(o, &k, s, mb, o->ac);
+	none = acts_of(o, &k, s, mb, LLAMA_AC_NONE);
+	st->row[MEM_ROW_ACTS] = fl * (a.held + a.final + a.shared);
+	st->row[MEM_ROW_LOGITS] = fl * a.logits;
+	st->row[MEM_ROW_SCRATCH] = fl * a.scratch;
 	if (o->par.tp > 1) {
 		mem_model_opts flip = *o;
 		struct acts f;
 
 		flip.sequence_parallel = !o->sequence_parallel;
-		f = acts_of(&flip, &k, s * layers, layers, last, mb, o->ac);
-		st->act_other_sp = (size_t)(fl * (double)(f.held + f.final + f.logits)) +
-				   f.shared + f.scratch;
+		f = acts_of(&flip, &k, s, mb, o->ac);
+		st->act_other_sp = fl * (f.held + f.final + f.logits + f.shared + f.scratch +
+					 f.ring);
 	}
-	st->act_none = (size_t)(fl * (double)(none.held + none.final + none.logits)) +
-		       none.shared + none.scratch;
+	st->act_none = fl * (none.held + none.final + none.logits + none.shared + none.scratch +
+			     none.ring);
 	if (!o->cuda)
 		st->row[MEM_ROW_ATTN] = (size_t)TITAN_MAX(o->threads, 1) * attention_tiles(k.D);
 
@@ -278,8 +300,7 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	}
 	if (o->par.tp > 1 && o->sequence_parallel)
 		st->row[MEM_ROW_TP] = 2 * N * k.C * es;
-	if (o->par.cp > 1)
-		st->row[MEM_ROW_CP] = 4 * N * k.kv * es + 2 * N * k.kv * 4;
+	st->row[MEM_ROW_CP] = fl * a.ring;
 	if (pp > 1)
 		st->row[MEM_ROW_PP] = (size_t)((s > 0) + !last) * (size_t)mb *
 				      (size_t)o->seq_len / (size_t)o->par.cp * k.C * es;
@@ -293,8 +314,7 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 
 		/* what no trainer allocates yet is the design's, not a
 		 * measurement's */
-		st->model_only[i] = bf16 || (par && (ri->tracked || (i >= MEM_ROW_ALLGATHER &&
-							     i <= MEM_ROW_PP)));
+		st->model_only[i] = bf16 || (pp > 1 && i == MEM_ROW_PP);
 		if (!(o->cuda && ri->host))
 			st->total += st->row[i];
 		if (ri->tracked)
@@ -311,9 +331,10 @@ int mem_model_check(const mem_model_opts *o, int world_size)
 	/* degrees, tp and pp against the model, the world size */
 	if ((rc = par_layout_check(p, &o->model, world_size)))
 		return rc;
-	if (o->seq_len % p->cp)
-		return titan_err(TITAN_EUSAGE, "cp=%d does not divide training.seq_len=%d",
-				 p->cp, o->seq_len);
+	if (p->cp > 1 && o->seq_len % (2 * p->cp))
+		return titan_err(TITAN_EUSAGE, "context parallel: training.seq_len %d is not a "
+				 "multiple of 2 x cp = %d (each cp rank holds two chunks of every "
+				 "row)", o->seq_len, 2 * p->cp);
 	if (v > 1 && o->model.n_layers % (p->pp * v))
 		return titan_err(TITAN_EUSAGE, "pp=%d x %d virtual stages does not divide "
 				 "model.n_layers=%d", p->pp, v, o->model.n_layers);
@@ -328,6 +349,8 @@ int mem_model_check(const mem_model_opts *o, int world_size)
 	if (nmb < 1 || o->batch % nmb)
 		return titan_err(TITAN_EUSAGE, "pp microbatches=%d does not divide "
 				 "training.local_batch_size=%d", nmb, o->batch);
+	if (p->pp > 1 && (rc = pp_check(schedule_kind(o->pp_schedule), p->pp, nmb, v)))
+		return rc;
 	if (o->ac == LLAMA_AC_SELECTIVE && o->ac_every < 1)
 		return titan_err(TITAN_EUSAGE, "activation_checkpoint.selective_every: %d must "
 				 "be at least 1", o->ac_every);
@@ -362,8 +385,14 @@ int mem_model_from_config(mem_model_opts *o, const train_config *c, int world_si
 	o->cuda = c->training.device && !strcmp(c->training.device, "cuda");
 	o->prec = o->cuda ? MEM_PREC_BF16 : MEM_PREC_FP32;
 	o->sequence_parallel = c->parallelism.sequence_parallel;
-	o->pp_schedule = MEM_PP_1F1B;
-	o->pp_virtual = 1;
+	/* the trainer's pipeline: its schedule, stages a rank and
+	 * micro-batches (pipeline_parallel_microbatch_size sequences each) */
+	o->pp_schedule = c->parallelism.pipeline_parallel_schedule == PP_GPIPE ? MEM_PP_GPIPE
+			 : c->parallelism.pipeline_parallel_schedule == PP_INTERLEAVED_1F1B
+				 ? MEM_PP_INTERLEAVED : MEM_PP_1F1B;
+	if (c->parallelism.pipeline_parallel_microbatch_size > 0 &&
+	    o->batch % c->parallelism.pipeline_parallel_microbatch_size == 0)
+		o->pp_microbatches = o->batch / c->parallelism.pipeline_parallel_microbatch_size;
 	o->async_checkpoint = c->checkpoint.enable && c->checkpoint.async;
 	o->threads = o->cuda ? 0 : cpu_threads(c);
 	/* torchtitan's default: reshard after forward, except under pp, where
@@ -371,6 +400,7 @@ int mem_model_from_config(mem_model_opts *o, const train_config *c, int world_si
 	o->reshard_after_forward = config_reshard_after_forward(c);
 	if ((rc = config_layout(c, world_size, p)))
 		return rc;
+	o->pp_virtual = p->pp_stages;
 	return mem_model_check(o, world_size);
 }
 

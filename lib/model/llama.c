@@ -261,7 +261,7 @@ static int model_alloc(llama_model **out, const llama_config *c, const kernel_op
 		return titan_err_nomem();
 	*m = (llama_model){ .cfg = *c, .ops = ops, .mem = mem, .nchunks = n,
 			    .with_grads = with_grads, .views = views, .tp = tp, .tp_rank = tp_rank,
-			    .layer0 = 0, .layer1 = c->n_layers, .pp_first = true, .pp_last = true };
+			    .cp = 1, .pp_ranks = 1, .pp_stages = 1 };
 	m->chunk_numel = calloc((size_t)n, sizeof *m->chunk_numel);
 	m->params = calloc((size_t)n, sizeof *m->params);
 	m->grads = calloc((size_t)n, sizeof *m->grads);

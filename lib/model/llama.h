@@ -113,11 +113,17 @@ typedef struct llama_hooks {
 	/* pipeline parallel: a stage's input activations come from the
 	 * previous stage and its output goes to the next (grad false); in
 	 * backward the gradient of its output comes from the next stage and
-	 * that of its input goes to the previous one (grad true).  tag is the
-	 * the micro-batch (m->pp_tag).  A send may return before
-	 * the data has left; buf stays untouched until the caller's flush. */
+	 * that of its input goes to the previous one (grad true); the stage
+	 * after the last local stage of rank pp_ranks - 1 is the next local
+	 * stage of rank 0.  tag tells the messages of a step apart (the
+	 * micro-batch and the stage boundary).  A send may return before the
+	 * data has left; buf stays untouched until the caller's flush. */
 	int (*pp_send)(void *arg, const float *buf, size_t n, bool grad, int tag);
 	int (*pp_recv)(void *arg, float *buf, size_t n, bool grad, int tag);
+	/* context parallel (m->cp > 1), one step of the ring: send (n
+	 * floats) goes to the next cp rank, recv (n, not overlapping send)
+	 * comes from the previous one */
+	int (*cp_shift)(void *arg, const float *send, float *recv, size_t n);
 } llama_hooks;
 
 struct llama_model {
@@ -141,14 +147,26 @@ struct llama_model {
 	 * row-parallel ones; the norm weights' gradients are then partial
 	 * sums over the tp ranks, which the caller adds up. */
 	bool sp;
-	/* Pipeline parallel: this stage runs layers [layer0, layer1); the
-	 * first stage embeds, the last has the final norm, the output and the
-	 * loss (defaults: every layer, both). */
-	int layer0, layer1;
-	bool pp_first, pp_last;
-	/* Activation sets (llama_plan_sets), one per micro-batch in flight;
-	 * acts is sets[set].  pp_tag names the micro-batch in the pipeline's
-	 * messages (the caller's). */
+	/* Context parallel (set before llama_plan): the rows' tokens are cut
+	 * into 2 cp chunks and cp rank r holds chunks r and 2 cp - 1 - r (the
+	 * causal mask's work is then even over the ranks).  Every token-wise
+	 * op runs on the rank's T / cp tokens of each row; attention is ring
+	 * attention: the key/value blocks go round the cp ranks (hooks'
+	 * cp_shift) and each rank merges its queries' partial results with
+	 * the online softmax, forward and backward.  The gradients are then
+	 * this rank's tokens' share, summed over the cp ranks by the caller. */
+	int cp, cp_rank;
+	/* Pipeline parallel (set before llama_plan): the layers are cut into
+	 * pp_ranks x pp_stages stages of equal depth; this rank holds stages
+	 * pp_rank + j pp_ranks for j < pp_stages (its local stages j, more
+	 * than one when interleaved) and a pass runs local stage pp_stage.
+	 * Stage 0 embeds, the last stage has the final norm, the output and
+	 * the loss.  Defaults 0, 1, 1, 0: every layer. */
+	int pp_rank, pp_ranks, pp_stages, pp_stage;
+	/* Activation sets (llama_plan_sets), one per micro-batch in flight
+	 * (each holds every local stage's activations); acts is sets[set].
+	 * pp_tag names the micro-batch in the pipeline's messages (the
+	 * caller's). */
 	llama_acts **sets;
 	int nsets, set, pp_tag;
 	bool views;              /* params/grads are someone else's buffers */
@@ -198,6 +216,12 @@ int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selectiv
 		    int n);
 /* Use activation set i (0..nsets-1) for the next forward and backward. */
 void llama_use_set(llama_model *m, int i);
+/* Pipeline parallel: layers [*l0, *l1) of local stage j; whether this
+ * rank holds layer l, the embeddings (stage 0), the head (the last). */
+void llama_stage_layers(const llama_model *m, int j, int *l0, int *l1);
+bool llama_holds_layer(const llama_model *m, int l);
+bool llama_holds_embeddings(const llama_model *m);
+bool llama_holds_head(const llama_model *m);
 
 /* Forward one batch: inputs and labels are [B*T] token ids; seg_start is
  * NULL for the causal mask or [B*T] for the document mask (see kernels.h;
@@ -207,7 +231,10 @@ void llama_use_set(llama_model *m, int i);
  * vocabulary or a seg_start outside 0..t is TITAN_ERANGE naming it.
  * dloss != 0 prepares backward: the gradient of dloss * (mean loss) flows
  * into the grads at llama_backward (1/accumulation steps when accumulating);
- * dloss == 0 (or labels NULL) leaves the logits readable with llama_logits. */
+ * dloss == 0 (or labels NULL) leaves the logits readable with llama_logits.
+ * Under context parallel the arguments are still whole rows (every cp rank
+ * passes the same ones); the loss is the mean over this rank's tokens and
+ * the logits are those of its tokens. */
 int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels,
 		  const int32_t *seg_start, float dloss, float *loss);
 /* Backward of the last forward (which had labels and dloss != 0):

@@ -7,7 +7,12 @@
  * layer that is recomputed writes into one set shared by all such layers and
  * rebuilds it from resid[l] just before its backward.  Gradient scratch is
  * shared by all layers, and the attention and FFN halves of a layer share it
- * too, since they run one after the other. */
+ * too, since they run one after the other.
+ *
+ * Context parallel: the model holds T / cp tokens of each row (two chunks,
+ * llama.h) and knows each one's place in the row: RoPE positions and the
+ * attention masks are those of the whole row, so every op but attention
+ * runs unchanged on fewer tokens. */
 #include "core/base.h"
 
 #include <math.h>
@@ -33,24 +38,34 @@ struct llama_acts {
 	float *xf, *rstdf;       /* final norm out [N, C], [N] */
 	float *logits;           /* [N, V], overwritten by its gradient */
 	float *losses;           /* [N] */
-	float *cos_tab, *sin_tab;  /* [T, D/2] */
-	int32_t *pos, *seg;      /* [N] RoPE positions, attention segment starts */
-	uint32_t *ids;           /* [N] inputs of the last forward */
+	float *cos_tab, *sin_tab;  /* [Tg, D/2] */
+	int32_t *pos;            /* [N] RoPE positions */
+	/* [cp][N]: ring step i's keys (cp rank cp_rank - i's block) that each
+	 * query sees, kernels.h's kv_lo..kv_hi; one step without cp */
+	int32_t *kv_lo, *kv_hi;
+	uint32_t *ids, *labels;  /* [N] inputs and labels of the last forward */
 	uint32_t *lids;          /* [N] tensor parallel: ids in this rank's vocabulary slice */
 	bool *in_vocab;          /* [N] tensor parallel: the id falls in the slice */
-	float *dresid, *dx;      /* [Ns, C] residual gradient, [N, C] norm output gradient */
+	float **dresids;         /* [pp_stages] of [Ns, C]: each local stage's residual
+	                            gradient (a stage's send may still be in flight
+	                            when the next one receives) */
+	float *dresid, *dx;      /* the pass's dresids[], [N, C] norm output gradient */
 	float *full, *dxs;       /* sequence parallel: [N, C] gathered gradient, [Ns, C] shard */
 	float *scratch;          /* max(3 N F, 2 N H D + 2 N KV D) */
-	bool backward_ready;     /* last forward had labels and dloss != 0 */
+	float *ring;             /* context parallel: ring attention's buffers */
+	/* bit j: local stage j's last forward had labels and dloss != 0 */
+	uint64_t backward_ready;
 };
 
 struct dims {
-	int B, T, N, C, H, KV, D, F, V, L;
+	int B, T, N, C, H, KV, D, F, V, L;  /* T: this rank's tokens of a row */
+	int Tg, cp;              /* tokens of a row, context parallel degree */
 	int tp;                  /* H, KV, F, V are a tp rank's share */
 	int Ns;                  /* rows of the residual stream here: N / tp under
 	                            sequence parallel, else N */
-	int l0, l1;              /* the pipeline stage's layers */
+	int l0, l1;              /* the pass's pipeline stage's layers */
 	bool first, last;        /* it embeds; it has the head */
+	int g, S;                /* that stage, of S */
 	size_t q, kv;            /* H * D, KV * D */
 };
 
@@ -59,17 +74,20 @@ static struct dims dims_of(const llama_model *m)
 	const llama_config *c = &m->cfg;
 	int tp = m->tp > 0 ? m->tp : 1;
 	/* a tp rank's share: heads, FFN hidden and vocabulary divide */
+	int cp = m->cp > 0 ? m->cp : 1;
 	struct dims d = {
-		.B = m->B, .T = m->T, .N = m->B * m->T, .C = c->dim, .H = c->n_heads / tp,
+		.B = m->B, .T = m->T / cp, .N = m->B * (m->T / cp), .Tg = m->T, .cp = cp,
+		.C = c->dim, .H = c->n_heads / tp,
 		.KV = c->n_kv_heads / tp, .D = c->dim / c->n_heads, .F = c->ffn_hidden / tp,
 		.V = c->vocab_size / tp, .L = c->n_layers, .tp = tp,
 	};
 
 	d.Ns = m->sp && tp > 1 ? d.N / tp : d.N;
-	d.l0 = m->layer0;
-	d.l1 = m->layer1;
-	d.first = m->pp_first;
-	d.last = m->pp_last;
+	llama_stage_layers(m, m->pp_stage, &d.l0, &d.l1);
+	d.S = m->pp_ranks * m->pp_stages;
+	d.g = m->pp_stage * m->pp_ranks + m->pp_rank;
+	d.first = d.g == 0;
+	d.last = d.g == d.S - 1;
 
 	d.q = (size_t)d.H * d.D;
 	d.kv = (size_t)d.KV * d.D;
@@ -82,6 +100,7 @@ static void acts_free(llama_model *m, llama_acts *a)
 		return;
 	mem_free(m->mem, a->mem, a->bytes);
 	free(a->resid);
+	free(a->dresids);
 	free(a->layer);
 	free(a->recompute);
 	free(a);
@@ -102,6 +121,31 @@ void llama_use_set(llama_model *m, int i)
 {
 	m->set = i;
 	m->acts = m->sets[i];
+}
+
+void llama_stage_layers(const llama_model *m, int j, int *l0, int *l1)
+{
+	int per = m->cfg.n_layers / (m->pp_ranks * m->pp_stages);
+
+	*l0 = (j * m->pp_ranks + m->pp_rank) * per;
+	*l1 = *l0 + per;
+}
+
+bool llama_holds_layer(const llama_model *m, int l)
+{
+	int per = m->cfg.n_layers / (m->pp_ranks * m->pp_stages);
+
+	return l >= 0 && l < m->cfg.n_layers && l / per % m->pp_ranks == m->pp_rank;
+}
+
+bool llama_holds_embeddings(const llama_model *m)
+{
+	return m->pp_rank == 0;
+}
+
+bool llama_holds_head(const llama_model *m)
+{
+	return m->pp_rank == m->pp_ranks - 1;
 }
 
 /* Carve n elements of size sz from the plan's allocation: with base NULL it
@@ -133,49 +177,70 @@ static void carve_layer(struct layer_acts *s, char *base, size_t *off, const str
 	s->g = take(base, off, N * F, sizeof(float));
 }
 
-static size_t carve(llama_acts *a, char *base, const struct dims *d)
+/* Ring attention's buffers: forward, the key/value block held and the one
+ * arriving, a block's partial output and log-sum-exp; backward, the block
+ * held and arriving with their gradients travelling along, and a block's
+ * share of dq, dk, dv. */
+static size_t ring_floats(const struct dims *d)
+{
+	size_t N = (size_t)d->N, kv = N * d->kv, q = N * d->q;
+
+	return TITAN_MAX(4 * kv + q + N * d->H, 8 * kv + q + 2 * kv);
+}
+
+/* Every local stage's layers (m's), the head's buffers when it holds it. */
+static size_t carve(const llama_model *m, llama_acts *a, char *base, const struct dims *d)
 {
 	size_t off = 0, N = (size_t)d->N, C = (size_t)d->C, Ns = (size_t)d->Ns;
 	size_t scratch = TITAN_MAX(3 * N * d->F, 2 * N * d->q + 2 * N * d->kv);
 	struct layer_acts shared;
 	bool any_shared = false;
+	int l0, l1;
 
-	for (int l = d->l0; l <= d->l1; l++)
-		a->resid[l] = take(base, &off, Ns * C, sizeof(float));
-	for (int l = d->l0; l < d->l1; l++) {
-		if (a->recompute[l])
-			any_shared = true;
-		else
-			carve_layer(&a->layer[l], base, &off, d);
+	for (int j = 0; j < m->pp_stages; j++) {
+		llama_stage_layers(m, j, &l0, &l1);
+		for (int l = l0; l <= l1; l++)
+			a->resid[l] = take(base, &off, Ns * C, sizeof(float));
+		for (int l = l0; l < l1; l++) {
+			if (a->recompute[l])
+				any_shared = true;
+			else
+				carve_layer(&a->layer[l], base, &off, d);
+		}
 	}
 	if (any_shared) {
 		carve_layer(&shared, base, &off, d);
-		for (int l = d->l0; l < d->l1; l++)
-			if (a->recompute[l])
+		for (int l = 0; l < d->L; l++)
+			if (a->recompute[l] && llama_holds_layer(m, l))
 				a->layer[l] = shared;
 	}
-	if (d->last) {
+	if (llama_holds_head(m)) {
 		a->xf = take(base, &off, N * C, sizeof(float));
 		a->rstdf = take(base, &off, Ns, sizeof(float));
 		a->logits = take(base, &off, N * d->V, sizeof(float));
 		a->losses = take(base, &off, N, sizeof(float));
 	}
-	a->cos_tab = take(base, &off, (size_t)d->T * (d->D / 2), sizeof(float));
-	a->sin_tab = take(base, &off, (size_t)d->T * (d->D / 2), sizeof(float));
+	a->cos_tab = take(base, &off, (size_t)d->Tg * (d->D / 2), sizeof(float));
+	a->sin_tab = take(base, &off, (size_t)d->Tg * (d->D / 2), sizeof(float));
 	a->pos = take(base, &off, N, sizeof(int32_t));
-	a->seg = take(base, &off, N, sizeof(int32_t));
+	a->kv_lo = take(base, &off, (size_t)d->cp * N, sizeof(int32_t));
+	a->kv_hi = take(base, &off, (size_t)d->cp * N, sizeof(int32_t));
 	a->ids = take(base, &off, N, sizeof(uint32_t));
+	a->labels = take(base, &off, N, sizeof(uint32_t));
 	if (d->tp > 1) {
 		a->lids = take(base, &off, N, sizeof(uint32_t));
 		a->in_vocab = take(base, &off, N, sizeof(bool));
 	}
-	a->dresid = take(base, &off, Ns * C, sizeof(float));
+	for (int j = 0; j < m->pp_stages; j++)
+		a->dresids[j] = take(base, &off, Ns * C, sizeof(float));
 	a->dx = take(base, &off, N * C, sizeof(float));
 	if (Ns < N) {
 		a->full = take(base, &off, N * C, sizeof(float));
 		a->dxs = take(base, &off, Ns * C, sizeof(float));
 	}
 	a->scratch = take(base, &off, scratch, sizeof(float));
+	if (d->cp > 1)
+		a->ring = take(base, &off, ring_floats(d), sizeof(float));
 	return off;
 }
 
@@ -235,9 +300,17 @@ int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selectiv
 	if ((int64_t)B * T > INT_MAX / TITAN_MAX(c->vocab_size, c->ffn_hidden))
 		return titan_err(TITAN_EUSAGE, "batch shape %d x %d: too many tokens for one "
 				 "micro-batch", B, T);
-	if (m->sp && m->tp > 1 && ((int64_t)B * T) % m->tp)
+	if (m->cp > 1 && T % (2 * m->cp))
+		return titan_err(TITAN_EUSAGE, "context parallel: training.seq_len %d is not a "
+				 "multiple of 2 x cp = %d (each cp rank holds two chunks of every "
+				 "row)", T, 2 * m->cp);
+	if (m->cp > 1 && (!m->hooks || !m->hooks->cp_shift))
+		return titan_err(TITAN_EUSAGE, "context parallel: cp=%d needs the cp_shift hook",
+				 m->cp);
+	if (m->sp && m->tp > 1 && ((int64_t)B * (T / TITAN_MAX(m->cp, 1))) % m->tp)
 		return titan_err(TITAN_EUSAGE, "sequence parallel: tp=%d does not divide the %d x "
-				 "%d tokens of a micro-batch", m->tp, B, T);
+				 "%d tokens of a micro-batch%s", m->tp, B, T / TITAN_MAX(m->cp, 1),
+				 m->cp > 1 ? " on a cp rank" : "");
 	if (ac == LLAMA_AC_SELECTIVE && selective_every < 1)
 		return titan_err(TITAN_EUSAGE, "activation_checkpoint.selective_every: %d must "
 				 "be at least 1", selective_every);
@@ -247,6 +320,12 @@ int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selectiv
 
 	if (n < 1)
 		return titan_err(TITAN_EUSAGE, "llama_plan_sets: %d activation sets", n);
+	if (m->pp_ranks < 1 || m->pp_stages < 1 || m->pp_stages > 64 ||
+	    m->pp_rank < 0 || m->pp_rank >= m->pp_ranks ||
+	    c->n_layers % (m->pp_ranks * m->pp_stages))
+		return titan_err(TITAN_EUSAGE, "pipeline: %d ranks x %d stages (rank %d) do not "
+				 "cut model.n_layers=%d evenly", m->pp_ranks, m->pp_stages,
+				 m->pp_rank, c->n_layers);
 
 	llama_acts_free(m);
 	m->B = B;
@@ -266,9 +345,10 @@ int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selectiv
 		}
 		m->sets[i] = a;
 		a->resid = calloc((size_t)d.L + 1, sizeof *a->resid);
+		a->dresids = calloc((size_t)m->pp_stages, sizeof *a->dresids);
 		a->layer = calloc((size_t)d.L, sizeof *a->layer);
 		a->recompute = calloc((size_t)d.L, sizeof *a->recompute);
-		if (!a->resid || !a->layer || !a->recompute) {
+		if (!a->resid || !a->dresids || !a->layer || !a->recompute) {
 			llama_acts_free(m);
 			return titan_err_nomem();
 		}
@@ -276,13 +356,13 @@ int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selectiv
 			a->recompute[l] = ac == LLAMA_AC_FULL ||
 					  (ac == LLAMA_AC_SELECTIVE &&
 					   l % selective_every == selective_every - 1);
-		a->bytes = carve(a, NULL, &d);
+		a->bytes = carve(m, a, NULL, &d);
 		a->mem = mem_alloc(m->mem, a->bytes, "activations");
 		if (!a->mem) {
 			llama_acts_free(m);
 			return TITAN_ENOMEM;
 		}
-		carve(a, a->mem, &d);
+		carve(m, a, a->mem, &d);
 		llama_rope_tables(c, T, a->cos_tab, a->sin_tab);
 		m->act_bytes += a->bytes;
 	}
@@ -370,6 +450,166 @@ static int scatter_grad(llama_model *m, float *dx, float **rows)
 	return m->hooks->tp_reduce_scatter(m->hooks->arg, dx, a->dxs, (size_t)d.Ns * d.C);
 }
 
+/* Context parallel's zigzag: a row of Tg tokens is cut into 2 cp chunks of
+ * Tg / (2 cp) and cp rank r holds chunks r and 2 cp - 1 - r, in that order.
+ * The row position of rank r's i-th token: */
+static int row_pos(const struct dims *d, int r, int i)
+{
+	int L = d->Tg / (2 * d->cp);
+
+	if (d->cp == 1)
+		return i;
+	return i < L ? r * L + i : (2 * d->cp - 1 - r) * L + i - L;
+}
+
+/* How many of rank r's tokens sit before row position p: the index of its
+ * first token at or after p (positions increase with the index). */
+static int tokens_before(const struct dims *d, int r, int p)
+{
+	int L = d->Tg / (2 * d->cp), c0 = r * L, c1 = (2 * d->cp - 1 - r) * L;
+
+	if (d->cp == 1)
+		return TITAN_MIN(TITAN_MAX(p, 0), d->Tg);
+	if (p <= c0)
+		return 0;
+	if (p < c0 + L)
+		return p - c0;
+	if (p <= c1)
+		return L;
+	return p < c1 + L ? L + p - c1 : 2 * L;
+}
+
+/* The online softmax's merge of a key block's partial attention (o, lse)
+ * into the running one (out, lse_out): lse = logaddexp of the two, out
+ * the two weighted by exp(their lse - lse).  A query that saw none of the
+ * block's keys has lse -inf and keeps what it had. */
+static void merge_partial(const struct dims *d, float *out, float *lse_out, const float *o,
+			  const float *lse)
+{
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < d->N; n++) {
+		int b = n / d->T, t = n % d->T;
+
+		for (int h = 0; h < d->H; h++) {
+			size_t il = ((size_t)b * d->H + h) * d->T + t;
+			size_t io = (size_t)n * d->q + (size_t)h * d->D;
+			float l1 = lse_out[il], l2 = lse[il], l, w1, w2;
+
+			if (l2 == -INFINITY)
+				continue;
+			l = l1 == -INFINITY ? l2 : fmaxf(l1, l2) + log1pf(expf(-fabsf(l1 - l2)));
+			w1 = l1 == -INFINITY ? 0.0f : expf(l1 - l);
+			w2 = expf(l2 - l);
+			for (int k = 0; k < d->D; k++)
+				out[io + k] = out[io + k] * w1 + o[io + k] * w2;
+			lse_out[il] = l;
+		}
+	}
+}
+
+/* Ring attention's first block: this rank's keys and values, one after
+ * the other, as they travel. */
+static void ring_load(const struct dims *d, float *held, const struct layer_acts *s)
+{
+	size_t nkv = (size_t)d->N * d->kv;
+
+	memcpy(held, s->k, nkv * sizeof(float));
+	memcpy(held + nkv, s->v, nkv * sizeof(float));
+}
+
+/* Attention of this rank's queries: over its own keys, or under context
+ * parallel ring attention: cp steps, each attending to the key/value block
+ * held and passing it on to the next rank, merging as it goes. */
+static int attend(llama_model *m, struct layer_acts *s)
+{
+	const kernel_ops *op = m->ops;
+	llama_acts *a = m->acts;
+	struct dims d = dims_of(m);
+	size_t N = (size_t)d.N, nkv = N * d.kv;
+	float *held = a->ring, *next = held + 2 * nkv, *o = next + 2 * nkv, *lse = o + N * d.q;
+	int rc;
+
+	if (d.cp == 1) {
+		op->attention_forward(s->att, s->lse, s->q, s->k, s->v, a->kv_lo, a->kv_hi, d.B,
+				      d.T, d.T, d.H, d.KV, d.D);
+		return 0;
+	}
+	ring_load(&d, held, s);
+	for (int i = 0; i < d.cp; i++) {
+		const int32_t *lo = a->kv_lo + i * N, *hi = a->kv_hi + i * N;
+
+		if (i == 0) {
+			op->attention_forward(s->att, s->lse, s->q, held, held + nkv, lo, hi, d.B,
+					      d.T, d.T, d.H, d.KV, d.D);
+		} else {
+			op->attention_forward(o, lse, s->q, held, held + nkv, lo, hi, d.B, d.T, d.T,
+					      d.H, d.KV, d.D);
+			merge_partial(&d, s->att, s->lse, o, lse);
+		}
+		if (i + 1 < d.cp) {
+			if ((rc = m->hooks->cp_shift(m->hooks->arg, held, next, 2 * nkv)))
+				return rc;
+			float *t = held;
+
+			held = next;
+			next = t;
+		}
+	}
+	return 0;
+}
+
+/* Its backward into dq, dk, dv.  Ring attention's: the key/value blocks go
+ * round again, each with the gradient of its keys and values, which every
+ * rank adds its queries' share to; after the last step one more shift
+ * brings each block's gradients home. */
+static int attend_backward(llama_model *m, struct layer_acts *s, const float *datt, float *dq,
+			   float *dk, float *dv)
+{
+	const kernel_ops *op = m->ops;
+	llama_acts *a = m->acts;
+	struct dims d = dims_of(m);
+	size_t N = (size_t)d.N, nkv = N * d.kv;
+	float *held = a->ring, *next = held + 4 * nkv;
+	float *pdq = next + 4 * nkv, *pdk = pdq + N * d.q, *pdv = pdk + nkv;
+	int rc;
+
+	if (d.cp == 1) {
+		op->attention_backward(dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse,
+				       a->kv_lo, a->kv_hi, d.B, d.T, d.T, d.H, d.KV, d.D);
+		return 0;
+	}
+	ring_load(&d, held, s);
+	for (int i = 0; i < d.cp; i++) {
+		const int32_t *lo = a->kv_lo + i * N, *hi = a->kv_hi + i * N;
+
+		if (i == 0) {
+			op->attention_backward(dq, held + 2 * nkv, held + 3 * nkv, datt, s->q, held,
+					       held + nkv, s->att, s->lse, lo, hi, d.B, d.T, d.T,
+					       d.H, d.KV, d.D);
+		} else {
+			op->attention_backward(pdq, pdk, pdv, datt, s->q, held, held + nkv, s->att,
+					       s->lse, lo, hi, d.B, d.T, d.T, d.H, d.KV, d.D);
+			op->add_inplace(dq, pdq, N * d.q);
+			op->add_inplace(held + 2 * nkv, pdk, nkv);
+			op->add_inplace(held + 3 * nkv, pdv, nkv);
+		}
+		if (i + 1 < d.cp)
+			rc = m->hooks->cp_shift(m->hooks->arg, held, next, 4 * nkv);
+		else
+			rc = m->hooks->cp_shift(m->hooks->arg, held + 2 * nkv, next + 2 * nkv,
+						2 * nkv);
+		if (rc)
+			return rc;
+		float *t = held;
+
+		held = next;
+		next = t;
+	}
+	memcpy(dk, held + 2 * nkv, nkv * sizeof(float));
+	memcpy(dv, held + 3 * nkv, nkv * sizeof(float));
+	return 0;
+}
+
 /* One block's forward from resid[l] into its activation set; with
  * write_out, also its output resid[l + 1] (a recomputation skips it: the
  * value is already there and backward does not read it). */
@@ -393,8 +633,8 @@ static int block_forward(llama_model *m, int l, bool write_out)
 	op->matmul_forward(s->v, s->xn1, w.wv, d.N, d.C, (int)d.kv, false);
 	op->rope_forward(s->q, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
 	op->rope_forward(s->k, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
-	op->attention_forward(s->att, s->lse, s->q, s->k, s->v, a->seg, d.B, d.T, d.H,
-			      d.KV, d.D);
+	if ((rc = attend(m, s)))
+		return rc;
 	/* wo is row-parallel: each tp rank's heads give a partial sum */
 	part = partial_for(m, s->h_mid);
 	op->matmul_forward(part, s->att, w.wo, d.N, (int)d.q, d.C, false);
@@ -452,8 +692,8 @@ static int block_backward(llama_model *m, int l)
 	if ((rc = gather_grad(m, dr, &drw)))
 		return rc;
 	op->matmul_backward(datt, dw.wo, drw, s->att, w.wo, d.N, (int)d.q, d.C, false);
-	op->attention_backward(dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, a->seg,
-			       d.B, d.T, d.H, d.KV, d.D);
+	if ((rc = attend_backward(m, s, datt, dq, dk, dv)))
+		return rc;
 	op->rope_backward(dq, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
 	op->rope_backward(dk, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
 	op->matmul_backward(dx, dw.wq, dq, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
@@ -485,19 +725,23 @@ static int release(llama_model *m, int chunk, llama_pass pass)
 }
 
 /* A stage boundary's residual rows (or their gradient), tagged with the
- * micro-batch. */
+ * micro-batch and the boundary (stage g's output is boundary g). */
 static int pp_send(llama_model *m, const float *buf, bool grad)
 {
 	struct dims d = dims_of(m);
+	int boundary = grad ? d.g - 1 : d.g;
 
-	return m->hooks->pp_send(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad, m->pp_tag);
+	return m->hooks->pp_send(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad,
+				 m->pp_tag * d.S + boundary);
 }
 
 static int pp_recv(llama_model *m, float *buf, bool grad)
 {
 	struct dims d = dims_of(m);
+	int boundary = grad ? d.g : d.g - 1;
 
-	return m->hooks->pp_recv(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad, m->pp_tag);
+	return m->hooks->pp_recv(m->hooks->arg, buf, (size_t)d.Ns * d.C, grad,
+				 m->pp_tag * d.S + boundary);
 }
 
 /* The embedding lookup.  Under tensor parallelism each rank holds a slice
@@ -594,9 +838,10 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	if (!a)
 		return titan_err(TITAN_EUSAGE, "llama_forward: no plan (call llama_plan first)");
 	d = dims_of(m);
-	a->backward_ready = false;
-	for (int n = 0; n < d.N; n++) {
-		int t = n % d.T, s = seg_start ? seg_start[n] : 0;
+	a->backward_ready &= ~(UINT64_C(1) << m->pp_stage);
+	/* every row whole, so that all cp ranks agree on what is wrong */
+	for (int n = 0; n < d.B * d.Tg; n++) {
+		int t = n % d.Tg, s = seg_start ? seg_start[n] : 0;
 
 		if (inputs[n] >= (uint32_t)m->cfg.vocab_size)
 			return titan_err(TITAN_ERANGE, "input token %d: id %u is past the "
@@ -606,10 +851,24 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 					 "(%d)", n, labels[n], m->cfg.vocab_size);
 		if (s < 0 || s > t)
 			return titan_err(TITAN_ERANGE, "seg_start[%d]: %d is not in 0..%d "
-					 "(row %d, token %d)", n, s, t, n / d.T, t);
-		a->ids[n] = inputs[n];
-		a->seg[n] = s;
+					 "(row %d, token %d)", n, s, t, n / d.Tg, t);
+	}
+	for (int n = 0; n < d.N; n++) {
+		int b = n / d.T, t = row_pos(&d, m->cp_rank, n % d.T);
+		size_t g = (size_t)b * d.Tg + t;
+		int s = seg_start ? seg_start[g] : 0;
+
+		a->ids[n] = inputs[g];
+		a->labels[n] = labels ? labels[g] : 0;
 		a->pos[n] = t - s;
+		/* ring step i holds cp rank (cp_rank - i)'s keys: those of
+		 * row positions s..t that it has */
+		for (int i = 0; i < d.cp; i++) {
+			int r = (m->cp_rank - i + d.cp) % d.cp;
+
+			a->kv_lo[(size_t)i * d.N + n] = tokens_before(&d, r, s);
+			a->kv_hi[(size_t)i * d.N + n] = tokens_before(&d, r, t + 1) - 1;
+		}
 	}
 	train = labels && dloss != 0;
 	pass = train ? LLAMA_PASS_FORWARD : LLAMA_PASS_EVAL;
@@ -636,7 +895,8 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 		/* the next stage has the head: loss is left alone */
 		if ((rc = pp_send(m, a->resid[d.l1], false)))
 			return rc;
-		a->backward_ready = train;
+		if (train)
+			a->backward_ready |= UINT64_C(1) << m->pp_stage;
 		return 0;
 	}
 	if ((rc = acquire(m, d.L + 1, pass)) || (tied && (rc = acquire(m, 0, pass))))
@@ -653,9 +913,9 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 
 		rc = 0;
 		if (m->tp > 1)
-			rc = cross_entropy_tp(m, labels, train ? dloss / (float)d.N : 0.0f);
+			rc = cross_entropy_tp(m, a->labels, train ? dloss / (float)d.N : 0.0f);
 		else
-			op->cross_entropy(a->losses, a->logits, labels, d.N, d.V,
+			op->cross_entropy(a->losses, a->logits, a->labels, d.N, d.V,
 					  train ? dloss / (float)d.N : 0.0f);
 		if (rc)
 			return rc;
@@ -664,7 +924,8 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 		if (loss)
 			*loss = (float)(sum / d.N);
 	}
-	a->backward_ready = train;
+	if (train)
+		a->backward_ready |= UINT64_C(1) << m->pp_stage;
 	return 0;
 }
 
@@ -678,14 +939,15 @@ int llama_backward(llama_model *m)
 	bool tied;
 	int rc;
 
-	if (!a || !a->backward_ready)
+	if (!a || !(a->backward_ready >> m->pp_stage & 1))
 		return titan_err(TITAN_EUSAGE, "llama_backward: the last forward did not "
 				 "prepare a backward (it needs labels and dloss != 0)");
 	if (!m->with_grads)
 		return titan_err(TITAN_EUSAGE, "llama_backward: the model was made without "
 				 "gradients (llama_new_tp)");
 	d = dims_of(m);
-	a->backward_ready = false;
+	a->backward_ready &= ~(UINT64_C(1) << m->pp_stage);
+	a->dresid = a->dresids[m->pp_stage];
 	tied = m->cfg.tie_embeddings;
 
 	if (!d.last) {

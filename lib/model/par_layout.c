@@ -3,23 +3,31 @@
 #include "core/base.h"
 #include "model/shard.h"
 
-static const char *const dim_names[5] = { "pp", "dp_replicate", "dp_shard", "cp", "tp" };
+/* The mesh's degrees, then pp_stages (not a dimension of the mesh) */
+static const char *const dim_names[6] = { "pp", "dp_replicate", "dp_shard", "cp", "tp",
+					   "pp_stages" };
 
 static int *degree(par_layout *l, int i)
 {
-	int *d[5] = { &l->pp, &l->dp_replicate, &l->dp_shard, &l->cp, &l->tp };
+	int *d[6] = { &l->pp, &l->dp_replicate, &l->dp_shard, &l->cp, &l->tp, &l->pp_stages };
 	return d[i];
 }
 
 par_layout par_layout_single(void)
 {
-	return (par_layout){ 1, 1, 1, 1, 1 };
+	return (par_layout){ 1, 1, 1, 1, 1, 1 };
+}
+
+/* Stages a pp rank runs (0, from a struct built by hand, is 1). */
+static int stages_of(const par_layout *l)
+{
+	return l->pp_stages > 1 ? l->pp_stages : 1;
 }
 
 int par_layout_parse(const char *s, par_layout *l)
 {
 	par_layout out = par_layout_single();
-	bool seen[5] = { false };
+	bool seen[6] = { false };
 	const char *p = s;
 	while (*p) {
 		const char *end = strchr(p, ',');
@@ -30,12 +38,12 @@ int par_layout_parse(const char *s, par_layout *l)
 					 (int)len, p);
 		size_t klen = (size_t)(eq - p);
 		int k = -1;
-		for (int i = 0; i < 5; i++)
+		for (int i = 0; i < 6; i++)
 			if (strlen(dim_names[i]) == klen && !memcmp(dim_names[i], p, klen))
 				k = i;
 		if (k < 0)
 			return titan_err(TITAN_EUSAGE,
-					 "layout '%s': unknown key '%.*s' (keys: pp, dp_replicate, dp_shard, cp, tp)",
+					 "layout '%s': unknown key '%.*s' (keys: pp, dp_replicate, dp_shard, cp, tp, pp_stages)",
 					 s, (int)klen, p);
 		if (seen[k])
 			return titan_err(TITAN_EUSAGE, "layout '%s': %s given twice", s,
@@ -71,8 +79,11 @@ int par_layout_parse(const char *s, par_layout *l)
 
 void par_layout_format(const par_layout *l, char *buf, size_t n)
 {
-	snprintf(buf, n, "pp=%d,dp_replicate=%d,dp_shard=%d,cp=%d,tp=%d", l->pp,
-		 l->dp_replicate, l->dp_shard, l->cp, l->tp);
+	int len = snprintf(buf, n, "pp=%d,dp_replicate=%d,dp_shard=%d,cp=%d,tp=%d", l->pp,
+			   l->dp_replicate, l->dp_shard, l->cp, l->tp);
+
+	if (stages_of(l) > 1 && len >= 0 && (size_t)len < n)
+		snprintf(buf + len, n - (size_t)len, ",pp_stages=%d", l->pp_stages);
 }
 
 int par_layout_world(const par_layout *l)
@@ -103,6 +114,9 @@ int par_layout_check(const par_layout *l, const llama_config *c, int nranks)
 	if (c->n_layers % l->pp)
 		return titan_err(TITAN_EUSAGE, "pp=%d does not divide model.n_layers=%d", l->pp,
 				 c->n_layers);
+	if (c->n_layers % (l->pp * stages_of(l)))
+		return titan_err(TITAN_EUSAGE, "pp=%d x pp_stages=%d does not divide "
+				 "model.n_layers=%d", l->pp, l->pp_stages, c->n_layers);
 	int64_t world = (int64_t)l->pp * l->dp_replicate * l->dp_shard * l->cp * l->tp;
 	if (world > 99999)
 		return titan_err(TITAN_EUSAGE, "layout of %lld ranks: at most 99999",
@@ -178,14 +192,16 @@ bool par_slice(const llama_config *c, const par_layout *l, int rank,
 	int layer;
 	enum kind k = kind_of(t->name, &layer);
 
-	int stage;
+	/* the pp rank that runs the tensor's stage: stages go round the
+	 * ranks pp_stages times */
+	int rank_pp;
 	if (k == K_EMBED)
-		stage = 0;
+		rank_pp = 0;
 	else if (k == K_OUTPUT || k == K_FINAL_NORM)
-		stage = l->pp - 1;
+		rank_pp = l->pp - 1;
 	else
-		stage = layer / (c->n_layers / l->pp);
-	if (stage != at.pp)
+		rank_pp = layer / (c->n_layers / (l->pp * stages_of(l))) % l->pp;
+	if (rank_pp != at.pp)
 		return false;
 
 	for (int d = 0; d < t->ndim; d++) {

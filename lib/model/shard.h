@@ -6,8 +6,10 @@
  * The mesh is pp x dp_replicate x dp_shard x cp x tp (torchtitan's order);
  * rank = (((pp_i * dp_replicate + dr_i) * dp_shard + ds_i) * cp + cp_i) * tp
  * + tp_i.  Per tensor:
- *   - pp: stage s holds layers [s * L/pp, (s+1) * L/pp); stage 0 also holds
- *     tok_embeddings, the last stage norm and output.
+ *   - pp: the layers are cut into pp x pp_stages stages of L / (pp x
+ *     pp_stages) layers and pp rank s holds stages s, s + pp, ... (one
+ *     stage [s L/pp, (s+1) L/pp) unless interleaved); pp rank 0 also holds
+ *     tok_embeddings, the last one norm and output.
  *   - tp: column-parallel wq, wk, wv, w1, w3 and output are split along dim
  *     0, row-parallel wo and w2 along dim 1, tok_embeddings along dim 0
  *     (vocab); norms are whole on every tp rank.  Every split is even.
@@ -26,15 +28,17 @@
 
 typedef struct par_layout {
 	int pp, dp_replicate, dp_shard, cp, tp;
+	int pp_stages;           /* pipeline stages a pp rank runs (0 or 1: one) */
 } par_layout;
 
 /* All degrees 1. */
 par_layout par_layout_single(void);
-/* "dp_shard=4,tp=2,pp=1" (keys pp, dp_replicate, dp_shard, cp, tp; any
- * order; missing keys are 1).  Bad syntax, an unknown key or a degree < 1
+/* "dp_shard=4,tp=2,pp=1" (keys pp, dp_replicate, dp_shard, cp, tp and
+ * pp_stages; any order; missing keys are 1).  Bad syntax, an unknown key or a degree < 1
  * is TITAN_EUSAGE naming it. */
 int par_layout_parse(const char *s, par_layout *l);
-/* "pp=1,dp_replicate=1,dp_shard=4,cp=1,tp=2" into buf. */
+/* "pp=1,dp_replicate=1,dp_shard=4,cp=1,tp=2" into buf (",pp_stages=N"
+ * after it when more than 1). */
 void par_layout_format(const par_layout *l, char *buf, size_t n);
 int par_layout_world(const par_layout *l);
 /* Constraints of the layout for a model: n_heads, n_kv_heads, ffn_hidden

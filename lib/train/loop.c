@@ -9,6 +9,7 @@
 #include <time.h>
 #include <sys/stat.h>
 #include "ckpt/ckpt.h"
+#include "ckpt/reshard.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "core/mem.h"
@@ -39,7 +40,8 @@ typedef struct run {
 	dataset_tokinfo tok;
 	int B, T, accum;
 	int mb, nmb;             /* pipeline: micro-batches of mb sequences, nmb a batch */
-	pp_op *pipe;             /* [2 nmb] this stage's schedule */
+	int stages;              /* pipeline stages this rank runs */
+	pp_op *pipe;             /* [2 nmb stages] this rank's schedule */
 	int32_t *seg;            /* [B*T] document starts (block_causal) */
 	metrics *met;
 	ckpt_saver *saver;
@@ -343,40 +345,52 @@ static int attach_tokenizer(run *r)
 	return rc;
 }
 
-/* The mean of v over the data-parallel ranks (every rank gets it). */
+/* The mean of v over the data-parallel and context-parallel ranks (every
+ * rank gets it): each holds as many tokens as the others. */
 static int dp_mean(run *r, double *v)
 {
 	int rc;
 
-	if (!r->mesh->dp)
-		return 0;
-	if ((rc = comm_all_reduce(r->mesh->dp, v, 1, COMM_F64, COMM_SUM)))
+	if (r->mesh->dp && (rc = comm_all_reduce(r->mesh->dp, v, 1, COMM_F64, COMM_SUM)))
 		return rc;
-	*v /= r->mesh->dp_size;
+	if (r->mesh->cp && (rc = comm_all_reduce(r->mesh->cp, v, 1, COMM_F64, COMM_SUM)))
+		return rc;
+	*v /= (double)r->mesh->dp_size * r->mesh->layout.cp;
 	return 0;
 }
 
-/* One batch through this rank's stage of the pipeline (the whole model
- * without pp): each micro-batch's forward and, when training, backward,
- * in the schedule's order.  *loss_sum gains the micro-batches' losses on
- * the last stage (0 elsewhere). */
+/* Evaluation's k-th pass: each micro-batch through every local stage
+ * before the next, sets taken in turn. */
+static pp_op eval_op(const run *r, int k)
+{
+	int mb = k / r->stages, nsets = r->model->nsets;
+
+	return (pp_op){ .mb = mb, .stage = k % r->stages, .set = mb % nsets,
+			.reuse = mb >= nsets && k % r->stages == 0 };
+}
+
+/* One batch through this rank's stages of the pipeline (the whole model
+ * without pp): each micro-batch's forward and, when training, backward
+ * on each stage, in the schedule's order.  *loss_sum gains the
+ * micro-batches' losses on the last stage (0 elsewhere). */
 static int run_batch(run *r, const loader_batch *b, bool train, float dloss, double *loss_sum)
 {
 	const int32_t *seg = batch_seg(r, b);
 	size_t rows = (size_t)r->mb * r->T;
 	int rc;
 
-	for (int k = 0; k < (train ? 2 : 1) * r->nmb; k++) {
-		pp_op op = train ? r->pipe[k] : (pp_op){ false, k };
-		int set = op.mb % r->model->nsets;
+	for (int k = 0; k < (train ? 2 : 1) * r->nmb * r->stages; k++) {
+		pp_op op = train ? r->pipe[k] : eval_op(r, k);
 		size_t at = (size_t)op.mb * rows;
 		float l = 0;
 
-		/* A set comes back for a later micro-batch once its backward is
-		 * done (1F1B); what this stage sent from it must have left. */
-		if (!op.backward && op.mb >= r->model->nsets && (rc = dp_pp_flush(r->dp)))
+		/* A set comes back for a later micro-batch once the last
+		 * backward of the one before is done; what this rank sent
+		 * from it must have left. */
+		if (op.reuse && (rc = dp_pp_flush(r->dp, op.set)))
 			return rc;
-		llama_use_set(r->model, set);
+		llama_use_set(r->model, op.set);
+		r->model->pp_stage = op.stage;
 		r->model->pp_tag = op.mb;
 		if (op.backward) {
 			if ((rc = llama_backward(r->model)) || (rc = dp_end_backward(r->dp)))
@@ -386,10 +400,10 @@ static int run_batch(run *r, const loader_batch *b, bool train, float dloss, dou
 		if ((rc = llama_forward(r->model, b->inputs + at, b->labels + at,
 					seg ? seg + at : NULL, train ? dloss : 0.0f, &l)))
 			return rc;
-		if (r->model->pp_last)
+		if (llama_holds_head(r->model) && op.stage == r->stages - 1)
 			*loss_sum += l;
 	}
-	return dp_pp_flush(r->dp);
+	return dp_pp_flush(r->dp, -1);
 }
 
 /* The mean of the micro-batches' losses, n of them on the last stage, on
@@ -477,23 +491,29 @@ static void log_setup(run *r, const train_result *res)
 		 res->act_bytes_none / mib);
 	if (comm_size(r->world) > 1) {
 		const par_layout *l = &r->mesh->layout;
-		const char *kind = l->dp_shard > 1 ? (l->dp_replicate > 1 ? "HSDP" : "FSDP")
+		bool fsdp = l->dp_shard * l->cp > 1;
+		const char *kind = fsdp ? (l->dp_replicate > 1 ? "HSDP" : "FSDP")
 			       : l->dp_replicate > 1 ? "DDP" : "no data parallelism";
-		char tp[64] = "", pp[128] = "";
+		char tp[64] = "", pp[128] = "", cp[96] = "";
 
 		if (l->tp > 1)
 			snprintf(tp, sizeof tp, ", tensor parallel over %d ranks%s", l->tp,
 				 r->model->sp ? " with sequence parallel" : "");
 		if (l->pp > 1)
-			snprintf(pp, sizeof pp, ", %d pipeline stages (%s, %d micro-batches of %d)",
-				 l->pp, c->parallelism.pipeline_parallel_schedule == PP_GPIPE
-				 ? "GPipe" : "1F1B", r->nmb, r->mb);
+			snprintf(pp, sizeof pp, ", %d pipeline stages over %d ranks (%s, %d "
+				 "micro-batches of %d)", l->pp * r->stages, l->pp,
+				 pp_schedule_name((pp_schedule_kind)
+						  c->parallelism.pipeline_parallel_schedule),
+				 r->nmb, r->mb);
+		if (l->cp > 1)
+			snprintf(cp, sizeof cp, ", ring attention over %d ranks (%d tokens each)",
+				 l->cp, r->T / l->cp);
 		log_info(r->log, "parallelism: %d ranks (%s), pp=%d x dp_replicate=%d x "
-			 "dp_shard=%d x tp=%d: %s%s%s%s", comm_size(r->world),
-			 comm_backend(r->world), l->pp, l->dp_replicate, l->dp_shard, l->tp, kind,
-			 l->dp_shard > 1 ? (config_reshard_after_forward(c)
-					    ? ", layers resharded after forward"
-					    : ", layers kept gathered to backward") : "", tp, pp);
+			 "dp_shard=%d x cp=%d x tp=%d: %s%s%s%s%s", comm_size(r->world),
+			 comm_backend(r->world), l->pp, l->dp_replicate, l->dp_shard, l->cp, l->tp,
+			 kind, fsdp ? (config_reshard_after_forward(c)
+				       ? ", layers resharded after forward"
+				       : ", layers kept gathered to backward") : "", cp, tp, pp);
 	}
 	log_info(r->log, "training %ld steps: %d x %d tokens per micro-batch, %d micro-batches "
 		 "per step, %d threads, peak %.1f GFLOP/s%s", c->training.steps, r->B, r->T,
@@ -510,15 +530,17 @@ static int make_mesh(run *r)
 
 	if ((rc = config_layout(c, comm_size(r->world), &l)))
 		return rc;
-	if (l.cp > 1)
-		return titan_err(TITAN_EUSAGE, "parallelism: the context parallel degree must be "
-				 "1 in this version (cp=%d)", l.cp);
+	if (l.cp > 1 && c->training.seq_len % (2 * l.cp))
+		return titan_err(TITAN_EUSAGE, "context parallel: training.seq_len %d is not a "
+				 "multiple of 2 x cp = %d (each cp rank holds two chunks of every "
+				 "row)", c->training.seq_len, 2 * l.cp);
 	if (l.pp > 1 && c->model.tie_embeddings)
 		return titan_err(TITAN_EUSAGE, "parallelism: pipeline parallel needs untied "
 				 "embeddings (model.tie_embeddings: the first and last stages would "
 				 "share a weight)");
 	if ((rc = par_layout_check(&l, &c->model, comm_size(r->world))))
 		return rc;
+	r->stages = l.pp_stages;
 	comm_set_timeout(r->world, c->comm.init_timeout_seconds);
 	if ((rc = mesh_new(&r->mesh, r->world, &l)))
 		return rc;
@@ -532,6 +554,8 @@ static int make_mesh(run *r)
 		comm_set_timeout(r->mesh->dp, c->comm.train_timeout_seconds);
 	if (r->mesh->tp)
 		comm_set_timeout(r->mesh->tp, c->comm.train_timeout_seconds);
+	if (r->mesh->cp)
+		comm_set_timeout(r->mesh->cp, c->comm.train_timeout_seconds);
 	if (r->mesh->pp)
 		comm_set_timeout(r->mesh->pp, c->comm.train_timeout_seconds);
 	return 0;
@@ -543,7 +567,7 @@ static int make_model(run *r, const adamw_config *ac)
 	const train_config *c = r->cfg;
 	dp_opts o = {
 		.shard = r->mesh->dp_shard, .replicate = r->mesh->dp_replicate, .tp = r->mesh->tp,
-		.pp = r->mesh->pp,
+		.pp = r->mesh->pp, .cp = r->mesh->cp,
 		.reshard_after_forward = config_reshard_after_forward(c),
 	};
 	llama_tensor_info *ti;
@@ -555,15 +579,12 @@ static int make_model(run *r, const adamw_config *ac)
 				  r->mesh->layout.tp, r->mesh->me.tp)))
 		return rc;
 	r->model->sp = r->mesh->layout.tp > 1 && c->parallelism.sequence_parallel;
-	{
-		/* this pipeline stage's layers (all of them without pp) */
-		int pp = r->mesh->layout.pp, s = r->mesh->me.pp, per = c->model.n_layers / pp;
-
-		r->model->layer0 = s * per;
-		r->model->layer1 = (s + 1) * per;
-		r->model->pp_first = s == 0;
-		r->model->pp_last = s == pp - 1;
-	}
+	r->model->cp = r->mesh->layout.cp;
+	r->model->cp_rank = r->mesh->me.cp;
+	/* this rank's pipeline stages (every layer without pp) */
+	r->model->pp_rank = r->mesh->me.pp;
+	r->model->pp_ranks = r->mesh->layout.pp;
+	r->model->pp_stages = r->stages;
 	if ((rc = dp_new(&r->dp, r->model, &o, &r->mem)) ||
 	    (rc = dp_init_weights(r->dp, c->training.seed)))
 		return rc;
@@ -586,13 +607,6 @@ static int make_model(run *r, const adamw_config *ac)
 	return rc;
 }
 
-/* The layout a checkpoint of this run records. */
-static json_t *layout_json(const par_layout *l)
-{
-	return json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", l->pp, "dp_replicate",
-			 l->dp_replicate, "dp_shard", l->dp_shard, "cp", l->cp, "tp", l->tp);
-}
-
 static int setup(run *r, train_result *res, loader_cursor *cur)
 {
 	const train_config *c = r->cfg;
@@ -601,7 +615,8 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 		.eps = c->optimizer.eps, .weight_decay = c->optimizer.weight_decay,
 		.decay_embeddings_and_norms = c->optimizer.decay_embeddings_and_norms,
 	};
-	int rc, ndp;
+	pp_schedule_kind kind = (pp_schedule_kind)c->parallelism.pipeline_parallel_schedule;
+	int rc, ndp, nsets;
 
 	if (strcmp(c->training.device, "cpu"))
 		return titan_err(TITAN_EUSAGE, "training.device=%s: training runs on the cpu "
@@ -633,21 +648,31 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 		return rc;
 	/* Micro-batches: a pipeline splits each batch; one activation set
 	 * per micro-batch in flight: all of them under GPipe, at most
-	 * pp - stage under 1F1B */
+	 * pp - rank under 1F1B, what the table says in general */
 	r->mb = r->mesh->layout.pp > 1 ? c->parallelism.pipeline_parallel_microbatch_size : r->B;
 	if (r->B % r->mb)
 		return titan_err(TITAN_EUSAGE, "parallelism.pipeline_parallel_microbatch_size %d "
 				 "does not divide training.local_batch_size %d", r->mb, r->B);
 	r->nmb = r->B / r->mb;
-	r->pipe = calloc((size_t)r->nmb * 2, sizeof *r->pipe);
+	if ((rc = pp_check(kind, r->mesh->layout.pp, r->nmb, r->stages)))
+		return rc;
+	r->pipe = calloc((size_t)r->nmb * r->stages * 2, sizeof *r->pipe);
 	if (!r->pipe)
 		return titan_err_nomem();
-	pp_schedule((pp_schedule_kind)c->parallelism.pipeline_parallel_schedule,
-		    r->mesh->layout.pp, r->mesh->me.pp, r->nmb, r->pipe);
+	nsets = pp_schedule(kind, r->mesh->layout.pp, r->mesh->me.pp, r->nmb, r->stages, r->pipe);
+	if (r->mesh->layout.pp > 1 && r->log->verbosity >= 2) {
+		size_t nops = (size_t)r->nmb * r->stages * 2, cap = 16 * nops + 1;
+		char *table = malloc(cap);
+
+		if (table) {
+			pp_schedule_format(r->pipe, (int)nops, r->stages, table, cap);
+			log_debug(r->log, "pipeline rank %d of %d, %d activation sets: %s",
+				  r->mesh->me.pp, r->mesh->layout.pp, nsets, table);
+		}
+		free(table);
+	}
 	if ((rc = llama_plan_sets(r->model, r->mb, r->T, c->activation_checkpoint.mode,
-				  c->activation_checkpoint.selective_every,
-				  pp_in_flight((pp_schedule_kind)c->parallelism.pipeline_parallel_schedule,
-					       r->mesh->layout.pp, r->mesh->me.pp, r->nmb))))
+				  c->activation_checkpoint.selective_every, nsets)))
 		return rc;
 	res->act_bytes = r->model->act_bytes;
 	mem_reset_peak(&r->mem);
@@ -657,7 +682,7 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	if ((rc = build_ckpt_tensors(r)))
 		return rc;
 	if (c->checkpoint.enable) {
-		json_t *layout = layout_json(&r->mesh->layout);
+		json_t *layout = ckpt_layout_json(&r->mesh->layout);
 
 		if (!layout)
 			return titan_err_nomem();
@@ -737,7 +762,8 @@ static int train_step(run *r, double *loss, double *norm, double *data_s)
 {
 	/* summed over the ranks and micro-batches, the gradients are the
 	 * global batch's mean */
-	float dloss = 1.0f / ((float)r->accum * r->nmb * r->mesh->dp_size);
+	float dloss = 1.0f / ((float)r->accum * r->nmb * r->mesh->dp_size *
+			      r->mesh->layout.cp);
 	loader_batch *b;
 	double sum = 0, sumsq;
 	int rc;

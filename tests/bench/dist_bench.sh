@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Parallel training on the CPU: how titan-train's tokens/s scales from one
-# rank to two (DDP, FSDP and tensor parallel, the same global batch), the
-# pipeline's bubble against its theory, the share of each
+# rank to two (DDP, FSDP, tensor and context parallel, the same global
+# batch), the pipeline's bubble against its theory, the share of each
 # step spent communicating, and the memory each rank holds under FSDP on
 # 1, 2 and 4 ranks beside titan-mem's prediction.
 #
@@ -107,20 +107,23 @@ steady() {
 }
 
 # Scaling: the same global batch of 8 x 256 on 1 rank, on 2 DDP replicas,
-# on 2 FSDP shards and on 2 tensor-parallel ranks (each the whole batch); a step takes about 0.65 s on one rank (one AMD EPYC core).
+# on 2 FSDP shards, on 2 tensor-parallel ranks and on 2 context-parallel
+# ranks (each the whole batch, TP its heads, CP half of every sequence); a
+# step takes about 0.65 s on one rank (one AMD EPYC core).
 model=(--model.flavor=debugmodel --model.dim=256 --model.n_layers=4 --model.n_heads=8
 	--model.n_kv_heads=8 --model.vocab_size=2048 --training.seq_len=256
 	--training.steps=$((warmup + steps)))
-layouts=(one ddp fsdp tp)
-declare -A np=([one]=1 [ddp]=2 [fsdp]=2 [tp]=2)
+layouts=(one ddp fsdp tp cp)
+declare -A np=([one]=1 [ddp]=2 [fsdp]=2 [tp]=2 [cp]=2)
 declare -A layout_args=(
 	[one]="--training.local_batch_size=8"
 	[ddp]="--training.local_batch_size=4 --parallelism.data_parallel_replicate_degree=2 --parallelism.data_parallel_shard_degree=1"
 	[fsdp]="--training.local_batch_size=4 --parallelism.data_parallel_shard_degree=2"
 	[tp]="--training.local_batch_size=8 --parallelism.tensor_parallel_degree=2"
+	[cp]="--training.local_batch_size=8 --parallelism.context_parallel_degree=2"
 )
-declare -A label=([one]="1 rank" [ddp]=DDP [fsdp]=FSDP [tp]="TP+SP")
-declare -A batch=([one]=8 [ddp]=4 [fsdp]=4 [tp]=8)
+declare -A label=([one]="1 rank" [ddp]=DDP [fsdp]=FSDP [tp]="TP+SP" [cp]="CP ring")
+declare -A batch=([one]=8 [ddp]=4 [fsdp]=4 [tp]=8 [cp]=8)
 declare -A tps comm loss best_run
 for l in "${layouts[@]}"; do
 	tps[$l]=0
@@ -166,7 +169,7 @@ for n in "${mem_ranks[@]}"; do
 done
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-echo "data-parallel training, fp32 on the CPU, one thread a rank: global tokens/s, the mean"
+echo "parallel training, fp32 on the CPU, one thread a rank: global tokens/s, the mean"
 echo "of steps $((warmup + 1))..$((warmup + steps)) (the first $warmup warm up), best of $runs run(s)"
 echo "machine: ${cpu:-unknown cpu}, $(nproc) cores, $(mpirun --version 2>/dev/null | head -n 1);" \
 	"$(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -230,20 +233,24 @@ for n in "${mem_ranks[@]}"; do
 	echo "     ${mem_cmd[$n]}"
 done
 
-# Pipeline bubble: 2 stages, the same batch of 8 x 256 in m micro-batches;
-# a stage idles (waiting for its neighbour) about (p - 1) / (m + p - 1) of
-# a step.  The measured figure is rank 0's share of the step spent in the
+# Pipeline bubble: 2 ranks, the same batch of 8 x 256 in m micro-batches;
+# a rank idles (waiting for its neighbour) about (p - 1) / (m + p - 1) of
+# a step, (p - 1) / (v m + p - 1) when it runs v stages (Interleaved1F1B:
+# 2 stages of 1 layer each, m a multiple of p).  The measured figure is rank 0's share of the step spent in the
 # pipeline's sends and receives (JSONL comm_share), transfers included.
 echo
-echo "pipeline bubble, 2 stages, dim 256, 4 layers, batch 8 x 256: rank 0's share of the step"
-echo "waiting on the pipeline (JSONL comm_share) against (p - 1) / (m + p - 1)"
+echo "pipeline bubble, 2 ranks, dim 256, 4 layers, batch 8 x 256: rank 0's share of the step"
+echo "waiting on the pipeline (JSONL comm_share) against (p - 1) / (v m + p - 1), v stages a rank"
 echo
-fmt="%-5s %-6s %4s %10s %12s  %s\n"
+fmt="%-5s %-15s %4s %10s %12s  %s\n"
 # shellcheck disable=SC2059
 printf "$fmt" "" schedule m measured theoretical "last loss"
 i=0
-for sched in GPipe 1F1B; do
+for sched in GPipe 1F1B Interleaved1F1B; do
+	v=1
+	[ "$sched" = Interleaved1F1B ] && v=2
 	for m in 1 2 4 8; do
+		[ $((m % 2)) -ne 0 ] && [ "$v" -gt 1 ] && continue
 		i=$((i + 1))
 		name=pp-$sched-$m
 		# shellcheck disable=SC2086
@@ -257,13 +264,14 @@ for sched in GPipe 1F1B; do
 			die "pipeline $sched m=$m: last loss $l against 1 rank's ${loss[one1]}"
 		# shellcheck disable=SC2059
 		printf "$fmt" "[p$i]" "$sched" "$m" "$(awk -v c="$c" 'BEGIN { printf "%.1f%%", 100 * c }')" \
-			"$(awk -v m="$m" 'BEGIN { printf "%.1f%%", 100 / (m + 1) }')" "$l"
+			"$(awk -v m="$m" -v v="$v" 'BEGIN { printf "%.1f%%", 100 / (v * m + 1) }')" "$l"
 	done
 done
 echo
 i=0
-for sched in GPipe 1F1B; do
+for sched in GPipe 1F1B Interleaved1F1B; do
 	for m in 1 2 4 8; do
+		[ -n "${cmd[pp-$sched-$m]:-}" ] || continue
 		i=$((i + 1))
 		echo "[p$i] ${cmd[pp-$sched-$m]}"
 	done
@@ -273,15 +281,16 @@ echo
 echo "command: TITAN_BIN=$TITAN_BIN TITAN_BUILD=$TITAN_BUILD TITAN_DATA=$TITAN_DATA" \
 	"TITAN_BENCH_STEPS=$steps TITAN_BENCH_WARMUP=$warmup TITAN_BENCH_RUNS=$runs $me"
 awk -v d="${eff[ddp]}" -v f="${eff[fsdp]}" -v t="${eff[tp]}" -v cd="${comm[ddp]}" \
-	-v cf="${comm[fsdp]}" -v ct="${comm[tp]}" 'BEGIN {
+	-v cf="${comm[fsdp]}" -v ct="${comm[tp]}" -v p="${eff[cp]}" -v cp="${comm[cp]}" 'BEGIN {
 	printf "dp scaling 1->2 ranks: DDP %.0f%% FSDP %.0f%% efficiency; comm share DDP %.0f%% FSDP %.0f%%\n",
 		d, f, 100 * cd, 100 * cf
-	printf "tp scaling 1->2 ranks: TP+SP %.0f%% efficiency; comm share %.0f%%\n", t, 100 * ct }'
+	printf "tp scaling 1->2 ranks: TP+SP %.0f%% efficiency; comm share %.0f%%\n", t, 100 * ct
+	printf "cp scaling 1->2 ranks: CP %.0f%% efficiency; comm share %.0f%%\n", p, 100 * cp }'
 
 # The losses last: a table first shows what disagreed.
 bad=
 for (( i = 1; i <= runs; i++ )); do
-	for l in ddp fsdp tp; do
+	for l in ddp fsdp tp cp; do
 		awk -v a="${loss[one1]}" -v b="${loss[$l$i]}" 'BEGIN {
 			d = a - b; if (d < 0) d = -d
 			m = a < 0 ? -a : a

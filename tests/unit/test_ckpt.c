@@ -869,7 +869,7 @@ static void test_reshard(void)
 	REQUIRE(ckpt_reshard(r, out1, &l, false, NULL, NULL) == 0, "%s", titan_errmsg());
 	CHECK(ckpt_reshard(r, out1, &l, false, NULL, NULL) == TITAN_EUSAGE &&
 	      strstr(titan_errmsg(), "already exists"), "%s", titan_errmsg());
-	par_layout bad = { 1, 1, 1, 1, 4 };
+	par_layout bad = { 1, 1, 1, 1, 4, 1 };
 	CHECK(ckpt_reshard(r, out2, &bad, false, NULL, NULL) == TITAN_EUSAGE &&
 	      !strcmp(titan_errmsg(), "tp=4 does not divide model.n_heads=6"), "%s",
 	      titan_errmsg());
@@ -935,7 +935,7 @@ static void test_reshard_model_only(void)
 	REQUIRE(save_model(src, 0, &cfg, &ti, &nt, &ts, &nts) == 0, "%s", titan_errmsg());
 	ckpt_reader *r;
 	REQUIRE(ckpt_reader_open(&r, src) == 0, "%s", titan_errmsg());
-	par_layout l = { 1, 2, 2, 1, 2 };
+	par_layout l = { 1, 2, 2, 1, 2, 1 };
 	REQUIRE(ckpt_reshard(r, out, &l, false, NULL, NULL) == 0, "%s", titan_errmsg());
 	ckpt_reader_close(r);
 	CHECK(count_rank_files(out) == 4, "replica 0 writes: %d files", count_rank_files(out));

@@ -32,7 +32,7 @@ static void test_parse(void)
 	static const struct {
 		const char *in, *msg;
 	} bad[] = {
-		{ "tp=2,foo=3", "layout 'tp=2,foo=3': unknown key 'foo' (keys: pp, dp_replicate, dp_shard, cp, tp)" },
+		{ "tp=2,foo=3", "layout 'tp=2,foo=3': unknown key 'foo' (keys: pp, dp_replicate, dp_shard, cp, tp, pp_stages)" },
 		{ "tp=0", "layout 'tp=0': tp=0: a degree is 1 to 99999" },
 		{ "tp=-1", "layout 'tp=-1': tp: '-1' is not a number" },
 		{ "tp", "layout 'tp': 'tp': expected KEY=N" },
@@ -74,7 +74,7 @@ static void test_check(void)
 	      titan_errmsg());
 	c.n_kv_heads = 6;
 	c.vocab_size = 51;
-	l = (par_layout){ 1, 1, 1, 1, 3 };
+	l = (par_layout){ 1, 1, 1, 1, 3, 1 };
 	CHECK(par_layout_check(&l, &c, 0) == TITAN_EUSAGE &&
 	      !strcmp(titan_errmsg(), "tp=3 does not divide model.ffn_hidden=128"), "%s",
 	      titan_errmsg());
@@ -149,8 +149,9 @@ static void test_slices(void)
 	llama_config c = small_config();
 	REQUIRE(llama_config_check(&c) == 0, "%s", titan_errmsg());
 	static const par_layout layouts[] = {
-		{ 1, 1, 1, 1, 1 }, { 2, 1, 3, 1, 2 }, { 1, 2, 2, 2, 2 }, { 4, 1, 1, 1, 1 },
-		{ 1, 1, 5, 1, 1 }, { 2, 2, 1, 3, 1 }, { 1, 1, 7, 1, 2 },
+		{ 1, 1, 1, 1, 1, 1 }, { 2, 1, 3, 1, 2, 1 }, { 1, 2, 2, 2, 2, 1 }, { 4, 1, 1, 1, 1, 1 },
+		{ 1, 1, 5, 1, 1, 1 }, { 2, 2, 1, 3, 1, 1 }, { 1, 1, 7, 1, 2, 1 },
+		{ 2, 1, 1, 1, 1, 2 }, { 2, 1, 2, 1, 2, 2 },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(layouts); i++)
 		check_tiling(&c, &layouts[i]);
@@ -159,7 +160,7 @@ static void test_slices(void)
 
 	/* The rule by hand, pp=2 dp_shard=3 tp=2: rank = (pp * 3 + ds) * 2 + tp. */
 	c.tie_embeddings = false;
-	par_layout l = { 2, 1, 3, 1, 2 };
+	par_layout l = { 2, 1, 3, 1, 2, 1 };
 	llama_tensor_info *ti;
 	int nt;
 	REQUIRE(llama_tensors(&c, &ti, &nt) == 0, "%s", titan_errmsg());
@@ -191,10 +192,22 @@ static void test_slices(void)
 	CHECK(par_slice(&c, &l, 11, norm, s0, sn) && s0[0] == 32 && sn[0] == 16, "norm rank 11");
 	/* 5 rows over 7 FSDP ranks: pieces of 1, the last two empty. */
 	llama_tensor_info tiny = { .name = "layers.0.ffn_norm.weight", .ndim = 1, .shape = { 5 } };
-	par_layout l7 = { 1, 1, 7, 1, 1 };
+	par_layout l7 = { 1, 1, 7, 1, 1, 1 };
 	CHECK(par_slice(&c, &l7, 4, &tiny, s0, sn) && s0[0] == 4 && sn[0] == 1, "piece 4");
 	CHECK(!par_slice(&c, &l7, 5, &tiny, s0, sn) && !par_slice(&c, &l7, 6, &tiny, s0, sn),
 	      "empty pieces");
+	/* Interleaved, pp=2 with 2 stages a rank: layers 0, 2 on pp rank 0,
+	 * 1, 3 on pp rank 1 */
+	par_layout lv = { 2, 1, 1, 1, 1, 2 };
+	CHECK(par_slice(&c, &lv, 0, w1, s0, sn) && !par_slice(&c, &lv, 1, w1, s0, sn),
+	      "layer 0 on pp rank 0");
+	CHECK(par_slice(&c, &lv, 1, w1_3, s0, sn) && !par_slice(&c, &lv, 0, w1_3, s0, sn),
+	      "layer 3 on pp rank 1");
+	CHECK(par_slice(&c, &lv, 1, wo, s0, sn) && par_slice(&c, &lv, 1, out, s0, sn) &&
+	      par_slice(&c, &lv, 0, emb, s0, sn), "layer 1, the head on 1, embeddings on 0");
+	char text[96];
+	par_layout_format(&lv, text, sizeof text);
+	CHECK(!strcmp(text, "pp=2,dp_replicate=1,dp_shard=1,cp=1,tp=1,pp_stages=2"), "%s", text);
 	free(ti);
 }
 
