@@ -27,6 +27,8 @@ MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 
 ALL_CFLAGS += $(MPI_CFLAGS)
 LDLIBS += -Wl,--as-needed $(MPI_LIBS) -Wl,--no-as-needed
 NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
+# the CUDA sources are held to the C sources' warnings
+NVCC_WARN = -Xcompiler -Wall,-Wextra --Werror all-warnings
 
 # Quiet rules, as git prints them; V=1 shows the commands.
 ifeq ($(V),1)
@@ -88,7 +90,7 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(@D)
 	$(say) NVCC $<
-	$(Q)$(NVCC) $(NVCCFLAGS) -Ilib -Ikernels -c $< -o $@
+	$(Q)$(NVCC) $(NVCCFLAGS) $(NVCC_WARN) -Ilib -Ikernels -c $< -o $@
 
 $(LIBA): $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
@@ -187,12 +189,15 @@ demo:
 	@$(MAKE) --no-print-directory all
 	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) share/titan/demo.sh
 
-# test-cuda, bench-cuda: the GPU checks; for now the backend's probe (a
-# kernel, cuBLASLt, NCCL), which must find a device here.  test-cuda also
-# runs the communication checks over NCCL, one rank per GPU.
+# test-cuda, bench-cuda: the GPU checks: the backend's probe (a kernel,
+# cuBLASLt, NCCL), which must find a device here; test-cuda also compares
+# every op of the CUDA backend with the CPU backend's and runs the
+# communication checks over NCCL, one rank per GPU.  tests/gpu/run.sh runs
+# them all in one go.
 test-cuda bench-cuda:
 	@$(MAKE) --no-print-directory CUDA=1 all
 	@TITAN_REQUIRE_CUDA=1 $(BUILD)/tests/test_cuda
+	@if [ $@ = test-cuda ]; then TITAN_REQUIRE_CUDA=1 $(BUILD)/tests/test_cuda_ops; fi
 	@if [ $@ = test-cuda ]; then \
 		n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$$n" -gt 0 ] || n=1; \
 		TITAN_REQUIRE_CUDA=1 OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe \

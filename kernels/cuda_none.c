@@ -2,6 +2,11 @@
 #include "core/base.h"
 #include "kernels.h"
 
+static int no_cuda(void)
+{
+	return titan_err(TITAN_EUSAGE, "this build has no CUDA backend (rebuild with make CUDA=1)");
+}
+
 int kernels_cuda_built(void)
 {
 	return 0;
@@ -11,5 +16,39 @@ int kernels_cuda_probe(char *info, size_t n)
 {
 	if (n)
 		info[0] = 0;
-	return titan_err(TITAN_EUSAGE, "this build has no CUDA backend (rebuild with make CUDA=1)");
+	return no_cuda();
+}
+
+const kernel_ops *kernels_cuda_ops(void)
+{
+	return NULL;
+}
+
+int kernels_cuda_alloc(void **p, size_t n)
+{
+	(void)n;
+	*p = NULL;
+	return no_cuda();
+}
+
+void kernels_cuda_free(void *p)
+{
+	(void)p;
+}
+
+int kernels_cuda_upload(void *dst, const void *src, size_t n)
+{
+	(void)dst, (void)src, (void)n;
+	return no_cuda();
+}
+
+int kernels_cuda_download(void *dst, const void *src, size_t n)
+{
+	(void)dst, (void)src, (void)n;
+	return no_cuda();
+}
+
+int kernels_cuda_sync(void)
+{
+	return no_cuda();
 }

@@ -22,6 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct kernel_ops {
 	const char *name;  /* "cpu", "cuda" */
 
@@ -116,6 +120,24 @@ typedef struct kernel_ops {
 /* The fp32 CPU backend (kernels/cpu): OpenBLAS sgemm and OpenMP loops. */
 extern const kernel_ops kernels_cpu;
 
+/* The CUDA backend's fp32 twin of kernels_cpu (kernels/cuda; NULL in a
+ * build without CUDA): the same contracts over device memory, the ops
+ * queued in order on the backend's own stream of the current device.  Ops
+ * return nothing; kernels_cuda_sync waits for them and reports the first
+ * failure since the last sync.  sumsq syncs (its result is on the host).
+ * Parameter-gradient "+=" is done with atomics where rows collide
+ * (embedding_backward), so those sums are not bit-reproducible run to
+ * run; everything else is. */
+const kernel_ops *kernels_cuda_ops(void);
+/* Device memory for the ops: n bytes into *p (TITAN_ENOMEM or TITAN_EIO
+ * with the reason), free (NULL is fine), and copies to and from the host
+ * that wait for the ops queued before them. */
+int kernels_cuda_alloc(void **p, size_t n);
+void kernels_cuda_free(void *p);
+int kernels_cuda_upload(void *dst, const void *src, size_t n);
+int kernels_cuda_download(void *dst, const void *src, size_t n);
+int kernels_cuda_sync(void);
+
 /* sgemm throughput of this machine in FLOP/s (square fp32 GEMMs of size n
  * through the same BLAS the CPU backend uses, best of a few runs): the
  * denominator of MFU on CPU.  Takes about a second. */
@@ -129,4 +151,7 @@ int kernels_cuda_built(void);
  * description in info; negative with the reason set through the error API. */
 int kernels_cuda_probe(char *info, size_t n);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,0 +1,159 @@
+// context.cu - the CUDA backend's state: one stream, one cuBLAS handle and
+// a small scratch buffer on the current device, made on first use, and the
+// first failure since the last sync.
+//
+// It is per process, as the CUDA runtime's own context is, and the op
+// table's functions take no context argument: so it lives here, in one
+// static, used by one thread at a time (the trainer's).  An op cannot return
+// an error; it notes the first one, and kernels_cuda_sync reports it.
+#include <stdio.h>
+#include <string.h>
+#include "cuda/cuda.h"
+
+static struct {
+	bool tried, ok;
+	cudaStream_t stream;
+	cublasHandle_t blas;
+	void *scratch;
+	char why[256];    // why the context could not be made
+	char error[256];  // the first failure since the last sync
+} ctx;
+
+static int fail(char *why, size_t wn, const char *msg)
+{
+	if (why && wn)
+		snprintf(why, wn, "%s", msg);
+	return -1;
+}
+
+extern "C" int cuda_context_init(char *why, size_t wn)
+{
+	if (!ctx.tried) {
+		int ndev = 0;
+		cudaError_t e;
+
+		ctx.tried = true;
+		e = cudaGetDeviceCount(&ndev);
+		if (e != cudaSuccess || ndev == 0) {
+			snprintf(ctx.why, sizeof ctx.why, "no CUDA device: %s",
+				 e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+			return fail(why, wn, ctx.why);
+		}
+		if ((e = cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking)) != cudaSuccess ||
+		    (e = cudaMalloc(&ctx.scratch, CUDA_SCRATCH_BYTES)) != cudaSuccess) {
+			snprintf(ctx.why, sizeof ctx.why, "cannot set up the device: %s",
+				 cudaGetErrorString(e));
+			return fail(why, wn, ctx.why);
+		}
+		// fp32 as fp32: no TF32 tensor-core shortcut, so the twin agrees
+		// with the CPU backend to fp32 rounding
+		if (cublasCreate(&ctx.blas) != CUBLAS_STATUS_SUCCESS ||
+		    cublasSetStream(ctx.blas, ctx.stream) != CUBLAS_STATUS_SUCCESS ||
+		    cublasSetMathMode(ctx.blas, CUBLAS_PEDANTIC_MATH) != CUBLAS_STATUS_SUCCESS) {
+			snprintf(ctx.why, sizeof ctx.why, "cannot set up cuBLAS");
+			return fail(why, wn, ctx.why);
+		}
+		ctx.ok = true;
+	}
+	return ctx.ok ? 0 : fail(why, wn, ctx.why);
+}
+
+extern "C" void cuda_note_error(const char *what, int code)
+{
+	if (!ctx.error[0])
+		snprintf(ctx.error, sizeof ctx.error, "%s failed (code %d)", what, code);
+}
+
+void cuda_check_launch(const char *what)
+{
+	cudaError_t e = cudaGetLastError();
+
+	if (e != cudaSuccess && !ctx.error[0])
+		snprintf(ctx.error, sizeof ctx.error, "%s: %s", what, cudaGetErrorString(e));
+}
+
+bool cuda_ready(void)
+{
+	if (cuda_context_init(NULL, 0) == 0)
+		return true;
+	if (!ctx.error[0])
+		snprintf(ctx.error, sizeof ctx.error, "%s", ctx.why);
+	return false;
+}
+
+cudaStream_t cuda_stream(void)
+{
+	return cuda_ready() ? ctx.stream : 0;
+}
+
+cublasHandle_t cuda_blas(void)
+{
+	return cuda_ready() ? ctx.blas : NULL;
+}
+
+void *cuda_scratch(void)
+{
+	return cuda_ready() ? ctx.scratch : NULL;
+}
+
+extern "C" int cuda_sync(char *why, size_t wn)
+{
+	cudaError_t e;
+
+	if (!cuda_ready())
+		return fail(why, wn, ctx.why);
+	e = cudaStreamSynchronize(ctx.stream);
+	if (e != cudaSuccess && !ctx.error[0])
+		snprintf(ctx.error, sizeof ctx.error, "a kernel failed: %s", cudaGetErrorString(e));
+	if (!ctx.error[0])
+		return 0;
+	fail(why, wn, ctx.error);
+	ctx.error[0] = 0;
+	return -1;
+}
+
+extern "C" int cuda_alloc(void **p, size_t n, char *why, size_t wn)
+{
+	cudaError_t e;
+
+	*p = NULL;
+	if (cuda_context_init(why, wn))
+		return -1;
+	e = cudaMalloc(p, n ? n : 1);
+	if (e != cudaSuccess) {
+		*p = NULL;
+		if (why && wn)
+			snprintf(why, wn, "cannot allocate %zu bytes of device memory: %s", n,
+				 cudaGetErrorString(e));
+		return -1;
+	}
+	return 0;
+}
+
+extern "C" void cuda_free(void *p)
+{
+	if (p)
+		cudaFree(p);
+}
+
+extern "C" int cuda_copy(void *dst, const void *src, size_t n, bool to_device, char *why,
+			 size_t wn)
+{
+	cudaError_t e;
+
+	if (cuda_context_init(why, wn))
+		return -1;
+	if (!n)
+		return 0;
+	e = cudaMemcpyAsync(dst, src, n, to_device ? cudaMemcpyHostToDevice
+						   : cudaMemcpyDeviceToHost, ctx.stream);
+	if (e == cudaSuccess)
+		e = cudaStreamSynchronize(ctx.stream);
+	if (e != cudaSuccess) {
+		if (why && wn)
+			snprintf(why, wn, "copying %zu bytes %s the device: %s", n,
+				 to_device ? "to" : "from", cudaGetErrorString(e));
+		return -1;
+	}
+	return 0;
+}

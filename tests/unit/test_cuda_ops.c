@@ -1,0 +1,453 @@
+/* test_cuda_ops.c - every op of the CUDA backend against the CPU backend,
+ * its reference, on random inputs of awkward sizes: the same call on both,
+ * the results compared with a tolerance for fp32 summed in another order.
+ *
+ * The harness runs any backend against the CPU one, reaching the backend's
+ * memory through four functions.  It runs the CPU backend itself over host
+ * memory first, everywhere, so the harness (its buffers, copies and
+ * comparisons) is exercised on machines without a GPU too; then the CUDA
+ * backend when a device is present.  Without one the CUDA half skips with
+ * the reason; TITAN_REQUIRE_CUDA=1 (make test-cuda) makes that a failure. */
+#include "core/base.h"
+#include <math.h>
+#include "kernels.h"
+#include "check.h"
+
+/* A backend under test and its memory. */
+struct backend {
+	const char *name;
+	const kernel_ops *ops;
+	int (*alloc)(void **p, size_t n);
+	void (*release)(void *p);
+	int (*upload)(void *dst, const void *src, size_t n);
+	int (*download)(void *dst, const void *src, size_t n);
+	int (*sync)(void);
+};
+
+static int host_alloc(void **p, size_t n)
+{
+	*p = malloc(n ? n : 1);
+	return *p ? 0 : TITAN_ENOMEM;
+}
+
+static int host_copy(void *dst, const void *src, size_t n)
+{
+	memcpy(dst, src, n);
+	return 0;
+}
+
+static int host_sync(void)
+{
+	return 0;
+}
+
+static const struct backend host_backend = {
+	"cpu (host memory)", &kernels_cpu, host_alloc, free, host_copy, host_copy, host_sync,
+};
+
+/* The backend of the test running, and every buffer it allocated there
+ * (freed after each test); host buffers likewise. */
+static const struct backend *be;
+static void *dev_bufs[256], *host_bufs[256];
+static int ndev, nhost;
+
+static void release_all(void)
+{
+	for (int i = 0; i < ndev; i++)
+		be->release(dev_bufs[i]);
+	for (int i = 0; i < nhost; i++)
+		free(host_bufs[i]);
+	ndev = nhost = 0;
+}
+
+static void *host_buf(size_t bytes)
+{
+	void *p = calloc(1, bytes ? bytes : 1);
+
+	if (!p || nhost == (int)ARRAY_SIZE(host_bufs)) {
+		fprintf(stderr, "test_cuda_ops: out of host buffers\n");
+		abort();
+	}
+	host_bufs[nhost++] = p;
+	return p;
+}
+
+/* A copy of host memory on the backend (NULL, with a failed check, when
+ * the backend could not take it). */
+static void *put(const void *src, size_t bytes)
+{
+	void *p = NULL;
+
+	if (ndev == (int)ARRAY_SIZE(dev_bufs) || be->alloc(&p, bytes)) {
+		CHECK(0, "%s: cannot allocate %zu bytes: %s", be->name, bytes, titan_errmsg());
+		return NULL;
+	}
+	dev_bufs[ndev++] = p;
+	if (be->upload(p, src, bytes))
+		CHECK(0, "%s: upload: %s", be->name, titan_errmsg());
+	return p;
+}
+
+/* The backend's buffer back on the host, after the ops queued before. */
+static float *get(const void *dev, size_t n)
+{
+	float *h = host_buf(n * sizeof(float));
+
+	if (dev && be->download(h, dev, n * sizeof(float)))
+		CHECK(0, "%s: download: %s", be->name, titan_errmsg());
+	return h;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+
+static float urand(void)
+{
+	rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+	return (float)((double)(rng >> 40) / (double)(1 << 24) * 2 - 1);
+}
+
+static float *randv(size_t n, float amp)
+{
+	float *v = host_buf(n * sizeof(float));
+
+	for (size_t i = 0; i < n; i++)
+		v[i] = amp * urand();
+	return v;
+}
+
+static float *copyv(const float *v, size_t n)
+{
+	float *c = host_buf(n * sizeof(float));
+
+	memcpy(c, v, n * sizeof(float));
+	return c;
+}
+
+/* The largest difference relative to the reference's largest magnitude
+ * (infinite when either has a NaN where the other has not). */
+static double rel_err(const float *got, const float *want, size_t n)
+{
+	double d = 0, m = 1e-30;
+
+	for (size_t i = 0; i < n; i++) {
+		if (isnan(got[i]) != isnan(want[i]) || isinf(got[i]) != isinf(want[i]))
+			return INFINITY;
+		if (isinf(want[i]))
+			continue;
+		d = fmax(d, fabs((double)got[i] - want[i]));
+		m = fmax(m, fabs((double)want[i]));
+	}
+	return d / m;
+}
+
+#define EXPECT_CLOSE(got, want, n, tol, what)                                          \
+	do {                                                                           \
+		double e_ = rel_err(got, want, n);                                     \
+		CHECK(e_ <= (tol), "%s %s: relative error %.3g (tolerance %.1g)",      \
+		      be->name, what, e_, (double)(tol));                              \
+	} while (0)
+
+static void expect_synced(void)
+{
+	CHECK(be->sync() == 0, "%s: %s", be->name, titan_errmsg());
+}
+
+static void check_matmul(void)
+{
+	const int N = 37, IC = 70, OC = 45;
+	float *inp = randv((size_t)N * IC, 1), *w = randv((size_t)OC * IC, 0.5f);
+	float *out0 = randv((size_t)N * OC, 1), *dout = randv((size_t)N * OC, 1);
+	float *dinp0 = randv((size_t)N * IC, 1), *dw0 = randv((size_t)OC * IC, 1);
+
+	for (int acc = 0; acc < 2; acc++) {
+		float *ref = copyv(out0, (size_t)N * OC);
+		float *d = put(out0, (size_t)N * OC * 4);
+
+		kernels_cpu.matmul_forward(ref, inp, w, N, IC, OC, acc);
+		be->ops->matmul_forward(d, put(inp, (size_t)N * IC * 4), put(w, (size_t)OC * IC * 4),
+					N, IC, OC, acc);
+		EXPECT_CLOSE(get(d, (size_t)N * OC), ref, (size_t)N * OC, 1e-5,
+			     acc ? "matmul_forward +=" : "matmul_forward");
+
+		float *rdi = copyv(dinp0, (size_t)N * IC), *rdw = copyv(dw0, (size_t)OC * IC);
+		float *ddi = put(dinp0, (size_t)N * IC * 4), *ddw = put(dw0, (size_t)OC * IC * 4);
+
+		kernels_cpu.matmul_backward(rdi, rdw, dout, inp, w, N, IC, OC, acc);
+		be->ops->matmul_backward(ddi, ddw, put(dout, (size_t)N * OC * 4),
+					 put(inp, (size_t)N * IC * 4), put(w, (size_t)OC * IC * 4),
+					 N, IC, OC, acc);
+		EXPECT_CLOSE(get(ddi, (size_t)N * IC), rdi, (size_t)N * IC, 1e-5, "matmul dinp");
+		EXPECT_CLOSE(get(ddw, (size_t)OC * IC), rdw, (size_t)OC * IC, 1e-5, "matmul dweight");
+	}
+	/* one side only: the other pointer is NULL */
+	float *rdw = copyv(dw0, (size_t)OC * IC), *ddw = put(dw0, (size_t)OC * IC * 4);
+
+	kernels_cpu.matmul_backward(NULL, rdw, dout, inp, w, N, IC, OC, false);
+	be->ops->matmul_backward(NULL, ddw, put(dout, (size_t)N * OC * 4),
+				 put(inp, (size_t)N * IC * 4), put(w, (size_t)OC * IC * 4), N, IC,
+				 OC, false);
+	EXPECT_CLOSE(get(ddw, (size_t)OC * IC), rdw, (size_t)OC * IC, 1e-5, "matmul dweight only");
+	expect_synced();
+}
+
+static void check_rmsnorm(void)
+{
+	const int N = 29, C = 203;
+	size_t NC = (size_t)N * C;
+	float *x = randv(NC, 2), *w = randv((size_t)C, 1), *dout = randv(NC, 1);
+	float *ref = host_buf(NC * 4), *rstd = host_buf((size_t)N * 4);
+	float *dx0 = randv(NC, 1), *dw0 = randv((size_t)C, 1);
+	float *d = put(ref, NC * 4), *drstd = put(rstd, (size_t)N * 4);
+
+	kernels_cpu.rmsnorm_forward(ref, rstd, x, w, N, C, 1e-5f);
+	be->ops->rmsnorm_forward(d, drstd, put(x, NC * 4), put(w, (size_t)C * 4), N, C, 1e-5f);
+	EXPECT_CLOSE(get(d, NC), ref, NC, 1e-5, "rmsnorm_forward");
+	EXPECT_CLOSE(get(drstd, (size_t)N), rstd, (size_t)N, 1e-5, "rmsnorm rstd");
+
+	float *rdx = copyv(dx0, NC), *rdw = copyv(dw0, (size_t)C);
+	float *ddx = put(dx0, NC * 4), *ddw = put(dw0, (size_t)C * 4);
+
+	kernels_cpu.rmsnorm_backward(rdx, rdw, dout, x, w, rstd, N, C);
+	be->ops->rmsnorm_backward(ddx, ddw, put(dout, NC * 4), put(x, NC * 4),
+				  put(w, (size_t)C * 4), put(rstd, (size_t)N * 4), N, C);
+	EXPECT_CLOSE(get(ddx, NC), rdx, NC, 1e-5, "rmsnorm dinp");
+	EXPECT_CLOSE(get(ddw, (size_t)C), rdw, (size_t)C, 1e-5, "rmsnorm dweight");
+	expect_synced();
+}
+
+static void check_rope(void)
+{
+	const int N = 23, heads = 3, D = 18, maxpos = 40;
+	size_t n = (size_t)N * heads * D, tab = (size_t)maxpos * (D / 2);
+	float *x = randv(n, 1), *c = randv(tab, 1), *s = randv(tab, 1);
+	int32_t pos[23];
+
+	for (int i = 0; i < N; i++)
+		pos[i] = (i * 7) % maxpos;
+	for (int back = 0; back < 2; back++) {
+		float *ref = copyv(x, n), *d = put(x, n * 4);
+		void *dp = put(pos, sizeof pos), *dc = put(c, tab * 4), *ds = put(s, tab * 4);
+
+		if (back) {
+			kernels_cpu.rope_backward(ref, pos, c, s, N, heads, D);
+			be->ops->rope_backward(d, dp, dc, ds, N, heads, D);
+		} else {
+			kernels_cpu.rope_forward(ref, pos, c, s, N, heads, D);
+			be->ops->rope_forward(d, dp, dc, ds, N, heads, D);
+		}
+		EXPECT_CLOSE(get(d, n), ref, n, 1e-6, back ? "rope_backward" : "rope_forward");
+	}
+	expect_synced();
+}
+
+/* One attention case: B rows of Tq queries and Tk keys, ranges lo..hi. */
+static void check_attention_case(int B, int Tq, int Tk, int H, int KV, int D,
+				 const int32_t *lo, const int32_t *hi, const char *what)
+{
+	size_t nq = (size_t)B * Tq * H * D, nk = (size_t)B * Tk * KV * D;
+	size_t nl = (size_t)B * H * Tq, nr = (size_t)B * Tq * 4;
+	float *q = randv(nq, 1), *k = randv(nk, 1), *v = randv(nk, 1), *dout = randv(nq, 1);
+	float *out = host_buf(nq * 4), *lse = host_buf(nl * 4);
+	float *dq = host_buf(nq * 4), *dk = host_buf(nk * 4), *dv = host_buf(nk * 4);
+	void *dlo = put(lo, nr), *dhi = put(hi, nr);
+	float *gq = put(q, nq * 4), *gk = put(k, nk * 4), *gv = put(v, nk * 4);
+	float *gout = put(out, nq * 4), *glse = put(lse, nl * 4);
+	char name[96];
+
+	kernels_cpu.attention_forward(out, lse, q, k, v, lo, hi, B, Tq, Tk, H, KV, D);
+	be->ops->attention_forward(gout, glse, gq, gk, gv, dlo, dhi, B, Tq, Tk, H, KV, D);
+	snprintf(name, sizeof name, "attention_forward %s: out", what);
+	EXPECT_CLOSE(get(gout, nq), out, nq, 2e-5, name);
+	snprintf(name, sizeof name, "attention_forward %s: lse", what);
+	EXPECT_CLOSE(get(glse, nl), lse, nl, 2e-5, name);
+
+	/* backward from the reference's out and lse, so it is judged alone */
+	float *gdq = put(dq, nq * 4), *gdk = put(dk, nk * 4), *gdv = put(dv, nk * 4);
+
+	kernels_cpu.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, lo, hi, B, Tq, Tk, H,
+				       KV, D);
+	be->ops->attention_backward(gdq, gdk, gdv, put(dout, nq * 4), gq, gk, gv, put(out, nq * 4),
+				    put(lse, nl * 4), dlo, dhi, B, Tq, Tk, H, KV, D);
+	snprintf(name, sizeof name, "attention_backward %s: dq", what);
+	EXPECT_CLOSE(get(gdq, nq), dq, nq, 5e-5, name);
+	snprintf(name, sizeof name, "attention_backward %s: dk", what);
+	EXPECT_CLOSE(get(gdk, nk), dk, nk, 5e-5, name);
+	snprintf(name, sizeof name, "attention_backward %s: dv", what);
+	EXPECT_CLOSE(get(gdv, nk), dv, nk, 5e-5, name);
+}
+
+static void check_attention(void)
+{
+	enum { B = 2, T = 70, TQ = 33, TK = 90 };
+	int32_t lo[B * T], hi[B * T], rlo[B * TQ], rhi[B * TQ];
+
+	/* causal, then documents (row 1 restarts at 20 and 21) */
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++) {
+			lo[b * T + t] = 0;
+			hi[b * T + t] = t;
+		}
+	check_attention_case(B, T, T, 4, 2, 48, lo, hi, "causal, GQA 4/2, D 48");
+	for (int t = 0; t < T; t++)
+		lo[T + t] = t < 20 ? 0 : t == 20 ? 20 : 21;
+	check_attention_case(B, T, T, 2, 2, 64, lo, hi, "documents, D 64");
+	/* another block of keys: any ranges, some empty or past the row */
+	for (int i = 0; i < B * TQ; i++) {
+		int a = (int)((urand() + 1) * 60) - 10, w = (int)((urand() + 1) * 40) - 8;
+
+		rlo[i] = a;
+		rhi[i] = a + w;
+	}
+	rlo[3] = 5, rhi[3] = 4;
+	rlo[4] = 0, rhi[4] = TK - 1;
+	check_attention_case(B, TQ, TK, 4, 1, 128, rlo, rhi, "ranges, Tq 33 Tk 90, MQA, D 128");
+	expect_synced();
+}
+
+static void check_elementwise(void)
+{
+	const size_t n = 1237;
+	float *a = randv(n, 3), *b = randv(n, 2), *dout = randv(n, 1);
+	float *ref = host_buf(n * 4), *ga = put(a, n * 4), *gb = put(b, n * 4);
+	float *gout = put(ref, n * 4);
+
+	kernels_cpu.swiglu_forward(ref, a, b, n);
+	be->ops->swiglu_forward(gout, ga, gb, n);
+	EXPECT_CLOSE(get(gout, n), ref, n, 1e-6, "swiglu_forward");
+
+	float *da = host_buf(n * 4), *db = host_buf(n * 4);
+	float *gda = put(da, n * 4), *gdb = put(db, n * 4);
+
+	kernels_cpu.swiglu_backward(da, db, dout, a, b, n);
+	be->ops->swiglu_backward(gda, gdb, put(dout, n * 4), ga, gb, n);
+	EXPECT_CLOSE(get(gda, n), da, n, 1e-6, "swiglu da");
+	EXPECT_CLOSE(get(gdb, n), db, n, 1e-6, "swiglu db");
+
+	float *y = copyv(a, n), *gy = put(a, n * 4);
+
+	kernels_cpu.add_inplace(y, b, n);
+	be->ops->add_inplace(gy, gb, n);
+	EXPECT_CLOSE(get(gy, n), y, n, 0, "add_inplace");
+	kernels_cpu.scale(y, -0.37f, n);
+	be->ops->scale(gy, -0.37f, n);
+	EXPECT_CLOSE(get(gy, n), y, n, 0, "scale");
+
+	double want = kernels_cpu.sumsq(a, n), got = be->ops->sumsq(ga, n);
+	CHECK(fabs(got - want) <= 1e-12 * want, "%s sumsq: %.17g, want %.17g", be->name, got,
+	      want);
+	CHECK(be->ops->sumsq(ga, 0) == 0, "%s sumsq of nothing", be->name);
+	expect_synced();
+}
+
+static void check_embedding(void)
+{
+	const int N = 41, C = 37, V = 13;
+	uint32_t ids[41];
+	float *table = randv((size_t)V * C, 1), *dout = randv((size_t)N * C, 1);
+	float *out = host_buf((size_t)N * C * 4), *dt = randv((size_t)V * C, 1);
+
+	for (int i = 0; i < N; i++)
+		ids[i] = (uint32_t)(i * 5 % V);   /* ids repeat: the gradient adds up */
+	void *gids = put(ids, sizeof ids);
+	float *gout = put(out, (size_t)N * C * 4), *gdt = put(dt, (size_t)V * C * 4);
+
+	kernels_cpu.embedding_forward(out, ids, table, N, C);
+	be->ops->embedding_forward(gout, gids, put(table, (size_t)V * C * 4), N, C);
+	EXPECT_CLOSE(get(gout, (size_t)N * C), out, (size_t)N * C, 0, "embedding_forward");
+	kernels_cpu.embedding_backward(dt, dout, ids, N, C);
+	be->ops->embedding_backward(gdt, put(dout, (size_t)N * C * 4), gids, N, C);
+	EXPECT_CLOSE(get(gdt, (size_t)V * C), dt, (size_t)V * C, 1e-6, "embedding_backward");
+	expect_synced();
+}
+
+static void check_cross_entropy(void)
+{
+	const int N = 19, V = 1031;
+	size_t NV = (size_t)N * V;
+	uint32_t labels[19];
+	float *logits = randv(NV, 8);
+
+	for (int i = 0; i < N; i++)
+		labels[i] = (uint32_t)(i * 97 % V);
+	for (int grad = 0; grad < 2; grad++) {
+		float dscale = grad ? 1.0f / N : 0.0f;
+		float *ref = copyv(logits, NV), *loss = host_buf((size_t)N * 4);
+		float *g = put(logits, NV * 4), *gl = put(loss, (size_t)N * 4);
+
+		kernels_cpu.cross_entropy(loss, ref, labels, N, V, dscale);
+		be->ops->cross_entropy(gl, g, put(labels, sizeof labels), N, V, dscale);
+		EXPECT_CLOSE(get(gl, (size_t)N), loss, (size_t)N, 1e-5, "cross_entropy loss");
+		EXPECT_CLOSE(get(g, NV), ref, NV, 1e-5,
+			     grad ? "cross_entropy gradient" : "cross_entropy logits kept");
+	}
+	expect_synced();
+}
+
+static void check_adamw(void)
+{
+	const size_t n = 999;
+	float *p = randv(n, 1), *g = randv(n, 0.1f), *m = randv(n, 0.01f), *v = randv(n, 0.01f);
+
+	for (size_t i = 0; i < n; i++)
+		v[i] = fabsf(v[i]);
+	float *gp = put(p, n * 4), *gm = put(m, n * 4), *gv = put(v, n * 4), *gg = put(g, n * 4);
+
+	for (long step = 1; step <= 3; step++) {
+		kernels_cpu.adamw(p, g, m, v, n, 8e-4, 0.9, 0.95, 1e-8, 0.1, step);
+		be->ops->adamw(gp, gg, gm, gv, n, 8e-4, 0.9, 0.95, 1e-8, 0.1, step);
+	}
+	EXPECT_CLOSE(get(gp, n), p, n, 1e-6, "adamw param");
+	EXPECT_CLOSE(get(gm, n), m, n, 1e-6, "adamw m");
+	EXPECT_CLOSE(get(gv, n), v, n, 1e-6, "adamw v");
+	expect_synced();
+}
+
+static void run_all(void)
+{
+	void (*const checks[])(void) = {
+		check_matmul, check_rmsnorm, check_rope, check_attention, check_elementwise,
+		check_embedding, check_cross_entropy, check_adamw,
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(checks); i++) {
+		checks[i]();
+		release_all();
+	}
+}
+
+/* The harness itself, with the CPU backend over host memory: every
+ * comparison must come out exact. */
+static void test_harness_on_cpu(void)
+{
+	be = &host_backend;
+	run_all();
+}
+
+static void test_cuda_against_cpu(void)
+{
+	static struct backend cuda = {
+		"cuda", NULL, kernels_cuda_alloc, kernels_cuda_free, kernels_cuda_upload,
+		kernels_cuda_download, kernels_cuda_sync,
+	};
+	bool required = getenv("TITAN_REQUIRE_CUDA") != NULL;
+	char info[256];
+
+	if (kernels_cuda_probe(info, sizeof info)) {
+		CHECK(!required, "CUDA required: %s", titan_errmsg());
+		if (!required)
+			SKIP("%s", titan_errmsg());
+		return;
+	}
+	cuda.ops = kernels_cuda_ops();
+	REQUIRE(cuda.ops, "a probe succeeded without an op table");
+	printf("# cuda: %s\n", info);
+	be = &cuda;
+	run_all();
+}
+
+int main(void)
+{
+	RUN(test_harness_on_cpu);
+	RUN(test_cuda_against_cpu);
+	return check_done();
+}
