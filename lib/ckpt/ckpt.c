@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ckpt/ckpt_priv.h"
+#include "ckpt/reshard.h"
 #include "core/file.h"
 #include "core/json.h"
 #include "dist/comm.h"
@@ -452,9 +453,10 @@ static int saver_local(ckpt_saver **out, const char *folder, int keep_latest_k, 
 	if (!s)
 		return titan_err_nomem();
 	s->folder = strdup(folder);
-	s->layout = layout ? json_deep_copy(layout)
-			   : json_pack("{s:i, s:i, s:i, s:i, s:i}", "pp", 1, "dp_replicate", 1,
-				       "dp_shard", nranks, "cp", 1, "tp", 1);
+	par_layout fsdp = par_layout_single();
+
+	fsdp.dp_shard = nranks;
+	s->layout = layout ? json_deep_copy(layout) : ckpt_layout_json(&fsdp);
 	if (!s->folder || !s->layout) {
 		free(s->folder);
 		json_decref(s->layout);

@@ -331,10 +331,8 @@ int mem_model_check(const mem_model_opts *o, int world_size)
 	/* degrees, tp and pp against the model, the world size */
 	if ((rc = par_layout_check(p, &o->model, world_size)))
 		return rc;
-	if (p->cp > 1 && o->seq_len % (2 * p->cp))
-		return titan_err(TITAN_EUSAGE, "context parallel: training.seq_len %d is not a "
-				 "multiple of 2 x cp = %d (each cp rank holds two chunks of every "
-				 "row)", o->seq_len, 2 * p->cp);
+	if ((rc = par_check_seq_len(o->seq_len, p->cp)))
+		return rc;
 	if (v > 1 && o->model.n_layers % (p->pp * v))
 		return titan_err(TITAN_EUSAGE, "pp=%d x %d virtual stages does not divide "
 				 "model.n_layers=%d", p->pp, v, o->model.n_layers);

@@ -18,6 +18,7 @@
 #include <math.h>
 
 #include "model/llama_internal.h"
+#include "model/shard.h"
 
 struct layer_acts {
 	float *xn1, *rstd1;      /* attention_norm out [N, C], [N] */
@@ -291,6 +292,7 @@ int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selectiv
 	const llama_config *c = &m->cfg;
 	llama_acts *a;
 	struct dims d;
+	int rc;
 
 	if (B <= 0 || T <= 0)
 		return titan_err(TITAN_EUSAGE, "batch shape %d x %d: both must be positive", B, T);
@@ -300,10 +302,8 @@ int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selectiv
 	if ((int64_t)B * T > INT_MAX / TITAN_MAX(c->vocab_size, c->ffn_hidden))
 		return titan_err(TITAN_EUSAGE, "batch shape %d x %d: too many tokens for one "
 				 "micro-batch", B, T);
-	if (m->cp > 1 && T % (2 * m->cp))
-		return titan_err(TITAN_EUSAGE, "context parallel: training.seq_len %d is not a "
-				 "multiple of 2 x cp = %d (each cp rank holds two chunks of every "
-				 "row)", T, 2 * m->cp);
+	if ((rc = par_check_seq_len(T, m->cp)))
+		return rc;
 	if (m->cp > 1 && (!m->hooks || !m->hooks->cp_shift))
 		return titan_err(TITAN_EUSAGE, "context parallel: cp=%d needs the cp_shift hook",
 				 m->cp);

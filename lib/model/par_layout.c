@@ -130,6 +130,15 @@ int par_layout_check(const par_layout *l, const llama_config *c, int nranks)
 	return 0;
 }
 
+int par_check_seq_len(int seq_len, int cp)
+{
+	if (cp > 1 && seq_len % (2 * cp))
+		return titan_err(TITAN_EUSAGE, "context parallel: training.seq_len %d is not a "
+				 "multiple of 2 x cp = %d (each cp rank holds two chunks of every "
+				 "row)", seq_len, 2 * cp);
+	return 0;
+}
+
 par_coord par_layout_coord(const par_layout *l, int rank)
 {
 	par_coord c;

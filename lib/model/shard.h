@@ -47,6 +47,10 @@ int par_layout_world(const par_layout *l);
  * "tp=3 does not divide model.n_heads=16". */
 int par_layout_check(const par_layout *l, const llama_config *c, int nranks);
 
+/* Context parallel cuts every sequence into 2 cp chunks: seq_len must be a
+ * multiple of 2 cp (TITAN_EUSAGE saying so otherwise; cp 1 takes any). */
+int par_check_seq_len(int seq_len, int cp);
+
 typedef struct par_coord {
 	int pp, dp_replicate, dp_shard, cp, tp;
 } par_coord;

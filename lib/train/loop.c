@@ -40,8 +40,7 @@ typedef struct run {
 	dataset_tokinfo tok;
 	int B, T, accum;
 	int mb, nmb;             /* pipeline: micro-batches of mb sequences, nmb a batch */
-	int stages;              /* pipeline stages this rank runs */
-	pp_op *pipe;             /* [2 nmb stages] this rank's schedule */
+	pp_op *pipe;             /* [2 nmb pp_stages] this rank's schedule */
 	int32_t *seg;            /* [B*T] document starts (block_causal) */
 	metrics *met;
 	ckpt_saver *saver;
@@ -363,10 +362,10 @@ static int dp_mean(run *r, double *v)
  * before the next, sets taken in turn. */
 static pp_op eval_op(const run *r, int k)
 {
-	int mb = k / r->stages, nsets = r->model->nsets;
+	int mb = k / r->model->pp_stages, nsets = r->model->nsets;
 
-	return (pp_op){ .mb = mb, .stage = k % r->stages, .set = mb % nsets,
-			.reuse = mb >= nsets && k % r->stages == 0 };
+	return (pp_op){ .mb = mb, .stage = k % r->model->pp_stages, .set = mb % nsets,
+			.reuse = mb >= nsets && k % r->model->pp_stages == 0 };
 }
 
 /* One batch through this rank's stages of the pipeline (the whole model
@@ -379,7 +378,7 @@ static int run_batch(run *r, const loader_batch *b, bool train, float dloss, dou
 	size_t rows = (size_t)r->mb * r->T;
 	int rc;
 
-	for (int k = 0; k < (train ? 2 : 1) * r->nmb * r->stages; k++) {
+	for (int k = 0; k < (train ? 2 : 1) * r->nmb * r->model->pp_stages; k++) {
 		pp_op op = train ? r->pipe[k] : eval_op(r, k);
 		size_t at = (size_t)op.mb * rows;
 		float l = 0;
@@ -400,7 +399,7 @@ static int run_batch(run *r, const loader_batch *b, bool train, float dloss, dou
 		if ((rc = llama_forward(r->model, b->inputs + at, b->labels + at,
 					seg ? seg + at : NULL, train ? dloss : 0.0f, &l)))
 			return rc;
-		if (llama_holds_head(r->model) && op.stage == r->stages - 1)
+		if (llama_holds_head(r->model) && op.stage == r->model->pp_stages - 1)
 			*loss_sum += l;
 	}
 	return dp_pp_flush(r->dp, -1);
@@ -501,7 +500,7 @@ static void log_setup(run *r, const train_result *res)
 				 r->model->sp ? " with sequence parallel" : "");
 		if (l->pp > 1)
 			snprintf(pp, sizeof pp, ", %d pipeline stages over %d ranks (%s, %d "
-				 "micro-batches of %d)", l->pp * r->stages, l->pp,
+				 "micro-batches of %d)", l->pp * l->pp_stages, l->pp,
 				 pp_schedule_name((pp_schedule_kind)
 						  c->parallelism.pipeline_parallel_schedule),
 				 r->nmb, r->mb);
@@ -530,17 +529,14 @@ static int make_mesh(run *r)
 
 	if ((rc = config_layout(c, comm_size(r->world), &l)))
 		return rc;
-	if (l.cp > 1 && c->training.seq_len % (2 * l.cp))
-		return titan_err(TITAN_EUSAGE, "context parallel: training.seq_len %d is not a "
-				 "multiple of 2 x cp = %d (each cp rank holds two chunks of every "
-				 "row)", c->training.seq_len, 2 * l.cp);
+	if ((rc = par_check_seq_len(c->training.seq_len, l.cp)))
+		return rc;
 	if (l.pp > 1 && c->model.tie_embeddings)
 		return titan_err(TITAN_EUSAGE, "parallelism: pipeline parallel needs untied "
 				 "embeddings (model.tie_embeddings: the first and last stages would "
 				 "share a weight)");
 	if ((rc = par_layout_check(&l, &c->model, comm_size(r->world))))
 		return rc;
-	r->stages = l.pp_stages;
 	comm_set_timeout(r->world, c->comm.init_timeout_seconds);
 	if ((rc = mesh_new(&r->mesh, r->world, &l)))
 		return rc;
@@ -584,7 +580,7 @@ static int make_model(run *r, const adamw_config *ac)
 	/* this rank's pipeline stages (every layer without pp) */
 	r->model->pp_rank = r->mesh->me.pp;
 	r->model->pp_ranks = r->mesh->layout.pp;
-	r->model->pp_stages = r->stages;
+	r->model->pp_stages = r->mesh->layout.pp_stages;
 	if ((rc = dp_new(&r->dp, r->model, &o, &r->mem)) ||
 	    (rc = dp_init_weights(r->dp, c->training.seed)))
 		return rc;
@@ -616,7 +612,7 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 		.decay_embeddings_and_norms = c->optimizer.decay_embeddings_and_norms,
 	};
 	pp_schedule_kind kind = (pp_schedule_kind)c->parallelism.pipeline_parallel_schedule;
-	int rc, ndp, nsets;
+	int rc, ndp, nsets, v;
 
 	if (strcmp(c->training.device, "cpu"))
 		return titan_err(TITAN_EUSAGE, "training.device=%s: training runs on the cpu "
@@ -654,18 +650,19 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 		return titan_err(TITAN_EUSAGE, "parallelism.pipeline_parallel_microbatch_size %d "
 				 "does not divide training.local_batch_size %d", r->mb, r->B);
 	r->nmb = r->B / r->mb;
-	if ((rc = pp_check(kind, r->mesh->layout.pp, r->nmb, r->stages)))
+	v = r->model->pp_stages;
+	if ((rc = pp_check(kind, r->mesh->layout.pp, r->nmb, v)))
 		return rc;
-	r->pipe = calloc((size_t)r->nmb * r->stages * 2, sizeof *r->pipe);
+	r->pipe = calloc((size_t)r->nmb * v * 2, sizeof *r->pipe);
 	if (!r->pipe)
 		return titan_err_nomem();
-	nsets = pp_schedule(kind, r->mesh->layout.pp, r->mesh->me.pp, r->nmb, r->stages, r->pipe);
+	nsets = pp_schedule(kind, r->mesh->layout.pp, r->mesh->me.pp, r->nmb, v, r->pipe);
 	if (r->mesh->layout.pp > 1 && r->log->verbosity >= 2) {
-		size_t nops = (size_t)r->nmb * r->stages * 2, cap = 16 * nops + 1;
+		size_t nops = (size_t)r->nmb * v * 2, cap = 16 * nops + 1;
 		char *table = malloc(cap);
 
 		if (table) {
-			pp_schedule_format(r->pipe, (int)nops, r->stages, table, cap);
+			pp_schedule_format(r->pipe, (int)nops, v, table, cap);
 			log_debug(r->log, "pipeline rank %d of %d, %d activation sets: %s",
 				  r->mesh->me.pp, r->mesh->layout.pp, nsets, table);
 		}
