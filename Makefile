@@ -191,9 +191,12 @@ demo:
 
 # test-cuda, bench-cuda: the GPU checks: the backend's probe (a kernel,
 # cuBLASLt, NCCL), which must find a device here; test-cuda also compares
-# every op of the CUDA backend with the CPU backend's and runs the
-# communication checks over NCCL, one rank per GPU.  tests/gpu/run.sh runs
-# them all in one go.
+# every op of the CUDA backend with the CPU backend's, runs the
+# communication checks over NCCL, one rank per GPU, and the trainer's
+# device tests (whose cuda case trains on the GPU); bench-cuda trains
+# debugmodel 200 steps on the GPU against the CPU and measures
+# debugmodel and llama3_1b (tests/gpu/train_check.sh).  tests/gpu/run.sh
+# runs them all in one go.
 test-cuda bench-cuda:
 	@$(MAKE) --no-print-directory CUDA=1 all
 	@TITAN_REQUIRE_CUDA=1 $(BUILD)/tests/test_cuda
@@ -202,6 +205,13 @@ test-cuda bench-cuda:
 		n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$$n" -gt 0 ] || n=1; \
 		TITAN_REQUIRE_CUDA=1 OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe \
 			-x TITAN_REQUIRE_CUDA -x OMP_NUM_THREADS -np $$n $(BUILD)/tests/tools/comm_check --nccl; \
+	fi
+	@if [ $@ = test-cuda ]; then \
+		TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
+			bats --tap tests/titan-train-device.bats; \
+	fi
+	@if [ $@ = bench-cuda ]; then \
+		TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) tests/gpu/train_check.sh; \
 	fi
 
 # unicode-tables: regenerate lib/tok/unicode_tables.c from the Unicode

@@ -27,7 +27,7 @@ static const char usage_top[] =
 	"      --world-size N         ranks (default: the product of the degrees)\n"
 	"      --device-memory SIZE   memory of one device, e.g. 80GiB (default: cpu:\n"
 	"                             this machine's RAM, cuda: 80GiB)\n"
-	"      --precision P          fp32 or bf16 (default: cpu fp32, cuda bf16)\n"
+	"      --precision P          fp32 (default, the trainer's) or bf16\n"
 	"      --pp-schedule S        gpipe, 1f1b or interleaved (default 1f1b)\n"
 	"      --pp-microbatches N    microbatches per step under pp (default: one\n"
 	"                             sequence each)\n"

@@ -23,6 +23,7 @@ static const char usage_top[] =
 	"\n"
 	"options:\n"
 	"  -c, --config FILE   JSON configuration file\n"
+	"      --device NAME   where to train: cpu (default), cuda, cpu-fenced\n"
 	"      --print-config  print the merged configuration and exit\n"
 	"      --list-keys     every configuration key with its type, default and meaning\n"
 	"      --list-flavors  the model flavors this installation has\n"
@@ -49,11 +50,13 @@ static int list_flavors(void)
 
 static int cmd_train(int argc, char **argv, titan_log *log)
 {
-	const char *config_file = NULL;
+	const char *config_file = NULL, *device = NULL;
+	char *device_key = NULL;
 	bool print_config = false, list_keys = false, flavors = false;
 	int verbose = 0;
 	opt_spec specs[] = {
 		{"config", 'c', OPT_STR, &config_file, "FILE", "JSON configuration file"},
+		{"device", 0, OPT_STR, &device, "NAME", "training.device: cpu, cuda, cpu-fenced"},
 		{"print-config", 0, OPT_FLAG, &print_config, NULL, "print the merged configuration"},
 		{"list-keys", 0, OPT_FLAG, &list_keys, NULL, "every configuration key"},
 		{"list-flavors", 0, OPT_FLAG, &flavors, NULL, "the model flavors"},
@@ -71,6 +74,16 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 
 	if ((rc = cli_parse_config_args(specs, argc, argv, &overrides, &noverrides)))
 		return rc;
+	/* --device NAME is the last word on training.device (the overrides
+	 * array has room: NAME took an argument of its own) */
+	if (device) {
+		if (asprintf(&device_key, "training.device=%s", device) < 0) {
+			device_key = NULL;
+			rc = titan_err_nomem();
+			goto out;
+		}
+		overrides[noverrides++] = device_key;
+	}
 	log->verbosity += verbose;
 	if (list_keys) {
 		config_print_keys(stdout);
@@ -123,6 +136,7 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	comm_free(world);
 	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 out:
+	free(device_key);
 	free(overrides);
 	return rc;
 }

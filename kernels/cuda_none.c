@@ -24,31 +24,8 @@ const kernel_ops *kernels_cuda_ops(void)
 	return NULL;
 }
 
-int kernels_cuda_alloc(void **p, size_t n)
+int kernels_cuda_set_device(int device)
 {
-	(void)n;
-	*p = NULL;
-	return no_cuda();
-}
-
-void kernels_cuda_free(void *p)
-{
-	(void)p;
-}
-
-int kernels_cuda_upload(void *dst, const void *src, size_t n)
-{
-	(void)dst, (void)src, (void)n;
-	return no_cuda();
-}
-
-int kernels_cuda_download(void *dst, const void *src, size_t n)
-{
-	(void)dst, (void)src, (void)n;
-	return no_cuda();
-}
-
-int kernels_cuda_sync(void)
-{
+	(void)device;
 	return no_cuda();
 }

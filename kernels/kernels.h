@@ -26,8 +26,39 @@
 extern "C" {
 #endif
 
+/* What a backend's device memory holds, for the metrics: bytes taken from
+ * the device (the caching allocator's cache included) now and at most,
+ * calls to the device's own allocator, and the device's free and total
+ * memory as the driver reports them (0 when it cannot tell). */
+typedef struct kernel_mem_stats {
+	size_t reserved, reserved_peak;
+	long device_allocs;
+	size_t device_free, device_total;
+} kernel_mem_stats;
+
 typedef struct kernel_ops {
-	const char *name;  /* "cpu", "cuda" */
+	const char *name;  /* "cpu", "cuda", "cpu-fenced" */
+
+	/* Device memory.  Every pointer an op takes lies in a buffer from
+	 * alloc; host code reaches that memory only through upload, download
+	 * and the ops, unless host_memory says the device is the host.
+	 * alloc: bytes of zero-filled memory, 64-byte aligned, into *p; 0, or
+	 * TITAN_ENOMEM with the reason set.  free takes what alloc gave (NULL
+	 * is fine) with the same bytes.  upload (host src to device dst) and
+	 * download (device src to host dst) run after the ops queued before
+	 * them and return when the copy is done; 0, or negative with the
+	 * reason.  zero and copy (device to device) are queued like ops.  sync
+	 * waits for everything queued and reports the first failure since the
+	 * last sync.  mem_stats may be NULL. */
+	int (*alloc)(void **p, size_t bytes);
+	void (*free)(void *p, size_t bytes);
+	int (*upload)(void *dst, const void *src, size_t bytes);
+	int (*download)(void *dst, const void *src, size_t bytes);
+	void (*zero)(void *p, size_t bytes);
+	void (*copy)(void *dst, const void *src, size_t bytes);
+	int (*sync)(void);
+	void (*mem_stats)(kernel_mem_stats *s);
+	bool host_memory;
 
 	/* out[N,OC] = inp[N,IC] @ weight[OC,IC]^T (PyTorch Linear, no bias);
 	 * accumulate: out += instead of =. */
@@ -38,6 +69,19 @@ typedef struct kernel_ops {
 	void (*matmul_backward)(float *dinp, float *dweight, const float *dout,
 				const float *inp, const float *weight,
 				int N, int IC, int OC, bool accumulate_dinp);
+
+	/* The same two GEMMs with both operands rounded to bfloat16 (to
+	 * nearest, ties to even, as PyTorch's .to(torch.bfloat16)) and the
+	 * products summed in fp32, as tensor cores compute them
+	 * (training.matmul_dtype=bfloat16).  Callers pass fp32 and get fp32
+	 * (out, dinp, dweight); the rounding happens inside.  A product of two
+	 * bf16 values is exact in fp32, so the CPU's result is the GPU's up to
+	 * the order of the sums. */
+	void (*matmul_forward_bf16)(float *out, const float *inp, const float *weight,
+				    int N, int IC, int OC, bool accumulate);
+	void (*matmul_backward_bf16)(float *dinp, float *dweight, const float *dout,
+				     const float *inp, const float *weight,
+				     int N, int IC, int OC, bool accumulate_dinp);
 
 	/* out[N,C] = inp * rstd * weight, rstd[N] = 1/sqrt(mean(inp^2) + eps) */
 	void (*rmsnorm_forward)(float *out, float *rstd, const float *inp,
@@ -102,6 +146,30 @@ typedef struct kernel_ops {
 	void (*cross_entropy)(float *loss, float *logits, const uint32_t *labels,
 			      int N, int V, float dscale);
 
+	/* Loss-parallel cross-entropy (tensor parallel: each rank holds the
+	 * logits[N,V] of vocabulary rows v0..v0+V-1 and none holds a whole
+	 * row), in three steps with a reduction over the ranks between them:
+	 * rmax[n] = max of the row (then the maximum over the ranks);
+	 * rsum[n] = sum of exp(logit - rmax[n]) accumulated in double, and
+	 * rlab[n] = the label's logit when labels[n] is in this rank's slice,
+	 * else 0 (then both summed over the ranks); finally loss[n] =
+	 * log(rsum) + rmax - rlab and, when dscale is not 0, the logits are
+	 * overwritten with (softmax - onehot) * dscale as cross_entropy does. */
+	void (*vocab_max)(float *rmax, const float *logits, int N, int V);
+	void (*vocab_sumexp)(float *rsum, float *rlab, const float *logits,
+			     const float *rmax, const uint32_t *labels, uint32_t v0,
+			     int N, int V);
+	void (*vocab_finish)(float *loss, float *logits, const float *rmax,
+			     const float *rsum, const float *rlab,
+			     const uint32_t *labels, uint32_t v0, int N, int V,
+			     float dscale);
+	/* Ring attention's merge of a key block's partial result (o[B,T,H,D],
+	 * lse[B,H,T]) into the running one (out, lse_out): lse = logaddexp of
+	 * the two, out the two weighted by exp(their lse - lse).  A query
+	 * whose block lse is -inf keeps what it had. */
+	void (*attention_merge)(float *out, float *lse_out, const float *o,
+				const float *lse, int B, int T, int H, int D);
+
 	/* y[n] += x[n] */
 	void (*add_inplace)(float *y, const float *x, size_t n);
 	/* x[n] *= s */
@@ -122,26 +190,37 @@ extern const kernel_ops kernels_cpu;
 
 /* The CUDA backend's fp32 twin of kernels_cpu (kernels/cuda; NULL in a
  * build without CUDA): the same contracts over device memory, the ops
- * queued in order on the backend's own stream of the current device.  Ops
- * return nothing; kernels_cuda_sync waits for them and reports the first
- * failure since the last sync.  sumsq syncs (its result is on the host).
- * Parameter-gradient "+=" is done with atomics where rows collide
- * (embedding_backward), so those sums are not bit-reproducible run to
- * run; everything else is. */
+ * queued in order on the backend's own stream of the current device (the
+ * device current when the first op or allocation runs).  Ops return
+ * nothing; sync waits for them and reports the first failure since the
+ * last sync.  sumsq syncs (its result is on the host).  Parameter-gradient
+ * "+=" is done with atomics where rows collide (embedding_backward), so
+ * those sums are not bit-reproducible run to run; everything else is.
+ * Memory comes from a caching allocator (lib/core/cache_alloc.h): a freed
+ * buffer is kept for the next request of its size class, so a training
+ * step, which allocates nothing new, never calls cudaMalloc. */
 const kernel_ops *kernels_cuda_ops(void);
-/* Device memory for the ops: n bytes into *p (TITAN_ENOMEM or TITAN_EIO
- * with the reason), free (NULL is fine), and copies to and from the host
- * that wait for the ops queued before them. */
-int kernels_cuda_alloc(void **p, size_t n);
-void kernels_cuda_free(void *p);
-int kernels_cuda_upload(void *dst, const void *src, size_t n);
-int kernels_cuda_download(void *dst, const void *src, size_t n);
-int kernels_cuda_sync(void);
+/* Make device `device` the current one of this thread (before the first
+ * op): 0, or negative with the reason (no such device, no driver). */
+int kernels_cuda_set_device(int device);
+
+/* The CPU backend over fenced memory, a device for testing the device
+ * path without a GPU: the CPU's ops, but its memory is mapped without
+ * access except while an op, a copy or upload/download runs, so host code
+ * that reads or writes device memory directly dies with SIGSEGV at the
+ * access, as it would read garbage on a GPU.  Its ops are called from one
+ * thread, as a GPU's stream is fed; not for speed. */
+const kernel_ops *kernels_fenced_ops(void);
 
 /* sgemm throughput of this machine in FLOP/s (square fp32 GEMMs of size n
  * through the same BLAS the CPU backend uses, best of a few runs): the
  * denominator of MFU on CPU.  Takes about a second. */
 double kernels_cpu_sgemm_peak(int n);
+
+/* The same measure through a backend's own matmul_forward on its memory
+ * (out[n,n] = a[n,n] b[n,n]^T): the denominator of MFU on a device; 0 when
+ * its memory cannot be had. */
+double kernels_matmul_peak(const kernel_ops *ops, int n);
 
 /* 1 when this build includes the CUDA backend. */
 int kernels_cuda_built(void);

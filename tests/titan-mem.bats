@@ -91,7 +91,7 @@ measured_peak() {
 }
 
 @test "parallel layouts: FSDP shards the state, pp stages are listed, rows are marked model only" {
-	run titan-mem --json --model.flavor=llama3_8b --training.device=cuda \
+	run titan-mem --json --model.flavor=llama3_8b --training.device=cuda --precision bf16 \
 		--training.seq_len=8192 --training.local_batch_size=2 \
 		--activation_checkpoint.mode=selective --world-size 8
 	expect_status 0

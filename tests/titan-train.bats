@@ -213,3 +213,20 @@ losses() {
 	expect_status 2
 	expect_output_has "global_batch_size"
 }
+
+@test "matmul_dtype=bfloat16: bf16 GEMM operands track the fp32 loss curve, and the device path agrees bit for bit" {
+	common="--training.steps=30 --optimizer.lr=3e-3"
+	train $common --metrics.jsonl=f32.jsonl -q
+	train $common --training.matmul_dtype=bfloat16 --metrics.jsonl=bf16.jsonl -q
+	train $common --training.matmul_dtype=bfloat16 --device cpu-fenced \
+		--metrics.jsonl=fenced.jsonl -q
+	# rounding the operands moves the losses, by bf16's tolerance at most
+	paste <(losses f32.jsonl) <(losses bf16.jsonl) | awk '{
+		d = ($2 - $4) / $2; if (d < 0) d = -d; if (d > m) m = d
+		if ($2 == $4) same++ }
+		END { if (m >= 1e-2 || same == NR) { print "max relative difference " m ", " same + 0 " identical"; exit 1 } }'
+	expect_eq "$(losses bf16.jsonl)" "$(losses fenced.jsonl)"
+	run train --training.steps=1 --training.matmul_dtype=fp8
+	expect_status 2
+	expect_output_has "bfloat16"
+}

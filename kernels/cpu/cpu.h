@@ -67,6 +67,25 @@ void cpu_embedding_backward(float *dtable, const float *dout,
 			    const uint32_t *ids, int N, int C);
 void cpu_cross_entropy(float *loss, float *logits, const uint32_t *labels,
 		       int N, int V, float dscale);
+void cpu_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+			     int N, int IC, int OC, bool accumulate);
+void cpu_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
+			      const float *inp, const float *weight,
+			      int N, int IC, int OC, bool accumulate_dinp);
+/* table.c: an op that cannot run (out of memory for its own scratch)
+ * notes why; the table's sync reports the first such failure and clears
+ * it, as on a GPU. */
+void cpu_note_failure(const char *what);
+
+/* parallel.c */
+void cpu_vocab_max(float *rmax, const float *logits, int N, int V);
+void cpu_vocab_sumexp(float *rsum, float *rlab, const float *logits, const float *rmax,
+		      const uint32_t *labels, uint32_t v0, int N, int V);
+void cpu_vocab_finish(float *loss, float *logits, const float *rmax, const float *rsum,
+		      const float *rlab, const uint32_t *labels, uint32_t v0, int N, int V,
+		      float dscale);
+void cpu_attention_merge(float *out, float *lse_out, const float *o, const float *lse,
+			 int B, int T, int H, int D);
 void cpu_add_inplace(float *y, const float *x, size_t n);
 void cpu_scale(float *x, float s, size_t n);
 double cpu_sumsq(const float *x, size_t n);

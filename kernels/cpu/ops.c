@@ -10,6 +10,7 @@
 #include <cblas.h>
 #include <math.h>
 
+#include "core/half.h"
 #include "cpu.h"
 
 /* Below this many floats touched, a loop is not worth waking the team. */
@@ -436,4 +437,48 @@ void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
 		m[i] = mi;
 		v[i] = vi;
 	}
+}
+
+/* n values of x rounded to bfloat16 (and widened back) into a new buffer;
+ * NULL when memory runs out, which the caller notes for the next sync. */
+static float *round_bf16(const float *x, size_t n)
+{
+	float *r = malloc(n ? n * sizeof *r : sizeof *r);
+
+	if (!r)
+		return NULL;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+	for (size_t i = 0; i < n; i++)
+		r[i] = bf16_to_f32(f32_to_bf16(x[i]));
+	return r;
+}
+
+void cpu_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+			     int N, int IC, int OC, bool accumulate)
+{
+	float *ri = round_bf16(inp, (size_t)N * IC), *rw = round_bf16(weight, (size_t)OC * IC);
+
+	if (ri && rw)
+		cpu_matmul_forward(out, ri, rw, N, IC, OC, accumulate);
+	else
+		cpu_note_failure("matmul_forward_bf16: out of memory rounding the operands");
+	free(ri);
+	free(rw);
+}
+
+void cpu_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
+			      const float *inp, const float *weight,
+			      int N, int IC, int OC, bool accumulate_dinp)
+{
+	float *rd = round_bf16(dout, (size_t)N * OC);
+	float *ri = dweight ? round_bf16(inp, (size_t)N * IC) : NULL;
+	float *rw = dinp ? round_bf16(weight, (size_t)OC * IC) : NULL;
+
+	if (rd && (ri || !dweight) && (rw || !dinp))
+		cpu_matmul_backward(dinp, dweight, rd, ri, rw, N, IC, OC, accumulate_dinp);
+	else
+		cpu_note_failure("matmul_backward_bf16: out of memory rounding the operands");
+	free(rd);
+	free(ri);
+	free(rw);
 }

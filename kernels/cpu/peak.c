@@ -1,4 +1,5 @@
-/* peak.c - the sgemm throughput MFU is measured against on CPU. */
+/* peak.c - the GEMM throughput MFU is measured against: OpenBLAS's sgemm
+ * on CPU, a backend's own matmul on a device. */
 #include "core/base.h"
 
 #include <cblas.h>
@@ -49,5 +50,40 @@ out:
 	free(a);
 	free(b);
 	free(c);
+	return best > 0.0 ? 2.0 * n * (double)n * n / best : 0.0;
+}
+
+double kernels_matmul_peak(const kernel_ops *ops, int n)
+{
+	size_t bytes = (size_t)n * n * sizeof(float);
+	float *a = NULL, *b = NULL, *c = NULL, *h = NULL;
+	double best = 0.0;
+
+	if (n <= 0 || ops->alloc((void **)&a, bytes) || ops->alloc((void **)&b, bytes) ||
+	    ops->alloc((void **)&c, bytes) || !(h = malloc(bytes)))
+		goto out;
+	for (size_t i = 0; i < (size_t)n * n; i++)
+		h[i] = (float)(i % 17) * 0.01f;
+	if (ops->upload(a, h, bytes) || ops->upload(b, h, bytes))
+		goto out;
+	/* as above: the first run warms up and does not count */
+	for (int run = 0; run < 8; run++) {
+		double t0 = now_s(), dt;
+
+		ops->matmul_forward(c, a, b, n, n, n, false);
+		if (ops->sync())
+			goto out;
+		dt = now_s() - t0;
+		if (run > 0 && dt > 0 && (best == 0.0 || dt < best))
+			best = dt;
+	}
+out:
+	free(h);
+	if (a)
+		ops->free(a, bytes);
+	if (b)
+		ops->free(b, bytes);
+	if (c)
+		ops->free(c, bytes);
 	return best > 0.0 ? 2.0 * n * (double)n * n / best : 0.0;
 }

@@ -3,10 +3,76 @@
 
 #include "cpu.h"
 
+/* The device is the host: memory is plain aligned heap, copies memcpy. */
+static int cpu_alloc(void **p, size_t bytes)
+{
+	size_t rounded = (bytes + 63) & ~(size_t)63;
+
+	*p = NULL;
+	if (rounded < bytes || posix_memalign(p, 64, rounded ? rounded : 64))
+		return titan_err(TITAN_ENOMEM, "out of memory (%zu bytes)", bytes);
+	memset(*p, 0, rounded ? rounded : 64);
+	return 0;
+}
+
+static void cpu_free(void *p, size_t bytes)
+{
+	(void)bytes;
+	free(p);
+}
+
+static int cpu_copy_in(void *dst, const void *src, size_t bytes)
+{
+	if (bytes)
+		memmove(dst, src, bytes);
+	return 0;
+}
+
+static void cpu_zero(void *p, size_t bytes)
+{
+	if (bytes)
+		memset(p, 0, bytes);
+}
+
+static void cpu_copy(void *dst, const void *src, size_t bytes)
+{
+	cpu_copy_in(dst, src, bytes);
+}
+
+/* The first failure of an op since the last sync.  Static because ops
+ * return nothing and take no context (the CUDA backend keeps its own the
+ * same way); written only by the thread that runs the ops. */
+static char cpu_failure[160];
+
+void cpu_note_failure(const char *what)
+{
+	if (!cpu_failure[0])
+		snprintf(cpu_failure, sizeof cpu_failure, "%s", what);
+}
+
+static int cpu_sync(void)
+{
+	if (!cpu_failure[0])
+		return 0;
+	titan_err(TITAN_ENOMEM, "cpu: %s", cpu_failure);
+	cpu_failure[0] = 0;
+	return TITAN_ENOMEM;
+}
+
 const kernel_ops kernels_cpu = {
 	.name = "cpu",
+	.alloc = cpu_alloc,
+	.free = cpu_free,
+	.upload = cpu_copy_in,
+	.download = cpu_copy_in,
+	.zero = cpu_zero,
+	.copy = cpu_copy,
+	.sync = cpu_sync,
+	.host_memory = true,
 	.matmul_forward = cpu_matmul_forward,
 	.matmul_backward = cpu_matmul_backward,
+	.matmul_forward_bf16 = cpu_matmul_forward_bf16,
+	.matmul_backward_bf16 = cpu_matmul_backward_bf16,
 	.rmsnorm_forward = cpu_rmsnorm_forward,
 	.rmsnorm_backward = cpu_rmsnorm_backward,
 	.rope_forward = cpu_rope_forward,
@@ -18,6 +84,10 @@ const kernel_ops kernels_cpu = {
 	.embedding_forward = cpu_embedding_forward,
 	.embedding_backward = cpu_embedding_backward,
 	.cross_entropy = cpu_cross_entropy,
+	.vocab_max = cpu_vocab_max,
+	.vocab_sumexp = cpu_vocab_sumexp,
+	.vocab_finish = cpu_vocab_finish,
+	.attention_merge = cpu_attention_merge,
 	.add_inplace = cpu_add_inplace,
 	.scale = cpu_scale,
 	.sumsq = cpu_sumsq,

@@ -5,13 +5,14 @@
 // It is per process, as the CUDA runtime's own context is, and the op
 // table's functions take no context argument: so it lives here, in one
 // static, used by one thread at a time (the trainer's).  An op cannot return
-// an error; it notes the first one, and kernels_cuda_sync reports it.
+// an error; it notes the first one, and the op table's sync reports it.
 #include <stdio.h>
 #include <string.h>
 #include "cuda/cuda.h"
 
 static struct {
 	bool tried, ok;
+	int device;       // the device the context was made on
 	cudaStream_t stream;
 	cublasHandle_t blas;
 	void *scratch;
@@ -37,6 +38,11 @@ extern "C" int cuda_context_init(char *why, size_t wn)
 		if (e != cudaSuccess || ndev == 0) {
 			snprintf(ctx.why, sizeof ctx.why, "no CUDA device: %s",
 				 e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+			return fail(why, wn, ctx.why);
+		}
+		if ((e = cudaGetDevice(&ctx.device)) != cudaSuccess) {
+			snprintf(ctx.why, sizeof ctx.why, "no current CUDA device: %s",
+				 cudaGetErrorString(e));
 			return fail(why, wn, ctx.why);
 		}
 		if ((e = cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking)) != cudaSuccess ||
@@ -112,7 +118,44 @@ extern "C" int cuda_sync(char *why, size_t wn)
 	return -1;
 }
 
-extern "C" int cuda_alloc(void **p, size_t n, char *why, size_t wn)
+extern "C" int cuda_set_device(int device, char *why, size_t wn)
+{
+	int ndev = 0;
+	cudaError_t e;
+
+	// the stream and cuBLAS handle belong to the device current when they
+	// were made: moving afterwards would leave them behind
+	if (ctx.tried) {
+		if (!ctx.ok) {
+			snprintf(why, wn, "cannot use CUDA device %d: %s", device, ctx.why);
+			return -1;
+		}
+		if (ctx.device == device)
+			return 0;
+		snprintf(why, wn, "cannot use CUDA device %d: the backend started on device %d "
+			 "already (choose the device before the first op)", device, ctx.device);
+		return -1;
+	}
+	e = cudaGetDeviceCount(&ndev);
+	if (e != cudaSuccess) {
+		snprintf(why, wn, "cannot use CUDA device %d: no CUDA device: %s", device,
+			 cudaGetErrorString(e));
+		return -1;
+	}
+	if (device < 0 || device >= ndev) {
+		snprintf(why, wn, "no CUDA device %d: this machine has %d (0 to %d)", device, ndev,
+			 ndev - 1);
+		return -2;
+	}
+	e = cudaSetDevice(device);
+	if (e != cudaSuccess) {
+		snprintf(why, wn, "cannot use CUDA device %d: %s", device, cudaGetErrorString(e));
+		return -1;
+	}
+	return 0;
+}
+
+extern "C" int cuda_device_alloc(void **p, size_t n, char *why, size_t wn)
 {
 	cudaError_t e;
 
@@ -122,18 +165,61 @@ extern "C" int cuda_alloc(void **p, size_t n, char *why, size_t wn)
 	e = cudaMalloc(p, n ? n : 1);
 	if (e != cudaSuccess) {
 		*p = NULL;
-		if (why && wn)
-			snprintf(why, wn, "cannot allocate %zu bytes of device memory: %s", n,
-				 cudaGetErrorString(e));
+		// cudaMalloc's failure stays the last error: clear it, or the
+		// next op's launch check would report it as its own
+		cudaGetLastError();
+		fail(why, wn, cudaGetErrorString(e));
 		return -1;
 	}
 	return 0;
 }
 
-extern "C" void cuda_free(void *p)
+extern "C" void cuda_device_free(void *p)
 {
 	if (p)
 		cudaFree(p);
+}
+
+extern "C" void cuda_note_failure(const char *msg)
+{
+	if (!ctx.error[0])
+		snprintf(ctx.error, sizeof ctx.error, "%s", msg);
+}
+
+extern "C" void cuda_zero(void *p, size_t n)
+{
+	cudaError_t e;
+
+	if (!n || !cuda_ready())
+		return;
+	e = cudaMemsetAsync(p, 0, n, ctx.stream);
+	if (e != cudaSuccess && !ctx.error[0])
+		snprintf(ctx.error, sizeof ctx.error, "zeroing %zu bytes: %s", n,
+			 cudaGetErrorString(e));
+}
+
+extern "C" void cuda_copy_d2d(void *dst, const void *src, size_t n)
+{
+	cudaError_t e;
+
+	if (!n || !cuda_ready())
+		return;
+	e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, ctx.stream);
+	if (e != cudaSuccess && !ctx.error[0])
+		snprintf(ctx.error, sizeof ctx.error, "copying %zu bytes on the device: %s", n,
+			 cudaGetErrorString(e));
+}
+
+extern "C" int cuda_mem_info(size_t *free_bytes, size_t *total_bytes)
+{
+	// only once the backend runs: asking earlier would make the runtime's
+	// context on whatever device is current, before cuda_set_device
+	if (!ctx.ok || cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+		cudaGetLastError();
+		*free_bytes = *total_bytes = 0;
+		return -1;
+	}
+	return 0;
 }
 
 extern "C" int cuda_copy(void *dst, const void *src, size_t n, bool to_device, char *why,

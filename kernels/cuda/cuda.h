@@ -3,7 +3,7 @@
  * cuda_host.c gathers them into the table kernels_cuda_ops returns.
  *
  * Every function queues its work on the backend's stream (cuda_stream) and
- * returns; a failure to launch is kept for the next kernels_cuda_sync,
+ * returns; a failure to launch is kept for the next sync (cuda_sync),
  * since the op table's kernels have no error return.  GEMMs go through
  * cuBLAS (fp32, no TF32: the twin must agree with the CPU backend to fp32
  * rounding). */
@@ -26,11 +26,37 @@ void cuda_note_error(const char *what, int code);
 /* Wait for the stream; 0, or -1 with the first failure in why (and clear
  * it). */
 int cuda_sync(char *why, size_t wn);
-int cuda_alloc(void **p, size_t n, char *why, size_t wn);
-void cuda_free(void *p);
+/* Make device the current one of this thread; before the context is made
+ * (after, only the device it was made on is accepted).  0; -2 when there
+ * is no such device; -1 for any other failure; the reason in why. */
+int cuda_set_device(int device, char *why, size_t wn);
+/* The device's own allocator, uncached (cudaMalloc/cudaFree, which
+ * synchronise the device): for the caching allocator of cuda_host.c.  On
+ * failure why holds CUDA's reason alone ("out of memory"). */
+int cuda_device_alloc(void **p, size_t n, char *why, size_t wn);
+void cuda_device_free(void *p);
+/* Record msg as the first failure for cuda_sync (for host code, whose
+ * failures an op cannot return either). */
+void cuda_note_failure(const char *msg);
+/* Queued on the stream like the ops: p[0..n) = 0, and dst = src (both on
+ * the device). */
+void cuda_zero(void *p, size_t n);
+void cuda_copy_d2d(void *dst, const void *src, size_t n);
+/* The device's free and total memory as the driver reports them; -1 and
+ * zeros when the context is not made yet or the driver cannot tell. */
+int cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* to_device: host src to device dst; else device src to host dst.  Both
  * wait for what is queued before them. */
 int cuda_copy(void *dst, const void *src, size_t n, bool to_device, char *why, size_t wn);
+
+/* cuda_host.c: a block of the backend's caching allocator for an op's
+ * own temporaries (not zero-filled), and its return.  NULL, the reason
+ * noted for the next sync, when there is no memory; the op then returns
+ * without launching.  put takes NULL.  A block may go back while work
+ * reading it is still queued: the next user of the cache queues behind
+ * it on the same stream. */
+void *cuda_scratch_get(size_t bytes);
+void cuda_scratch_put(void *p);
 
 /* ops.cu */
 void cuda_matmul_forward(float *out, const float *inp, const float *weight,
@@ -63,6 +89,13 @@ void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n,
 		double lr, double beta1, double beta2, double eps,
 		double weight_decay, long step);
 
+/* gemm_bf16.cu */
+void cuda_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+			      int N, int IC, int OC, bool accumulate);
+void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
+			       const float *inp, const float *weight,
+			       int N, int IC, int OC, bool accumulate_dinp);
+
 /* attention.cu */
 void cuda_attention_forward(float *out, float *lse, const float *q,
 			    const float *k, const float *v,
@@ -74,6 +107,16 @@ void cuda_attention_backward(float *dq, float *dk, float *dv,
 			     const float *out, const float *lse,
 			     const int32_t *kv_lo, const int32_t *kv_hi,
 			     int B, int Tq, int Tk, int H, int KV, int D);
+
+/* parallel.cu */
+void cuda_vocab_max(float *rmax, const float *logits, int N, int V);
+void cuda_vocab_sumexp(float *rsum, float *rlab, const float *logits, const float *rmax,
+		       const uint32_t *labels, uint32_t v0, int N, int V);
+void cuda_vocab_finish(float *loss, float *logits, const float *rmax, const float *rsum,
+		       const float *rlab, const uint32_t *labels, uint32_t v0, int N, int V,
+		       float dscale);
+void cuda_attention_merge(float *out, float *lse_out, const float *o, const float *lse,
+			  int B, int T, int H, int D);
 
 #ifdef __cplusplus
 }
@@ -94,6 +137,31 @@ enum { CUDA_SCRATCH_BYTES = 65536 };
 /* After a launch: note a launch failure for the next sync. */
 void cuda_check_launch(const char *what);
 bool cuda_ready(void);   /* the context exists (made on first call) */
+
+/* Threads per block of every kernel; the tree reductions need a power of
+ * two. */
+enum { RED_THREADS = 256 };
+
+/* The block's total of v, in a fixed order (a tree over thread ids, a
+ * shape that depends on nothing but RED_THREADS, so the bits are the same
+ * run to run), given back to every thread.  sh holds RED_THREADS values;
+ * the trailing barrier lets the caller reuse it at once. */
+template <typename T>
+__device__ static inline T block_sum(T v, T *sh)
+{
+	unsigned int t = threadIdx.x;
+
+	sh[t] = v;
+	__syncthreads();
+	for (unsigned int s = RED_THREADS / 2; s > 0; s >>= 1) {
+		if (t < s)
+			sh[t] += sh[t + s];
+		__syncthreads();
+	}
+	T total = sh[0];
+	__syncthreads();
+	return total;
+}
 #endif
 
 #endif

@@ -27,8 +27,6 @@
 
 #include <math.h>
 
-/* Threads per block everywhere; the tree reductions need a power of two. */
-#define RED_THREADS 256
 /* A grid-stride loop needs no more blocks than this to fill the GPU. */
 #define MAX_BLOCKS 65536
 /* sumsq's first pass: at most this many partials (in cuda_scratch). */
@@ -42,26 +40,6 @@ static unsigned int grid_for(size_t n)
 	size_t blocks = (n + RED_THREADS - 1) / RED_THREADS;
 
 	return (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
-}
-
-/* The block's total of v, in a fixed order (tree over thread ids), given
- * back to every thread.  sh holds RED_THREADS values; the trailing barrier
- * lets the caller reuse it at once. */
-template <typename T>
-__device__ static T block_sum(T v, T *sh)
-{
-	unsigned int t = threadIdx.x;
-
-	sh[t] = v;
-	__syncthreads();
-	for (unsigned int s = RED_THREADS / 2; s > 0; s >>= 1) {
-		if (t < s)
-			sh[t] += sh[t + s];
-		__syncthreads();
-	}
-	T total = sh[0];
-	__syncthreads();
-	return total;
 }
 
 /* The comparison is the CPU's row_max: a NaN never replaces the maximum. */
@@ -523,7 +501,7 @@ __global__ static void sumsq_total_kernel(double *total, const double *part,
 }
 
 /* Returns 0 when the work cannot be queued or copied back; the failure is
- * noted for the next kernels_cuda_sync. */
+ * noted for the next sync (the op table's). */
 double cuda_sumsq(const float *x, size_t n)
 {
 	double *part, total = 0.0;

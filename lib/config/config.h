@@ -22,6 +22,7 @@
 struct par_layout;
 
 typedef enum { MASK_CAUSAL, MASK_BLOCK_CAUSAL } mask_kind;
+typedef enum { MATMUL_F32, MATMUL_BF16 } matmul_dtype;
 typedef enum { DECAY_LINEAR, DECAY_SQRT, DECAY_COSINE } decay_kind;
 /* torchtitan's fsdp_reshard_after_forward: default frees gathered layers
  * after forward unless pipeline parallel, where each micro-batch's backward
@@ -41,7 +42,8 @@ typedef struct train_config {
 		int local_batch_size, global_batch_size; /* global -1: = local * dp */
 		int seq_len;
 		uint64_t seed;
-		const char *device;  /* "cpu" | "cuda" */
+		const char *device;  /* "cpu" | "cuda" | "cpu-fenced" */
+		int matmul_dtype;    /* MATMUL_F32 | MATMUL_BF16 */
 		double max_norm;     /* <= 0: no clipping */
 		int threads;         /* 0: OMP_NUM_THREADS or all cores of the CPU set */
 	} training;

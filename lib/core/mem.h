@@ -13,10 +13,15 @@ typedef struct mem_tracker {
 	const char *device;   /* "cpu", "cuda:0" */
 	size_t cur, peak;     /* bytes held now, most ever held */
 	size_t nalloc;        /* buffers held now */
+	/* The device's allocator (a backend's kernel_ops alloc/free); NULL:
+	 * host memory. */
+	int (*dev_alloc)(void **p, size_t bytes);
+	void (*dev_free)(void *p, size_t bytes);
 } mem_tracker;
 
-/* 64-byte aligned, zero-filled; records a titan error (naming what and the
- * size) and returns NULL when memory runs out.  what is for the message. */
+/* 64-byte aligned, zero-filled memory of the tracker's device; records a
+ * titan error (naming what and the size) and returns NULL when memory runs
+ * out.  what is for the message. */
 void *mem_alloc(mem_tracker *t, size_t bytes, const char *what);
 /* Free a buffer of mem_alloc(t, bytes, ...); NULL is fine. */
 void mem_free(mem_tracker *t, void *p, size_t bytes);

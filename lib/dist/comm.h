@@ -9,6 +9,11 @@
  *         tool is one rank and MPI is never initialised.
  *   nccl  GPU buffers (CUDA builds only): made from an MPI group with
  *         comm_nccl_new, the ncclUniqueId broadcast over it.
+ *   staged  device buffers over a host communicator (self or mpi), made
+ *         with comm_staged_new: each operation downloads what it sends
+ *         into host memory, runs on a dup of the group, and uploads what
+ *         it received when it completes.  For devices without a direct
+ *         path (the fenced CPU device; a GPU without NCCL).
  *
  * Every operation exists blocking and non-blocking (comm_i*: start, then
  * comm_wait).  Collectives on one communicator must be started in the same
@@ -22,8 +27,8 @@
  * rank died or hangs").  A tool that fails on one rank calls comm_abort so
  * that the launcher stops the others at once.
  *
- * Buffers are host memory for self and mpi, device memory for nccl.  Counts
- * are elements.  In-place forms: all_reduce works in place; reduce_scatter
+ * Buffers are host memory for self and mpi, device memory for nccl and
+ * staged.  Counts are elements.  In-place forms: all_reduce works in place; reduce_scatter
  * and all_gather take distinct send and receive buffers. */
 #ifndef TITAN_DIST_COMM_H
 #define TITAN_DIST_COMM_H
@@ -115,5 +120,23 @@ int comm_gather_text(comm *c, const char *s, int root, char ***out);
 /* NCCL over the ranks of group (an mpi communicator), on CUDA device
  * `device`; TITAN_EUSAGE in a build without CUDA. */
 int comm_nccl_new(comm *group, int device, const char *name, comm **out);
+
+/* How a communicator reaches a device's memory: kernels.h's upload and
+ * download of the backend whose buffers it carries (each waits for the
+ * device's queued work, so what a collective sends is what the ops wrote). */
+typedef struct comm_device {
+	int (*download)(void *dst, const void *src, size_t bytes);
+	int (*upload)(void *dst, const void *src, size_t bytes);
+} comm_device;
+
+/* A communicator over device buffers, staged through host memory for a
+ * host communicator (mpi or self) that cannot read them: an operation
+ * downloads what it sends into a host buffer of its own, runs on host
+ * (group's backend, its ranks, a dup of its ordering), and uploads what
+ * it received when it completes (in comm_wait or comm_test), then frees
+ * the host buffers.  For devices without a direct path (the fenced CPU
+ * device; a GPU without NCCL).  The staged communicator owns its dup of
+ * group; group must outlive it.  comm_backend() says "staged". */
+int comm_staged_new(comm *group, const comm_device *dev, const char *name, comm **out);
 
 #endif

@@ -166,9 +166,9 @@ static void shards_to_whole(const dp *d, int c, const float *shards, float *whol
 		for (int i = 0; i < d->n; i++) {
 			int64_t r0, nr = rows_of(d->trows[k], d->n, i, &r0);
 
-			memcpy(whole + d->chunk_off[k] + (size_t)r0 * p->cols,
-			       shards + (size_t)i * d->numel[c] + p->offset,
-			       (size_t)nr * p->cols * sizeof(float));
+			d->ops->copy(whole + d->chunk_off[k] + (size_t)r0 * p->cols,
+				     shards + (size_t)i * d->numel[c] + p->offset,
+				     (size_t)nr * p->cols * sizeof(float));
 		}
 	}
 }
@@ -185,9 +185,9 @@ static void whole_to_shards(const dp *d, int c, const float *whole, float *shard
 			float *dst = shards + (size_t)i * d->numel[c] + p->offset;
 			size_t got = (size_t)nr * p->cols;
 
-			memcpy(dst, whole + d->chunk_off[k] + (size_t)r0 * p->cols,
-			       got * sizeof(float));
-			memset(dst + got, 0, (p->padded - got) * sizeof(float));
+			d->ops->copy(dst, whole + d->chunk_off[k] + (size_t)r0 * p->cols,
+				     got * sizeof(float));
+			d->ops->zero(dst + got, (p->padded - got) * sizeof(float));
 		}
 	}
 }
@@ -198,15 +198,29 @@ static void whole_to_own_shard(const dp *d, int c, const float *whole, float *sh
 	for (int k = d->first_piece[c]; k < d->first_piece[c] + d->npiece[c]; k++) {
 		const dp_piece *p = &d->pieces[k];
 
-		memcpy(shard + p->offset, whole + d->chunk_off[k] + (size_t)p->row0 * p->cols,
-		       (size_t)p->rows * p->cols * sizeof(float));
+		d->ops->copy(shard + p->offset,
+			     whole + d->chunk_off[k] + (size_t)p->row0 * p->cols,
+			     (size_t)p->rows * p->cols * sizeof(float));
 	}
+}
+
+/* A collective reads and writes what the ops queued before it; where
+ * communication runs on a stream of its own (NCCL beside the backend's
+ * compute stream) the ops must be done first.  Nothing to wait for on the
+ * CPU.  Later ops may run while the collective does: that is the overlap. */
+static int device_ready(dp *d)
+{
+	return d->ops->sync();
 }
 
 /* --- gathering parameters --- */
 
 static int start_gather(dp *d, int c)
 {
+	int rc;
+
+	if ((rc = device_ready(d)))
+		return rc;
 	d->gather_chunk = c;
 	return comm_iall_gather(d->shard, d->params[c], d->gather_stage, d->numel[c],
 				COMM_F32, &d->gather_req);
@@ -259,8 +273,12 @@ static int gather(dp *d, int c, llama_pass pass)
 
 static int start_replicate(dp *d, int c)
 {
+	int rc;
+
 	if (d->R <= 1 || d->backs[c] < d->accum)
 		return 0;
+	if ((rc = device_ready(d)))
+		return rc;
 	return comm_iall_reduce(d->rep, d->grads[c], d->numel[c], COMM_F32, COMM_SUM,
 				&d->ar_req[c]);
 }
@@ -292,6 +310,8 @@ static int reduce(dp *d, int c)
 	if ((rc = land_reduce(d)))
 		return rc;
 	whole_to_shards(d, c, d->wgrad[c], d->rs_send);
+	if ((rc = device_ready(d)))
+		return rc;
 	d->rs_chunk = c;
 	return comm_ireduce_scatter(d->shard, d->rs_send, d->rs_recv, d->numel[c], COMM_F32,
 				    COMM_SUM, &d->rs_req);
@@ -313,7 +333,7 @@ static int hook_acquire(void *arg, llama_model *m, int c, llama_pass pass)
 		return titan_err_prefix(rc, "fsdp: gathering chunk %d", c);
 	m->params[c] = d->wparam[c];
 	if (pass == LLAMA_PASS_BACKWARD && !d->grad_live[c]) {
-		memset(d->wgrad[c], 0, d->whole[c] * sizeof(float));
+		d->ops->zero(d->wgrad[c], d->whole[c] * sizeof(float));
 		d->grad_live[c] = true;
 	}
 	m->grads[c] = pass == LLAMA_PASS_BACKWARD ? d->wgrad[c] : NULL;
@@ -355,28 +375,40 @@ static int hook_release(void *arg, llama_model *m, int c, llama_pass pass)
 static int hook_tp_sum(void *arg, float *buf, size_t n)
 {
 	dp *d = arg;
+	int rc = device_ready(d);
 
+	if (rc)
+		return rc;
 	return d->tp_hooks.tp_sum(d->tp_hooks.arg, buf, n);
 }
 
 static int hook_tp_max(void *arg, float *buf, size_t n)
 {
 	dp *d = arg;
+	int rc = device_ready(d);
 
+	if (rc)
+		return rc;
 	return d->tp_hooks.tp_max(d->tp_hooks.arg, buf, n);
 }
 
 static int hook_tp_all_gather(void *arg, const float *send, float *recv, size_t n)
 {
 	dp *d = arg;
+	int rc = device_ready(d);
 
+	if (rc)
+		return rc;
 	return d->tp_hooks.tp_all_gather(d->tp_hooks.arg, send, recv, n);
 }
 
 static int hook_tp_reduce_scatter(void *arg, const float *send, float *recv, size_t n)
 {
 	dp *d = arg;
+	int rc = device_ready(d);
 
+	if (rc)
+		return rc;
 	return d->tp_hooks.tp_reduce_scatter(d->tp_hooks.arg, send, recv, n);
 }
 
@@ -389,7 +421,7 @@ static int hook_tp_reduce_scatter(void *arg, const float *send, float *recv, siz
 static int hook_pp_send(void *arg, const float *buf, size_t n, bool grad, int tag)
 {
 	dp *d = arg;
-	int size = comm_size(d->pp), peer = (comm_rank(d->pp) + (grad ? size - 1 : 1)) % size;
+	int rc, size = comm_size(d->pp), peer = (comm_rank(d->pp) + (grad ? size - 1 : 1)) % size;
 
 	if (d->npp_req == d->cap_pp_req) {
 		int cap = d->cap_pp_req ? 2 * d->cap_pp_req : 16;
@@ -404,6 +436,8 @@ static int hook_pp_send(void *arg, const float *buf, size_t n, bool grad, int ta
 			return titan_err_nomem();
 		d->cap_pp_req = cap;
 	}
+	if ((rc = device_ready(d)))
+		return rc;
 	d->pp_req_set[d->npp_req] = d->m->set;
 	return comm_isend(d->pp, buf, n, COMM_F32, peer, 2 * tag + grad,
 			  &d->pp_req[d->npp_req++]);
@@ -413,7 +447,10 @@ static int hook_pp_recv(void *arg, float *buf, size_t n, bool grad, int tag)
 {
 	dp *d = arg;
 	int size = comm_size(d->pp), peer = (comm_rank(d->pp) + (grad ? 1 : size - 1)) % size;
+	int rc = device_ready(d);
 
+	if (rc)
+		return rc;
 	return comm_recv(d->pp, buf, n, COMM_F32, peer, 2 * tag + grad);
 }
 
@@ -426,6 +463,8 @@ static int hook_cp_shift(void *arg, const float *send, float *recv, size_t n)
 	int me = comm_rank(d->cp), size = comm_size(d->cp), rc, rc2;
 	comm_req *rq = NULL, *sq = NULL;
 
+	if ((rc = device_ready(d)))
+		return rc;
 	if ((rc = comm_irecv(d->cp, recv, n, COMM_F32, (me + size - 1) % size, 0, &rq)))
 		return rc;
 	rc = comm_isend(d->cp, send, n, COMM_F32, (me + 1) % size, 0, &sq);
@@ -584,13 +623,14 @@ int dp_init_weights(dp *d, uint64_t seed)
 		if (!holds(d, c))
 			continue;
 		if (d->n == 1) {
-			if ((rc = llama_init_chunk(&m->cfg, seed, c, m->tp, m->tp_rank,
-						   d->params[c])))
+			if ((rc = llama_init_chunk_to(d->ops, &m->cfg, seed, c, m->tp, m->tp_rank,
+						      d->params[c])))
 				return rc;
 			continue;
 		}
 		/* the whole chunk, then this rank's pieces of it */
-		if ((rc = llama_init_chunk(&m->cfg, seed, c, m->tp, m->tp_rank, d->wparam[c])))
+		if ((rc = llama_init_chunk_to(d->ops, &m->cfg, seed, c, m->tp, m->tp_rank,
+					      d->wparam[c])))
 			return rc;
 		whole_to_own_shard(d, c, d->wparam[c], d->params[c]);
 		d->gathered[c] = false;
@@ -629,7 +669,7 @@ void dp_begin_step(dp *d, int accum)
 	d->accum = accum;
 	memset(d->backs, 0, (size_t)d->nchunks * sizeof *d->backs);
 	for (int c = 0; c < d->nchunks; c++)
-		memset(d->grads[c], 0, d->numel[c] * sizeof(float));
+		d->ops->zero(d->grads[c], d->numel[c] * sizeof(float));
 	/* the optimizer changed the shards: nothing gathered is current */
 	for (int c = 0; c < d->nchunks; c++)
 		d->gathered[c] = false;
@@ -678,18 +718,11 @@ int dp_finish_grads(dp *d)
 	for (int i = 0; !rc && d->m->sp && d->m->tp > 1 && i < d->npieces; i++) {
 		const dp_piece *p = &d->pieces[i];
 
-		if (p->tp_whole && p->rows)
+		if (p->tp_whole && p->rows && !(rc = device_ready(d)))
 			rc = comm_all_reduce(d->tp, d->grads[p->chunk] + p->offset,
 					     (size_t)(p->rows * p->cols), COMM_F32, COMM_SUM);
 	}
 	return rc ? titan_err_prefix(rc, "data parallel: reducing gradients") : 0;
-}
-
-int dp_sum(dp *d, double *v)
-{
-	if (d->n == 1)
-		return 0;
-	return comm_all_reduce(d->shard, v, 1, COMM_F64, COMM_SUM);
 }
 
 double dp_comm_seconds(dp *d)

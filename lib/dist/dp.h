@@ -83,9 +83,6 @@ int dp_pp_flush(dp *d, int set);
 /* After the last micro-batch's backward: wait for every reduction.  The
  * shard gradients then hold the sum over every data-parallel rank. */
 int dp_finish_grads(dp *d);
-/* Sum v over the shard group (a gradient norm's sum of squares: replicas
- * hold the same shards, so the shard group covers the whole model). */
-int dp_sum(dp *d, double *v);
 /* Seconds spent in communication since the last call (then reset). */
 double dp_comm_seconds(dp *d);
 

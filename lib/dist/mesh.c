@@ -67,3 +67,22 @@ void mesh_free(mesh *m)
 	comm_free(m->dp_shard);
 	free(m);
 }
+
+comm *mesh_comm(const mesh *m, mesh_comm_kind k)
+{
+	switch (k) {
+	case MESH_DP_SHARD:
+		return m->dp_shard;
+	case MESH_DP_REPLICATE:
+		return m->dp_replicate;
+	case MESH_TP:
+		return m->tp;
+	case MESH_PP:
+		return m->pp;
+	case MESH_CP:
+		return m->cp;
+	case MESH_NCOMM:
+		break;
+	}
+	return NULL;
+}

@@ -29,6 +29,13 @@ typedef struct mesh {
 	int dp_rank, dp_size;  /* dr_i * dp_shard + ds_i, dp_replicate * dp_shard */
 } mesh;
 
+/* The communicators the model's collectives use, by kind (mesh_comm: the
+ * field of that name, NULL when the layout has none). */
+typedef enum {
+	MESH_DP_SHARD, MESH_DP_REPLICATE, MESH_TP, MESH_PP, MESH_CP, MESH_NCOMM
+} mesh_comm_kind;
+comm *mesh_comm(const mesh *m, mesh_comm_kind k);
+
 /* Collective over world: the layout's product must be the world's size
  * (TITAN_EUSAGE naming every degree). */
 int mesh_new(mesh **out, comm *world, const par_layout *l);

@@ -172,7 +172,7 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 		   2 * r64((size_t)o->par.cp * N, 4);
 	/* tensor parallel: each token's id in the rank's vocabulary slice */
 	if (tp > 1)
-		a.shared += r64(N, 4) + r64(N, 1);
+		a.shared += r64(N, 4);
 	if (last) {
 		a.final = r64(N * k->C, es) + r64(Ns, 4);
 		a.logits = r64(N * k->V, 4) + r64(N, 4);
@@ -381,7 +381,9 @@ int mem_model_from_config(mem_model_opts *o, const train_config *c, int world_si
 	o->ac = c->activation_checkpoint.mode;
 	o->ac_every = c->activation_checkpoint.selective_every;
 	o->cuda = c->training.device && !strcmp(c->training.device, "cuda");
-	o->prec = o->cuda ? MEM_PREC_BF16 : MEM_PREC_FP32;
+	/* the trainer computes in fp32 on every device in this version;
+	 * bf16 is titan-mem's --precision, a plan ahead of the trainer */
+	o->prec = MEM_PREC_FP32;
 	o->sequence_parallel = c->parallelism.sequence_parallel;
 	/* the trainer's pipeline: its schedule, stages a rank and
 	 * micro-batches (pipeline_parallel_microbatch_size sequences each) */

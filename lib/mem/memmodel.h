@@ -97,7 +97,7 @@ typedef struct mem_model_report {
 } mem_model_report;
 
 /* Options from a trainer config: batch, sequence, AC, parallel degrees,
- * device (cuda means bf16 mixed precision), async checkpoints and threads
+ * device, async checkpoints and threads (precision fp32, the trainer's)
  * (the trainer's rule: training.threads, OMP_NUM_THREADS, the CPU set).
  * world_size 0 means the product of the degrees; data_parallel_shard_degree
  * -1 takes the ranks left over (1 when world_size is 0).  An impossible

@@ -341,10 +341,9 @@ void llama_free(llama_model *m)
 
 void llama_zero_grads(llama_model *m)
 {
-	/* mem_alloc memory is host memory: plain memset clears it */
 	for (int i = 0; i < m->nchunks; i++)
 		if (m->grads[i])
-			memset(m->grads[i], 0, m->chunk_numel[i] * sizeof(float));
+			m->ops->zero(m->grads[i], m->chunk_numel[i] * sizeof(float));
 }
 
 /* Initialisation.  Each tensor draws from its own stream (core/rng.h)
@@ -424,18 +423,45 @@ static void init_tensor(const llama_config *c, const llama_tensor_info *t, int i
 	fill_normal(w, t->numel, std, bound, seed, (uint64_t)i);
 }
 
-void llama_init_weights(llama_model *m, uint64_t seed)
+int llama_init_weights(llama_model *m, uint64_t seed)
 {
 	const llama_config *c = &m->cfg;
 	llama_tensor_info *t;
-	int nt;
+	int nt, rc;
 
-	if (llama_tensors(c, &t, &nt))
-		return;  /* out of memory for a small table: nothing sensible to do */
+	if (!m->ops->host_memory) {
+		/* chunk by chunk on the host, then to the device */
+		for (int i = 0; i < m->nchunks; i++)
+			if ((rc = llama_init_chunk_to(m->ops, c, seed, i, m->tp, m->tp_rank,
+						      m->params[i])))
+				return rc;
+		return 0;
+	}
+	if ((rc = llama_tensors(c, &t, &nt)))
+		return rc;
 #pragma omp parallel for schedule(dynamic, 1)
 	for (int i = 0; i < nt; i++)
 		init_tensor(c, &t[i], i, seed, m->params[t[i].chunk] + t[i].offset);
 	free(t);
+	return 0;
+}
+
+int llama_init_chunk_to(const kernel_ops *ops, const llama_config *c, uint64_t seed,
+			int chunk, int tp, int tp_rank, float *dst)
+{
+	size_t n = llama_chunk_numel_tp(c, tp, chunk);
+	float *h;
+	int rc;
+
+	if (ops->host_memory)
+		return llama_init_chunk(c, seed, chunk, tp, tp_rank, dst);
+	if (!(h = malloc(n ? n * sizeof *h : 1)))
+		return titan_err_nomem();
+	rc = llama_init_chunk(c, seed, chunk, tp, tp_rank, h);
+	if (!rc)
+		rc = ops->upload(dst, h, n * sizeof *h);
+	free(h);
+	return rc;
 }
 
 int llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, int tp, int tp_rank,

@@ -170,6 +170,9 @@ struct llama_model {
 	llama_acts **sets;
 	int nsets, set, pp_tag;
 	bool views;              /* params/grads are someone else's buffers */
+	/* The GEMMs take bf16 operands with fp32 sums (kernels.h's *_bf16
+	 * ops; training.matmul_dtype=bfloat16); everything else stays fp32. */
+	bool matmul_bf16;
 	const llama_hooks *hooks;  /* NULL: params and grads are always there */
 };
 
@@ -197,13 +200,18 @@ void llama_free(llama_model *m);
  * norms 1; output truncated N(0, dim^-0.5) cut at 3 std (with tied
  * embeddings the shared weight gets the output's init, as in torchtitan,
  * whose output init runs last).  The same seed gives the same weights on
- * every machine and thread count. */
-void llama_init_weights(llama_model *m, uint64_t seed);
+ * every machine and thread count.  Computed on the host (and uploaded when
+ * the backend's memory is not the host's). */
+int llama_init_weights(llama_model *m, uint64_t seed);
 /* The same weights for one chunk of tp rank tp_rank into dst
  * (llama_chunk_numel_tp floats), so a rank holding a shard can initialise
  * chunk by chunk. */
 int llama_init_chunk(const llama_config *c, uint64_t seed, int chunk, int tp, int tp_rank,
 		     float *dst);
+/* The same into dst in ops's memory (through a host buffer unless that is
+ * host memory). */
+int llama_init_chunk_to(const kernel_ops *ops, const llama_config *c, uint64_t seed,
+			int chunk, int tp, int tp_rank, float *dst);
 
 /* Allocate activations for batches of B rows of T tokens (T <= max_seq_len)
  * and decide what backward keeps.  selective_every: with

@@ -45,8 +45,16 @@ struct llama_acts {
 	 * query sees, kernels.h's kv_lo..kv_hi; one step without cp */
 	int32_t *kv_lo, *kv_hi;
 	uint32_t *ids, *labels;  /* [N] inputs and labels of the last forward */
+	/* What the host writes each forward (positions, key ranges, ids,
+	 * labels) and reads back (losses): the arrays above when the
+	 * backend's memory is the host's, else host copies in host_mem that
+	 * forward uploads and downloads. */
+	void *host_mem;
+	int32_t *h_pos, *h_kv_lo, *h_kv_hi;
+	uint32_t *h_ids, *h_labels, *h_lids;
+	float *h_losses;
+	bool *in_vocab;          /* [N] tensor parallel: the id falls in the slice (host) */
 	uint32_t *lids;          /* [N] tensor parallel: ids in this rank's vocabulary slice */
-	bool *in_vocab;          /* [N] tensor parallel: the id falls in the slice */
 	float **dresids;         /* [pp_stages] of [Ns, C]: each local stage's residual
 	                            gradient (a stage's send may still be in flight
 	                            when the next one receives) */
@@ -100,6 +108,7 @@ static void acts_free(llama_model *m, llama_acts *a)
 	if (!a)
 		return;
 	mem_free(m->mem, a->mem, a->bytes);
+	free(a->host_mem);
 	free(a->resid);
 	free(a->dresids);
 	free(a->layer);
@@ -228,10 +237,8 @@ static size_t carve(const llama_model *m, llama_acts *a, char *base, const struc
 	a->kv_hi = take(base, &off, (size_t)d->cp * N, sizeof(int32_t));
 	a->ids = take(base, &off, N, sizeof(uint32_t));
 	a->labels = take(base, &off, N, sizeof(uint32_t));
-	if (d->tp > 1) {
+	if (d->tp > 1)
 		a->lids = take(base, &off, N, sizeof(uint32_t));
-		a->in_vocab = take(base, &off, N, sizeof(bool));
-	}
 	for (int j = 0; j < m->pp_stages; j++)
 		a->dresids[j] = take(base, &off, Ns * C, sizeof(float));
 	a->dx = take(base, &off, N * C, sizeof(float));
@@ -284,6 +291,69 @@ void llama_rope_tables(const llama_config *c, int T, float *cos_tab, float *sin_
 			sin_tab[(size_t)t * half + i] = sinf(angle);
 		}
 	}
+}
+
+/* The host's side of the per-forward arrays (llama_acts' h_*). */
+static int host_arrays(llama_model *m, llama_acts *a, const struct dims *d)
+{
+	size_t N = (size_t)d->N, kv = (size_t)d->cp * N;
+	bool copies = !m->ops->host_memory;
+	char *h;
+
+	/* the copies (pos, kv_lo, kv_hi, ids, labels, lids, losses: 4 bytes
+	 * each), then in_vocab */
+	size_t words = copies ? 5 * N + 2 * kv : 0;
+
+	if (!(a->host_mem = h = malloc(words * 4 + N)))
+		return titan_err_nomem();
+	a->in_vocab = (bool *)(h + words * 4);
+	if (!copies) {
+		a->h_pos = a->pos;
+		a->h_kv_lo = a->kv_lo;
+		a->h_kv_hi = a->kv_hi;
+		a->h_ids = a->ids;
+		a->h_labels = a->labels;
+		a->h_lids = a->lids;
+		a->h_losses = a->losses;
+		return 0;
+	}
+	a->h_pos = (int32_t *)h;
+	a->h_kv_lo = a->h_pos + N;
+	a->h_kv_hi = a->h_kv_lo + kv;
+	a->h_ids = (uint32_t *)(a->h_kv_hi + kv);
+	a->h_labels = a->h_ids + N;
+	a->h_lids = a->h_labels + N;
+	a->h_losses = (float *)(a->h_lids + N);
+	return 0;
+}
+
+/* Host memory to a buffer of the backend's (nothing to do when they are
+ * the same). */
+static int to_device(const llama_model *m, void *dst, const void *src, size_t bytes)
+{
+	return dst == src ? 0 : m->ops->upload(dst, src, bytes);
+}
+
+/* The RoPE tables of positions 0..T-1, computed on the host. */
+static int rope_upload(llama_model *m, llama_acts *a, int T)
+{
+	const llama_config *c = &m->cfg;
+	size_t n = (size_t)T * (c->dim / c->n_heads / 2);
+	float *h;
+	int rc;
+
+	if (m->ops->host_memory) {
+		llama_rope_tables(c, T, a->cos_tab, a->sin_tab);
+		return 0;
+	}
+	if (!(h = malloc(2 * n * sizeof *h)))
+		return titan_err_nomem();
+	llama_rope_tables(c, T, h, h + n);
+	rc = m->ops->upload(a->cos_tab, h, n * sizeof *h);
+	if (!rc)
+		rc = m->ops->upload(a->sin_tab, h + n, n * sizeof *h);
+	free(h);
+	return rc;
 }
 
 int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selective_every,
@@ -363,7 +433,10 @@ int llama_plan_sets(llama_model *m, int B, int T, llama_ac_mode ac, int selectiv
 			return TITAN_ENOMEM;
 		}
 		carve(m, a, a->mem, &d);
-		llama_rope_tables(c, T, a->cos_tab, a->sin_tab);
+		if ((rc = host_arrays(m, a, &d)) || (rc = rope_upload(m, a, T))) {
+			llama_acts_free(m);
+			return rc;
+		}
 		m->act_bytes += a->bytes;
 	}
 	llama_use_set(m, 0);
@@ -479,42 +552,31 @@ static int tokens_before(const struct dims *d, int r, int p)
 	return p < c1 + L ? L + p - c1 : 2 * L;
 }
 
-/* The online softmax's merge of a key block's partial attention (o, lse)
- * into the running one (out, lse_out): lse = logaddexp of the two, out
- * the two weighted by exp(their lse - lse).  A query that saw none of the
- * block's keys has lse -inf and keeps what it had. */
-static void merge_partial(const struct dims *d, float *out, float *lse_out, const float *o,
-			  const float *lse)
+/* The GEMMs in the precision the run asked for (llama.h: matmul_bf16). */
+static void mm_forward(const llama_model *m, float *out, const float *inp, const float *w,
+		       int N, int IC, int OC, bool accumulate)
 {
-#pragma omp parallel for schedule(static)
-	for (int n = 0; n < d->N; n++) {
-		int b = n / d->T, t = n % d->T;
+	(m->matmul_bf16 ? m->ops->matmul_forward_bf16 : m->ops->matmul_forward)(
+		out, inp, w, N, IC, OC, accumulate);
+}
 
-		for (int h = 0; h < d->H; h++) {
-			size_t il = ((size_t)b * d->H + h) * d->T + t;
-			size_t io = (size_t)n * d->q + (size_t)h * d->D;
-			float l1 = lse_out[il], l2 = lse[il], l, w1, w2;
-
-			if (l2 == -INFINITY)
-				continue;
-			l = l1 == -INFINITY ? l2 : fmaxf(l1, l2) + log1pf(expf(-fabsf(l1 - l2)));
-			w1 = l1 == -INFINITY ? 0.0f : expf(l1 - l);
-			w2 = expf(l2 - l);
-			for (int k = 0; k < d->D; k++)
-				out[io + k] = out[io + k] * w1 + o[io + k] * w2;
-			lse_out[il] = l;
-		}
-	}
+static void mm_backward(const llama_model *m, float *dinp, float *dw, const float *dout,
+			const float *inp, const float *w, int N, int IC, int OC,
+			bool accumulate_dinp)
+{
+	(m->matmul_bf16 ? m->ops->matmul_backward_bf16 : m->ops->matmul_backward)(
+		dinp, dw, dout, inp, w, N, IC, OC, accumulate_dinp);
 }
 
 /* Ring attention's first block: this rank's keys and values, one after
  * the other, as they travel. */
-static void ring_load(const struct dims *d, float *held, const struct layer_acts *s)
+static void ring_load(const kernel_ops *ops, const struct dims *d, float *held,
+		      const struct layer_acts *s)
 {
 	size_t nkv = (size_t)d->N * d->kv;
 
-	memcpy(held, s->k, nkv * sizeof(float));
-	memcpy(held + nkv, s->v, nkv * sizeof(float));
+	ops->copy(held, s->k, nkv * sizeof(float));
+	ops->copy(held + nkv, s->v, nkv * sizeof(float));
 }
 
 /* Attention of this rank's queries: over its own keys, or under context
@@ -534,7 +596,7 @@ static int attend(llama_model *m, struct layer_acts *s)
 				      d.T, d.T, d.H, d.KV, d.D);
 		return 0;
 	}
-	ring_load(&d, held, s);
+	ring_load(op, &d, held, s);
 	for (int i = 0; i < d.cp; i++) {
 		const int32_t *lo = a->kv_lo + i * N, *hi = a->kv_hi + i * N;
 
@@ -544,7 +606,7 @@ static int attend(llama_model *m, struct layer_acts *s)
 		} else {
 			op->attention_forward(o, lse, s->q, held, held + nkv, lo, hi, d.B, d.T, d.T,
 					      d.H, d.KV, d.D);
-			merge_partial(&d, s->att, s->lse, o, lse);
+			op->attention_merge(s->att, s->lse, o, lse, d.B, d.T, d.H, d.D);
 		}
 		if (i + 1 < d.cp) {
 			if ((rc = m->hooks->cp_shift(m->hooks->arg, held, next, 2 * nkv)))
@@ -578,7 +640,7 @@ static int attend_backward(llama_model *m, struct layer_acts *s, const float *da
 				       a->kv_lo, a->kv_hi, d.B, d.T, d.T, d.H, d.KV, d.D);
 		return 0;
 	}
-	ring_load(&d, held, s);
+	ring_load(op, &d, held, s);
 	for (int i = 0; i < d.cp; i++) {
 		const int32_t *lo = a->kv_lo + i * N, *hi = a->kv_hi + i * N;
 
@@ -605,8 +667,8 @@ static int attend_backward(llama_model *m, struct layer_acts *s, const float *da
 		held = next;
 		next = t;
 	}
-	memcpy(dk, held + 2 * nkv, nkv * sizeof(float));
-	memcpy(dv, held + 3 * nkv, nkv * sizeof(float));
+	op->copy(dk, held + 2 * nkv, nkv * sizeof(float));
+	op->copy(dv, held + 3 * nkv, nkv * sizeof(float));
 	return 0;
 }
 
@@ -628,28 +690,28 @@ static int block_forward(llama_model *m, int l, bool write_out)
 	llama_block_view_tp(&m->cfg, m->tp, m->params[1 + l], &w);
 	if ((rc = norm_gather(m, s->xn1, s->rstd1, x, w.attention_norm)))
 		return rc;
-	op->matmul_forward(s->q, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
-	op->matmul_forward(s->k, s->xn1, w.wk, d.N, d.C, (int)d.kv, false);
-	op->matmul_forward(s->v, s->xn1, w.wv, d.N, d.C, (int)d.kv, false);
+	mm_forward(m, s->q, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
+	mm_forward(m, s->k, s->xn1, w.wk, d.N, d.C, (int)d.kv, false);
+	mm_forward(m, s->v, s->xn1, w.wv, d.N, d.C, (int)d.kv, false);
 	op->rope_forward(s->q, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
 	op->rope_forward(s->k, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
 	if ((rc = attend(m, s)))
 		return rc;
 	/* wo is row-parallel: each tp rank's heads give a partial sum */
 	part = partial_for(m, s->h_mid);
-	op->matmul_forward(part, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	mm_forward(m, part, s->att, w.wo, d.N, (int)d.q, d.C, false);
 	if ((rc = reduce_rows(m, part, s->h_mid)))
 		return rc;
 	op->add_inplace(s->h_mid, x, NsC);
 
 	if ((rc = norm_gather(m, s->xn2, s->rstd2, s->h_mid, w.ffn_norm)))
 		return rc;
-	op->matmul_forward(s->a, s->xn2, w.w1, d.N, d.C, d.F, false);
-	op->matmul_forward(s->b, s->xn2, w.w3, d.N, d.C, d.F, false);
+	mm_forward(m, s->a, s->xn2, w.w1, d.N, d.C, d.F, false);
+	mm_forward(m, s->b, s->xn2, w.w3, d.N, d.C, d.F, false);
 	op->swiglu_forward(s->g, s->a, s->b, NF);
 	if (write_out) {
 		part = partial_for(m, a->resid[l + 1]);
-		op->matmul_forward(part, s->g, w.w2, d.N, d.F, d.C, false);
+		mm_forward(m, part, s->g, w.w2, d.N, d.F, d.C, false);
 		if ((rc = reduce_rows(m, part, a->resid[l + 1])))
 			return rc;
 		op->add_inplace(a->resid[l + 1], s->h_mid, NsC);
@@ -679,10 +741,10 @@ static int block_backward(llama_model *m, int l)
 	/* feed forward: out = h_mid + w2(silu(w1 xn2) * w3 xn2) */
 	if ((rc = gather_grad(m, dr, &drw)))
 		return rc;
-	op->matmul_backward(dg, dw.w2, drw, s->g, w.w2, d.N, d.F, d.C, false);
+	mm_backward(m, dg, dw.w2, drw, s->g, w.w2, d.N, d.F, d.C, false);
 	op->swiglu_backward(da, db, dg, s->a, s->b, NF);
-	op->matmul_backward(dx, dw.w1, da, s->xn2, w.w1, d.N, d.C, d.F, false);
-	op->matmul_backward(dx, dw.w3, db, s->xn2, w.w3, d.N, d.C, d.F, true);
+	mm_backward(m, dx, dw.w1, da, s->xn2, w.w1, d.N, d.C, d.F, false);
+	mm_backward(m, dx, dw.w3, db, s->xn2, w.w3, d.N, d.C, d.F, true);
 	/* w1, w3 are column-parallel: their input gradient is partial */
 	if ((rc = scatter_grad(m, dx, &dxr)))
 		return rc;
@@ -691,14 +753,14 @@ static int block_backward(llama_model *m, int l)
 	/* attention: h_mid = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)) */
 	if ((rc = gather_grad(m, dr, &drw)))
 		return rc;
-	op->matmul_backward(datt, dw.wo, drw, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	mm_backward(m, datt, dw.wo, drw, s->att, w.wo, d.N, (int)d.q, d.C, false);
 	if ((rc = attend_backward(m, s, datt, dq, dk, dv)))
 		return rc;
 	op->rope_backward(dq, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
 	op->rope_backward(dk, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
-	op->matmul_backward(dx, dw.wq, dq, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
-	op->matmul_backward(dx, dw.wk, dk, s->xn1, w.wk, d.N, d.C, (int)d.kv, true);
-	op->matmul_backward(dx, dw.wv, dv, s->xn1, w.wv, d.N, d.C, (int)d.kv, true);
+	mm_backward(m, dx, dw.wq, dq, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
+	mm_backward(m, dx, dw.wk, dk, s->xn1, w.wk, d.N, d.C, (int)d.kv, true);
+	mm_backward(m, dx, dw.wv, dv, s->xn1, w.wv, d.N, d.C, (int)d.kv, true);
 	if ((rc = scatter_grad(m, dx, &dxr)))
 		return rc;
 	op->rmsnorm_backward(dr, dw.attention_norm, dxr, a->resid[l], w.attention_norm,
@@ -753,20 +815,23 @@ static int embed(llama_model *m)
 	struct dims d = dims_of(m);
 	uint32_t v0 = (uint32_t)(m->tp_rank * d.V);
 	float *part;
+	int rc;
 
 	if (m->tp <= 1) {
 		m->ops->embedding_forward(a->resid[0], a->ids, m->params[0], d.N, d.C);
 		return 0;
 	}
 	for (int n = 0; n < d.N; n++) {
-		a->in_vocab[n] = a->ids[n] >= v0 && a->ids[n] - v0 < (uint32_t)d.V;
-		a->lids[n] = a->in_vocab[n] ? a->ids[n] - v0 : 0;
+		a->in_vocab[n] = a->h_ids[n] >= v0 && a->h_ids[n] - v0 < (uint32_t)d.V;
+		a->h_lids[n] = a->in_vocab[n] ? a->h_ids[n] - v0 : 0;
 	}
+	if ((rc = to_device(m, a->lids, a->h_lids, (size_t)d.N * sizeof *a->lids)))
+		return rc;
 	part = partial_for(m, a->resid[0]);
 	m->ops->embedding_forward(part, a->lids, m->params[0], d.N, d.C);
 	for (int n = 0; n < d.N; n++)
 		if (!a->in_vocab[n])
-			memset(part + (size_t)n * d.C, 0, (size_t)d.C * sizeof(float));
+			m->ops->zero(part + (size_t)n * d.C, (size_t)d.C * sizeof(float));
 	return reduce_rows(m, part, a->resid[0]);
 }
 
@@ -785,42 +850,13 @@ static int cross_entropy_tp(llama_model *m, const uint32_t *labels, float scale)
 	uint32_t v0 = (uint32_t)(m->tp_rank * d.V);
 	int rc;
 
-#pragma omp parallel for schedule(static)
-	for (int n = 0; n < d.N; n++) {
-		const float *lg = a->logits + (size_t)n * d.V;
-		float mx = -INFINITY;
-
-		for (int j = 0; j < d.V; j++)
-			mx = fmaxf(mx, lg[j]);
-		rmax[n] = mx;
-	}
+	m->ops->vocab_max(rmax, a->logits, d.N, d.V);
 	if ((rc = tp_max(m, rmax, (size_t)d.N)))
 		return rc;
-#pragma omp parallel for schedule(static)
-	for (int n = 0; n < d.N; n++) {
-		const float *lg = a->logits + (size_t)n * d.V;
-		double sum = 0;
-
-		for (int j = 0; j < d.V; j++)
-			sum += expf(lg[j] - rmax[n]);
-		rsum[n] = (float)sum;
-		rlab[n] = labels[n] >= v0 && labels[n] - v0 < (uint32_t)d.V
-				  ? lg[labels[n] - v0] : 0.0f;
-	}
+	m->ops->vocab_sumexp(rsum, rlab, a->logits, rmax, labels, v0, d.N, d.V);
 	if ((rc = tp_sum(m, rsum, (size_t)d.N)) || (rc = tp_sum(m, rlab, (size_t)d.N)))
 		return rc;
-#pragma omp parallel for schedule(static)
-	for (int n = 0; n < d.N; n++) {
-		float *lg = a->logits + (size_t)n * d.V;
-
-		a->losses[n] = logf(rsum[n]) + rmax[n] - rlab[n];
-		if (scale == 0.0f)
-			continue;
-		for (int j = 0; j < d.V; j++)
-			lg[j] = expf(lg[j] - rmax[n]) / rsum[n] * scale;
-		if (labels[n] >= v0 && labels[n] - v0 < (uint32_t)d.V)
-			lg[labels[n] - v0] -= scale;
-	}
+	m->ops->vocab_finish(a->losses, a->logits, rmax, rsum, rlab, labels, v0, d.N, d.V, scale);
 	return 0;
 }
 
@@ -858,18 +894,24 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 		size_t g = (size_t)b * d.Tg + t;
 		int s = seg_start ? seg_start[g] : 0;
 
-		a->ids[n] = inputs[g];
-		a->labels[n] = labels ? labels[g] : 0;
-		a->pos[n] = t - s;
+		a->h_ids[n] = inputs[g];
+		a->h_labels[n] = labels ? labels[g] : 0;
+		a->h_pos[n] = t - s;
 		/* ring step i holds cp rank (cp_rank - i)'s keys: those of
 		 * row positions s..t that it has */
 		for (int i = 0; i < d.cp; i++) {
 			int r = (m->cp_rank - i + d.cp) % d.cp;
 
-			a->kv_lo[(size_t)i * d.N + n] = tokens_before(&d, r, s);
-			a->kv_hi[(size_t)i * d.N + n] = tokens_before(&d, r, t + 1) - 1;
+			a->h_kv_lo[(size_t)i * d.N + n] = tokens_before(&d, r, s);
+			a->h_kv_hi[(size_t)i * d.N + n] = tokens_before(&d, r, t + 1) - 1;
 		}
 	}
+	if ((rc = to_device(m, a->ids, a->h_ids, (size_t)d.N * sizeof *a->ids)) ||
+	    (rc = to_device(m, a->labels, a->h_labels, (size_t)d.N * sizeof *a->labels)) ||
+	    (rc = to_device(m, a->pos, a->h_pos, (size_t)d.N * sizeof *a->pos)) ||
+	    (rc = to_device(m, a->kv_lo, a->h_kv_lo, (size_t)d.cp * d.N * sizeof *a->kv_lo)) ||
+	    (rc = to_device(m, a->kv_hi, a->h_kv_hi, (size_t)d.cp * d.N * sizeof *a->kv_hi)))
+		return rc;
 	train = labels && dloss != 0;
 	pass = train ? LLAMA_PASS_FORWARD : LLAMA_PASS_EVAL;
 	tied = m->cfg.tie_embeddings;
@@ -904,7 +946,7 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	norm_w = m->params[d.L + 1];
 	if ((rc = norm_gather(m, a->xf, a->rstdf, a->resid[d.L], norm_w)))
 		return rc;
-	op->matmul_forward(a->logits, a->xf, output_weight(m, m->params), d.N, d.C, d.V,
+	mm_forward(m, a->logits, a->xf, output_weight(m, m->params), d.N, d.C, d.V,
 			   false);
 	if ((rc = release(m, d.L + 1, pass)) || (tied && (rc = release(m, 0, pass))))
 		return rc;
@@ -919,8 +961,11 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 					  train ? dloss / (float)d.N : 0.0f);
 		if (rc)
 			return rc;
+		if (a->h_losses != a->losses &&
+		    (rc = op->download(a->h_losses, a->losses, (size_t)d.N * sizeof *a->losses)))
+			return rc;
 		for (int n = 0; n < d.N; n++)
-			sum += a->losses[n];
+			sum += a->h_losses[n];
 		if (loss)
 			*loss = (float)(sum / d.N);
 	}
@@ -959,15 +1004,14 @@ int llama_backward(llama_model *m)
 	if ((rc = acquire(m, d.L + 1, B)) || (tied && (rc = acquire(m, 0, B))))
 		return rc;
 	/* logits now hold dloss/N * (softmax - onehot) */
-	op->matmul_backward(a->dx, output_weight(m, m->grads), a->logits, a->xf,
+	mm_backward(m, a->dx, output_weight(m, m->grads), a->logits, a->xf,
 			    output_weight(m, m->params), d.N, d.C, d.V, false);
 	/* the output is column-parallel over the vocabulary */
 	if ((rc = scatter_grad(m, a->dx, &dxr)))
 		return rc;
 	/* rmsnorm_backward adds into its input gradient, and nothing else
-	 * reaches the last residual; the op table has no fill, and plan
-	 * memory is host memory */
-	memset(a->dresid, 0, (size_t)d.Ns * d.C * sizeof(float));
+	 * reaches the last residual */
+	op->zero(a->dresid, (size_t)d.Ns * d.C * sizeof(float));
 	op->rmsnorm_backward(a->dresid, m->grads[d.L + 1], dxr, a->resid[d.L],
 			     m->params[d.L + 1], a->rstdf, d.Ns, d.C);
 	if ((rc = release(m, d.L + 1, B)))
@@ -996,7 +1040,7 @@ layers:
 			return rc;
 		for (int n = 0; n < d.N; n++)
 			if (!a->in_vocab[n])
-				memset(drw + (size_t)n * d.C, 0, (size_t)d.C * sizeof(float));
+				op->zero(drw + (size_t)n * d.C, (size_t)d.C * sizeof(float));
 		op->embedding_backward(m->grads[0], drw, a->lids, d.N, d.C);
 	} else {
 		op->embedding_backward(m->grads[0], a->dresid, a->ids, d.N, d.C);

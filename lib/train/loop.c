@@ -32,6 +32,17 @@ typedef struct run {
 	comm *ckpt_comm;         /* the world's ranks, for checkpoint saves */
 	mesh *mesh;
 	mem_tracker mem;
+	const kernel_ops *ops;   /* the device's backend */
+	char device[32];         /* "cpu", "cuda:0", "cpu-fenced" */
+	/* When the device's memory is not the host's: host copies of the
+	 * shards (parameters, both moments; [3][nchunks]) that checkpoints
+	 * are written from and read into. */
+	float **mirror[3];
+	/* The mesh's communicators for the device's buffers (the model's
+	 * collectives): the mesh's own on the CPU, NCCL's on CUDA, staged
+	 * through the host on cpu-fenced; NULL where the mesh has none.  The
+	 * mesh's own keep carrying the host's figures (losses, norms). */
+	comm *dev_comm[MESH_NCOMM];
 	llama_model *model;
 	dp *dp;
 	adamw *opt;
@@ -132,6 +143,62 @@ static int check_dataset(run *r)
 	return 0;
 }
 
+/* The device's shards: parameters (k 0) and AdamW's moments (1, 2). */
+static float **shard_buffers(run *r, int k)
+{
+	return k == 0 ? dp_params(r->dp) : k == 1 ? r->opt->m : r->opt->v;
+}
+
+/* Host mirrors of the shards, when the device's memory is not the host's. */
+static int make_mirrors(run *r)
+{
+	int nc = dp_nchunks(r->dp);
+	const size_t *numel = dp_shard_numel(r->dp);
+
+	if (r->ops->host_memory)
+		return 0;
+	for (int k = 0; k < 3; k++) {
+		if (!(r->mirror[k] = calloc((size_t)nc, sizeof *r->mirror[k])))
+			return titan_err_nomem();
+		for (int c = 0; c < nc; c++)
+			if (!(r->mirror[k][c] = calloc(numel[c] ? numel[c] : 1, sizeof(float))))
+				return titan_err_nomem();
+	}
+	return 0;
+}
+
+static void free_mirrors(run *r, int nc)
+{
+	for (int k = 0; k < 3; k++) {
+		for (int c = 0; r->mirror[k] && c < nc; c++)
+			free(r->mirror[k][c]);
+		free(r->mirror[k]);
+	}
+}
+
+/* Shards to their mirrors (before a save: to_host) or back (after a
+ * load); nothing to do when the device is the host. */
+static int sync_mirrors(run *r, bool to_host)
+{
+	int nc = dp_nchunks(r->dp), rc;
+	const size_t *numel = dp_shard_numel(r->dp);
+
+	for (int k = 0; k < 3 && r->mirror[k]; k++) {
+		float **dev = shard_buffers(r, k);
+
+		for (int c = 0; c < nc; c++) {
+			size_t bytes = numel[c] * sizeof(float);
+
+			rc = to_host ? r->ops->download(r->mirror[k][c], dev[c], bytes)
+				     : r->ops->upload(dev[c], r->mirror[k][c], bytes);
+			if (rc)
+				return titan_err_prefix(rc, "%s the checkpoint's tensors",
+							to_host ? "copying out" : "copying in");
+		}
+	}
+	return 0;
+}
+
 /* Checkpoint entries: this rank's slice of every parameter and of both
  * AdamW moments, as views of its shards (lib/model/shard.h's slices, which
  * are the pieces dp cut); a piece with no rows (more ranks than rows) is no
@@ -157,7 +224,7 @@ static int build_ckpt_tensors(run *r)
 		return titan_err_nomem();
 	}
 	for (int k = 0; k < 3; k++) {
-		float **base = k == 0 ? dp_params(r->dp) : k == 1 ? r->opt->m : r->opt->v;
+		float **base = r->mirror[k] ? r->mirror[k] : shard_buffers(r, k);
 
 		for (int i = 0; i < np; i++) {
 			const dp_piece *p = &pc[i];
@@ -211,7 +278,9 @@ static int save_checkpoint(run *r, double lr)
 			  "vocab_size", (json_int_t)r->tok.vocab_size);
 	if (!extra)
 		return titan_err_nomem();
-	rc = ckpt_save(r->saver, r->step, r->cs, r->ncs, extra);
+	rc = sync_mirrors(r, true);
+	if (!rc)
+		rc = ckpt_save(r->saver, r->step, r->cs, r->ncs, extra);
 	json_decref(extra);
 	if (rc)
 		return titan_err_prefix(rc, "checkpoint step %ld", r->step);
@@ -291,7 +360,8 @@ static int load_checkpoint(run *r, loader_cursor *cur)
 			       dir, c->data.dataset, sha, r->tok.sha256);
 		goto out;
 	}
-	if ((rc = ckpt_load(dir, r->ct, with_optim ? r->nct : r->nct / 3)))
+	if ((rc = ckpt_load(dir, r->ct, with_optim ? r->nct : r->nct / 3)) ||
+	    (rc = sync_mirrors(r, false)))
 		goto out;
 	r->step = (long)step;
 	r->tokens = (uint64_t)tokens;
@@ -542,18 +612,12 @@ static int make_mesh(run *r)
 		return rc;
 	/* from here on a wait that long means a rank died or hangs */
 	comm_set_timeout(r->world, c->comm.train_timeout_seconds);
-	if (r->mesh->dp_shard)
-		comm_set_timeout(r->mesh->dp_shard, c->comm.train_timeout_seconds);
-	if (r->mesh->dp_replicate)
-		comm_set_timeout(r->mesh->dp_replicate, c->comm.train_timeout_seconds);
 	if (r->mesh->dp)
 		comm_set_timeout(r->mesh->dp, c->comm.train_timeout_seconds);
-	if (r->mesh->tp)
-		comm_set_timeout(r->mesh->tp, c->comm.train_timeout_seconds);
-	if (r->mesh->cp)
-		comm_set_timeout(r->mesh->cp, c->comm.train_timeout_seconds);
-	if (r->mesh->pp)
-		comm_set_timeout(r->mesh->pp, c->comm.train_timeout_seconds);
+	for (int i = 0; i < MESH_NCOMM; i++)
+		if (mesh_comm(r->mesh, (mesh_comm_kind)i))
+			comm_set_timeout(mesh_comm(r->mesh, (mesh_comm_kind)i),
+					 c->comm.train_timeout_seconds);
 	return 0;
 }
 
@@ -562,8 +626,8 @@ static int make_model(run *r, const adamw_config *ac)
 {
 	const train_config *c = r->cfg;
 	dp_opts o = {
-		.shard = r->mesh->dp_shard, .replicate = r->mesh->dp_replicate, .tp = r->mesh->tp,
-		.pp = r->mesh->pp, .cp = r->mesh->cp,
+		.shard = r->dev_comm[MESH_DP_SHARD], .replicate = r->dev_comm[MESH_DP_REPLICATE],
+		.tp = r->dev_comm[MESH_TP], .pp = r->dev_comm[MESH_PP], .cp = r->dev_comm[MESH_CP],
 		.reshard_after_forward = config_reshard_after_forward(c),
 	};
 	llama_tensor_info *ti;
@@ -571,10 +635,11 @@ static int make_model(run *r, const adamw_config *ac)
 	const dp_piece *pc;
 	int nt, np, rc;
 
-	if ((rc = llama_new_views(&r->model, &c->model, &kernels_cpu, &r->mem,
+	if ((rc = llama_new_views(&r->model, &c->model, r->ops, &r->mem,
 				  r->mesh->layout.tp, r->mesh->me.tp)))
 		return rc;
 	r->model->sp = r->mesh->layout.tp > 1 && c->parallelism.sequence_parallel;
+	r->model->matmul_bf16 = c->training.matmul_dtype == MATMUL_BF16;
 	r->model->cp = r->mesh->layout.cp;
 	r->model->cp_rank = r->mesh->me.cp;
 	/* this rank's pipeline stages (every layer without pp) */
@@ -603,6 +668,70 @@ static int make_model(run *r, const adamw_config *ac)
 	return rc;
 }
 
+/* The backend training.device names, and the memory tracker over it.  The
+ * device of a rank is its local rank's (one process per GPU), as
+ * torchrun's LOCAL_RANK picks it. */
+static int open_device(run *r)
+{
+	const char *dev = r->cfg->training.device;
+	int rc;
+
+	if (!strcmp(dev, "cpu")) {
+		r->ops = &kernels_cpu;
+		snprintf(r->device, sizeof r->device, "cpu");
+	} else if (!strcmp(dev, "cpu-fenced")) {
+		r->ops = kernels_fenced_ops();
+		snprintf(r->device, sizeof r->device, "cpu-fenced");
+	} else {
+		int local = comm_local_rank(r->world);
+
+		if (!kernels_cuda_built())
+			return titan_err(TITAN_EUSAGE, "training.device=cuda: this build has no "
+					 "CUDA backend (rebuild with make CUDA=1)");
+		if ((rc = kernels_cuda_set_device(local)))
+			return titan_err_prefix(rc, "training.device=cuda");
+		r->ops = kernels_cuda_ops();
+		snprintf(r->device, sizeof r->device, "cuda:%d", local);
+	}
+	r->mem.device = r->device;
+	if (!r->ops->host_memory) {
+		r->mem.dev_alloc = r->ops->alloc;
+		r->mem.dev_free = r->ops->free;
+	}
+	return 0;
+}
+
+/* The communicators the model's buffers travel on (run's dev_comm). */
+static int open_device_comms(run *r)
+{
+	const comm_device dev = { .download = r->ops->download, .upload = r->ops->upload };
+	int local = comm_local_rank(r->world), rc;
+
+	for (int i = 0; i < MESH_NCOMM; i++) {
+		comm *g = mesh_comm(r->mesh, (mesh_comm_kind)i);
+
+		if (!g || r->ops->host_memory) {
+			r->dev_comm[i] = g;
+			continue;
+		}
+		rc = !strcmp(r->ops->name, "cuda")
+			     ? comm_nccl_new(g, local, comm_name(g), &r->dev_comm[i])
+			     : comm_staged_new(g, &dev, comm_name(g), &r->dev_comm[i]);
+		if (rc)
+			return titan_err_prefix(rc, "%s: the '%s' communicator", r->device,
+						comm_name(g));
+		comm_set_timeout(r->dev_comm[i], r->cfg->comm.train_timeout_seconds);
+	}
+	return 0;
+}
+
+static void close_device_comms(run *r)
+{
+	for (int i = 0; i < MESH_NCOMM; i++)
+		if (r->dev_comm[i] && r->dev_comm[i] != mesh_comm(r->mesh, (mesh_comm_kind)i))
+			comm_free(r->dev_comm[i]);
+}
+
 static int setup(run *r, train_result *res, loader_cursor *cur)
 {
 	const train_config *c = r->cfg;
@@ -614,10 +743,7 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	pp_schedule_kind kind = (pp_schedule_kind)c->parallelism.pipeline_parallel_schedule;
 	int rc, ndp, nsets, v;
 
-	if (strcmp(c->training.device, "cpu"))
-		return titan_err(TITAN_EUSAGE, "training.device=%s: training runs on the cpu "
-				 "backend only in this version", c->training.device);
-	if ((rc = make_mesh(r)))
+	if ((rc = make_mesh(r)) || (rc = open_device(r)) || (rc = open_device_comms(r)))
 		return rc;
 	ndp = r->mesh->dp_size;
 	r->B = c->training.local_batch_size;
@@ -635,8 +761,7 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 		return rc;
 	omp_set_num_threads(train_threads(c));
 
-	r->mem.device = "cpu";
-	if ((rc = make_model(r, &ac)))
+	if ((rc = make_model(r, &ac)) || (rc = make_mirrors(r)))
 		return rc;
 	/* What checkpointing saves, from the memory model: planning without
 	 * it would touch memory the run never needs. */
@@ -709,8 +834,11 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 		.min_lr_factor = c->lr_scheduler.min_lr_factor,
 	};
 	r->flops_per_token = llama_flops_per_token(&c->model, r->T);
-	r->peak_flops = c->metrics.peak_flops > 0 ? c->metrics.peak_flops
-						  : kernels_cpu_sgemm_peak(1024);
+	r->peak_flops = c->metrics.peak_flops;
+	if (r->peak_flops <= 0)
+		r->peak_flops = r->ops == &kernels_cpu ? kernels_cpu_sgemm_peak(1024)
+						       : kernels_matmul_peak(r->ops, strcmp(r->ops->name, "cuda")
+								 ? 1024 : 4096);
 	/* -q keeps stderr for errors; the JSONL and events are rank 0's */
 	if (comm_rank(r->world) > 0)
 		return metrics_open(&r->met, r->log->verbosity > 0 ? stderr : NULL, NULL, NULL);
@@ -730,10 +858,10 @@ static int grad_sumsq(run *r, double *out)
 	double sum = 0, whole = 0;
 
 	if (tp == 1) {
-		sum = grad_sumsq_flat(&kernels_cpu, g, dp_shard_numel(r->dp), dp_nchunks(r->dp));
+		sum = grad_sumsq_flat(r->ops, g, dp_shard_numel(r->dp), dp_nchunks(r->dp));
 	} else {
 		for (int i = 0; i < np; i++) {
-			double s = kernels_cpu.sumsq(g[pc[i].chunk] + pc[i].offset,
+			double s = r->ops->sumsq(g[pc[i].chunk] + pc[i].offset,
 						     (size_t)(pc[i].rows * pc[i].cols));
 
 			if (pc[i].tp_whole)
@@ -745,7 +873,9 @@ static int grad_sumsq(run *r, double *out)
 		if ((rc = comm_all_reduce(r->mesh->tp, &sum, 1, COMM_F64, COMM_SUM)))
 			return rc;
 	}
-	if ((rc = dp_sum(r->dp, &sum)))
+	/* replicas hold the same shards: the shard group covers the model */
+	if (r->mesh->dp_shard &&
+	    (rc = comm_all_reduce(r->mesh->dp_shard, &sum, 1, COMM_F64, COMM_SUM)))
 		return rc;
 	/* each pipeline stage holds its own layers */
 	if (r->mesh->pp && (rc = comm_all_reduce(r->mesh->pp, &sum, 1, COMM_F64, COMM_SUM)))
@@ -774,7 +904,10 @@ static int train_step(run *r, double *loss, double *norm, double *data_s)
 		if ((rc = run_batch(r, b, true, dloss, &sum)))
 			return rc;
 	}
-	if ((rc = dp_finish_grads(r->dp)) || (rc = step_loss(r, sum, r->accum * r->nmb, loss)))
+	/* sync: a failure the ops noted (a GPU's, or scratch they could not
+	 * get) stops the step here, before the update uses what they left */
+	if ((rc = dp_finish_grads(r->dp)) || (rc = r->ops->sync()) ||
+	    (rc = step_loss(r, sum, r->accum * r->nmb, loss)))
 		return rc;
 	if ((rc = grad_sumsq(r, &sumsq)))
 		return rc;
@@ -784,9 +917,29 @@ static int train_step(run *r, double *loss, double *norm, double *data_s)
 				 "(the last checkpoint is the last good state)", r->step + 1,
 				 isfinite(*loss) ? "gradient norm" : "loss",
 				 isfinite(*loss) ? *norm : *loss);
-	grad_clip_flat(&kernels_cpu, dp_grads(r->dp), dp_shard_numel(r->dp), dp_nchunks(r->dp),
+	grad_clip_flat(r->ops, dp_grads(r->dp), dp_shard_numel(r->dp), dp_nchunks(r->dp),
 		       *norm, r->cfg->training.max_norm);
 	return 0;
+}
+
+/* What the device's allocator holds against what the trainer counted, and
+ * what the driver says is in use: the three should tell one story (the
+ * cache rounds sizes up; the driver adds its context). */
+static void log_device_memory(run *r)
+{
+	const double mib = 1024.0 * 1024.0;
+	kernel_mem_stats st = { 0 };
+	char driver[96] = "";
+
+	if (!r->ops->mem_stats)
+		return;
+	r->ops->mem_stats(&st);
+	if (st.device_total)
+		snprintf(driver, sizeof driver, "; the driver reports %.1f of %.1f MiB in use",
+			 (st.device_total - st.device_free) / mib, st.device_total / mib);
+	log_info(r->log, "memory: device %s: %.1f MiB counted, %.1f MiB reserved (peak %.1f) "
+		 "in %ld device allocations%s", r->device, r->mem.peak / mib,
+		 st.reserved / mib, st.reserved_peak / mib, st.device_allocs, driver);
 }
 
 static int loop(run *r, train_result *res)
@@ -805,7 +958,7 @@ static int loop(run *r, train_result *res)
 		if ((rc = train_step(r, &loss, &norm, &data_s)))
 			return rc;
 		lr = c->optimizer.lr * lr_factor(&r->sched, r->step + 1);
-		adamw_step_flat(r->opt, &kernels_cpu, dp_params(r->dp), dp_grads(r->dp), lr);
+		adamw_step_flat(r->opt, r->ops, dp_params(r->dp), dp_grads(r->dp), lr);
 		r->step++;
 		r->tokens += (uint64_t)r->B * r->T * r->accum * r->mesh->dp_size;
 		busy += titan_now() - t0;
@@ -839,6 +992,8 @@ static int loop(run *r, train_result *res)
 				log_info(r->log, "memory: predicted %.1f MiB (titan-mem), measured "
 					 "%.1f MiB", predicted / (1024.0 * 1024.0),
 					 peak / (1024.0 * 1024.0));
+			if (r->step == res->first_step)
+				log_device_memory(r);
 			busy = data_s = 0;
 			tokens_at_log = r->tokens;
 		}
@@ -878,9 +1033,13 @@ static void run_free(run *r)
 	free(r->cs);
 	free(r->seg);
 	free(r->pipe);
+	if (r->dp)
+		free_mirrors(r, dp_nchunks(r->dp));
 	adamw_free(r->opt);
 	dp_free(r->dp);
 	llama_free(r->model);
+	if (r->mesh)
+		close_device_comms(r);
 	mesh_free(r->mesh);
 }
 

@@ -39,7 +39,14 @@ def main():
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--threads", type=int, default=0, help="0: torch's default")
     p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (fp32, TF32 off)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     a = p.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        # the fp32 titan backend computes without TF32: the same arithmetic
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -48,15 +55,16 @@ def main():
                      n_kv_heads=a.n_kv_heads, vocab_size=a.vocab,
                      multiple_of=a.multiple_of, ffn_dim_multiplier=a.ffn_dim_multiplier,
                      max_seq_len=a.seq)
-    model = Transformer(args)
+    model = Transformer(args).to(dev)
+    fwd = torch.compile(model) if a.compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95),
                             eps=1e-8, weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
 
     def step():
-        tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g)
+        tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g).to(dev)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(tokens[:, :-1]), tokens[:, 1:])
+        loss = loss_fn(fwd(tokens[:, :-1]), tokens[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -64,9 +72,13 @@ def main():
 
     for _ in range(a.warmup):
         step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         loss = step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     step_s = elapsed / max(a.steps, 1)
     print(json.dumps({
@@ -77,6 +89,7 @@ def main():
         "loss": round(loss, 4) if a.steps else None,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "device": a.device + (" compiled" if a.compile else ""),
     }))
 
 

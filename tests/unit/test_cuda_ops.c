@@ -18,7 +18,7 @@ struct backend {
 	const char *name;
 	const kernel_ops *ops;
 	int (*alloc)(void **p, size_t n);
-	void (*release)(void *p);
+	void (*release)(void *p, size_t n);
 	int (*upload)(void *dst, const void *src, size_t n);
 	int (*download)(void *dst, const void *src, size_t n);
 	int (*sync)(void);
@@ -28,6 +28,12 @@ static int host_alloc(void **p, size_t n)
 {
 	*p = malloc(n ? n : 1);
 	return *p ? 0 : TITAN_ENOMEM;
+}
+
+static void host_free(void *p, size_t n)
+{
+	(void)n;
+	free(p);
 }
 
 static int host_copy(void *dst, const void *src, size_t n)
@@ -42,19 +48,20 @@ static int host_sync(void)
 }
 
 static const struct backend host_backend = {
-	"cpu (host memory)", &kernels_cpu, host_alloc, free, host_copy, host_copy, host_sync,
+	"cpu (host memory)", &kernels_cpu, host_alloc, host_free, host_copy, host_copy, host_sync,
 };
 
 /* The backend of the test running, and every buffer it allocated there
  * (freed after each test); host buffers likewise. */
 static const struct backend *be;
 static void *dev_bufs[256], *host_bufs[256];
+static size_t dev_sizes[256];
 static int ndev, nhost;
 
 static void release_all(void)
 {
 	for (int i = 0; i < ndev; i++)
-		be->release(dev_bufs[i]);
+		be->release(dev_bufs[i], dev_sizes[i]);
 	for (int i = 0; i < nhost; i++)
 		free(host_bufs[i]);
 	ndev = nhost = 0;
@@ -82,6 +89,7 @@ static void *put(const void *src, size_t bytes)
 		CHECK(0, "%s: cannot allocate %zu bytes: %s", be->name, bytes, titan_errmsg());
 		return NULL;
 	}
+	dev_sizes[ndev] = bytes;
 	dev_bufs[ndev++] = p;
 	if (be->upload(p, src, bytes))
 		CHECK(0, "%s: upload: %s", be->name, titan_errmsg());
@@ -187,6 +195,86 @@ static void check_matmul(void)
 				 put(inp, (size_t)N * IC * 4), put(w, (size_t)OC * IC * 4), N, IC,
 				 OC, false);
 	EXPECT_CLOSE(get(ddw, (size_t)OC * IC), rdw, (size_t)OC * IC, 1e-5, "matmul dweight only");
+	expect_synced();
+}
+
+/* rel_err row by row, each row against its own largest magnitude: a GEMM's
+ * rows differ in scale, and summation order errs in proportion to each. */
+static double row_rel_err(const float *got, const float *want, int rows, int cols)
+{
+	double e = 0;
+
+	for (int r = 0; r < rows; r++)
+		e = fmax(e, rel_err(got + (size_t)r * cols, want + (size_t)r * cols,
+				    (size_t)cols));
+	return e;
+}
+
+#define EXPECT_ROWS_CLOSE(got, want, rows, cols, tol, what)                             \
+	do {                                                                           \
+		double e_ = row_rel_err(got, want, rows, cols);                        \
+		CHECK(e_ <= (tol), "%s %s: relative error %.3g (tolerance %.1g)",      \
+		      be->name, what, e_, (double)(tol));                              \
+	} while (0)
+
+/* The bf16 GEMMs against the CPU's: the same bf16 products on both sides
+ * (each exact in fp32), so only the order of the fp32 sums differs. */
+static void check_matmul_bf16(void)
+{
+	const int N = 37, IC = 70, OC = 45;
+	const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+	float *inp = randv(ni, 1), *w = randv(nw, 0.5f);
+	float *out0 = randv(no, 1), *dout = randv(no, 1);
+	float *dinp0 = randv(ni, 1), *dw0 = randv(nw, 1);
+	static const struct {
+		bool dinp, dweight, acc;
+		const char *what;
+	} bw[] = {
+		{ true, false, false, "matmul_backward_bf16 dinp only" },
+		{ false, true, false, "matmul_backward_bf16 dweight only" },
+		{ true, true, false, "matmul_backward_bf16 both" },
+		{ true, true, true, "matmul_backward_bf16 both, dinp +=" },
+	};
+
+	for (int acc = 0; acc < 2; acc++) {
+		float *ref = copyv(out0, no), *d = put(out0, no * 4);
+
+		kernels_cpu.matmul_forward_bf16(ref, inp, w, N, IC, OC, acc);
+		be->ops->matmul_forward_bf16(d, put(inp, ni * 4), put(w, nw * 4), N, IC, OC, acc);
+		EXPECT_ROWS_CLOSE(get(d, no), ref, N, OC, 1e-4,
+				  acc ? "matmul_forward_bf16 +=" : "matmul_forward_bf16");
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bw); i++) {
+		float *rdi = bw[i].dinp ? copyv(dinp0, ni) : NULL;
+		float *rdw = bw[i].dweight ? copyv(dw0, nw) : NULL;
+		float *ddi = bw[i].dinp ? put(dinp0, ni * 4) : NULL;
+		float *ddw = bw[i].dweight ? put(dw0, nw * 4) : NULL;
+		char what[96];
+
+		kernels_cpu.matmul_backward_bf16(rdi, rdw, dout, inp, w, N, IC, OC, bw[i].acc);
+		be->ops->matmul_backward_bf16(ddi, ddw, put(dout, no * 4), put(inp, ni * 4),
+					      put(w, nw * 4), N, IC, OC, bw[i].acc);
+		if (rdi) {
+			snprintf(what, sizeof what, "%s: dinp", bw[i].what);
+			EXPECT_ROWS_CLOSE(get(ddi, ni), rdi, N, IC, 1e-4, what);
+		}
+		if (rdw) {
+			snprintf(what, sizeof what, "%s: dweight", bw[i].what);
+			EXPECT_ROWS_CLOSE(get(ddw, nw), rdw, OC, IC, 1e-4, what);
+		}
+	}
+	/* an empty sum (IC = 0, OC = 0) zeroes the output unless it accumulates */
+	float *rz = copyv(out0, no), *dz = put(out0, no * 4);
+
+	kernels_cpu.matmul_forward_bf16(rz, inp, w, N, 0, OC, false);
+	be->ops->matmul_forward_bf16(dz, put(inp, ni * 4), put(w, nw * 4), N, 0, OC, false);
+	EXPECT_CLOSE(get(dz, no), rz, no, 0, "matmul_forward_bf16 with IC = 0");
+	rz = copyv(dinp0, ni);
+	dz = put(dinp0, ni * 4);
+	kernels_cpu.matmul_backward_bf16(rz, NULL, dout, inp, w, N, IC, 0, false);
+	be->ops->matmul_backward_bf16(dz, NULL, put(dout, no * 4), put(inp, ni * 4),
+				      put(w, nw * 4), N, IC, 0, false);
+	EXPECT_CLOSE(get(dz, ni), rz, ni, 0, "matmul_backward_bf16 dinp with OC = 0");
 	expect_synced();
 }
 
@@ -383,6 +471,101 @@ static void check_cross_entropy(void)
 	expect_synced();
 }
 
+/* Loss parallel's three steps on one rank's slice v0..v0+V-1 of the
+ * vocabulary, labels in and out of it (its first and last entries too).
+ * Each op is fed the reference's inputs, so it is judged alone; the
+ * maxima and sums the later steps take are bumped on some rows, as other
+ * ranks' larger logits would make them. */
+static void check_vocab(void)
+{
+	const int N = 21, V = 517;
+	const uint32_t v0 = 300;
+	size_t NV = (size_t)N * V;
+	uint32_t labels[21];
+	float *logits = randv(NV, 8);
+	float *rmax = host_buf((size_t)N * 4), *rsum = host_buf((size_t)N * 4);
+	float *rlab = host_buf((size_t)N * 4);
+	void *glabels;
+
+	for (int i = 0; i < N; i++)
+		labels[i] = (uint32_t)(i * 131 % 1200);   /* 300..816 in the slice */
+	labels[0] = v0, labels[1] = v0 + V - 1, labels[2] = v0 - 1, labels[3] = v0 + V;
+	glabels = put(labels, sizeof labels);
+
+	float *gmax = put(rmax, (size_t)N * 4), *glog = put(logits, NV * 4);
+
+	kernels_cpu.vocab_max(rmax, logits, N, V);
+	be->ops->vocab_max(gmax, glog, N, V);
+	EXPECT_CLOSE(get(gmax, (size_t)N), rmax, (size_t)N, 0, "vocab_max");
+
+	for (int i = 0; i < N; i += 3)
+		rmax[i] += 1.25f;
+	float *gsum = put(rsum, (size_t)N * 4), *glab = put(rlab, (size_t)N * 4);
+
+	kernels_cpu.vocab_sumexp(rsum, rlab, logits, rmax, labels, v0, N, V);
+	be->ops->vocab_sumexp(gsum, glab, glog, put(rmax, (size_t)N * 4), glabels, v0, N, V);
+	EXPECT_CLOSE(get(gsum, (size_t)N), rsum, (size_t)N, 1e-6, "vocab_sumexp sum");
+	EXPECT_CLOSE(get(glab, (size_t)N), rlab, (size_t)N, 0, "vocab_sumexp label logit");
+
+	for (int i = 1; i < N; i += 4)
+		rsum[i] += 3.5f;
+	for (int grad = 0; grad < 2; grad++) {
+		float dscale = grad ? 1.0f / N : 0.0f;
+		float *ref = copyv(logits, NV), *loss = host_buf((size_t)N * 4);
+		float *g = put(logits, NV * 4), *gl = put(loss, (size_t)N * 4);
+
+		kernels_cpu.vocab_finish(loss, ref, rmax, rsum, rlab, labels, v0, N, V, dscale);
+		be->ops->vocab_finish(gl, g, put(rmax, (size_t)N * 4), put(rsum, (size_t)N * 4),
+				      put(rlab, (size_t)N * 4), glabels, v0, N, V, dscale);
+		EXPECT_CLOSE(get(gl, (size_t)N), loss, (size_t)N, 1e-6, "vocab_finish loss");
+		EXPECT_CLOSE(get(g, NV), ref, NV, 1e-6,
+			     grad ? "vocab_finish gradient" : "vocab_finish logits kept");
+	}
+	expect_synced();
+}
+
+/* Two partial results merged into a running one, with -inf on either
+ * side and on both: where the block's lse is -inf, out must stay as it
+ * was to the bit. */
+static void check_attention_merge(void)
+{
+	const int B = 2, T = 23, H = 3, D = 40;
+	size_t nq = (size_t)B * T * H * D, nl = (size_t)B * H * T;
+	float *out = randv(nq, 1), *o = randv(nq, 1);
+	float *lse_out = randv(nl, 4), *lse = randv(nl, 4);
+	float *out0 = copyv(out, nq);
+
+	for (size_t i = 0; i < nl; i += 5)
+		lse_out[i] = -INFINITY;
+	for (size_t i = 0; i < nl; i += 7)
+		lse[i] = -INFINITY;   /* i % 35 == 0: both */
+	float *gout = put(out, nq * 4), *glse = put(lse_out, nl * 4);
+
+	kernels_cpu.attention_merge(out, lse_out, o, lse, B, T, H, D);
+	be->ops->attention_merge(gout, glse, put(o, nq * 4), put(lse, nl * 4), B, T, H, D);
+	float *hout = get(gout, nq);
+
+	EXPECT_CLOSE(hout, out, nq, 1e-6, "attention_merge out");
+	EXPECT_CLOSE(get(glse, nl), lse_out, nl, 1e-6, "attention_merge lse");
+
+	int kept = 0, moved = 0;
+
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++)
+			for (int h = 0; h < H; h++) {
+				size_t il = ((size_t)b * H + h) * T + t;
+				size_t io = (((size_t)b * T + t) * H + h) * D;
+
+				if (lse[il] != -INFINITY)
+					continue;
+				kept++;
+				moved += memcmp(hout + io, out0 + io, (size_t)D * 4) != 0;
+			}
+	CHECK(kept > 0 && moved == 0, "%s attention_merge: %d of %d rows with lse -inf moved",
+	      be->name, moved, kept);
+	expect_synced();
+}
+
 static void check_adamw(void)
 {
 	const size_t n = 999;
@@ -405,8 +588,9 @@ static void check_adamw(void)
 static void run_all(void)
 {
 	void (*const checks[])(void) = {
-		check_matmul, check_rmsnorm, check_rope, check_attention, check_elementwise,
-		check_embedding, check_cross_entropy, check_adamw,
+		check_matmul, check_matmul_bf16, check_rmsnorm, check_rope, check_attention,
+		check_elementwise, check_embedding, check_cross_entropy, check_vocab,
+		check_attention_merge, check_adamw,
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(checks); i++) {
@@ -423,12 +607,52 @@ static void test_harness_on_cpu(void)
 	run_all();
 }
 
+/* The device-memory entries beyond the four the harness uses: zero-filled
+ * allocation (a reused block too), zero, copy, and a freed block served
+ * again without a new device allocation. */
+static void check_device_memory(const kernel_ops *ops)
+{
+	enum { N = 1000 };
+	static unsigned char pattern[N], back[N], zeros[N];
+	kernel_mem_stats st;
+	void *a = NULL, *b = NULL;
+	long allocs;
+
+	for (int i = 0; i < N; i++)
+		pattern[i] = (unsigned char)(i * 7 + 1);
+	REQUIRE(ops->alloc(&a, N) == 0 && ops->alloc(&b, N) == 0, "alloc: %s", titan_errmsg());
+	CHECK(ops->download(back, a, N) == 0 && !memcmp(back, zeros, N), "alloc not zero-filled");
+	CHECK(ops->upload(a, pattern, N) == 0, "upload: %s", titan_errmsg());
+	ops->copy(b, a, N);
+	CHECK(ops->download(back, b, N) == 0 && !memcmp(back, pattern, N), "copy");
+	ops->zero(a, N);
+	CHECK(ops->download(back, a, N) == 0 && !memcmp(back, zeros, N), "zero");
+	CHECK(ops->sync() == 0, "%s", titan_errmsg());
+
+	ops->mem_stats(&st);
+	CHECK(st.reserved >= 2 * N && st.reserved_peak >= st.reserved && st.device_allocs >= 2,
+	      "mem_stats: reserved %zu peak %zu, %ld allocs", st.reserved, st.reserved_peak,
+	      st.device_allocs);
+	CHECK(st.device_total > 0 && st.device_free <= st.device_total,
+	      "mem_stats: device %zu free of %zu", st.device_free, st.device_total);
+	allocs = st.device_allocs;
+
+	ops->free(b, N);
+	REQUIRE(ops->alloc(&b, N) == 0, "alloc: %s", titan_errmsg());
+	ops->mem_stats(&st);
+	CHECK(st.device_allocs == allocs, "a freed block was not reused: %ld device allocs, "
+	      "%ld before", st.device_allocs, allocs);
+	CHECK(ops->download(back, b, N) == 0 && !memcmp(back, zeros, N),
+	      "a reused block is not zero-filled");
+	ops->free(a, N);
+	ops->free(b, N);
+	ops->free(NULL, 0);
+	CHECK(ops->sync() == 0, "%s", titan_errmsg());
+}
+
 static void test_cuda_against_cpu(void)
 {
-	static struct backend cuda = {
-		"cuda", NULL, kernels_cuda_alloc, kernels_cuda_free, kernels_cuda_upload,
-		kernels_cuda_download, kernels_cuda_sync,
-	};
+	static struct backend cuda = { .name = "cuda" };
 	bool required = getenv("TITAN_REQUIRE_CUDA") != NULL;
 	char info[256];
 
@@ -440,9 +664,15 @@ static void test_cuda_against_cpu(void)
 	}
 	cuda.ops = kernels_cuda_ops();
 	REQUIRE(cuda.ops, "a probe succeeded without an op table");
+	cuda.alloc = cuda.ops->alloc;
+	cuda.release = cuda.ops->free;
+	cuda.upload = cuda.ops->upload;
+	cuda.download = cuda.ops->download;
+	cuda.sync = cuda.ops->sync;
 	printf("# cuda: %s\n", info);
 	be = &cuda;
 	run_all();
+	check_device_memory(cuda.ops);
 }
 
 int main(void)

@@ -8,10 +8,12 @@
  * running a kernel at 1 and 2 threads and comparing bits. */
 #include "core/base.h"
 
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 
 #include "check.h"
+#include "core/half.h"
 #include "cpu/cpu.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -441,6 +443,224 @@ static void test_cross_entropy(void)
 	free(logits), free(copy), free(want);
 }
 
+/* ---- loss parallel and ring attention's merge ---- */
+
+/* A vocabulary of V cut into P slices of uneven width, each rank's logits
+ * a [N, width] block of their own: the max, then the sums, then finish per
+ * slice, with the reductions over the ranks between them done here, must
+ * give cross_entropy's loss and gradient on the whole rows.  log(rsum) +
+ * rmax - rlab rounds at rmax's magnitude where cross_entropy subtracts
+ * first, so the loss of the row shifted by 100 is allowed that rounding. */
+static void check_vocab_split(int P, float dscale)
+{
+	enum { N = 7, V = 1001, MAXP = 4 };
+	size_t nl = (size_t)N * V;
+	float *logits = frandn(nl, 5), *whole = malloc(nl * 4), *grad = malloc(nl * 4);
+	float *part[MAXP] = { 0 }, loss[N], want[N];
+	float rmax[N], rsum[N], rlab[N], pmax[N], psum[N], plab[N];
+	uint32_t labels[N], v0[MAXP + 1];
+	double *want_grad = malloc(nl * sizeof(double));
+
+	if (!logits || !whole || !grad || !want_grad)
+		goto oom;
+	for (int p = 0; p <= P; p++)
+		v0[p] = (uint32_t)((size_t)V * p / P + (p > 0 && p < P ? 3 * p : 0));
+	for (int j = 0; j < V; j++)
+		logits[3 * V + j] += 100;   /* exp of it overflows float */
+	for (int n = 0; n < N; n++)
+		labels[n] = (uint32_t)((n * 389 + 17) % V);
+	labels[0] = 0, labels[1] = V - 1, labels[2] = v0[1] % V, labels[4] = v0[1] - 1;
+	memcpy(whole, logits, nl * 4);
+	cpu_cross_entropy(want, whole, labels, N, V, dscale);
+	for (size_t i = 0; i < nl; i++)
+		want_grad[i] = dscale ? whole[i] : logits[i];
+
+	for (int p = 0; p < P; p++) {
+		int w = (int)(v0[p + 1] - v0[p]);
+
+		part[p] = malloc((size_t)N * w * 4);
+		if (!part[p])
+			goto oom;
+		for (int n = 0; n < N; n++)
+			memcpy(part[p] + (size_t)n * w, logits + (size_t)n * V + v0[p],
+			       (size_t)w * 4);
+	}
+	for (int n = 0; n < N; n++)
+		rmax[n] = -INFINITY, rsum[n] = 0, rlab[n] = 0;
+	for (int p = 0; p < P; p++) {
+		cpu_vocab_max(pmax, part[p], N, (int)(v0[p + 1] - v0[p]));
+		for (int n = 0; n < N; n++)
+			rmax[n] = fmaxf(rmax[n], pmax[n]);
+	}
+	for (int p = 0; p < P; p++) {
+		cpu_vocab_sumexp(psum, plab, part[p], rmax, labels, v0[p], N,
+				 (int)(v0[p + 1] - v0[p]));
+		for (int n = 0; n < N; n++)
+			rsum[n] += psum[n], rlab[n] += plab[n];
+	}
+	for (int p = 0; p < P; p++) {
+		int w = (int)(v0[p + 1] - v0[p]);
+
+		cpu_vocab_finish(loss, part[p], rmax, rsum, rlab, labels, v0[p], N, w, dscale);
+		for (int n = 0; n < N; n++) {
+			double tol = 1e-6 * fabs(want[n]) + 2 * FLT_EPSILON * fabs(rmax[n]);
+
+			CHECK(fabs((double)loss[n] - want[n]) <= tol,
+			      "%d slices, dscale %g: slice %d row %d: loss %.9g want %.9g", P,
+			      dscale, p, n, loss[n], want[n]);
+			memcpy(grad + (size_t)n * V + v0[p], part[p] + (size_t)n * w,
+			       (size_t)w * 4);
+		}
+	}
+	if (dscale)
+		CHECK_CLOSE(grad, want_grad, nl, 1e-6, 0, "dlogits");
+	else
+		CHECK(!memcmp(grad, logits, nl * 4), "%d slices: dscale 0 changed the logits", P);
+	goto done;
+oom:
+	CHECK(0, "out of memory");
+done:
+	for (int p = 0; p < P; p++)
+		free(part[p]);
+	free(logits), free(whole), free(grad), free(want_grad);
+}
+
+static void test_vocab_parallel(void)
+{
+	const int slices[] = { 1, 2, 4 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(slices); i++) {
+		check_vocab_split(slices[i], 0.0f);
+		check_vocab_split(slices[i], 1.0f / 7);
+		check_vocab_split(slices[i], 1.0f);
+	}
+}
+
+/* Keys t0..t0+n-1 of each row of x[B, Tk, KV, D]. */
+static float *key_rows(const float *x, int B, int Tk, int KV, int D, int t0, int n)
+{
+	size_t row = (size_t)KV * D;
+	float *y = malloc((size_t)B * n * row * sizeof(float) + 1);
+
+	for (int b = 0; b < B && y; b++)
+		memcpy(y + (size_t)b * n * row, x + ((size_t)b * Tk + t0) * row,
+		       (size_t)n * row * sizeof(float));
+	return y;
+}
+
+/* Largest |got - want| over the largest |want|; infinities must agree. */
+static double merge_err(const float *got, const float *want, size_t n)
+{
+	double d = 0, m = 1e-30;
+
+	for (size_t i = 0; i < n; i++) {
+		if (isinf(want[i]) || isinf(got[i])) {
+			if (got[i] != want[i])
+				return INFINITY;
+			continue;
+		}
+		d = fmax(d, fabs((double)got[i] - want[i]));
+		m = fmax(m, fabs((double)want[i]));
+	}
+	return d / m;
+}
+
+/* Attention over the keys split at `split`, each part with the queries'
+ * ranges cut to it and shifted to its start, merged into a running result
+ * that starts empty (out 0, lse -inf): attention over all the keys.  The
+ * causal mask leaves the queries before the split nothing in the second
+ * part, and one query sees no key at all. */
+static void check_merge_split(int split)
+{
+	enum { B = 2, T = 45, H = 4, KV = 2, D = 16 };
+	size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KV * D;
+	size_t nl = (size_t)B * H * T, nr = (size_t)B * T;
+	int n[2] = { split, T - split }, off[2] = { 0, split };
+	float *q = frandn(nq, 2), *k = frandn(nk, 2), *v = frandn(nk, 1);
+	float *want = malloc(nq * 4), *want_lse = malloc(nl * 4);
+	float *out = calloc(nq, 4), *lse = malloc(nl * 4);
+	float *po = malloc(nq * 4), *pl = malloc(nl * 4);
+	int32_t lo[B * T], hi[B * T], plo[B * T], phi[B * T];
+
+	if (!q || !k || !v || !want || !want_lse || !out || !lse || !po || !pl)
+		goto oom;
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++) {
+			lo[b * T + t] = b == 1 && t >= 30 ? 30 : 0;   /* a second document */
+			hi[b * T + t] = t;
+		}
+	lo[T + 7] = 8;   /* sees nothing */
+	cpu_attention_forward(want, want_lse, q, k, v, lo, hi, B, T, T, H, KV, D);
+	for (size_t i = 0; i < nl; i++)
+		lse[i] = -INFINITY;
+	for (int p = 0; p < 2; p++) {
+		float *pk = key_rows(k, B, T, KV, D, off[p], n[p]);
+		float *pv = key_rows(v, B, T, KV, D, off[p], n[p]);
+
+		if (!pk || !pv) {
+			free(pk), free(pv);
+			goto oom;
+		}
+		for (size_t r = 0; r < nr; r++) {
+			plo[r] = TITAN_MAX(lo[r], off[p]) - off[p];
+			phi[r] = TITAN_MIN(hi[r], off[p] + n[p] - 1) - off[p];
+		}
+		cpu_attention_forward(po, pl, q, pk, pv, plo, phi, B, T, n[p], H, KV, D);
+		cpu_attention_merge(out, lse, po, pl, B, T, H, D);
+		free(pk), free(pv);
+	}
+	double eo = merge_err(out, want, nq), el = merge_err(lse, want_lse, nl);
+
+	CHECK(eo <= 1e-6 && el <= 1e-6, "split at %d of %d: out %.2e, lse %.2e", split, T, eo,
+	      el);
+	goto done;
+oom:
+	CHECK(0, "out of memory");
+done:
+	free(q), free(k), free(v), free(want), free(want_lse), free(out), free(lse);
+	free(po), free(pl);
+}
+
+static void test_attention_merge(void)
+{
+	enum { B = 2, T = 9, H = 3, D = 5 };
+	size_t nq = (size_t)B * T * H * D, nl = (size_t)B * H * T;
+	float *out = frandn(nq, 1), *o = frandn(nq, 1), *lse = frandn(nl, 3);
+	float *lse_out = frandn(nl, 3), *out0 = malloc(nq * 4), *lse0 = malloc(nl * 4);
+	int moved = 0, kept = 0;
+
+	check_merge_split(20);
+	check_merge_split(1);
+	check_merge_split(44);
+
+	/* A block with lse -inf for some queries (garbage in its out):
+	 * those keep their out and lse to the bit, the running -inf ones too. */
+	for (size_t i = 0; i < nl; i += 2)
+		lse[i] = -INFINITY;
+	lse_out[4] = -INFINITY;
+	memcpy(out0, out, nq * 4);
+	memcpy(lse0, lse_out, nl * 4);
+	cpu_attention_merge(out, lse_out, o, lse, B, T, H, D);
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++)
+			for (int h = 0; h < H; h++) {
+				size_t il = ((size_t)b * H + h) * T + t;
+				size_t io = (((size_t)b * T + t) * H + h) * D;
+				double l = fmax(lse0[il], lse[il]);
+
+				if (lse[il] != -INFINITY) {
+					l += log(exp(lse0[il] - l) + exp(lse[il] - l));
+					moved += fabs(lse_out[il] - l) > 1e-6 * fmax(1, fabs(l));
+					continue;
+				}
+				kept++;
+				moved += memcmp(out + io, out0 + io, D * 4) != 0;
+				moved += memcmp(&lse_out[il], &lse0[il], 4) != 0;
+			}
+	CHECK(kept == (int)(nl + 1) / 2 && moved == 0, "%d of %d kept rows moved", moved, kept);
+	free(out), free(o), free(lse), free(lse_out), free(out0), free(lse0);
+}
+
 /* ---- elementwise and reductions ---- */
 
 static void test_add_scale(void)
@@ -633,6 +853,98 @@ static void test_thread_count(void)
 	free(x), free(w), free(dout), free(logits), free(wm), free(rstd), free(ids);
 }
 
+/* ---- bf16 matmul ---- */
+
+static float *round_copy(const float *x, size_t n)
+{
+	float *r = malloc(n * sizeof(*r));
+
+	for (size_t i = 0; i < n && r; i++)
+		r[i] = bf16_to_f32(f32_to_bf16(x[i]));
+	return r;
+}
+
+/* The bf16 GEMMs are the fp32 ones on rounded operands, bit for bit (the
+ * same sgemm), and on operands bf16 already holds they are the fp32 ones. */
+static void test_matmul_bf16(void)
+{
+	const int N = 19, IC = 37, OC = 13;
+	const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+	float *inp = frandn(ni, 1), *w = frandn(nw, 1), *dout = frandn(no, 1);
+	float *out0 = frandn(no, 1), *dinp0 = frandn(ni, 1), *dw0 = frandn(nw, 1);
+	float *ri = round_copy(inp, ni), *rw = round_copy(w, nw), *rd = round_copy(dout, no);
+	float *o1 = malloc(no * sizeof(float)), *o2 = malloc(no * sizeof(float));
+	float *di1 = malloc(ni * sizeof(float)), *di2 = malloc(ni * sizeof(float));
+	float *dw1 = malloc(nw * sizeof(float)), *dw2 = malloc(nw * sizeof(float));
+
+	if (!(inp && w && dout && out0 && dinp0 && dw0 && ri && rw && rd && o1 && o2 && di1 &&
+	      di2 && dw1 && dw2)) {
+		CHECK(0, "out of memory");
+		goto out;
+	}
+	for (int acc = 0; acc < 2; acc++) {
+		memcpy(o1, out0, no * sizeof(float));
+		memcpy(o2, out0, no * sizeof(float));
+		cpu_matmul_forward_bf16(o1, inp, w, N, IC, OC, acc);
+		cpu_matmul_forward(o2, ri, rw, N, IC, OC, acc);
+		CHECK(same_bits(o1, o2, no), "forward%s: not the fp32 GEMM of rounded operands",
+		      acc ? " (accumulate)" : "");
+		/* the rounding is not a no-op: unrounded operands give another result */
+		cpu_matmul_forward(o2, inp, w, N, IC, OC, false);
+		if (!acc)
+			CHECK(!same_bits(o1, o2, no), "forward: no operand was rounded");
+		/* operands bf16 holds: exactly the fp32 op */
+		memcpy(o1, out0, no * sizeof(float));
+		memcpy(o2, out0, no * sizeof(float));
+		cpu_matmul_forward_bf16(o1, ri, rw, N, IC, OC, acc);
+		cpu_matmul_forward(o2, ri, rw, N, IC, OC, acc);
+		CHECK(same_bits(o1, o2, no), "forward%s on bf16 values: not the fp32 result",
+		      acc ? " (accumulate)" : "");
+	}
+
+	/* backward: both sides, each side alone, dinp accumulated */
+	for (int mode = 0; mode < 4; mode++) {
+		bool want_di = mode != 2, want_dw = mode != 1, acc = mode == 3;
+
+		memcpy(di1, dinp0, ni * sizeof(float));
+		memcpy(di2, dinp0, ni * sizeof(float));
+		memcpy(dw1, dw0, nw * sizeof(float));
+		memcpy(dw2, dw0, nw * sizeof(float));
+		cpu_matmul_backward_bf16(want_di ? di1 : NULL, want_dw ? dw1 : NULL, dout, inp, w,
+					 N, IC, OC, acc);
+		cpu_matmul_backward(want_di ? di2 : NULL, want_dw ? dw2 : NULL, rd, ri, rw, N, IC,
+				    OC, acc);
+		CHECK(same_bits(di1, di2, ni), "backward mode %d: dinp", mode);
+		CHECK(same_bits(dw1, dw2, nw), "backward mode %d: dweight", mode);
+		CHECK(want_di || same_bits(di1, dinp0, ni), "backward mode %d: dinp changed", mode);
+		CHECK(want_dw || same_bits(dw1, dw0, nw), "backward mode %d: dweight changed",
+		      mode);
+
+		memcpy(di1, dinp0, ni * sizeof(float));
+		memcpy(dw1, dw0, nw * sizeof(float));
+		cpu_matmul_backward_bf16(want_di ? di1 : NULL, want_dw ? dw1 : NULL, rd, ri, rw,
+					 N, IC, OC, acc);
+		CHECK(same_bits(di1, di2, ni) && same_bits(dw1, dw2, nw),
+		      "backward mode %d on bf16 values: not the fp32 result", mode);
+	}
+
+	/* round to nearest, ties to even: 1 + 2^-8 lies halfway between 1 and
+	 * 1 + 2^-7 and goes down to 1; 1 + 3 * 2^-8 halfway up to 1 + 2^-6 */
+	float one = 1.0f, got;
+	const float ties[][2] = { { 1.0f + 0x1p-8f, 1.0f }, { 1.0f + 0x3p-8f, 1.0f + 0x1p-6f },
+				  { -(1.0f + 0x1p-9f), -1.0f } };
+
+	for (size_t i = 0; i < ARRAY_SIZE(ties); i++) {
+		cpu_matmul_forward_bf16(&got, &ties[i][0], &one, 1, 1, 1, false);
+		CHECK(got == ties[i][1], "%a rounds to %a, not %a", ties[i][0], got, ties[i][1]);
+	}
+
+out:
+	free(inp), free(w), free(dout), free(out0), free(dinp0), free(dw0);
+	free(ri), free(rw), free(rd), free(o1), free(o2);
+	free(di1), free(di2), free(dw1), free(dw2);
+}
+
 /* ---- the table ---- */
 
 static void test_table(void)
@@ -670,12 +982,15 @@ static void test_peak(void)
 int main(void)
 {
 	RUN(test_matmul);
+	RUN(test_matmul_bf16);
 	RUN(test_rmsnorm);
 	RUN(test_rope);
 	RUN(test_swiglu);
 	RUN(test_swiglu_long);
 	RUN(test_embedding);
 	RUN(test_cross_entropy);
+	RUN(test_vocab_parallel);
+	RUN(test_attention_merge);
 	RUN(test_add_scale);
 	RUN(test_sumsq);
 	RUN(test_adamw);

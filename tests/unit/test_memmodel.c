@@ -157,6 +157,8 @@ static void opts_8b(mem_model_opts *o, train_config *c, int world, const char **
 	if (!rc) {
 		rc = mem_model_from_config(o, c, world);
 		CHECK(rc == 0, "%s", titan_errmsg());
+		/* the plan these checks are about: FSDP2's bf16 policy */
+		o->prec = MEM_PREC_BF16;
 		config_free(c);
 	}
 }

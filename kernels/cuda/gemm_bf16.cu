@@ -1,0 +1,125 @@
+/* gemm_bf16.cu - matmul_forward_bf16 / matmul_backward_bf16: the GEMMs of
+ * ops.cu with both operands rounded to bfloat16 and the products summed in
+ * fp32 (kernels.h).
+ *
+ * The op table passes fp32, so each operand is cast (round to nearest,
+ * ties to even, as the CPU twin's f32_to_bf16) into a scratch block of the
+ * backend's caching allocator, and cublasGemmEx multiplies the bf16 copies
+ * into the fp32 output.  The layout is ops.cu's exactly: the same
+ * transposes, leading dimensions and beta, only the operand types differ. */
+#include "cuda/cuda.h"
+
+#include <cuda_bf16.h>
+
+/* A grid-stride loop needs no more blocks than this to fill the GPU. */
+#define MAX_BLOCKS 65536
+
+__global__ static void cast_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n)
+{
+	size_t stride = (size_t)gridDim.x * blockDim.x;
+
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+		dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* src[0..n) as bf16 in a scratch block (queued on the stream), for
+ * release_bf16; NULL, the failure noted for the next sync, when the cache
+ * has no memory or the cast cannot be launched. */
+static __nv_bfloat16 *to_bf16(const float *src, size_t n, const char *what)
+{
+	size_t blocks = (n + RED_THREADS - 1) / RED_THREADS;
+	__nv_bfloat16 *dst = (__nv_bfloat16 *)cuda_scratch_get(n * sizeof(*dst));
+
+	if (!dst)
+		return NULL;
+	cast_bf16_kernel<<<(unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS),
+			   RED_THREADS, 0, cuda_stream()>>>(dst, src, n);
+	cuda_check_launch(what);
+	return dst;
+}
+
+/* Back to the cache while the GEMM reading it may still be queued: safe,
+ * since every user of the cache (ops, zeroing allocations, copies) queues
+ * on the one stream, so whoever gets the block next writes it only after
+ * the GEMM has read it. */
+static void release_bf16(__nv_bfloat16 *p)
+{
+	cuda_scratch_put(p);
+}
+
+static void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+		      const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb,
+		      float beta, float *c, int ldc)
+{
+	const float one = 1.0f;
+	cublasHandle_t h = cuda_blas();
+	cublasStatus_t st;
+
+	/* The handle is pedantic for the fp32 twin (no TF32, no reduced
+	 * precision); pedantic math may also keep bf16 off the tensor cores,
+	 * which are the point here.  Default math for this call only: bf16
+	 * products are exact in the fp32 sums either way. */
+	cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+	st = cublasGemmEx(h, ta, tb, m, n, k, &one, a, CUDA_R_16BF, lda, b,
+			  CUDA_R_16BF, ldb, &beta, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+			  CUBLAS_GEMM_DEFAULT);
+	cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);
+	if (st != CUBLAS_STATUS_SUCCESS)
+		cuda_note_error("cublasGemmEx", (int)st);
+}
+
+/* out^T[OC,N] = weight^T^T[OC,IC] @ inp^T[IC,N], as cuda_matmul_forward. */
+void cuda_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+			      int N, int IC, int OC, bool accumulate)
+{
+	__nv_bfloat16 *bi, *bw;
+
+	if (!cuda_ready())
+		return;
+	if (N <= 0 || OC <= 0)
+		return;
+	if (IC <= 0) {
+		if (!accumulate)
+			cuda_zero(out, (size_t)N * OC * sizeof(*out));
+		return;
+	}
+	bi = to_bf16(inp, (size_t)N * IC, "matmul_forward_bf16 (inp)");
+	bw = bi ? to_bf16(weight, (size_t)OC * IC, "matmul_forward_bf16 (weight)") : NULL;
+	if (bw)
+		gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, bw, IC, bi, IC,
+			  accumulate ? 1.0f : 0.0f, out, OC);
+	release_bf16(bw);
+	release_bf16(bi);
+}
+
+/* dinp^T[IC,N] = weight^T[IC,OC] @ dout^T[OC,N] and dweight^T[IC,OC] +=
+ * inp^T[IC,N] @ dout[N,OC], as cuda_matmul_backward; dout is cast once
+ * for both. */
+void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
+			       const float *inp, const float *weight,
+			       int N, int IC, int OC, bool accumulate_dinp)
+{
+	__nv_bfloat16 *bd, *bw = NULL, *bi = NULL;
+
+	if (!cuda_ready())
+		return;
+	if (N <= 0 || IC <= 0)
+		return;
+	if (OC <= 0) {
+		if (dinp && !accumulate_dinp)
+			cuda_zero(dinp, (size_t)N * IC * sizeof(*dinp));
+		return;
+	}
+	if (!dinp && !dweight)
+		return;
+	if (!(bd = to_bf16(dout, (size_t)N * OC, "matmul_backward_bf16 (dout)")))
+		return;
+	if (dinp && (bw = to_bf16(weight, (size_t)OC * IC, "matmul_backward_bf16 (weight)")))
+		gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, bw, IC, bd, OC,
+			  accumulate_dinp ? 1.0f : 0.0f, dinp, IC);
+	if (dweight && (bi = to_bf16(inp, (size_t)N * IC, "matmul_backward_bf16 (inp)")))
+		gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, bi, IC, bd, OC, 1.0f, dweight, IC);
+	release_bf16(bi);
+	release_bf16(bw);
+	release_bf16(bd);
+}

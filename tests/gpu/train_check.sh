@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Training on the GPU, the checks a lent GPU is for:
+#   parity  200 steps of debugmodel on --device cuda against the same run
+#           on the CPU: the fp32 twin must track the CPU's loss curve
+#           (relative difference per step under 1e-2, bf16's tolerance;
+#           the figure is printed)
+#   bench   tokens/s, TFLOP/s and MFU of titan-train on the GPU for
+#           debugmodel and llama3_1b, next to PyTorch eager (and
+#           torch.compile) on the same shapes when a PyTorch with CUDA is
+#           installed
+# The corpus is the repository's own documentation, so the script needs
+# nothing outside the tree.  Exits non-zero when parity fails or a run
+# fails.
+#
+#   TITAN_BIN=build/bin TITAN_BUILD=build tests/gpu/train_check.sh
+#
+# Environment: TITAN_GPU_STEPS (parity steps, default 200),
+# TITAN_GPU_DEVICE (default cuda; cpu-fenced checks the script itself on a
+# machine without a GPU), TITAN_GPU_BENCH (default 1; 0 skips the bench).
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+bin=${TITAN_BIN:-build/bin}
+work=${TITAN_BUILD:-build}/gpucheck
+PYTHON=${PYTHON:-python3}
+steps=${TITAN_GPU_STEPS:-200}
+device=${TITAN_GPU_DEVICE:-cuda}
+mkdir -p "$work"
+status=0
+
+cat man/man*/*.[1-9] README.md >"$work/corpus.txt"
+if ! "$bin/titan-tok" train -q -o "$work/tok.json" --vocab-size 2048 \
+	--special '<|begin_of_text|>' --special '<|end_of_text|>' "$work/corpus.txt" ||
+	! "$bin/titan-pack" -q -t "$work/tok.json" -o "$work/data" --force --lines \
+		"$work/corpus.txt"; then
+	echo "train_check: cannot make the dataset" >&2
+	exit 1
+fi
+
+# train JSONL DEVICE ARGS...: titan-train on the dataset, metrics to JSONL.
+train() {
+	local jsonl=$1 device=$2
+	shift 2
+	rm -f "$jsonl"
+	"$bin/titan-train" --data.dataset="$work/data" --device "$device" \
+		--metrics.jsonl="$jsonl" --metrics.log_freq=1 -q "$@"
+}
+
+echo "== parity: debugmodel, $steps steps, $device against cpu"
+common="--model.flavor=debugmodel --training.steps=$steps --training.seq_len=256
+	--training.local_batch_size=8 --lr_scheduler.warmup_steps=20"
+# shellcheck disable=SC2086
+if train "$work/cpu.jsonl" cpu $common && train "$work/cuda.jsonl" "$device" $common; then
+	jq -rn --slurpfile a "$work/cpu.jsonl" --slurpfile b "$work/cuda.jsonl" '
+		def losses: map(select(.loss != null) | {key: (.step | tostring), value: .loss}) | from_entries;
+		($a | losses) as $x | ($b | losses) as $y
+		| [$x | keys[] | (($x[.] - $y[.]) / $x[.] | fabs)] as $d
+		| "steps \($d | length), max relative loss difference \($d | max), last loss cpu \($x[($x | keys | map(tonumber) | max | tostring)]) device \($y[($y | keys | map(tonumber) | max | tostring)])",
+		  (if ($d | length) == 0 or ($d | max) >= 1e-2 then "parity: FAILED" else "parity: ok" end)' |
+		tee "$work/parity.txt"
+	grep -q '^parity: ok' "$work/parity.txt" || status=1
+else
+	echo "parity: FAILED (a run failed)"
+	status=1
+fi
+
+# bench NAME ARGS...: titan-train's mean tokens/s and MFU over the steps
+# after the first two, on the GPU.
+bench() {
+	local name=$1
+	shift
+	if ! train "$work/bench.jsonl" "$device" --training.steps=8 "$@"; then
+		echo "$name: FAILED"
+		status=1
+		return
+	fi
+	jq -rs --arg n "$name" --arg d "$device" 'map(select(.loss != null and .step > 2)) as $r
+		| "\($n): titan \($d) fp32  tokens/s \($r | map(.tps) | add / length | floor)  TFLOP/s \($r | map(.tflops) | add / length * 100 | floor / 100)  MFU \($r | map(.mfu) | add / length * 10 | floor / 10)% of the measured fp32 matmul peak  mem \($r[-1].mem_peak_gib * 100 | floor / 100) GiB"' \
+		"$work/bench.jsonl"
+}
+
+# torch_ref NAME ARGS...: PyTorch eager and compiled on the GPU, when it can.
+torch_ref() {
+	local name=$1 mode
+	shift
+	for mode in "" --compile; do
+		# shellcheck disable=SC2086
+		"$PYTHON" tests/bench/torch_train.py --device cuda $mode --steps 5 --warmup 2 "$@" \
+			2>/dev/null | jq -r --arg n "$name" '"\($n): PyTorch \(.device)  tokens/s \(.tps | floor)"' ||
+			echo "$name: PyTorch ${mode:-eager}: failed"
+	done
+}
+
+[ "${TITAN_GPU_BENCH:-1}" = 0 ] && exit $status
+echo "== bench: one GPU, fp32"
+have_torch=false
+"$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null &&
+	have_torch=true
+bench debugmodel --model.flavor=debugmodel --training.seq_len=2048 --training.local_batch_size=8
+$have_torch && torch_ref debugmodel --dim 256 --n-layers 6 --n-heads 16 --n-kv-heads 16 \
+	--vocab 2048 --multiple-of 256 --batch 8 --seq 2048
+bench llama3_1b --model.flavor=llama3_1b --training.seq_len=2048 --training.local_batch_size=2
+$have_torch && torch_ref llama3_1b --dim 2048 --n-layers 16 --n-heads 32 --n-kv-heads 8 \
+	--vocab 128256 --multiple-of 256 --ffn-dim-multiplier 1.5 --batch 2 --seq 2048
+$have_torch || echo "(no PyTorch with CUDA here: no reference figures)"
+exit $status
