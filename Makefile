@@ -90,7 +90,7 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(@D)
 	$(say) NVCC $<
-	$(Q)$(NVCC) $(NVCCFLAGS) $(NVCC_WARN) -Ilib -Ikernels -c $< -o $@
+	$(Q)$(NVCC) $(NVCCFLAGS) $(NVCC_WARN) -MMD -MP -Ilib -Ikernels -c $< -o $@
 
 $(LIBA): $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@

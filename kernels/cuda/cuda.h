@@ -142,12 +142,13 @@ bool cuda_ready(void);   /* the context exists (made on first call) */
  * two. */
 enum { RED_THREADS = 256 };
 
-/* The block's total of v, in a fixed order (a tree over thread ids, a
- * shape that depends on nothing but RED_THREADS, so the bits are the same
- * run to run), given back to every thread.  sh holds RED_THREADS values;
- * the trailing barrier lets the caller reuse it at once. */
-template <typename T>
-__device__ static inline T block_sum(T v, T *sh)
+/* The block's v combined with combine(a, b), in a fixed order (a tree
+ * over thread ids, a shape that depends on nothing but RED_THREADS, so the
+ * bits are the same run to run), given back to every thread.  sh holds
+ * RED_THREADS values; the trailing barrier lets the caller reuse it at
+ * once. */
+template <typename T, typename Combine>
+__device__ static inline T block_reduce(T v, T *sh, Combine combine)
 {
 	unsigned int t = threadIdx.x;
 
@@ -155,12 +156,26 @@ __device__ static inline T block_sum(T v, T *sh)
 	__syncthreads();
 	for (unsigned int s = RED_THREADS / 2; s > 0; s >>= 1) {
 		if (t < s)
-			sh[t] += sh[t + s];
+			sh[t] = combine(sh[t], sh[t + s]);
 		__syncthreads();
 	}
-	T total = sh[0];
+	T r = sh[0];
 	__syncthreads();
-	return total;
+	return r;
+}
+
+struct red_add {
+	template <typename T>
+	__device__ T operator()(T a, T b) const
+	{
+		return a + b;
+	}
+};
+
+template <typename T>
+__device__ static inline T block_sum(T v, T *sh)
+{
+	return block_reduce(v, sh, red_add());
 }
 #endif
 

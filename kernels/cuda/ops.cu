@@ -43,20 +43,16 @@ static unsigned int grid_for(size_t n)
 }
 
 /* The comparison is the CPU's row_max: a NaN never replaces the maximum. */
+struct red_row_max {
+	__device__ float operator()(float a, float b) const
+	{
+		return b > a ? b : a;
+	}
+};
+
 __device__ static float block_max(float v, float *sh)
 {
-	unsigned int t = threadIdx.x;
-
-	sh[t] = v;
-	__syncthreads();
-	for (unsigned int s = RED_THREADS / 2; s > 0; s >>= 1) {
-		if (t < s)
-			sh[t] = sh[t + s] > sh[t] ? sh[t + s] : sh[t];
-		__syncthreads();
-	}
-	float mx = sh[0];
-	__syncthreads();
-	return mx;
+	return block_reduce(v, sh, red_row_max());
 }
 
 static void note_blas(cublasStatus_t st)

@@ -18,23 +18,18 @@
 
 #include <math.h>
 
-/* The block's maximum of v, given back to every thread; fmaxf as the CPU
- * takes it, so a NaN never replaces a number.  The trailing barrier lets
- * the caller reuse sh at once. */
+/* The block's maximum of v; fmaxf as the CPU takes it, so a NaN never
+ * replaces a number. */
+struct red_fmax {
+	__device__ float operator()(float a, float b) const
+	{
+		return fmaxf(a, b);
+	}
+};
+
 __device__ static float block_max(float v, float *sh)
 {
-	unsigned int t = threadIdx.x;
-
-	sh[t] = v;
-	__syncthreads();
-	for (unsigned int s = RED_THREADS / 2; s > 0; s >>= 1) {
-		if (t < s)
-			sh[t] = fmaxf(sh[t], sh[t + s]);
-		__syncthreads();
-	}
-	float mx = sh[0];
-	__syncthreads();
-	return mx;
+	return block_reduce(v, sh, red_fmax());
 }
 
 __device__ static bool in_slice(uint32_t label, uint32_t v0, int V)
