@@ -1,26 +1,10 @@
 /* table.c - the CPU backend's op table. */
 #include "core/base.h"
+#include "core/mem.h"
 
 #include "cpu.h"
 
-/* The device is the host: memory is plain aligned heap, copies memcpy. */
-static int cpu_alloc(void **p, size_t bytes)
-{
-	size_t rounded = (bytes + 63) & ~(size_t)63;
-
-	*p = NULL;
-	if (rounded < bytes || posix_memalign(p, 64, rounded ? rounded : 64))
-		return titan_err(TITAN_ENOMEM, "out of memory (%zu bytes)", bytes);
-	memset(*p, 0, rounded ? rounded : 64);
-	return 0;
-}
-
-static void cpu_free(void *p, size_t bytes)
-{
-	(void)bytes;
-	free(p);
-}
-
+/* The device is the host: memory is core/mem.h's heap, copies memcpy. */
 static int cpu_copy_in(void *dst, const void *src, size_t bytes)
 {
 	if (bytes)
@@ -61,8 +45,8 @@ static int cpu_sync(void)
 
 const kernel_ops kernels_cpu = {
 	.name = "cpu",
-	.alloc = cpu_alloc,
-	.free = cpu_free,
+	.alloc = mem_host_alloc,
+	.free = mem_host_free,
 	.upload = cpu_copy_in,
 	.download = cpu_copy_in,
 	.zero = cpu_zero,

@@ -10,30 +10,37 @@ static size_t mem_rounded(size_t bytes)
 	return r ? r : 64;
 }
 
-void *mem_alloc(mem_tracker *t, size_t bytes, const char *what)
+int mem_host_alloc(void **p, size_t bytes)
 {
 	size_t rounded = mem_rounded(bytes);
-	void *p = NULL;
 
-	if (rounded < bytes) {
-		titan_err(TITAN_ENOMEM, "out of memory allocating %s (%zu bytes)",
-			  what ? what : "a buffer", bytes);
-		return NULL;
+	*p = NULL;
+	if (rounded < bytes || posix_memalign(p, 64, rounded)) {
+		*p = NULL;
+		return titan_err(TITAN_ENOMEM, "out of memory (%zu bytes)", bytes);
 	}
-	if (t->dev_alloc) {
-		int rc = t->dev_alloc(&p, rounded);
-		if (rc) {
-			titan_err_prefix(rc, "allocating %s (%zu bytes) on %s",
-					 what ? what : "a buffer", bytes, t->device);
-			return NULL;
-		}
-	} else {
-		if (posix_memalign(&p, 64, rounded)) {
-			titan_err(TITAN_ENOMEM, "out of memory allocating %s (%zu bytes)",
-				  what ? what : "a buffer", bytes);
-			return NULL;
-		}
-		memset(p, 0, rounded);
+	memset(*p, 0, rounded);
+	return 0;
+}
+
+void mem_host_free(void *p, size_t bytes)
+{
+	(void)bytes;
+	free(p);
+}
+
+void *mem_alloc(mem_tracker *t, size_t bytes, const char *what)
+{
+	int (*alloc)(void **, size_t) = t->dev_alloc ? t->dev_alloc : mem_host_alloc;
+	size_t rounded = mem_rounded(bytes);
+	void *p = NULL;
+	int rc;
+
+	rc = rounded < bytes ? titan_err(TITAN_ENOMEM, "out of memory") : alloc(&p, rounded);
+	if (rc) {
+		titan_err_prefix(rc, "allocating %s (%zu bytes) on %s", what ? what : "a buffer",
+				 bytes, t->device ? t->device : "cpu");
+		return NULL;
 	}
 	t->cur += bytes;
 	t->nalloc++;
@@ -46,10 +53,7 @@ void mem_free(mem_tracker *t, void *p, size_t bytes)
 {
 	if (!p)
 		return;
-	if (t->dev_free)
-		t->dev_free(p, mem_rounded(bytes));
-	else
-		free(p);
+	(t->dev_free ? t->dev_free : mem_host_free)(p, mem_rounded(bytes));
 	t->cur -= bytes;
 	t->nalloc--;
 }

@@ -23,6 +23,11 @@ typedef struct mem_tracker {
  * titan error (naming what and the size) and returns NULL when memory runs
  * out.  what is for the message. */
 void *mem_alloc(mem_tracker *t, size_t bytes, const char *what);
+/* Host memory as a device gives it: bytes rounded up to 64 (at least 64),
+ * 64-byte aligned, zero-filled; 0, or TITAN_ENOMEM naming the size.  The
+ * allocator of a tracker without dev_alloc, and the CPU backend's. */
+int mem_host_alloc(void **p, size_t bytes);
+void mem_host_free(void *p, size_t bytes);
 /* Free a buffer of mem_alloc(t, bytes, ...); NULL is fine. */
 void mem_free(mem_tracker *t, void *p, size_t bytes);
 /* Start a new peak window at the current level (after setup, before the
