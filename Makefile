@@ -1,6 +1,7 @@
 # titan - build, test and install.  `make help` lists the targets.
 #
-# Sources are found by wildcard: lib/**.c and kernels/cpu/**.c make
+# Sources are found by wildcard: lib/**.c and kernels/cpu/**.c (with
+# kernels/attention_tiles.c, which every backend shares) make
 # build/libtitan.a, cmd/titan-X.c makes build/bin/titan-X, and
 # tests/unit/test_X.c makes build/tests/test_X.  CUDA=1 (the default when
 # nvcc is on PATH) adds kernels/cuda/*.cu and links cuBLAS and NCCL.
@@ -39,7 +40,7 @@ Q = @
 say = @printf '  %-6s %s\n'
 endif
 
-LIB_SRC := $(sort $(shell find lib $(wildcard kernels/cpu) -name '*.c'))
+LIB_SRC := $(sort $(shell find lib $(wildcard kernels/cpu) -name '*.c')) kernels/attention_tiles.c
 CMD_SRC := $(sort $(wildcard cmd/titan-*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))

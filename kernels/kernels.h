@@ -217,10 +217,11 @@ const kernel_ops *kernels_fenced_ops(void);
  * denominator of MFU on CPU.  Takes about a second. */
 double kernels_cpu_sgemm_peak(int n);
 
-/* The same measure through a backend's own matmul_forward on its memory
- * (out[n,n] = a[n,n] b[n,n]^T): the denominator of MFU on a device; 0 when
- * its memory cannot be had. */
-double kernels_matmul_peak(const kernel_ops *ops, int n);
+/* The same measure through a backend's own matmul_forward (bf16:
+ * matmul_forward_bf16, casts included) on its memory (out[n,n] =
+ * a[n,n] b[n,n]^T): the denominator of MFU on a device, for the GEMMs the
+ * run uses; 0 when its memory cannot be had. */
+double kernels_matmul_peak(const kernel_ops *ops, int n, bool bf16);
 
 /* 1 when this build includes the CUDA backend. */
 int kernels_cuda_built(void);

@@ -53,7 +53,7 @@ out:
 	return best > 0.0 ? 2.0 * n * (double)n * n / best : 0.0;
 }
 
-double kernels_matmul_peak(const kernel_ops *ops, int n)
+double kernels_matmul_peak(const kernel_ops *ops, int n, bool bf16)
 {
 	size_t bytes = (size_t)n * n * sizeof(float);
 	float *a = NULL, *b = NULL, *c = NULL, *h = NULL;
@@ -70,7 +70,7 @@ double kernels_matmul_peak(const kernel_ops *ops, int n)
 	for (int run = 0; run < 8; run++) {
 		double t0 = now_s(), dt;
 
-		ops->matmul_forward(c, a, b, n, n, n, false);
+		(bf16 ? ops->matmul_forward_bf16 : ops->matmul_forward)(c, a, b, n, n, n, false);
 		if (ops->sync())
 			goto out;
 		dt = now_s() - t0;

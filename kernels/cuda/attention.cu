@@ -4,8 +4,9 @@
  * fast: one warp per query (forward and dq) or per key (dk, dv), a loop
  * over the other side one token at a time, and every dot product a warp
  * reduction.  Nothing of size Tq x Tk is ever held, and no atomics are
- * used, so the results are bit-identical run to run.  Tiles in shared
- * memory (FlashAttention's schedule) are what would make it fast.
+ * used, so the results are bit-identical run to run.  The op table's
+ * attention is the tiled one over cuBLAS (attention_tiles.cu); these
+ * _plain entry points stay as a second GPU reference for the tests.
  *
  * A warp spreads the head dim over its lanes: lane l holds elements
  * l, l + 32, l + 64, ... of each row it works on (NPL = ceil(D / 32) of
@@ -319,10 +320,10 @@ static int npl_of(int D)
 	return npl < 1 ? 1 : npl;
 }
 
-void cuda_attention_forward(float *out, float *lse, const float *q,
-			    const float *k, const float *v,
-			    const int32_t *kv_lo, const int32_t *kv_hi,
-			    int B, int Tq, int Tk, int H, int KV, int D)
+void cuda_attention_forward_plain(float *out, float *lse, const float *q,
+				  const float *k, const float *v,
+				  const int32_t *kv_lo, const int32_t *kv_hi,
+				  int B, int Tq, int Tk, int H, int KV, int D)
 {
 	if (!cuda_ready())
 		return;
@@ -346,12 +347,12 @@ void cuda_attention_forward(float *out, float *lse, const float *q,
 	cuda_check_launch("attention_forward");
 }
 
-void cuda_attention_backward(float *dq, float *dk, float *dv,
-			     const float *dout, const float *q,
-			     const float *k, const float *v,
-			     const float *out, const float *lse,
-			     const int32_t *kv_lo, const int32_t *kv_hi,
-			     int B, int Tq, int Tk, int H, int KV, int D)
+void cuda_attention_backward_plain(float *dq, float *dk, float *dv,
+				   const float *dout, const float *q,
+				   const float *k, const float *v,
+				   const float *out, const float *lse,
+				   const int32_t *kv_lo, const int32_t *kv_hi,
+				   int B, int Tq, int Tk, int H, int KV, int D)
 {
 	if (!cuda_ready())
 		return;

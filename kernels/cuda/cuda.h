@@ -96,7 +96,20 @@ void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 			       const float *inp, const float *weight,
 			       int N, int IC, int OC, bool accumulate_dinp);
 
-/* attention.cu */
+/* attention.cu: the plain warp-per-query kernels, a second reference */
+void cuda_attention_forward_plain(float *out, float *lse, const float *q,
+				  const float *k, const float *v,
+				  const int32_t *kv_lo, const int32_t *kv_hi,
+				  int B, int Tq, int Tk, int H, int KV, int D);
+void cuda_attention_backward_plain(float *dq, float *dk, float *dv,
+				   const float *dout, const float *q,
+				   const float *k, const float *v,
+				   const float *out, const float *lse,
+				   const int32_t *kv_lo, const int32_t *kv_hi,
+				   int B, int Tq, int Tk, int H, int KV, int D);
+
+/* attention_tiles.cu: the op table's attention, attention_tiles.h's
+ * schedule over cuBLAS */
 void cuda_attention_forward(float *out, float *lse, const float *q,
 			    const float *k, const float *v,
 			    const int32_t *kv_lo, const int32_t *kv_hi,

@@ -587,7 +587,9 @@ static void log_setup(run *r, const train_result *res)
 	log_info(r->log, "training %ld steps: %d x %d tokens per micro-batch, %d micro-batches "
 		 "per step, %d threads, peak %.1f GFLOP/s%s", c->training.steps, r->B, r->T,
 		 r->accum, omp_get_max_threads(), r->peak_flops / 1e9,
-		 c->metrics.peak_flops > 0 ? "" : " (measured sgemm)");
+		 c->metrics.peak_flops > 0 ? ""
+		 : r->ops == &kernels_cpu ? " (measured sgemm)"
+		 : r->model->matmul_bf16 ? " (measured bf16 matmul)" : " (measured matmul)");
 }
 
 /* The device mesh: the layout the config asks for on the ranks launched. */
@@ -836,9 +838,10 @@ static int setup(run *r, train_result *res, loader_cursor *cur)
 	r->flops_per_token = llama_flops_per_token(&c->model, r->T);
 	r->peak_flops = c->metrics.peak_flops;
 	if (r->peak_flops <= 0)
-		r->peak_flops = r->ops == &kernels_cpu ? kernels_cpu_sgemm_peak(1024)
-						       : kernels_matmul_peak(r->ops, strcmp(r->ops->name, "cuda")
-								 ? 1024 : 4096);
+		r->peak_flops = r->ops == &kernels_cpu
+					 ? kernels_cpu_sgemm_peak(1024)
+					 : kernels_matmul_peak(r->ops, strcmp(r->ops->name, "cuda") ? 1024 : 4096,
+							       r->model->matmul_bf16);
 	/* -q keeps stderr for errors; the JSONL and events are rank 0's */
 	if (comm_rank(r->world) > 0)
 		return metrics_open(&r->met, r->log->verbosity > 0 ? stderr : NULL, NULL, NULL);

@@ -8,9 +8,9 @@
 #
 # Environment: TITAN_BENCH_RUNS (default 3; each figure is the best of that
 # many runs), TITAN_BENCH_PACK_TOKENIZERS (default "gpt2 llama3"),
-# TITAN_BENCH_PACK_COPIES (default 4: the corpora are repeated so that a run
-# lasts long enough for the fixed costs, thread start-up and fsync, not to
-# decide the figure).  The
+# TITAN_BENCH_PACK_COPIES (default 4: the english text is repeated so that a
+# run lasts long enough for the fixed costs, thread start-up and fsync, not to
+# decide the figure; the JSON lines are repeated up to the same size).  The
 # seconds come from the tools' own lines (titan-tok --stats, titan-pack's
 # summary), which exclude loading the tokenizer; MB/s is the input file's
 # size over those seconds.
@@ -41,9 +41,15 @@ jsonl=$work/english.jsonl
 for (( i = 0; i < copies; i++ )); do
 	cat "$TITAN_DATA/corpus/kjv.txt" "$TITAN_DATA/corpus/tinyshakespeare.txt"
 done >"$english.tmp" && mv "$english.tmp" "$english" || die "cannot write '$english'"
-for (( i = 0; i < copies; i++ )); do
-	cat "$TITAN_DATA/corpus/tinyshakespeare.jsonl"
-done >"$jsonl.tmp" && mv "$jsonl.tmp" "$jsonl" || die "cannot write '$jsonl'"
+# The JSON lines are repeated up to the english text's size, so that both
+# runs last about as long and the fixed costs weigh the same in each.
+jsonl_copies=0
+: >"$jsonl.tmp" || die "cannot write '$jsonl.tmp'"
+while [ "$(stat -c %s "$jsonl.tmp")" -lt "$(stat -c %s "$english")" ]; do
+	cat "$TITAN_DATA/corpus/tinyshakespeare.jsonl" >>"$jsonl.tmp" || die "cannot write '$jsonl.tmp'"
+	jsonl_copies=$((jsonl_copies + 1))
+done
+mv "$jsonl.tmp" "$jsonl" || die "cannot write '$jsonl'"
 docs_lines=$(wc -l <"$english")
 docs_jsonl=$(wc -l <"$jsonl")
 
@@ -100,7 +106,7 @@ echo "  (the tokenizer load is excluded everywhere); cost = pack time / job time
 echo "machine: ${cpu:-unknown cpu}, $cores cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "english: (kjv.txt + tinyshakespeare.txt) x $copies, $(stat -c %s "$english") bytes, one document"
 echo "lines:   the same with --lines, $docs_lines documents"
-echo "jsonl:   tinyshakespeare.jsonl x $copies, $(stat -c %s "$jsonl") bytes, $docs_jsonl documents"
+echo "jsonl:   tinyshakespeare.jsonl x $jsonl_copies, $(stat -c %s "$jsonl") bytes, $docs_jsonl documents"
 echo
 fmt="%-10s %-8s %7s %9s %9s %9s %9s %9s\n"
 # shellcheck disable=SC2059  # fmt is this script's own format

@@ -24,6 +24,29 @@ sys.path.insert(0, os.path.join(here, "..", "golden"))
 from reference import ModelArgs, Transformer, flops_per_token, loss_fn  # noqa: E402
 
 
+def use_sdpa():
+    """The reference's attention with PyTorch's fused causal kernel (the
+    bench's batches are causal, never document-masked)."""
+    import reference
+    F = torch.nn.functional
+    if not hasattr(F, "scaled_dot_product_attention"):
+        sys.exit("torch_train.py: --sdpa: this torch has no scaled_dot_product_attention")
+
+    def forward(self, x, freqs_cis, mask):
+        B, T, _ = x.shape
+        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
+        xq = reference.apply_rotary_emb(self.wq(x).view(B, T, H, D), freqs_cis)
+        xk = reference.apply_rotary_emb(self.wk(x).view(B, T, KV, D), freqs_cis)
+        xv = self.wv(x).view(B, T, KV, D)
+        keys = torch.repeat_interleave(xk, H // KV, dim=2)
+        values = torch.repeat_interleave(xv, H // KV, dim=2)
+        q, k, v = (t.transpose(1, 2) for t in (xq, keys, values))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.wo(out.transpose(1, 2).reshape(B, T, H * D))
+
+    reference.Attention.forward = forward
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dim", type=int, default=256)
@@ -41,6 +64,12 @@ def main():
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp32, TF32 off)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--bf16", action="store_true",
+                   help="autocast forward and loss to bfloat16 (fp32 weights, gradients"
+                        " and optimizer), as titan's training.matmul_dtype=bfloat16 compares")
+    p.add_argument("--sdpa", action="store_true",
+                   help="attention through F.scaled_dot_product_attention (causal),"
+                        " PyTorch's fused kernels, where this torch has it")
     a = p.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cuda":
@@ -55,6 +84,8 @@ def main():
                      n_kv_heads=a.n_kv_heads, vocab_size=a.vocab,
                      multiple_of=a.multiple_of, ffn_dim_multiplier=a.ffn_dim_multiplier,
                      max_seq_len=a.seq)
+    if a.sdpa:
+        use_sdpa()
     model = Transformer(args).to(dev)
     fwd = torch.compile(model) if a.compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95),
@@ -64,7 +95,8 @@ def main():
     def step():
         tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g).to(dev)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(fwd(tokens[:, :-1]), tokens[:, 1:])
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            loss = loss_fn(fwd(tokens[:, :-1]), tokens[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -89,7 +121,8 @@ def main():
         "loss": round(loss, 4) if a.steps else None,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "device": a.device + (" compiled" if a.compile else ""),
+        "device": a.device + (" compiled" if a.compile else "") + (" bf16" if a.bf16 else "")
+        + (" sdpa" if a.sdpa else ""),
     }))
 
 

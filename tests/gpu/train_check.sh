@@ -4,10 +4,11 @@
 #           on the CPU: the fp32 twin must track the CPU's loss curve
 #           (relative difference per step under 1e-2, bf16's tolerance;
 #           the figure is printed)
-#   bench   tokens/s, TFLOP/s and MFU of titan-train on the GPU for
-#           debugmodel and llama3_1b, next to PyTorch eager (and
-#           torch.compile) on the same shapes when a PyTorch with CUDA is
-#           installed
+#   bench   tokens/s, TFLOP/s and MFU of titan-train on the GPU, fp32 and
+#           bf16 GEMMs, for debugmodel, llama3_1b and 4 layers of
+#           llama3_8b, next to PyTorch (eager fp32, bf16 autocast with its
+#           fused attention, and torch.compile of that for llama3_1b) on
+#           the same shapes when a PyTorch with CUDA is installed
 # The corpus is the repository's own documentation, so the script needs
 # nothing outside the tree.  Exits non-zero when parity fails or a run
 # fails.
@@ -63,43 +64,86 @@ else
 	status=1
 fi
 
-# bench NAME ARGS...: titan-train's mean tokens/s and MFU over the steps
-# after the first two, on the GPU.
+# The GPU's datasheet peaks (dense, FLOP/s) as "bf16 fp32", for MFU as
+# papers quote it; unknown GPUs get none and only the measured figure.
+datasheet_peaks() {
+	local name
+	name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+	case $name in
+	*H100*PCIe*) echo "756e12 51.2e12" ;;
+	*H100* | *H200*) echo "989.4e12 66.9e12" ;;
+	*A100*) echo "312e12 19.5e12" ;;
+	esac
+}
+
+# bench NAME DTYPE ARGS...: titan-train's mean tokens/s and MFU over the
+# steps after the first two, on the GPU.  DTYPE fp32 or bf16 (the GEMMs'
+# operands, training.matmul_dtype); MFU is against the same GEMM's measured
+# peak, and against the datasheet's when the GPU is known.
 bench() {
-	local name=$1
-	shift
-	if ! train "$work/bench.jsonl" "$device" --training.steps=8 "$@"; then
-		echo "$name: FAILED"
+	local name=$1 dtype=$2 peak=
+	shift 2
+	local flags=(--training.steps=8)
+	[ "$dtype" = bf16 ] && flags+=(--training.matmul_dtype=bfloat16)
+	if [ -n "$peaks" ]; then
+		if [ "$dtype" = bf16 ]; then peak=${peaks% *}; else peak=${peaks#* }; fi
+	fi
+	if ! train "$work/bench.jsonl" "$device" "${flags[@]}" "$@"; then
+		echo "$name: titan $dtype: FAILED"
 		status=1
 		return
 	fi
-	jq -rs --arg n "$name" --arg d "$device" 'map(select(.loss != null and .step > 2)) as $r
-		| "\($n): titan \($d) fp32  tokens/s \($r | map(.tps) | add / length | floor)  TFLOP/s \($r | map(.tflops) | add / length * 100 | floor / 100)  MFU \($r | map(.mfu) | add / length * 10 | floor / 10)% of the measured fp32 matmul peak  mem \($r[-1].mem_peak_gib * 100 | floor / 100) GiB"' \
+	jq -rs --arg n "$name" --arg d "$device" --arg t "$dtype" --arg p "$peak" '
+		map(select(.loss != null and .step > 2)) as $r
+		| ($r | map(.tflops) | add / length) as $tf
+		| "\($n): titan \($d) \($t)  tokens/s \($r | map(.tps) | add / length | floor)  TFLOP/s \($tf * 100 | floor / 100)  MFU \($r | map(.mfu) | add / length * 10 | floor / 10)% of the measured \($t) matmul peak"
+		  + (if $p != "" then ", \($tf * 1e12 / ($p | tonumber) * 1000 | floor / 10)% of the datasheet" else "" end)
+		  + "  mem \($r[-1].mem_peak_gib * 100 | floor / 100) GiB"' \
 		"$work/bench.jsonl"
 }
 
-# torch_ref NAME ARGS...: PyTorch eager and compiled on the GPU, when it can.
+# torch_ref NAME MODES ARGS...: PyTorch on the GPU, when it can, in each of
+# MODES (comma-separated: fp32, bf16 = autocast with the fused causal
+# attention, bf16c = the same under torch.compile).
 torch_ref() {
-	local name=$1 mode
-	shift
-	for mode in "" --compile; do
+	local name=$1 modes=$2 mode flags
+	shift 2
+	for mode in ${modes//,/ }; do
+		case $mode in
+		fp32) flags= ;;
+		bf16) flags="--bf16 --sdpa" ;;
+		bf16c) flags="--bf16 --sdpa --compile" ;;
+		esac
 		# shellcheck disable=SC2086
-		"$PYTHON" tests/bench/torch_train.py --device cuda $mode --steps 5 --warmup 2 "$@" \
+		"$PYTHON" tests/bench/torch_train.py --device cuda $flags --steps 5 --warmup 2 "$@" \
 			2>/dev/null | jq -r --arg n "$name" '"\($n): PyTorch \(.device)  tokens/s \(.tps | floor)"' ||
-			echo "$name: PyTorch ${mode:-eager}: failed"
+			echo "$name: PyTorch $mode: failed"
 	done
 }
 
 [ "${TITAN_GPU_BENCH:-1}" = 0 ] && exit $status
-echo "== bench: one GPU, fp32"
+echo "== bench: one GPU"
 have_torch=false
 "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null &&
 	have_torch=true
-bench debugmodel --model.flavor=debugmodel --training.seq_len=2048 --training.local_batch_size=8
-$have_torch && torch_ref debugmodel --dim 256 --n-layers 6 --n-heads 16 --n-kv-heads 16 \
-	--vocab 2048 --multiple-of 256 --batch 8 --seq 2048
-bench llama3_1b --model.flavor=llama3_1b --training.seq_len=2048 --training.local_batch_size=2
-$have_torch && torch_ref llama3_1b --dim 2048 --n-layers 16 --n-heads 32 --n-kv-heads 8 \
-	--vocab 128256 --multiple-of 256 --ffn-dim-multiplier 1.5 --batch 2 --seq 2048
+peaks=$(datasheet_peaks)
+for dtype in fp32 bf16; do
+	bench debugmodel $dtype --model.flavor=debugmodel --training.seq_len=2048 \
+		--training.local_batch_size=8
+done
+$have_torch && torch_ref debugmodel fp32,bf16 --dim 256 --n-layers 6 --n-heads 16 \
+	--n-kv-heads 16 --vocab 2048 --multiple-of 256 --batch 8 --seq 2048
+for dtype in fp32 bf16; do
+	bench llama3_1b $dtype --model.flavor=llama3_1b --training.seq_len=2048 \
+		--training.local_batch_size=2
+done
+$have_torch && torch_ref llama3_1b fp32,bf16,bf16c --dim 2048 --n-layers 16 --n-heads 32 \
+	--n-kv-heads 8 --vocab 128256 --multiple-of 256 --ffn-dim-multiplier 1.5 --batch 2 --seq 2048
+# llama3_8b's layers, 4 of its 32: what one GPU holds with fp32 weights,
+# gradients and AdamW moments
+bench llama3_8b_4l bf16 --model.flavor=llama3_8b --model.n_layers=4 \
+	--training.seq_len=2048 --training.local_batch_size=1
+$have_torch && torch_ref llama3_8b_4l bf16 --dim 4096 --n-layers 4 --n-heads 32 \
+	--n-kv-heads 8 --vocab 128256 --multiple-of 1024 --ffn-dim-multiplier 1.3 --batch 1 --seq 2048
 $have_torch || echo "(no PyTorch with CUDA here: no reference figures)"
 exit $status

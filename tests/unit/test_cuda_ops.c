@@ -11,6 +11,9 @@
 #include "core/base.h"
 #include <math.h>
 #include "kernels.h"
+#if TITAN_CUDA
+#include "cuda/cuda.h"
+#endif
 #include "check.h"
 
 /* A backend under test and its memory. */
@@ -328,40 +331,78 @@ static void check_rope(void)
 	expect_synced();
 }
 
-/* One attention case: B rows of Tq queries and Tk keys, ranges lo..hi. */
+/* One attention case: B rows of Tq queries and Tk keys, ranges lo..hi;
+ * the host inputs and the CPU's results. */
+struct attn_case {
+	int B, Tq, Tk, H, KV, D;
+	const int32_t *lo, *hi;
+	const char *what;
+	const float *q, *k, *v, *dout;
+	const float *out, *lse, *dq, *dk, *dv;
+};
+
+/* The case through the attention pair of ops (the backend's table, or
+ * another implementation with its signatures, named impl) against the
+ * CPU's results. */
+static void check_attention_ops(const kernel_ops *ops, const char *impl, const struct attn_case *c)
+{
+	size_t nq = (size_t)c->B * c->Tq * c->H * c->D, nk = (size_t)c->B * c->Tk * c->KV * c->D;
+	size_t nl = (size_t)c->B * c->H * c->Tq, nr = (size_t)c->B * c->Tq * 4;
+	float *zq = host_buf(nq * 4), *zk = host_buf(nk * 4), *zl = host_buf(nl * 4);
+	void *dlo = put(c->lo, nr), *dhi = put(c->hi, nr);
+	float *gq = put(c->q, nq * 4), *gk = put(c->k, nk * 4), *gv = put(c->v, nk * 4);
+	float *gout = put(zq, nq * 4), *glse = put(zl, nl * 4);
+	char name[160];
+
+	ops->attention_forward(gout, glse, gq, gk, gv, dlo, dhi, c->B, c->Tq, c->Tk, c->H, c->KV,
+			       c->D);
+	snprintf(name, sizeof name, "attention_forward%s %s: out", impl, c->what);
+	EXPECT_CLOSE(get(gout, nq), c->out, nq, 2e-5, name);
+	snprintf(name, sizeof name, "attention_forward%s %s: lse", impl, c->what);
+	EXPECT_CLOSE(get(glse, nl), c->lse, nl, 2e-5, name);
+
+	/* backward from the reference's out and lse, so it is judged alone */
+	float *gdq = put(zq, nq * 4), *gdk = put(zk, nk * 4), *gdv = put(zk, nk * 4);
+
+	ops->attention_backward(gdq, gdk, gdv, put(c->dout, nq * 4), gq, gk, gv,
+				put(c->out, nq * 4), put(c->lse, nl * 4), dlo, dhi, c->B, c->Tq,
+				c->Tk, c->H, c->KV, c->D);
+	snprintf(name, sizeof name, "attention_backward%s %s: dq", impl, c->what);
+	EXPECT_CLOSE(get(gdq, nq), c->dq, nq, 5e-5, name);
+	snprintf(name, sizeof name, "attention_backward%s %s: dk", impl, c->what);
+	EXPECT_CLOSE(get(gdk, nk), c->dk, nk, 5e-5, name);
+	snprintf(name, sizeof name, "attention_backward%s %s: dv", impl, c->what);
+	EXPECT_CLOSE(get(gdv, nk), c->dv, nk, 5e-5, name);
+}
+
 static void check_attention_case(int B, int Tq, int Tk, int H, int KV, int D,
 				 const int32_t *lo, const int32_t *hi, const char *what)
 {
 	size_t nq = (size_t)B * Tq * H * D, nk = (size_t)B * Tk * KV * D;
-	size_t nl = (size_t)B * H * Tq, nr = (size_t)B * Tq * 4;
+	size_t nl = (size_t)B * H * Tq;
 	float *q = randv(nq, 1), *k = randv(nk, 1), *v = randv(nk, 1), *dout = randv(nq, 1);
 	float *out = host_buf(nq * 4), *lse = host_buf(nl * 4);
 	float *dq = host_buf(nq * 4), *dk = host_buf(nk * 4), *dv = host_buf(nk * 4);
-	void *dlo = put(lo, nr), *dhi = put(hi, nr);
-	float *gq = put(q, nq * 4), *gk = put(k, nk * 4), *gv = put(v, nk * 4);
-	float *gout = put(out, nq * 4), *glse = put(lse, nl * 4);
-	char name[96];
 
 	kernels_cpu.attention_forward(out, lse, q, k, v, lo, hi, B, Tq, Tk, H, KV, D);
-	be->ops->attention_forward(gout, glse, gq, gk, gv, dlo, dhi, B, Tq, Tk, H, KV, D);
-	snprintf(name, sizeof name, "attention_forward %s: out", what);
-	EXPECT_CLOSE(get(gout, nq), out, nq, 2e-5, name);
-	snprintf(name, sizeof name, "attention_forward %s: lse", what);
-	EXPECT_CLOSE(get(glse, nl), lse, nl, 2e-5, name);
-
-	/* backward from the reference's out and lse, so it is judged alone */
-	float *gdq = put(dq, nq * 4), *gdk = put(dk, nk * 4), *gdv = put(dv, nk * 4);
-
 	kernels_cpu.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, lo, hi, B, Tq, Tk, H,
 				       KV, D);
-	be->ops->attention_backward(gdq, gdk, gdv, put(dout, nq * 4), gq, gk, gv, put(out, nq * 4),
-				    put(lse, nl * 4), dlo, dhi, B, Tq, Tk, H, KV, D);
-	snprintf(name, sizeof name, "attention_backward %s: dq", what);
-	EXPECT_CLOSE(get(gdq, nq), dq, nq, 5e-5, name);
-	snprintf(name, sizeof name, "attention_backward %s: dk", what);
-	EXPECT_CLOSE(get(gdk, nk), dk, nk, 5e-5, name);
-	snprintf(name, sizeof name, "attention_backward %s: dv", what);
-	EXPECT_CLOSE(get(gdv, nk), dv, nk, 5e-5, name);
+
+	struct attn_case c = {B, Tq, Tk, H, KV, D, lo, hi, what, q, k, v, dout,
+			      out, lse, dq, dk, dv};
+
+	check_attention_ops(be->ops, "", &c);
+#if TITAN_CUDA
+	/* the CUDA backend's plain kernels too, a second reference on the
+	 * GPU beside the table's tiled attention */
+	if (be->ops == kernels_cuda_ops()) {
+		kernel_ops plain = *be->ops;
+
+		plain.attention_forward = cuda_attention_forward_plain;
+		plain.attention_backward = cuda_attention_backward_plain;
+		check_attention_ops(&plain, " (plain)", &c);
+	}
+#endif
 }
 
 static void check_attention(void)

@@ -1,0 +1,120 @@
+/* attention_tiles.h - the attention ops of kernels.h as batched GEMMs over
+ * key tiles: FlashAttention's online softmax, with the two products of each
+ * tile done by a backend's batched GEMM (tensor cores, cuBLAS) and only the
+ * softmax left to small elementwise kernels.
+ *
+ * The schedule (which tiles, which GEMMs, what pointers) is plain C, the
+ * same for every backend, and a backend supplies the primitives below.  The
+ * CPU backend's primitives exist so that the schedule is tested without a
+ * GPU against the CPU's own attention (kernels/cpu/attention.c, the
+ * reference); the CUDA backend runs the same schedule over cuBLAS.
+ *
+ * Forward, for each key tile [k0, k1) (the queries that see none of its keys
+ * are not computed, see below), per batch row b and query head h (KV head
+ * g = h / (H / KV)), over the query rows [qa, qb) that see any key of the
+ * tile:
+ *   S   = scale * Q[qa:qb] K[k0:k1]^T                           (GEMM)
+ *   softmax_tile: masked keys out, running max m and sum l per query,
+ *         out rows rescaled by exp(m_old - m_new), S turned into P
+ *   out[qa:qb] += P V[k0:k1]                                     (GEMM)
+ * then finish: out /= l, lse = m + log l.  So memory holds one tile of
+ * scores per head, [qb - qa, k1 - k0], never Tq x Tk.
+ *
+ * Backward, with D_i = rowsum(dout_i * out_i) first (rowdot), per key tile:
+ *   S   = scale * Q K^T,  dP = dout V^T                          (GEMMs)
+ *   grad_tile: P = exp(S - lse) (masked), dS = scale * P * (dP - D_i)
+ *   dq[qa:qb] += dS K,  dk[k0:k1] += dS^T Q,  dv[k0:k1] += P^T dout  (GEMMs)
+ * dk and dv of a KV head sum over its H / KV query heads: one batched GEMM
+ * per query head of the group, in order, each accumulating (beta 1), so
+ * that no two GEMMs of a batch write the same output.
+ *
+ * Every GEMM is row-major: C[M,N] = alpha op(A) op(B) + beta C, op(A) A
+ * [M,K] (row stride lda) or, with ta, the transpose of A stored [K,M]; op(B)
+ * B [K,N] or, with tb, the transpose of B stored [N,K].  A batch is given as
+ * three pointer lists (A, B, C) of `batch` entries each, consecutive in the
+ * call's pointer table (see pointers). */
+#ifndef TITAN_KERNELS_ATTENTION_TILES_H
+#define TITAN_KERNELS_ATTENTION_TILES_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct attention_tile_prims {
+	void *ctx;   /* passed to every primitive */
+	/* Memory of the backend for the op's own buffers (scores, m, l,
+	 * D_i), not zero-filled; NULL when there is none (the op then
+	 * returns -1).  put takes NULL. */
+	void *(*scratch_get)(void *ctx, size_t bytes);
+	void (*scratch_put)(void *ctx, void *p);
+	/* The op's pointer table, n entries, built on the host before the
+	 * first GEMM: the table where the backend's GEMMs can read it (the
+	 * host table itself on the CPU, a device copy on a GPU), valid until
+	 * pointers_put; NULL on failure. */
+	void *const *(*pointers)(void *ctx, void *const *host, size_t n);
+	void (*pointers_put)(void *ctx, void *const *table);
+	/* x[0..n) = value */
+	void (*fill)(void *ctx, float *x, float value, size_t n);
+	/* The batched GEMM (above); A, B and C point into the table from
+	 * pointers, each `batch` entries. */
+	void (*gemm)(void *ctx, bool ta, bool tb, int M, int N, int K, float alpha,
+		     void *const *A, int lda, void *const *B, int ldb, float beta,
+		     void *const *C, int ldc, int batch);
+	/* One key tile of the forward.  s is [B][H][M][N], the scaled scores
+	 * of query rows qa .. qa+M-1 against keys k0 .. k0+N-1; m, l are
+	 * [B][H][Tq]; out is [B][Tq][H][D]; lo, hi [B*Tq] the op's key
+	 * ranges.  For each row (b, h, t = qa + i): key k0 + j is seen iff
+	 * lo <= k0 + j <= hi.  A row that sees no key of the tile keeps its
+	 * m, l and out and gets P = 0.  Otherwise, with m' = max(m, max of the
+	 * seen scores): P_j = exp(s_j - m') for seen keys, 0 for the others;
+	 * l = l * exp(m - m') + sum_j P_j (exp(-inf) = 0 when m was -inf); the
+	 * row out[b, t, h, :] *= exp(m - m'); m = m'.  P replaces s. */
+	void (*softmax_tile)(void *ctx, float *s, float *m, float *l, float *out,
+			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
+			     int qa, int M, int k0, int N, int D);
+	/* out[b, t, h, :] /= l and lse = m + log(l) for rows with l > 0;
+	 * out 0 and lse -inf for the others.  lse is [B][H][Tq]. */
+	void (*finish)(void *ctx, float *out, float *lse, const float *m, const float *l,
+		       int B, int Tq, int H, int D);
+	/* dvec[b][h][t] = sum_d dout[b, t, h, d] * out[b, t, h, d] */
+	void (*rowdot)(void *ctx, float *dvec, const float *dout, const float *out,
+		       int B, int Tq, int H, int D);
+	/* One key tile of the backward.  s (scaled scores) and dp are
+	 * [B][H][M][N] as in softmax_tile.  For a seen key with lse > -inf:
+	 * P = exp(s - lse), dS = scale * P * (dp - dvec); else P = 0, dS = 0.
+	 * P replaces s and dS replaces dp. */
+	void (*grad_tile)(void *ctx, float *s, float *dp, const float *lse, const float *dvec,
+			  const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
+			  int qa, int M, int k0, int N, float scale);
+} attention_tile_prims;
+
+/* kernels.h's attention_forward and attention_backward over prims.  lo and
+ * hi are the ranges where the backend's kernels read them; host_lo and
+ * host_hi the same values on the host, which plan the tiles.  key_tile is
+ * the keys per tile; 0 picks one that keeps the score buffers near
+ * ATTENTION_TILES_BUDGET bytes.  0, or -1 when scratch or the host's memory
+ * ran out (nothing is then computed: the outputs are undefined). */
+#define ATTENTION_TILES_BUDGET ((size_t)256 << 20)
+int attention_tiles_forward(const attention_tile_prims *p, float *out, float *lse,
+			    const float *q, const float *k, const float *v,
+			    const int32_t *lo, const int32_t *hi,
+			    const int32_t *host_lo, const int32_t *host_hi,
+			    int B, int Tq, int Tk, int H, int KV, int D, int key_tile);
+int attention_tiles_backward(const attention_tile_prims *p, float *dq, float *dk, float *dv,
+			     const float *dout, const float *q, const float *k, const float *v,
+			     const float *out, const float *lse,
+			     const int32_t *lo, const int32_t *hi,
+			     const int32_t *host_lo, const int32_t *host_hi,
+			     int B, int Tq, int Tk, int H, int KV, int D, int key_tile);
+
+/* The CPU's primitives (kernels/cpu/tile_prims.c): OpenBLAS and plain
+ * loops over host memory; ctx is unused. */
+extern const attention_tile_prims attention_tile_prims_cpu;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,175 @@
+/* tile_prims.c - the CPU's primitives for the tiled attention schedule
+ * (attention_tiles.h): cblas_sgemm per batch entry and plain loops, in
+ * libm's expf and logf, written for clarity, not speed.  The CPU backend's
+ * own attention (attention.c) is faster and remains its op; these exist so
+ * that the schedule a GPU runs is checked here against that reference
+ * (tests/unit/test_attention_tiles.c), with the GPU's twins of these
+ * loops the only part left to a GPU's own test. */
+#include "attention_tiles.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+
+static void *cpu_scratch_get(void *ctx, size_t bytes)
+{
+	(void)ctx;
+	return malloc(bytes ? bytes : 1);
+}
+
+static void cpu_scratch_put(void *ctx, void *p)
+{
+	(void)ctx;
+	free(p);
+}
+
+static void *const *cpu_pointers(void *ctx, void *const *host, size_t n)
+{
+	(void)ctx;
+	(void)n;
+	return host;
+}
+
+static void cpu_pointers_put(void *ctx, void *const *table)
+{
+	(void)ctx;
+	(void)table;
+}
+
+static void cpu_fill(void *ctx, float *x, float value, size_t n)
+{
+	(void)ctx;
+	for (size_t i = 0; i < n; i++)
+		x[i] = value;
+}
+
+static void cpu_gemm(void *ctx, bool ta, bool tb, int M, int N, int K, float alpha,
+		     void *const *A, int lda, void *const *Bm, int ldb, float beta,
+		     void *const *C, int ldc, int batch)
+{
+	(void)ctx;
+	for (int i = 0; i < batch; i++)
+		cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+			    tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+			    (const float *)A[i], lda, (const float *)Bm[i], ldb, beta,
+			    (float *)C[i], ldc);
+}
+
+static bool sees(const int32_t *lo, const int32_t *hi, size_t at, int key)
+{
+	return lo[at] <= key && key <= hi[at];
+}
+
+static void cpu_softmax_tile(void *ctx, float *s, float *m, float *l, float *out,
+			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
+			     int qa, int M, int k0, int N, int D)
+{
+	(void)ctx;
+	for (int b = 0; b < B; b++) {
+		for (int h = 0; h < H; h++) {
+			for (int i = 0; i < M; i++) {
+				int t = qa + i;
+				size_t at = (size_t)b * Tq + t;
+				size_t row = ((size_t)b * H + h) * Tq + t;
+				float *p = s + (((size_t)b * H + h) * M + i) * (size_t)N;
+				float mx = -INFINITY;
+				bool any = false;
+				for (int j = 0; j < N; j++) {
+					if (sees(lo, hi, at, k0 + j)) {
+						any = true;
+						mx = fmaxf(mx, p[j]);
+					}
+				}
+				if (!any) {
+					for (int j = 0; j < N; j++)
+						p[j] = 0.0f;
+					continue;
+				}
+				float m_new = fmaxf(m[row], mx);
+				float corr = m[row] == -INFINITY ? 0.0f : expf(m[row] - m_new);
+				float sum = 0.0f;
+				for (int j = 0; j < N; j++) {
+					p[j] = sees(lo, hi, at, k0 + j) ? expf(p[j] - m_new) : 0.0f;
+					sum += p[j];
+				}
+				l[row] = l[row] * corr + sum;
+				m[row] = m_new;
+				float *o = out + (at * H + h) * (size_t)D;
+				for (int d = 0; d < D; d++)
+					o[d] *= corr;
+			}
+		}
+	}
+}
+
+static void cpu_finish(void *ctx, float *out, float *lse, const float *m, const float *l,
+		       int B, int Tq, int H, int D)
+{
+	(void)ctx;
+	for (int b = 0; b < B; b++) {
+		for (int t = 0; t < Tq; t++) {
+			for (int h = 0; h < H; h++) {
+				size_t row = ((size_t)b * H + h) * Tq + t;
+				float *o = out + (((size_t)b * Tq + t) * H + h) * (size_t)D;
+				bool seen = l[row] > 0.0f;
+				for (int d = 0; d < D; d++)
+					o[d] = seen ? o[d] / l[row] : 0.0f;
+				lse[row] = seen ? m[row] + logf(l[row]) : -INFINITY;
+			}
+		}
+	}
+}
+
+static void cpu_rowdot(void *ctx, float *dvec, const float *dout, const float *out,
+		       int B, int Tq, int H, int D)
+{
+	(void)ctx;
+	for (int b = 0; b < B; b++) {
+		for (int t = 0; t < Tq; t++) {
+			for (int h = 0; h < H; h++) {
+				size_t at = (((size_t)b * Tq + t) * H + h) * (size_t)D;
+				float sum = 0.0f;
+				for (int d = 0; d < D; d++)
+					sum += dout[at + d] * out[at + d];
+				dvec[((size_t)b * H + h) * Tq + t] = sum;
+			}
+		}
+	}
+}
+
+static void cpu_grad_tile(void *ctx, float *s, float *dp, const float *lse, const float *dvec,
+			  const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
+			  int qa, int M, int k0, int N, float scale)
+{
+	(void)ctx;
+	for (int b = 0; b < B; b++) {
+		for (int h = 0; h < H; h++) {
+			for (int i = 0; i < M; i++) {
+				int t = qa + i;
+				size_t at = (size_t)b * Tq + t;
+				size_t row = ((size_t)b * H + h) * Tq + t;
+				size_t off = (((size_t)b * H + h) * M + i) * (size_t)N;
+				for (int j = 0; j < N; j++) {
+					bool live = sees(lo, hi, at, k0 + j) && lse[row] > -INFINITY;
+					float pj = live ? expf(s[off + j] - lse[row]) : 0.0f;
+					dp[off + j] = live ? scale * pj * (dp[off + j] - dvec[row]) : 0.0f;
+					s[off + j] = pj;
+				}
+			}
+		}
+	}
+}
+
+const attention_tile_prims attention_tile_prims_cpu = {
+	.ctx = NULL,
+	.scratch_get = cpu_scratch_get,
+	.scratch_put = cpu_scratch_put,
+	.pointers = cpu_pointers,
+	.pointers_put = cpu_pointers_put,
+	.fill = cpu_fill,
+	.gemm = cpu_gemm,
+	.softmax_tile = cpu_softmax_tile,
+	.finish = cpu_finish,
+	.rowdot = cpu_rowdot,
+	.grad_tile = cpu_grad_tile,
+};
