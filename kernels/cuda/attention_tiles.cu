@@ -405,6 +405,11 @@ static const attention_tile_prims tile_prims = {
 	prim_grad_tile,
 };
 
+const attention_tile_prims *cuda_attention_tile_prims(void)
+{
+	return &tile_prims;
+}
+
 /* The key ranges on the host, where the schedule plans its tiles: lo then
  * hi, B*Tq each, in one block for the caller to free.  cuda_copy waits for
  * the queued work first: one sync per call, the price of an op table that

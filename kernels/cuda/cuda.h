@@ -120,6 +120,9 @@ void cuda_attention_backward(float *dq, float *dk, float *dv,
 			     const float *out, const float *lse,
 			     const int32_t *kv_lo, const int32_t *kv_hi,
 			     int B, int Tq, int Tk, int H, int KV, int D);
+/* Its primitives, for tests that run the schedule with their own tile. */
+struct attention_tile_prims;
+const struct attention_tile_prims *cuda_attention_tile_prims(void);
 
 /* parallel.cu */
 void cuda_vocab_max(float *rmax, const float *logits, int N, int V);

@@ -12,6 +12,7 @@
 #include <math.h>
 #include "kernels.h"
 #if TITAN_CUDA
+#include "attention_tiles.h"
 #include "cuda/cuda.h"
 #endif
 #include "check.h"
@@ -375,6 +376,34 @@ static void check_attention_ops(const kernel_ops *ops, const char *impl, const s
 	EXPECT_CLOSE(get(gdv, nk), c->dv, nk, 5e-5, name);
 }
 
+#if TITAN_CUDA
+/* The op pair over the CUDA primitives with tiles of 7 keys: the schedule
+ * plans from the host's copy of the case's ranges, set here before use. */
+static const int32_t *small_tile_lo, *small_tile_hi;
+
+static void small_tile_forward(float *out, float *lse, const float *q, const float *k,
+			       const float *v, const int32_t *kv_lo, const int32_t *kv_hi,
+			       int B, int Tq, int Tk, int H, int KV, int D)
+{
+	int rc = attention_tiles_forward(cuda_attention_tile_prims(), out, lse, q, k, v, kv_lo,
+					 kv_hi, small_tile_lo, small_tile_hi, B, Tq, Tk, H, KV,
+					 D, 7);
+	CHECK(rc == 0, "attention_tiles_forward: %d", rc);
+}
+
+static void small_tile_backward(float *dq, float *dk, float *dv, const float *dout,
+				const float *q, const float *k, const float *v,
+				const float *out, const float *lse, const int32_t *kv_lo,
+				const int32_t *kv_hi, int B, int Tq, int Tk, int H, int KV,
+				int D)
+{
+	int rc = attention_tiles_backward(cuda_attention_tile_prims(), dq, dk, dv, dout, q, k,
+					  v, out, lse, kv_lo, kv_hi, small_tile_lo, small_tile_hi,
+					  B, Tq, Tk, H, KV, D, 7);
+	CHECK(rc == 0, "attention_tiles_backward: %d", rc);
+}
+#endif
+
 static void check_attention_case(int B, int Tq, int Tk, int H, int KV, int D,
 				 const int32_t *lo, const int32_t *hi, const char *what)
 {
@@ -401,6 +430,16 @@ static void check_attention_case(int B, int Tq, int Tk, int H, int KV, int D,
 		plain.attention_forward = cuda_attention_forward_plain;
 		plain.attention_backward = cuda_attention_backward_plain;
 		check_attention_ops(&plain, " (plain)", &c);
+
+		/* and the tile schedule with tiles of 7 keys, so that tiles
+		 * start inside ranges and the kernels see k0 > 0 */
+		kernel_ops small = *be->ops;
+
+		small_tile_lo = lo;
+		small_tile_hi = hi;
+		small.attention_forward = small_tile_forward;
+		small.attention_backward = small_tile_backward;
+		check_attention_ops(&small, " (key tiles of 7)", &c);
 	}
 #endif
 }
