@@ -60,6 +60,24 @@ static bool sees(const int32_t *lo, const int32_t *hi, size_t at, int key)
 	return lo[at] <= key && key <= hi[at];
 }
 
+/* Row i of a tile's [B][H][M][N] buffer for batch row b, head h: query
+ * t = qa + i; its index in lo and hi (at), in m, l, lse and dvec (row),
+ * and the offset of its N scores (off). */
+typedef struct tile_row {
+	int t;
+	size_t at, row, off;
+} tile_row;
+
+static tile_row tile_row_of(int b, int h, int i, int H, int Tq, int qa, int M, int N)
+{
+	tile_row r = {.t = qa + i};
+
+	r.at = (size_t)b * Tq + r.t;
+	r.row = ((size_t)b * H + h) * Tq + r.t;
+	r.off = (((size_t)b * H + h) * M + i) * (size_t)N;
+	return r;
+}
+
 static void cpu_softmax_tile(void *ctx, float *s, float *m, float *l, float *out,
 			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			     int qa, int M, int k0, int N, int D)
@@ -68,10 +86,9 @@ static void cpu_softmax_tile(void *ctx, float *s, float *m, float *l, float *out
 	for (int b = 0; b < B; b++) {
 		for (int h = 0; h < H; h++) {
 			for (int i = 0; i < M; i++) {
-				int t = qa + i;
-				size_t at = (size_t)b * Tq + t;
-				size_t row = ((size_t)b * H + h) * Tq + t;
-				float *p = s + (((size_t)b * H + h) * M + i) * (size_t)N;
+				tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
+				size_t at = x.at, row = x.row;
+				float *p = s + x.off;
 				float mx = -INFINITY;
 				bool any = false;
 				for (int j = 0; j < N; j++) {
@@ -145,10 +162,8 @@ static void cpu_grad_tile(void *ctx, float *s, float *dp, const float *lse, cons
 	for (int b = 0; b < B; b++) {
 		for (int h = 0; h < H; h++) {
 			for (int i = 0; i < M; i++) {
-				int t = qa + i;
-				size_t at = (size_t)b * Tq + t;
-				size_t row = ((size_t)b * H + h) * Tq + t;
-				size_t off = (((size_t)b * H + h) * M + i) * (size_t)N;
+				tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
+				size_t at = x.at, row = x.row, off = x.off;
 				for (int j = 0; j < N; j++) {
 					bool live = sees(lo, hi, at, k0 + j) && lse[row] > -INFINITY;
 					float pj = live ? expf(s[off + j] - lse[row]) : 0.0f;
