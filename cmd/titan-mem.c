@@ -125,10 +125,10 @@ static void print_table(const train_config *c, const mem_model_opts *o,
 	       world == 1 ? "" : "s", p->pp, p->dp_replicate, p->dp_shard, p->cp, p->tp,
 	       p->tp > 1 ? (o->sequence_parallel ? ", sequence parallel" : ", no sequence "
 			    "parallel") : "");
-	printf("%s on %s; batch %d x %d tokens per rank; activation_checkpoint=%s",
+	printf("%s%s on %s; batch %d x %d tokens per rank; activation_checkpoint=%s",
 	       o->prec == MEM_PREC_BF16 ? "bf16 mixed precision (fp32 master weights, "
-	       "moments, gradients)" : "fp32", o->cuda ? "cuda" : "cpu", o->batch, o->seq_len,
-	       ac_name[o->ac]);
+	       "moments, gradients)" : "fp32", o->matmul_bf16 ? ", bf16 GEMM operands" : "",
+	       o->cuda ? "cuda" : "cpu", o->batch, o->seq_len, ac_name[o->ac]);
 	if (o->ac == LLAMA_AC_SELECTIVE)
 		printf(" (every %d)", o->ac_every);
 	printf("\n");
@@ -218,13 +218,14 @@ static int print_json(const train_config *c, const mem_model_opts *o,
 			"params", (json_int_t)r->stage[s].params,
 			"layers", r->stage[s].layers, "in_flight", r->stage[s].in_flight,
 			"breakdown", breakdown_json(&r->stage[s])));
-	root = json_pack("{s:s, s:I, s:i, s:i, s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i}, "
+	root = json_pack("{s:s, s:I, s:i, s:i, s:s, s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:i}, "
 			 "s:b, s:I, s:I, s:I, s:I, s:o, s:o, s:i, s:I, s:b, s:i, s:o}",
 			 "flavor", c->flavor,
 			 "model_params", (json_int_t)llama_param_count(&o->model),
 			 "local_batch_size", o->batch, "seq_len", o->seq_len,
 			 "activation_checkpoint", ac_name[o->ac],
 			 "precision", o->prec == MEM_PREC_BF16 ? "bf16" : "fp32",
+			 "matmul_dtype", o->matmul_bf16 ? "bfloat16" : "float32",
 			 "device", o->cuda ? "cuda" : "cpu",
 			 "parallelism", "pp", p->pp, "dp_replicate", p->dp_replicate,
 			 "dp_shard", p->dp_shard, "cp", p->cp, "tp", p->tp,

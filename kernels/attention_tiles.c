@@ -37,18 +37,27 @@ static void query_span(const int32_t *lo, const int32_t *hi, int B, int Tq, int 
 	*qb = a < b ? b : 0;
 }
 
-/* The keys per tile: what keeps one [B*H, Tq, tile] score buffer (the
- * backward holds two) near the budget, a multiple of 64 keys (full tensor
- * core tiles), at least 64 and at most Tk. */
-static int auto_key_tile(int B, int Tq, int Tk, int H)
+/* The keys per tile: what keeps the score buffers of a call near the
+ * budget, a multiple of 64 keys (full tensor core tiles), at least 64 and
+ * at most Tk.  fp32 counts two [B*H, Tq, tile] buffers (the backward's
+ * scores and dP); bf16 adds their bf16 copies. */
+static int auto_key_tile(const attention_tiles_shape *sh)
 {
-	size_t per_key = (size_t)B * H * (size_t)(Tq > 0 ? Tq : 1) * sizeof(float) * 2;
+	size_t per_key = (size_t)sh->B * sh->H * (size_t)(sh->Tq > 0 ? sh->Tq : 1) *
+			 (sh->bf16 ? 12 : 8);
 	size_t keys = ATTENTION_TILES_BUDGET / per_key;
 
 	keys -= keys % 64;
 	if (keys < 64)
 		keys = 64;
-	return keys > (size_t)Tk ? Tk : (int)keys;
+	return keys > (size_t)sh->Tk ? sh->Tk : (int)keys;
+}
+
+static int key_tile_of(const attention_tiles_shape *sh)
+{
+	if (sh->key_tile > 0)
+		return sh->key_tile < sh->Tk ? sh->key_tile : sh->Tk;
+	return auto_key_tile(sh);
 }
 
 /* One walk of the schedule.  In the planning walk (run false) the pointer
@@ -82,88 +91,117 @@ static void push(walk *w, const void *ptr)
 	w->n++;
 }
 
-/* The shapes of one tile's GEMMs, and the buffers they address. */
-typedef struct tile {
-	int B, Tq, Tk, H, KV, D, rep;
-	int qa, M, k0, N;
-	float *s, *s2;         /* [B][H][M][N] score buffers */
-} tile;
-
-/* What a GEMM's operand is, for operand_at. */
+/* What a GEMM's operand is. */
 enum operand {
-	OP_Q, OP_K, OP_V, OP_OUT,   /* rows of a [B, T, heads, D] tensor at the tile */
-	OP_S, OP_S2,                /* the score buffers */
+	OP_Q, OP_K, OP_V,   /* rows of a [B, T, heads, D] tensor at the tile */
+	OP_OUT,             /* as A or B: dout's rows; as C: out's or dq's */
+	OP_S, OP_S2,        /* score buffers: as A, P and dS; as C, S and dP */
+	OP_COUNT,
 };
 
+/* The tensors a call's GEMMs address.  The inputs (A and B) are fp32, or
+ * in bf16 the rounded copies, with their own row strides; the outputs (C)
+ * are fp32. */
 typedef struct tensors {
-	const float *q, *k, *v;
-	float *o;                   /* OP_OUT: out, dq, or dout in a read-only view */
+	bool bf16;
+	const void *in[OP_COUNT];
+	int in_ld[OP_COUNT];        /* the rows' stride in elements: D, or D8 / ld16 */
+	float *acc[OP_COUNT];       /* OP_OUT (out or dq), OP_S, OP_S2 */
 	float *k_out, *v_out;       /* dk, dv */
-	const float *dout;
 } tensors;
 
-/* The address of operand `which` for batch row b, query head h. */
-static const float *operand_at(const tile *t, const tensors *x, int which, int b, int h)
+/* One tile's shape. */
+typedef struct tile {
+	int B, Tq, Tk, H, KV, rep;
+	int qa, M, k0, N;
+} tile;
+
+/* Where operand `which` starts for batch row b, query head h, in elements
+ * of a tensor whose rows (of one head, or of one score row) are ld apart. */
+static size_t operand_offset(const tile *t, int which, int b, int h, int ld)
 {
 	int g = h / t->rep;
 	size_t qrow = (size_t)b * t->Tq + (size_t)t->qa;
 	size_t krow = (size_t)b * t->Tk + (size_t)t->k0;
-	size_t sbuf = ((size_t)b * t->H + (size_t)h) * (size_t)t->M * (size_t)t->N;
 
 	switch (which) {
 	case OP_Q:
-		return x->q + (qrow * t->H + (size_t)h) * t->D;
-	case OP_K:
-		return x->k + (krow * t->KV + (size_t)g) * t->D;
-	case OP_V:
-		return x->v + (krow * t->KV + (size_t)g) * t->D;
 	case OP_OUT:
-		return x->o + (qrow * t->H + (size_t)h) * t->D;
-	case OP_S:
-		return t->s + sbuf;
-	case OP_S2:
-		return t->s2 + sbuf;
-	default:
-		return NULL;
+		return (qrow * t->H + (size_t)h) * ld;
+	case OP_K:
+	case OP_V:
+		return (krow * t->KV + (size_t)g) * ld;
+	default:   /* OP_S, OP_S2: [B][H][M][ld] */
+		return ((size_t)b * t->H + (size_t)h) * (size_t)t->M * ld;
 	}
 }
 
+/* The elements between an input's rows of one head (or score rows). */
+static int input_row(const tile *t, const tensors *x, int which, int D)
+{
+	if (x->in_ld[which])
+		return x->in_ld[which];
+	return which >= OP_S ? t->N : D;
+}
+
+static const void *input_at(const tile *t, const tensors *x, int which, int b, int h, int D)
+{
+	size_t off = operand_offset(t, which, b, h, input_row(t, x, which, D));
+
+	if (x->bf16)
+		return (const uint16_t *)x->in[which] + off;
+	return (const float *)x->in[which] + off;
+}
+
 /* A GEMM batched over every (b, h) of the tile, or (r >= 0) over the
- * (b, g) pairs with query head h = g * rep + r.  a, bm and c name the
- * operands; c_base, when given, is C instead: the key rows of dk or dv,
- * [B, Tk, KV, D], of KV head g. */
-static void gemm(walk *w, const tile *t, const tensors *x, int r, bool ta, bool tb,
-		 int M, int N, int K, float alpha, int a, int lda, int bm, int ldb, float beta,
+ * (b, g) pairs with query head h = g * rep + r.  a and bm name the input
+ * operands (their row strides are the tensors', lda and ldb follow from
+ * them), c the output; c_base, when given, is C instead: the key rows of
+ * dk or dv, [B, Tk, KV, D], of KV head g. */
+static void gemm(walk *w, const tile *t, const tensors *x, int D, int r, bool ta, bool tb,
+		 int M, int N, int K, float alpha, int a, int bm, float beta,
 		 int c, float *c_base, int ldc)
 {
 	int heads = r >= 0 ? t->KV : t->H;
 	int batch = t->B * heads;
 	size_t at = w->n;
+	int ld[2];
 
-	for (int kind = 0; kind < 3; kind++) {
-		int which = kind == 0 ? a : kind == 1 ? bm : c;
-		for (int b = 0; b < t->B; b++) {
-			for (int i = 0; i < heads; i++) {
-				int h = r >= 0 ? i * t->rep + r : i;
-				if (kind == 2 && c_base)
-					push(w, c_base + (((size_t)b * t->Tk + (size_t)t->k0) *
-							  t->KV + (size_t)i) * t->D);
-				else
-					push(w, operand_at(t, x, which, b, h));
-			}
+	for (int kind = 0; kind < 2; kind++) {
+		int which = kind ? bm : a;
+		int row = input_row(t, x, which, D);
+		/* q, k, v and dout rows hold all heads: the GEMM steps over them */
+		ld[kind] = which >= OP_S ? row : row * (which == OP_K || which == OP_V ? t->KV : t->H);
+		for (int b = 0; b < t->B; b++)
+			for (int i = 0; i < heads; i++)
+				push(w, input_at(t, x, which, b, r >= 0 ? i * t->rep + r : i, D));
+	}
+	for (int b = 0; b < t->B; b++) {
+		for (int i = 0; i < heads; i++) {
+			int h = r >= 0 ? i * t->rep + r : i;
+			if (c_base)
+				push(w, c_base + (((size_t)b * t->Tk + (size_t)t->k0) * t->KV +
+						  (size_t)i) * D);
+			else
+				push(w, x->acc[c] + operand_offset(t, c, b, h,
+								   c >= OP_S ? t->N : D));
 		}
 	}
 	if (w->run)
-		w->p->gemm(w->p->ctx, ta, tb, M, N, K, alpha, w->table + at, lda,
-			   w->table + at + batch, ldb, beta, w->table + at + 2 * (size_t)batch,
-			   ldc, batch);
+		w->p->gemm(w->p->ctx, x->bf16, ta, tb, M, N, K, alpha, w->table + at, ld[0],
+			   w->table + at + batch, ld[1], beta,
+			   w->table + at + 2 * (size_t)batch, ldc, batch);
 }
 
+/* One call: its shape, the tensors, and the scratch (scores, running max
+ * and sum or D_i, and in bf16 the rounded copies). */
 typedef struct call {
-	int B, Tq, Tk, H, KV, D, key_tile;
+	attention_tiles_shape sh;
+	int key_tile;
 	const int32_t *lo, *hi, *host_lo, *host_hi;
 	tensors x;
-	float *s, *s2, *m, *l, *vec;   /* scratch: scores, running max/sum, D_i */
+	float *s, *s2, *m, *l, *vec;
+	uint16_t *s16, *s2_16;
 	float scale;
 	bool backward;
 } call;
@@ -171,49 +209,51 @@ typedef struct call {
 static void walk_tiles(walk *w, const call *c)
 {
 	const attention_tile_prims *p = w->p;
-	int qd = c->H * c->D, kd = c->KV * c->D;
+	const attention_tiles_shape *sh = &c->sh;
+	int qd = sh->H * sh->D, kd = sh->KV * sh->D, D = sh->D;
 
-	for (int k0 = 0; k0 < c->Tk; k0 += c->key_tile) {
-		int k1 = k0 + c->key_tile < c->Tk ? k0 + c->key_tile : c->Tk;
+	for (int k0 = 0; k0 < sh->Tk; k0 += c->key_tile) {
+		int k1 = k0 + c->key_tile < sh->Tk ? k0 + c->key_tile : sh->Tk;
 		int qa, qb;
-		query_span(c->host_lo, c->host_hi, c->B, c->Tq, k0, k1, &qa, &qb);
+		query_span(c->host_lo, c->host_hi, sh->B, sh->Tq, k0, k1, &qa, &qb);
 		if (qa == qb)
 			continue;
-		tile t = {c->B, c->Tq, c->Tk, c->H, c->KV, c->D, c->H / c->KV,
-			  qa, qb - qa, k0, k1 - k0, c->s, c->s2};
-		int M = t.M, N = t.N, D = c->D;
+		tile t = {sh->B, sh->Tq, sh->Tk, sh->H, sh->KV, sh->H / sh->KV,
+			  qa, qb - qa, k0, k1 - k0};
+		tensors x = c->x;
+		int M = t.M, N = t.N;
 
+		/* the bf16 copies of P and dS are ld16 wide */
+		if (x.bf16)
+			x.in_ld[OP_S] = x.in_ld[OP_S2] = attention_tiles_ld16(N);
 		/* S = scale Q K^T */
-		gemm(w, &t, &c->x, -1, false, true, M, N, D, c->scale, OP_Q, qd, OP_K, kd,
-		     0.0f, OP_S, NULL, N);
+		gemm(w, &t, &x, D, -1, false, true, M, N, D, c->scale, OP_Q, OP_K, 0.0f,
+		     OP_S, NULL, N);
 		if (!c->backward) {
 			if (w->run)
-				p->softmax_tile(p->ctx, c->s, c->m, c->l, c->x.o, c->lo, c->hi,
-						c->B, c->H, c->Tq, qa, M, k0, N, D);
+				p->softmax_tile(p->ctx, c->s, c->s16, c->m, c->l, x.acc[OP_OUT],
+						c->lo, c->hi, sh->B, sh->H, sh->Tq, qa, M, k0, N, D);
 			/* out += P V */
-			gemm(w, &t, &c->x, -1, false, false, M, D, N, 1.0f, OP_S, N, OP_V, kd,
-			     1.0f, OP_OUT, NULL, qd);
+			gemm(w, &t, &x, D, -1, false, false, M, D, N, 1.0f, OP_S, OP_V, 1.0f,
+			     OP_OUT, NULL, qd);
 			continue;
 		}
-		/* dP = dout V^T: dout's rows are addressed as OP_OUT of a view
-		 * whose o is dout */
-		tensors dview = c->x;
-		dview.o = (float *)c->x.dout;
-		gemm(w, &t, &dview, -1, false, true, M, N, D, 1.0f, OP_OUT, qd, OP_V, kd,
-		     0.0f, OP_S2, NULL, N);
+		/* dP = dout V^T */
+		gemm(w, &t, &x, D, -1, false, true, M, N, D, 1.0f, OP_OUT, OP_V, 0.0f,
+		     OP_S2, NULL, N);
 		if (w->run)
-			p->grad_tile(p->ctx, c->s, c->s2, c->m, c->vec, c->lo, c->hi, c->B,
-				     c->H, c->Tq, qa, M, k0, N, c->scale);
+			p->grad_tile(p->ctx, c->s, c->s2, c->s16, c->s2_16, c->m, c->vec, c->lo,
+				     c->hi, sh->B, sh->H, sh->Tq, qa, M, k0, N, c->scale);
 		/* dq += dS K */
-		gemm(w, &t, &c->x, -1, false, false, M, D, N, 1.0f, OP_S2, N, OP_K, kd,
-		     1.0f, OP_OUT, NULL, qd);
+		gemm(w, &t, &x, D, -1, false, false, M, D, N, 1.0f, OP_S2, OP_K, 1.0f,
+		     OP_OUT, NULL, qd);
 		/* dk += dS^T Q and dv += P^T dout, one query head of each group
 		 * at a time: the heads of a group write the same rows */
 		for (int r = 0; r < t.rep; r++) {
-			gemm(w, &t, &c->x, r, true, false, N, D, M, 1.0f, OP_S2, N, OP_Q, qd,
-			     1.0f, -1, c->x.k_out, kd);
-			gemm(w, &t, &dview, r, true, false, N, D, M, 1.0f, OP_S, N, OP_OUT, qd,
-			     1.0f, -1, c->x.v_out, kd);
+			gemm(w, &t, &x, D, r, true, false, N, D, M, 1.0f, OP_S2, OP_Q, 1.0f,
+			     -1, x.k_out, kd);
+			gemm(w, &t, &x, D, r, true, false, N, D, M, 1.0f, OP_S, OP_OUT, 1.0f,
+			     -1, x.v_out, kd);
 		}
 	}
 }
@@ -241,88 +281,202 @@ static int run_call(const attention_tile_prims *p, call *c)
 	return rc;
 }
 
-/* The score buffers, and n_small floats more after them (m, l or D_i). */
-static float *take_scratch(const attention_tile_prims *p, call *c, int buffers, size_t n_small)
-{
-	size_t per = (size_t)c->B * c->H * (size_t)c->Tq * (size_t)c->key_tile;
-	float *base = p->scratch_get(p->ctx, (per * buffers + n_small) * sizeof(float));
+/* The scratch of a call, in one block: sections of whole 256-byte units,
+ * so that every one starts aligned for any kernel or GEMM. */
+enum section {
+	SEC_S, SEC_S2, SEC_SMALL,            /* fp32 scores, dP; m and l, or D_i */
+	SEC_Q16, SEC_K16, SEC_V16, SEC_DOUT16, SEC_S16, SEC_S2_16,
+	SEC_COUNT,
+};
 
-	if (!base)
-		return NULL;
-	c->s = base;
-	c->s2 = buffers > 1 ? base + per : NULL;
-	return base + per * buffers;
+static size_t round256(size_t n)
+{
+	return (n + 255) / 256 * 256;
 }
 
-static void init_call(call *c, int B, int Tq, int Tk, int H, int KV, int D, int key_tile,
+/* Each section's bytes, and the total. */
+static size_t layout(const attention_tiles_shape *sh, int key_tile, bool backward,
+		     size_t bytes[SEC_COUNT])
+{
+	size_t rows = (size_t)sh->B * sh->H * (size_t)sh->Tq;
+	size_t scores = rows * (size_t)key_tile;
+	size_t d8 = (size_t)attention_tiles_ld16(sh->D);
+	size_t total = 0;
+
+	for (int i = 0; i < SEC_COUNT; i++)
+		bytes[i] = 0;
+	bytes[SEC_S] = scores * 4;
+	bytes[SEC_S2] = backward ? scores * 4 : 0;
+	bytes[SEC_SMALL] = (backward ? 1 : 2) * rows * 4;
+	if (sh->bf16) {
+		size_t scores16 = rows * (size_t)attention_tiles_ld16(key_tile) * 2;
+		size_t kv = (size_t)sh->B * sh->Tk * (size_t)sh->KV * d8 * 2;
+
+		bytes[SEC_Q16] = rows * d8 * 2;
+		bytes[SEC_K16] = kv;
+		bytes[SEC_V16] = kv;
+		bytes[SEC_DOUT16] = backward ? rows * d8 * 2 : 0;
+		bytes[SEC_S16] = scores16;
+		bytes[SEC_S2_16] = backward ? scores16 : 0;
+	}
+	for (int i = 0; i < SEC_COUNT; i++) {
+		bytes[i] = round256(bytes[i]);
+		total += bytes[i];
+	}
+	return total;
+}
+
+void attention_tiles_scratch(const attention_tiles_shape *sh, bool backward, size_t *scratch,
+			     size_t *pointers)
+{
+	size_t bytes[SEC_COUNT];
+	int key_tile;
+
+	*scratch = *pointers = 0;
+	if (sh->B <= 0 || sh->Tq <= 0 || sh->H <= 0 || sh->Tk <= 0)
+		return;
+	key_tile = key_tile_of(sh);
+	*scratch = layout(sh, key_tile, backward, bytes);
+	/* per tile, three lists of B * H: forward's two GEMMs, backward's
+	 * three over every head and two per group member over KV heads */
+	*pointers = (size_t)(backward ? 5 : 2) * 3 * sh->B * sh->H *
+		    (size_t)((sh->Tk + key_tile - 1) / key_tile) * sizeof(void *);
+}
+
+/* Take the call's scratch and point c's buffers into it; the base, for
+ * scratch_put, or NULL. */
+static void *take_scratch(const attention_tile_prims *p, call *c)
+{
+	size_t bytes[SEC_COUNT], at[SEC_COUNT], total;
+
+	total = layout(&c->sh, c->key_tile, c->backward, bytes);
+	char *base = p->scratch_get(p->ctx, total);
+	if (!base)
+		return NULL;
+	at[0] = 0;
+	for (int i = 1; i < SEC_COUNT; i++)
+		at[i] = at[i - 1] + bytes[i - 1];
+	size_t rows = (size_t)c->sh.B * c->sh.H * (size_t)c->sh.Tq;
+	c->s = (float *)(base + at[SEC_S]);
+	c->s2 = c->backward ? (float *)(base + at[SEC_S2]) : NULL;
+	float *small = (float *)(base + at[SEC_SMALL]);
+	if (c->backward) {
+		c->vec = small;
+	} else {
+		c->m = small;
+		c->l = small + rows;
+	}
+	c->x.acc[OP_S] = c->s;
+	c->x.acc[OP_S2] = c->s2;
+	c->x.in[OP_S] = c->s;
+	c->x.in[OP_S2] = c->s2;
+	if (c->sh.bf16) {
+		c->s16 = (uint16_t *)(base + at[SEC_S16]);
+		c->s2_16 = c->backward ? (uint16_t *)(base + at[SEC_S2_16]) : NULL;
+		c->x.in[OP_S] = c->s16;
+		c->x.in[OP_S2] = c->s2_16;
+		c->x.in[OP_Q] = base + at[SEC_Q16];
+		c->x.in[OP_K] = base + at[SEC_K16];
+		c->x.in[OP_V] = base + at[SEC_V16];
+		c->x.in[OP_OUT] = c->backward ? base + at[SEC_DOUT16] : NULL;
+	}
+	return base;
+}
+
+/* In bf16, round the call's inputs into their copies (rows of D padded to
+ * D8); src[] are the fp32 q, k, v and dout. */
+static void round_inputs(const attention_tile_prims *p, call *c, const float *const src[4])
+{
+	const attention_tiles_shape *sh = &c->sh;
+	int d8 = attention_tiles_ld16(sh->D);
+	size_t qrows = (size_t)sh->B * sh->Tq * sh->H, krows = (size_t)sh->B * sh->Tk * sh->KV;
+	static const int which[4] = {OP_Q, OP_K, OP_V, OP_OUT};
+
+	for (int i = 0; i < 4; i++) {
+		if (!src[i])
+			continue;
+		c->x.in_ld[which[i]] = d8;
+		p->to_bf16(p->ctx, (uint16_t *)c->x.in[which[i]], src[i],
+			   which[i] == OP_K || which[i] == OP_V ? krows : qrows, sh->D, d8);
+	}
+}
+
+static void init_call(call *c, const attention_tiles_shape *sh, bool backward,
 		      const int32_t *lo, const int32_t *hi, const int32_t *host_lo,
 		      const int32_t *host_hi)
 {
-	*c = (call){.B = B, .Tq = Tq, .Tk = Tk, .H = H, .KV = KV, .D = D,
-		    .key_tile = key_tile > 0 ? (key_tile < Tk ? key_tile : Tk)
-					     : auto_key_tile(B, Tq, Tk, H),
-		    .lo = lo, .hi = hi, .host_lo = host_lo, .host_hi = host_hi,
-		    .scale = 1.0f / sqrtf((float)D)};
+	*c = (call){.sh = *sh, .key_tile = key_tile_of(sh), .lo = lo, .hi = hi,
+		    .host_lo = host_lo, .host_hi = host_hi,
+		    .scale = 1.0f / sqrtf((float)sh->D), .backward = backward};
+	c->x.bf16 = sh->bf16;
 }
 
-int attention_tiles_forward(const attention_tile_prims *p, float *out, float *lse,
-			    const float *q, const float *k, const float *v,
-			    const int32_t *lo, const int32_t *hi,
-			    const int32_t *host_lo, const int32_t *host_hi,
-			    int B, int Tq, int Tk, int H, int KV, int D, int key_tile)
+int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles_shape *sh,
+			    float *out, float *lse, const float *q, const float *k,
+			    const float *v, const int32_t *lo, const int32_t *hi,
+			    const int32_t *host_lo, const int32_t *host_hi)
 {
-	size_t rows = (size_t)B * H * Tq;
+	size_t rows = (size_t)sh->B * sh->H * sh->Tq;
 	call c;
 
 	if (!rows)
 		return 0;
-	p->fill(p->ctx, out, 0.0f, rows * D);
-	if (Tk <= 0) {
+	p->fill(p->ctx, out, 0.0f, rows * sh->D);
+	if (sh->Tk <= 0) {
 		p->fill(p->ctx, lse, -INFINITY, rows);
 		return 0;
 	}
-	init_call(&c, B, Tq, Tk, H, KV, D, key_tile, lo, hi, host_lo, host_hi);
-	c.x = (tensors){.q = q, .k = k, .v = v, .o = out};
-	float *small = take_scratch(p, &c, 1, 2 * rows);
-	if (!small)
+	init_call(&c, sh, false, lo, hi, host_lo, host_hi);
+	c.x.in[OP_Q] = q;
+	c.x.in[OP_K] = k;
+	c.x.in[OP_V] = v;
+	c.x.acc[OP_OUT] = out;
+	void *scratch = take_scratch(p, &c);
+	if (!scratch)
 		return -1;
-	c.m = small;
-	c.l = small + rows;
+	if (sh->bf16)
+		round_inputs(p, &c, (const float *const[4]){q, k, v, NULL});
 	p->fill(p->ctx, c.m, -INFINITY, rows);
 	p->fill(p->ctx, c.l, 0.0f, rows);
 	int rc = run_call(p, &c);
 	if (!rc)
-		p->finish(p->ctx, out, lse, c.m, c.l, B, Tq, H, D);
-	p->scratch_put(p->ctx, c.s);
+		p->finish(p->ctx, out, lse, c.m, c.l, sh->B, sh->Tq, sh->H, sh->D);
+	p->scratch_put(p->ctx, scratch);
 	return rc;
 }
 
-int attention_tiles_backward(const attention_tile_prims *p, float *dq, float *dk, float *dv,
-			     const float *dout, const float *q, const float *k, const float *v,
+int attention_tiles_backward(const attention_tile_prims *p, const attention_tiles_shape *sh,
+			     float *dq, float *dk, float *dv, const float *dout,
+			     const float *q, const float *k, const float *v,
 			     const float *out, const float *lse,
 			     const int32_t *lo, const int32_t *hi,
-			     const int32_t *host_lo, const int32_t *host_hi,
-			     int B, int Tq, int Tk, int H, int KV, int D, int key_tile)
+			     const int32_t *host_lo, const int32_t *host_hi)
 {
-	size_t rows = (size_t)B * H * Tq;
+	size_t rows = (size_t)sh->B * sh->H * sh->Tq;
+	size_t kvn = (size_t)sh->B * sh->Tk * sh->KV * sh->D;
 	call c;
 
-	p->fill(p->ctx, dq, 0.0f, rows * D);
-	p->fill(p->ctx, dk, 0.0f, (size_t)B * Tk * KV * D);
-	p->fill(p->ctx, dv, 0.0f, (size_t)B * Tk * KV * D);
-	if (!rows || Tk <= 0)
+	p->fill(p->ctx, dq, 0.0f, rows * sh->D);
+	p->fill(p->ctx, dk, 0.0f, kvn);
+	p->fill(p->ctx, dv, 0.0f, kvn);
+	if (!rows || sh->Tk <= 0)
 		return 0;
-	init_call(&c, B, Tq, Tk, H, KV, D, key_tile, lo, hi, host_lo, host_hi);
-	c.x = (tensors){.q = q, .k = k, .v = v, .o = dq, .k_out = dk, .v_out = dv,
-			.dout = dout};
-	float *small = take_scratch(p, &c, 2, rows);
-	if (!small)
+	init_call(&c, sh, true, lo, hi, host_lo, host_hi);
+	c.x.in[OP_Q] = q;
+	c.x.in[OP_K] = k;
+	c.x.in[OP_V] = v;
+	c.x.in[OP_OUT] = dout;
+	c.x.acc[OP_OUT] = dq;
+	c.x.k_out = dk;
+	c.x.v_out = dv;
+	void *scratch = take_scratch(p, &c);
+	if (!scratch)
 		return -1;
-	c.vec = small;
+	if (sh->bf16)
+		round_inputs(p, &c, (const float *const[4]){q, k, v, dout});
 	c.m = (float *)lse;   /* grad_tile reads the lse where forward kept m */
-	c.backward = true;
-	p->rowdot(p->ctx, c.vec, dout, out, B, Tq, H, D);
+	p->rowdot(p->ctx, c.vec, dout, out, sh->B, sh->Tq, sh->H, sh->D);
 	int rc = run_call(p, &c);
-	p->scratch_put(p->ctx, c.s);
+	p->scratch_put(p->ctx, scratch);
 	return rc;
 }

@@ -32,7 +32,17 @@
  * [M,K] (row stride lda) or, with ta, the transpose of A stored [K,M]; op(B)
  * B [K,N] or, with tb, the transpose of B stored [N,K].  A batch is given as
  * three pointer lists (A, B, C) of `batch` entries each, consecutive in the
- * call's pointer table (see pointers). */
+ * call's pointer table (see pointers).
+ *
+ * In bf16 (attention_tiles_shape.bf16) every GEMM reads bfloat16 operands
+ * and sums in fp32, as tensor cores do and as FlashAttention does with
+ * bf16 inputs: q, k, v (and dout) are rounded once per call into copies
+ * whose rows are padded to a multiple of 8 elements (16 bytes, so every
+ * operand a GEMM is given is aligned for the tensor cores), and P and dS
+ * are rounded where the softmax steps write them, next to the fp32 values
+ * (row sums, m, l stay fp32).  C (scores, out, dq, dk, dv) is always fp32.
+ * The CPU runs the same schedule over primitives that round the same way,
+ * which is the CPU twin of the GPU's bf16 attention. */
 #ifndef TITAN_KERNELS_ATTENTION_TILES_H
 #define TITAN_KERNELS_ATTENTION_TILES_H
 #include <stdbool.h>
@@ -58,9 +68,15 @@ typedef struct attention_tile_prims {
 	void (*pointers_put)(void *ctx, void *const *table);
 	/* x[0..n) = value */
 	void (*fill)(void *ctx, float *x, float value, size_t n);
+	/* bf16 only: dst row r (ld elements apart) = src row r (w floats, rows
+	 * back to back) rounded to bfloat16, to nearest, ties to even; the
+	 * ld - w padding elements are not read by any GEMM and may hold
+	 * anything. */
+	void (*to_bf16)(void *ctx, uint16_t *dst, const float *src, size_t rows, int w, int ld);
 	/* The batched GEMM (above); A, B and C point into the table from
-	 * pointers, each `batch` entries. */
-	void (*gemm)(void *ctx, bool ta, bool tb, int M, int N, int K, float alpha,
+	 * pointers, each `batch` entries.  bf16: A and B hold bfloat16, C
+	 * fp32, products summed in fp32. */
+	void (*gemm)(void *ctx, bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
 		     void *const *A, int lda, void *const *B, int ldb, float beta,
 		     void *const *C, int ldc, int batch);
 	/* One key tile of the forward.  s is [B][H][M][N], the scaled scores
@@ -71,8 +87,10 @@ typedef struct attention_tile_prims {
 	 * m, l and out and gets P = 0.  Otherwise, with m' = max(m, max of the
 	 * seen scores): P_j = exp(s_j - m') for seen keys, 0 for the others;
 	 * l = l * exp(m - m') + sum_j P_j (exp(-inf) = 0 when m was -inf); the
-	 * row out[b, t, h, :] *= exp(m - m'); m = m'.  P replaces s. */
-	void (*softmax_tile)(void *ctx, float *s, float *m, float *l, float *out,
+	 * row out[b, t, h, :] *= exp(m - m'); m = m'.  P replaces s, and when
+	 * p16 is not NULL P rounded to bf16 goes there too: [B][H][M][ld16],
+	 * ld16 = attention_tiles_ld16(N); l sums the unrounded P. */
+	void (*softmax_tile)(void *ctx, float *s, uint16_t *p16, float *m, float *l, float *out,
 			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			     int qa, int M, int k0, int N, int D);
 	/* out[b, t, h, :] /= l and lse = m + log(l) for rows with l > 0;
@@ -85,30 +103,53 @@ typedef struct attention_tile_prims {
 	/* One key tile of the backward.  s (scaled scores) and dp are
 	 * [B][H][M][N] as in softmax_tile.  For a seen key with lse > -inf:
 	 * P = exp(s - lse), dS = scale * P * (dp - dvec); else P = 0, dS = 0.
-	 * P replaces s and dS replaces dp. */
-	void (*grad_tile)(void *ctx, float *s, float *dp, const float *lse, const float *dvec,
-			  const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
-			  int qa, int M, int k0, int N, float scale);
+	 * P replaces s and dS replaces dp; when p16 and ds16 are not NULL,
+	 * both rounded to bf16 go there too, laid out as softmax_tile's p16. */
+	void (*grad_tile)(void *ctx, float *s, float *dp, uint16_t *p16, uint16_t *ds16,
+			  const float *lse, const float *dvec, const int32_t *lo,
+			  const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,
+			  float scale);
 } attention_tile_prims;
 
-/* kernels.h's attention_forward and attention_backward over prims.  lo and
- * hi are the ranges where the backend's kernels read them; host_lo and
- * host_hi the same values on the host, which plan the tiles.  key_tile is
- * the keys per tile; 0 picks one that keeps the score buffers near
- * ATTENTION_TILES_BUDGET bytes.  0, or -1 when scratch or the host's memory
- * ran out (nothing is then computed: the outputs are undefined). */
+/* The shape of one call, as kernels.h's attention ops take it, and how to
+ * run it: key_tile keys per tile (0 picks one that keeps the score
+ * buffers near ATTENTION_TILES_BUDGET bytes), bf16 operands or fp32. */
+typedef struct attention_tiles_shape {
+	int B, Tq, Tk, H, KV, D;
+	int key_tile;
+	bool bf16;
+} attention_tiles_shape;
+
 #define ATTENTION_TILES_BUDGET ((size_t)256 << 20)
-int attention_tiles_forward(const attention_tile_prims *p, float *out, float *lse,
-			    const float *q, const float *k, const float *v,
-			    const int32_t *lo, const int32_t *hi,
-			    const int32_t *host_lo, const int32_t *host_hi,
-			    int B, int Tq, int Tk, int H, int KV, int D, int key_tile);
-int attention_tiles_backward(const attention_tile_prims *p, float *dq, float *dk, float *dv,
-			     const float *dout, const float *q, const float *k, const float *v,
+
+/* The row stride of a bf16 copy of rows n elements wide. */
+static inline int attention_tiles_ld16(int n)
+{
+	return (n + 7) / 8 * 8;
+}
+
+/* What one call takes from the backend at once, for a memory model: the
+ * scratch block (scores, softmax state, bf16 copies) and the pointer
+ * table's bytes when every key tile is computed (as under a causal mask;
+ * fewer tiles, a smaller table). */
+void attention_tiles_scratch(const attention_tiles_shape *shape, bool backward,
+			     size_t *scratch, size_t *pointers);
+
+/* kernels.h's attention_forward and attention_backward over prims (bf16:
+ * with bf16 operands, see the top).  lo and hi are the ranges where the
+ * backend's kernels read them; host_lo and host_hi the same values on the
+ * host, which plan the tiles.  0, or -1 when scratch or the host's memory
+ * ran out (nothing is then computed: the outputs are undefined). */
+int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles_shape *shape,
+			    float *out, float *lse, const float *q, const float *k,
+			    const float *v, const int32_t *lo, const int32_t *hi,
+			    const int32_t *host_lo, const int32_t *host_hi);
+int attention_tiles_backward(const attention_tile_prims *p, const attention_tiles_shape *shape,
+			     float *dq, float *dk, float *dv, const float *dout,
+			     const float *q, const float *k, const float *v,
 			     const float *out, const float *lse,
 			     const int32_t *lo, const int32_t *hi,
-			     const int32_t *host_lo, const int32_t *host_hi,
-			     int B, int Tq, int Tk, int H, int KV, int D, int key_tile);
+			     const int32_t *host_lo, const int32_t *host_hi);
 
 /* The CPU's primitives (kernels/cpu/tile_prims.c): OpenBLAS and plain
  * loops over host memory; ctx is unused. */

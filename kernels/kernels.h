@@ -128,6 +128,25 @@ typedef struct kernel_ops {
 				   const int32_t *kv_lo, const int32_t *kv_hi,
 				   int B, int Tq, int Tk, int H, int KV, int D);
 
+	/* The same two ops with bf16 GEMM operands (training.matmul_dtype=
+	 * bfloat16), as FlashAttention runs them on bf16 inputs: q, k, v and
+	 * dout rounded to bfloat16, and the probabilities P and their
+	 * gradient dS rounded before the GEMMs that read them; scores, the
+	 * softmax's running max and sum, lse and every output in fp32.  Both
+	 * backends run kernels/attention_tiles.c's schedule over key tiles of
+	 * the same size, so P is rounded against the same running maxima and
+	 * the CPU's result is the GPU's up to the order of the sums. */
+	void (*attention_forward_bf16)(float *out, float *lse, const float *q,
+				       const float *k, const float *v,
+				       const int32_t *kv_lo, const int32_t *kv_hi,
+				       int B, int Tq, int Tk, int H, int KV, int D);
+	void (*attention_backward_bf16)(float *dq, float *dk, float *dv,
+					const float *dout, const float *q,
+					const float *k, const float *v,
+					const float *out, const float *lse,
+					const int32_t *kv_lo, const int32_t *kv_hi,
+					int B, int Tq, int Tk, int H, int KV, int D);
+
 	/* out[n] = silu(a[n]) * b[n]; backward overwrites da, db. */
 	void (*swiglu_forward)(float *out, const float *a, const float *b, size_t n);
 	void (*swiglu_backward)(float *da, float *db, const float *dout,

@@ -108,6 +108,26 @@ measured_peak() {
 	expect_output_has "model only, not yet measured"
 }
 
+@test "on cuda the largest op's scratch is a row: bf16 GEMMs copy the output head's operands" {
+	run titan-mem --json --model.flavor=llama3_1b --training.device=cuda \
+		--training.seq_len=2048 --training.local_batch_size=8
+	expect_status 0
+	fp32=$(printf '%s\n' "$output" | jq .breakdown.op_scratch)
+	expect_eq float32 "$(printf '%s\n' "$output" | jq -r .matmul_dtype)"
+	run titan-mem --json --model.flavor=llama3_1b --training.device=cuda \
+		--training.seq_len=2048 --training.local_batch_size=8 --training.matmul_dtype=bfloat16
+	expect_status 0
+	bf16=$(printf '%s\n' "$output" | jq .breakdown.op_scratch)
+	# 2 bytes x 16384 tokens x 128256 logits is the bf16 copy of the head's dout
+	[ "$bf16" -gt $((2 * 16384 * 128256)) ] || { echo "bf16 op scratch $bf16"; false; }
+	[ "$fp32" -gt 0 ] && [ "$fp32" -lt $((320 << 20)) ] || { echo "fp32 op scratch $fp32"; false; }
+	run titan-mem --model.flavor=llama3_1b --training.device=cuda --training.matmul_dtype=bfloat16
+	expect_output_has "op scratch (largest op)"
+	expect_output_has "bf16 GEMM operands on cuda"
+	run titan-mem --json
+	expect_eq 0 "$(printf '%s\n' "$output" | jq .breakdown.op_scratch)"
+}
+
 @test "impossible layouts are usage errors that name the constraint" {
 	run titan-mem --parallelism.tensor_parallel_degree=3
 	expect_status 2

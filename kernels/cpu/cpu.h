@@ -84,6 +84,18 @@ void cpu_vocab_sumexp(float *rsum, float *rlab, const float *logits, const float
 void cpu_vocab_finish(float *loss, float *logits, const float *rmax, const float *rsum,
 		      const float *rlab, const uint32_t *labels, uint32_t v0, int N, int V,
 		      float dscale);
+/* tile_prims.c: kernels.h's bf16 attention, the tile schedule over the
+ * CPU's primitives */
+void cpu_attention_forward_bf16(float *out, float *lse, const float *q,
+				const float *k, const float *v,
+				const int32_t *kv_lo, const int32_t *kv_hi,
+				int B, int Tq, int Tk, int H, int KV, int D);
+void cpu_attention_backward_bf16(float *dq, float *dk, float *dv,
+				 const float *dout, const float *q,
+				 const float *k, const float *v,
+				 const float *out, const float *lse,
+				 const int32_t *kv_lo, const int32_t *kv_hi,
+				 int B, int Tq, int Tk, int H, int KV, int D);
 void cpu_attention_merge(float *out, float *lse_out, const float *o, const float *lse,
 			 int B, int T, int H, int D);
 void cpu_add_inplace(float *y, const float *x, size_t n);

@@ -289,6 +289,26 @@ static void fenced_attention_backward(float *dq, float *dk, float *dv,
 					      kv_lo, kv_hi, B, Tq, Tk, H, KV, D));
 }
 
+static void fenced_attention_forward_bf16(float *out, float *lse, const float *q,
+					  const float *k, const float *v,
+					  const int32_t *kv_lo, const int32_t *kv_hi,
+					  int B, int Tq, int Tk, int H, int KV, int D)
+{
+	FENCED(kernels_cpu.attention_forward_bf16(out, lse, q, k, v, kv_lo, kv_hi,
+						  B, Tq, Tk, H, KV, D));
+}
+
+static void fenced_attention_backward_bf16(float *dq, float *dk, float *dv,
+					   const float *dout, const float *q,
+					   const float *k, const float *v,
+					   const float *out, const float *lse,
+					   const int32_t *kv_lo, const int32_t *kv_hi,
+					   int B, int Tq, int Tk, int H, int KV, int D)
+{
+	FENCED(kernels_cpu.attention_backward_bf16(dq, dk, dv, dout, q, k, v, out, lse,
+						   kv_lo, kv_hi, B, Tq, Tk, H, KV, D));
+}
+
 static void fenced_swiglu_forward(float *out, const float *a, const float *b, size_t n)
 {
 	FENCED(kernels_cpu.swiglu_forward(out, a, b, n));
@@ -391,6 +411,8 @@ static const kernel_ops fenced_table = {
 	.rope_backward = fenced_rope_backward,
 	.attention_forward = fenced_attention_forward,
 	.attention_backward = fenced_attention_backward,
+	.attention_forward_bf16 = fenced_attention_forward_bf16,
+	.attention_backward_bf16 = fenced_attention_backward_bf16,
 	.swiglu_forward = fenced_swiglu_forward,
 	.swiglu_backward = fenced_swiglu_backward,
 	.embedding_forward = fenced_embedding_forward,

@@ -6,6 +6,8 @@
  * (tests/unit/test_attention_tiles.c), with the GPU's twins of these
  * loops the only part left to a GPU's own test. */
 #include "attention_tiles.h"
+#include "core/half.h"
+#include "cpu.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -43,16 +45,62 @@ static void cpu_fill(void *ctx, float *x, float value, size_t n)
 		x[i] = value;
 }
 
-static void cpu_gemm(void *ctx, bool ta, bool tb, int M, int N, int K, float alpha,
+static void cpu_to_bf16(void *ctx, uint16_t *dst, const float *src, size_t rows, int w,
+			int ld)
+{
+	(void)ctx;
+	for (size_t r = 0; r < rows; r++)
+		for (int i = 0; i < ld; i++)
+			dst[r * ld + i] = i < w ? f32_to_bf16(src[r * w + i]) : 0;
+}
+
+/* A bf16 operand of `rows` rows, `cols` used of every ld, widened to fp32
+ * rows of cols; NULL when out of memory. */
+static float *widen(const void *m, int rows, int cols, int ld)
+{
+	const uint16_t *h = m;
+	float *f = malloc((size_t)(rows > 0 ? rows : 1) * (cols > 0 ? cols : 1) * sizeof *f);
+
+	if (!f)
+		return NULL;
+	for (int r = 0; r < rows; r++)
+		for (int c = 0; c < cols; c++)
+			f[(size_t)r * cols + c] = bf16_to_f32(h[(size_t)r * ld + c]);
+	return f;
+}
+
+static void cpu_gemm(void *ctx, bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
 		     void *const *A, int lda, void *const *Bm, int ldb, float beta,
 		     void *const *C, int ldc, int batch)
 {
 	(void)ctx;
-	for (int i = 0; i < batch; i++)
+	for (int i = 0; i < batch; i++) {
+		const float *a = A[i], *b = Bm[i];
+		float *wa = NULL, *wb = NULL;
+		int la = lda, lb = ldb;
+
+		if (bf16) {
+			/* op(A) is [M,K]: A is stored [M,K], or [K,M] with ta */
+			int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+			wa = widen(A[i], ar, ac, lda);
+			wb = widen(Bm[i], br, bc, ldb);
+			if (!wa || !wb) {
+				free(wa);
+				free(wb);
+				cpu_note_failure("attention: out of memory widening bf16 operands");
+				return;
+			}
+			a = wa;
+			b = wb;
+			la = ac;
+			lb = bc;
+		}
 		cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-			    tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
-			    (const float *)A[i], lda, (const float *)Bm[i], ldb, beta,
+			    tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, la, b, lb, beta,
 			    (float *)C[i], ldc);
+		free(wa);
+		free(wb);
+	}
 }
 
 static bool sees(const int32_t *lo, const int32_t *hi, size_t at, int key)
@@ -78,7 +126,13 @@ static tile_row tile_row_of(int b, int h, int i, int H, int Tq, int qa, int M, i
 	return r;
 }
 
-static void cpu_softmax_tile(void *ctx, float *s, float *m, float *l, float *out,
+/* P's bf16 copy of a tile row: [B][H][M][ld16], the row's offset. */
+static size_t row16_of(int b, int h, int i, int H, int M, int N)
+{
+	return (((size_t)b * H + h) * M + i) * (size_t)attention_tiles_ld16(N);
+}
+
+static void cpu_softmax_tile(void *ctx, float *s, uint16_t *p16, float *m, float *l, float *out,
 			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			     int qa, int M, int k0, int N, int D)
 {
@@ -97,9 +151,12 @@ static void cpu_softmax_tile(void *ctx, float *s, float *m, float *l, float *out
 						mx = fmaxf(mx, p[j]);
 					}
 				}
+				uint16_t *p16row = p16 ? p16 + row16_of(b, h, i, H, M, N) : NULL;
 				if (!any) {
 					for (int j = 0; j < N; j++)
 						p[j] = 0.0f;
+					for (int j = 0; p16row && j < N; j++)
+						p16row[j] = 0;
 					continue;
 				}
 				float m_new = fmaxf(m[row], mx);
@@ -108,6 +165,8 @@ static void cpu_softmax_tile(void *ctx, float *s, float *m, float *l, float *out
 				for (int j = 0; j < N; j++) {
 					p[j] = sees(lo, hi, at, k0 + j) ? expf(p[j] - m_new) : 0.0f;
 					sum += p[j];
+					if (p16row)
+						p16row[j] = f32_to_bf16(p[j]);
 				}
 				l[row] = l[row] * corr + sum;
 				m[row] = m_new;
@@ -154,9 +213,10 @@ static void cpu_rowdot(void *ctx, float *dvec, const float *dout, const float *o
 	}
 }
 
-static void cpu_grad_tile(void *ctx, float *s, float *dp, const float *lse, const float *dvec,
-			  const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
-			  int qa, int M, int k0, int N, float scale)
+static void cpu_grad_tile(void *ctx, float *s, float *dp, uint16_t *p16, uint16_t *ds16,
+			  const float *lse, const float *dvec, const int32_t *lo,
+			  const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,
+			  float scale)
 {
 	(void)ctx;
 	for (int b = 0; b < B; b++) {
@@ -164,11 +224,16 @@ static void cpu_grad_tile(void *ctx, float *s, float *dp, const float *lse, cons
 			for (int i = 0; i < M; i++) {
 				tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
 				size_t at = x.at, row = x.row, off = x.off;
+				size_t off16 = row16_of(b, h, i, H, M, N);
 				for (int j = 0; j < N; j++) {
 					bool live = sees(lo, hi, at, k0 + j) && lse[row] > -INFINITY;
 					float pj = live ? expf(s[off + j] - lse[row]) : 0.0f;
 					dp[off + j] = live ? scale * pj * (dp[off + j] - dvec[row]) : 0.0f;
 					s[off + j] = pj;
+					if (p16) {
+						p16[off16 + j] = f32_to_bf16(pj);
+						ds16[off16 + j] = f32_to_bf16(dp[off + j]);
+					}
 				}
 			}
 		}
@@ -182,9 +247,38 @@ const attention_tile_prims attention_tile_prims_cpu = {
 	.pointers = cpu_pointers,
 	.pointers_put = cpu_pointers_put,
 	.fill = cpu_fill,
+	.to_bf16 = cpu_to_bf16,
 	.gemm = cpu_gemm,
 	.softmax_tile = cpu_softmax_tile,
 	.finish = cpu_finish,
 	.rowdot = cpu_rowdot,
 	.grad_tile = cpu_grad_tile,
 };
+
+/* kernels.h's bf16 attention on the CPU: the same schedule, tile size and
+ * rounding as the GPU's, so that this is its twin. */
+void cpu_attention_forward_bf16(float *out, float *lse, const float *q,
+				const float *k, const float *v,
+				const int32_t *kv_lo, const int32_t *kv_hi,
+				int B, int Tq, int Tk, int H, int KV, int D)
+{
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, true};
+
+	if (attention_tiles_forward(&attention_tile_prims_cpu, &sh, out, lse, q, k, v, kv_lo,
+				    kv_hi, kv_lo, kv_hi))
+		cpu_note_failure("attention_forward_bf16: out of memory for the score tiles");
+}
+
+void cpu_attention_backward_bf16(float *dq, float *dk, float *dv,
+				 const float *dout, const float *q,
+				 const float *k, const float *v,
+				 const float *out, const float *lse,
+				 const int32_t *kv_lo, const int32_t *kv_hi,
+				 int B, int Tq, int Tk, int H, int KV, int D)
+{
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, true};
+
+	if (attention_tiles_backward(&attention_tile_prims_cpu, &sh, dq, dk, dv, dout, q, k, v,
+				     out, lse, kv_lo, kv_hi, kv_lo, kv_hi))
+		cpu_note_failure("attention_backward_bf16: out of memory for the score tiles");
+}

@@ -5,7 +5,9 @@
  * The products of each key tile (S = Q K^T, P V, and the backward's five)
  * are cublasSgemmBatched over every (row, head) of the tile, in fp32 with
  * the handle's pedantic math mode: no TF32, so the results agree with the
- * CPU backend to fp32 rounding.  cuBLAS is column-major and the schedule's
+ * CPU backend to fp32 rounding.  The bf16 ops run the same schedule with
+ * cublasGemmBatchedEx over bf16 operands and fp32 sums, on the tensor
+ * cores; the softmax kernels then also write P and dS rounded to bf16.  cuBLAS is column-major and the schedule's
  * GEMMs are row-major; a row-major matrix read column-major is its
  * transpose, so C = op(A) op(B) is computed as C^T = op(B)^T op(A)^T with
  * the operands and M, N swapped and the transposes kept.
@@ -27,6 +29,7 @@
  * out 0 and lse -inf; lse = -inf gives P = dS = 0. */
 #include "cuda/cuda.h"
 #include "attention_tiles.h"
+#include <cuda_bf16.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +88,29 @@ fill_kernel(float *x, float value, size_t n)
 		x[i] = value;
 }
 
+/* dst row r (ld apart) = src row r (w wide) in bf16, the padding zero. */
+__global__ static void __launch_bounds__(THREADS)
+to_bf16_kernel(uint16_t *dst, const float *src, size_t rows, int w, int ld)
+{
+	size_t n = rows * (size_t)ld, stride = (size_t)gridDim.x * blockDim.x;
+
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+		size_t r = i / (size_t)ld;
+		int c = (int)(i % (size_t)ld);
+		__nv_bfloat16 h = __float2bfloat16_rn(c < w ? src[r * (size_t)w + c] : 0.0f);
+
+		dst[i] = *(const uint16_t *)&h;
+	}
+}
+
+/* x as the bits of a bf16, rounded to nearest, ties to even. */
+__device__ static inline uint16_t bf16_bits(float x)
+{
+	__nv_bfloat16 h = __float2bfloat16_rn(x);
+
+	return *(const uint16_t *)&h;
+}
+
 /* The row (b, h, t = qa + i) of a tile kernel's warp r = (b * H + h) * M + i:
  * its index in m, l, lse and dvec ([B][H][Tq]), in lo and hi ([B*Tq]), and in
  * out ([B][Tq][H][D], in rows of D). */
@@ -120,22 +146,26 @@ __device__ static inline void seen_cols(const int32_t *lo, const int32_t *hi, si
  * and out.  The m and l it reads are written back by lane 0 only after
  * __syncwarp, which orders every lane's read before that write. */
 __global__ static void __launch_bounds__(THREADS)
-softmax_tile_kernel(float *s, float *m, float *l, float *out, const int32_t *lo,
-		    const int32_t *hi, int H, int Tq, int qa, int M, int k0, int N, int D,
-		    int64_t rows)
+softmax_tile_kernel(float *s, uint16_t *p16, int ld16, float *m, float *l, float *out,
+		    const int32_t *lo, const int32_t *hi, int H, int Tq, int qa, int M, int k0,
+		    int N, int D, int64_t rows)
 {
 	int lane = threadIdx.x % WARP;
 
 	for (int64_t r = first_warp(); r < rows; r += warp_stride()) {
 		tile_row x = tile_row_of(r, H, Tq, qa, M);
 		float *srow = s + (size_t)r * (size_t)N;
+		uint16_t *prow = p16 ? p16 + (size_t)r * (size_t)ld16 : NULL;
 		float *orow = out + x.out_row * (size_t)D;
 		int64_t jlo, jhi;
 
 		seen_cols(lo, hi, x.bt, k0, N, &jlo, &jhi);
 		if (jlo > jhi) {
-			for (int64_t j = lane; j < N; j += WARP)
+			for (int64_t j = lane; j < N; j += WARP) {
 				srow[j] = 0.0f;
+				if (prow)
+					prow[j] = 0;
+			}
 			continue;
 		}
 		float mx = -INFINITY;
@@ -154,6 +184,8 @@ softmax_tile_kernel(float *s, float *m, float *l, float *out, const int32_t *lo,
 			if (j >= jlo && j <= jhi)
 				p = expf(srow[j] - m_new);
 			srow[j] = p;
+			if (prow)
+				prow[j] = bf16_bits(p);
 			sum += p;
 		}
 		sum = warp_sum(sum);
@@ -169,15 +201,16 @@ softmax_tile_kernel(float *s, float *m, float *l, float *out, const int32_t *lo,
 
 /* grad_tile: warp r owns row r of s and dp, elementwise; no reduction. */
 __global__ static void __launch_bounds__(THREADS)
-grad_tile_kernel(float *s, float *dp, const float *lse, const float *dvec, const int32_t *lo,
-		 const int32_t *hi, int H, int Tq, int qa, int M, int k0, int N, float scale,
-		 int64_t rows)
+grad_tile_kernel(float *s, float *dp, uint16_t *p16, uint16_t *ds16, int ld16,
+		 const float *lse, const float *dvec, const int32_t *lo, const int32_t *hi, int H,
+		 int Tq, int qa, int M, int k0, int N, float scale, int64_t rows)
 {
 	int lane = threadIdx.x % WARP;
 
 	for (int64_t r = first_warp(); r < rows; r += warp_stride()) {
 		tile_row x = tile_row_of(r, H, Tq, qa, M);
 		float *srow = s + (size_t)r * (size_t)N, *dprow = dp + (size_t)r * (size_t)N;
+		size_t row16 = (size_t)r * (size_t)ld16;
 		float L = lse[x.bht], di = dvec[x.bht];
 		/* lse -inf: the row saw no key in the whole attention */
 		bool live = L > -INFINITY;
@@ -193,6 +226,10 @@ grad_tile_kernel(float *s, float *dp, const float *lse, const float *dvec, const
 			}
 			srow[j] = p;
 			dprow[j] = ds;
+			if (p16) {
+				p16[row16 + j] = bf16_bits(p);
+				ds16[row16 + j] = bf16_bits(ds);
+			}
 		}
 	}
 }
@@ -316,27 +353,50 @@ static void prim_fill(void *ctx, float *x, float value, size_t n)
 	cuda_check_launch("attention fill");
 }
 
+static void prim_to_bf16(void *ctx, uint16_t *dst, const float *src, size_t rows, int w, int ld)
+{
+	(void)ctx;
+	if (!rows || ld <= 0 || !cuda_ready())
+		return;
+	to_bf16_kernel<<<blocks_for((int64_t)(rows * (size_t)ld), THREADS), THREADS, 0,
+			 cuda_stream()>>>(dst, src, rows, w, ld);
+	cuda_check_launch("attention to_bf16");
+}
+
 /* Row-major C = alpha op(A) op(B) + beta C as column-major
  * C^T = alpha op(B)^T op(A)^T + beta C^T (see the top): B's list first,
- * N and M swapped, each operand's transpose flag kept. */
-static void prim_gemm(void *ctx, bool ta, bool tb, int M, int N, int K, float alpha,
+ * N and M swapped, each operand's transpose flag kept.  In bf16 the
+ * handle's pedantic math (kept for the fp32 twin) is lifted for the call,
+ * as gemm_bf16.cu does: it may keep bf16 off the tensor cores, and bf16
+ * products are exact in the fp32 sums either way. */
+static void prim_gemm(void *ctx, bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
 		      void *const *A, int lda, void *const *B, int ldb, float beta,
 		      void *const *C, int ldc, int batch)
 {
+	cublasHandle_t h = cuda_blas();
+	cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
 	cublasStatus_t st;
 
 	(void)ctx;
 	if (M <= 0 || N <= 0 || batch <= 0 || !cuda_ready())
 		return;
-	st = cublasSgemmBatched(cuda_blas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-				ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
-				(const float *const *)B, ldb, (const float *const *)A, lda, &beta,
-				(float *const *)C, ldc, batch);
+	if (!bf16) {
+		st = cublasSgemmBatched(h, opb, opa, N, M, K, &alpha, (const float *const *)B, ldb,
+					(const float *const *)A, lda, &beta, (float *const *)C, ldc,
+					batch);
+	} else {
+		cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+		st = cublasGemmBatchedEx(h, opb, opa, N, M, K, &alpha, (const void *const *)B,
+					 CUDA_R_16BF, ldb, (const void *const *)A, CUDA_R_16BF, lda,
+					 &beta, (void *const *)C, CUDA_R_32F, ldc, batch,
+					 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+		cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);
+	}
 	if (st != CUBLAS_STATUS_SUCCESS)
-		cuda_note_error("attention gemm", (int)st);
+		cuda_note_error(bf16 ? "attention gemm (bf16)" : "attention gemm", (int)st);
 }
 
-static void prim_softmax_tile(void *ctx, float *s, float *m, float *l, float *out,
+static void prim_softmax_tile(void *ctx, float *s, uint16_t *p16, float *m, float *l, float *out,
 			      const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			      int qa, int M, int k0, int N, int D)
 {
@@ -346,7 +406,7 @@ static void prim_softmax_tile(void *ctx, float *s, float *m, float *l, float *ou
 	if (rows <= 0 || N <= 0 || !cuda_ready())
 		return;
 	softmax_tile_kernel<<<blocks_for(rows, WARPS_PER_BLOCK), THREADS, 0, cuda_stream()>>>(
-		s, m, l, out, lo, hi, H, Tq, qa, M, k0, N, D, rows);
+		s, p16, attention_tiles_ld16(N), m, l, out, lo, hi, H, Tq, qa, M, k0, N, D, rows);
 	cuda_check_launch("attention softmax_tile");
 }
 
@@ -376,9 +436,10 @@ static void prim_rowdot(void *ctx, float *dvec, const float *dout, const float *
 	cuda_check_launch("attention rowdot");
 }
 
-static void prim_grad_tile(void *ctx, float *s, float *dp, const float *lse, const float *dvec,
-			   const int32_t *lo, const int32_t *hi, int B, int H, int Tq, int qa,
-			   int M, int k0, int N, float scale)
+static void prim_grad_tile(void *ctx, float *s, float *dp, uint16_t *p16, uint16_t *ds16,
+			   const float *lse, const float *dvec, const int32_t *lo,
+			   const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,
+			   float scale)
 {
 	int64_t rows = (int64_t)B * H * M;
 
@@ -386,7 +447,8 @@ static void prim_grad_tile(void *ctx, float *s, float *dp, const float *lse, con
 	if (rows <= 0 || N <= 0 || !cuda_ready())
 		return;
 	grad_tile_kernel<<<blocks_for(rows, WARPS_PER_BLOCK), THREADS, 0, cuda_stream()>>>(
-		s, dp, lse, dvec, lo, hi, H, Tq, qa, M, k0, N, scale, rows);
+		s, dp, p16, ds16, attention_tiles_ld16(N), lse, dvec, lo, hi, H, Tq, qa, M, k0, N,
+		scale, rows);
 	cuda_check_launch("attention grad_tile");
 }
 
@@ -398,6 +460,7 @@ static const attention_tile_prims tile_prims = {
 	prim_pointers,
 	prim_pointers_put,
 	prim_fill,
+	prim_to_bf16,
 	prim_gemm,
 	prim_softmax_tile,
 	prim_finish,
@@ -444,24 +507,62 @@ static int32_t *ranges_to_host(const char *op, const int32_t *kv_lo, const int32
 	return h;
 }
 
+/* One op call: the ranges to the host, the schedule, the failure noted. */
+struct att_call {
+	bool backward;
+	float *out, *lse;              /* forward */
+	float *dq, *dk, *dv;           /* backward */
+	const float *dout, *q, *k, *v, *fwd_out, *fwd_lse;
+};
+
+static void run_attention(const char *op, const struct att_call *a, const int32_t *kv_lo,
+			  const int32_t *kv_hi, int B, int Tq, int Tk, int H, int KV, int D,
+			  bool bf16)
+{
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, bf16};
+	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0;
+	int32_t *host;
+	int rc;
+	char msg[256];
+
+	if (!cuda_ready())
+		return;
+	host = ranges_to_host(op, kv_lo, kv_hi, B, Tq, H, KV);
+	if (!host)
+		return;
+	if (a->backward)
+		rc = attention_tiles_backward(&tile_prims, &sh, a->dq, a->dk, a->dv, a->dout, a->q,
+					      a->k, a->v, a->fwd_out, a->fwd_lse, kv_lo, kv_hi,
+					      host, host + n);
+	else
+		rc = attention_tiles_forward(&tile_prims, &sh, a->out, a->lse, a->q, a->k, a->v,
+					     kv_lo, kv_hi, host, host + n);
+	if (rc) {
+		snprintf(msg, sizeof msg, "%s: out of memory for the score tiles or the GEMM "
+			 "pointers", op);
+		cuda_note_failure(msg);
+	}
+	free(host);
+}
+
 void cuda_attention_forward(float *out, float *lse, const float *q,
 			    const float *k, const float *v,
 			    const int32_t *kv_lo, const int32_t *kv_hi,
 			    int B, int Tq, int Tk, int H, int KV, int D)
 {
-	int32_t *host;
-	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0;
+	struct att_call a = {false, out, lse, NULL, NULL, NULL, NULL, q, k, v, NULL, NULL};
 
-	if (!cuda_ready())
-		return;
-	host = ranges_to_host("attention_forward", kv_lo, kv_hi, B, Tq, H, KV);
-	if (!host)
-		return;
-	if (attention_tiles_forward(&tile_prims, out, lse, q, k, v, kv_lo, kv_hi, host,
-				    host + n, B, Tq, Tk, H, KV, D, 0))
-		cuda_note_failure("attention_forward: out of memory for the score tiles "
-				  "or the GEMM pointers");
-	free(host);
+	run_attention("attention_forward", &a, kv_lo, kv_hi, B, Tq, Tk, H, KV, D, false);
+}
+
+void cuda_attention_forward_bf16(float *out, float *lse, const float *q,
+				 const float *k, const float *v,
+				 const int32_t *kv_lo, const int32_t *kv_hi,
+				 int B, int Tq, int Tk, int H, int KV, int D)
+{
+	struct att_call a = {false, out, lse, NULL, NULL, NULL, NULL, q, k, v, NULL, NULL};
+
+	run_attention("attention_forward_bf16", &a, kv_lo, kv_hi, B, Tq, Tk, H, KV, D, true);
 }
 
 void cuda_attention_backward(float *dq, float *dk, float *dv,
@@ -471,17 +572,19 @@ void cuda_attention_backward(float *dq, float *dk, float *dv,
 			     const int32_t *kv_lo, const int32_t *kv_hi,
 			     int B, int Tq, int Tk, int H, int KV, int D)
 {
-	int32_t *host;
-	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0;
+	struct att_call a = {true, NULL, NULL, dq, dk, dv, dout, q, k, v, out, lse};
 
-	if (!cuda_ready())
-		return;
-	host = ranges_to_host("attention_backward", kv_lo, kv_hi, B, Tq, H, KV);
-	if (!host)
-		return;
-	if (attention_tiles_backward(&tile_prims, dq, dk, dv, dout, q, k, v, out, lse, kv_lo,
-				     kv_hi, host, host + n, B, Tq, Tk, H, KV, D, 0))
-		cuda_note_failure("attention_backward: out of memory for the score tiles "
-				  "or the GEMM pointers");
-	free(host);
+	run_attention("attention_backward", &a, kv_lo, kv_hi, B, Tq, Tk, H, KV, D, false);
+}
+
+void cuda_attention_backward_bf16(float *dq, float *dk, float *dv,
+				  const float *dout, const float *q,
+				  const float *k, const float *v,
+				  const float *out, const float *lse,
+				  const int32_t *kv_lo, const int32_t *kv_hi,
+				  int B, int Tq, int Tk, int H, int KV, int D)
+{
+	struct att_call a = {true, NULL, NULL, dq, dk, dv, dout, q, k, v, out, lse};
+
+	run_attention("attention_backward_bf16", &a, kv_lo, kv_hi, B, Tq, Tk, H, KV, D, true);
 }

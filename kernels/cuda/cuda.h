@@ -59,6 +59,8 @@ void *cuda_scratch_get(size_t bytes);
 void cuda_scratch_put(void *p);
 
 /* ops.cu */
+bool cuda_matmul_forward_trivial(float *out, int N, int IC, int OC, bool accumulate);
+bool cuda_matmul_backward_trivial(float *dinp, int N, int IC, int OC, bool accumulate_dinp);
 void cuda_matmul_forward(float *out, const float *inp, const float *weight,
 			 int N, int IC, int OC, bool accumulate);
 void cuda_matmul_backward(float *dinp, float *dweight, const float *dout,
@@ -120,6 +122,16 @@ void cuda_attention_backward(float *dq, float *dk, float *dv,
 			     const float *out, const float *lse,
 			     const int32_t *kv_lo, const int32_t *kv_hi,
 			     int B, int Tq, int Tk, int H, int KV, int D);
+void cuda_attention_forward_bf16(float *out, float *lse, const float *q,
+				 const float *k, const float *v,
+				 const int32_t *kv_lo, const int32_t *kv_hi,
+				 int B, int Tq, int Tk, int H, int KV, int D);
+void cuda_attention_backward_bf16(float *dq, float *dk, float *dv,
+				  const float *dout, const float *q,
+				  const float *k, const float *v,
+				  const float *out, const float *lse,
+				  const int32_t *kv_lo, const int32_t *kv_hi,
+				  int B, int Tq, int Tk, int H, int KV, int D);
 /* Its primitives, for tests that run the schedule with their own tile. */
 struct attention_tile_prims;
 const struct attention_tile_prims *cuda_attention_tile_prims(void);

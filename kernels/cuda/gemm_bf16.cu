@@ -74,15 +74,8 @@ void cuda_matmul_forward_bf16(float *out, const float *inp, const float *weight,
 {
 	__nv_bfloat16 *bi, *bw;
 
-	if (!cuda_ready())
+	if (!cuda_ready() || cuda_matmul_forward_trivial(out, N, IC, OC, accumulate))
 		return;
-	if (N <= 0 || OC <= 0)
-		return;
-	if (IC <= 0) {
-		if (!accumulate)
-			cuda_zero(out, (size_t)N * OC * sizeof(*out));
-		return;
-	}
 	bi = to_bf16(inp, (size_t)N * IC, "matmul_forward_bf16 (inp)");
 	bw = bi ? to_bf16(weight, (size_t)OC * IC, "matmul_forward_bf16 (weight)") : NULL;
 	if (bw)
@@ -101,15 +94,8 @@ void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 {
 	__nv_bfloat16 *bd, *bw = NULL, *bi = NULL;
 
-	if (!cuda_ready())
+	if (!cuda_ready() || cuda_matmul_backward_trivial(dinp, N, IC, OC, accumulate_dinp))
 		return;
-	if (N <= 0 || IC <= 0)
-		return;
-	if (OC <= 0) {
-		if (dinp && !accumulate_dinp)
-			cuda_zero(dinp, (size_t)N * IC * sizeof(*dinp));
-		return;
-	}
 	if (!dinp && !dweight)
 		return;
 	if (!(bd = to_bf16(dout, (size_t)N * OC, "matmul_backward_bf16 (dout)")))

@@ -69,6 +69,32 @@ static void zero_async(float *p, size_t n)
 		cuda_note_error("cudaMemsetAsync", (int)e);
 }
 
+/* The matmuls' calls with nothing to multiply: no rows or outputs, or an
+ * empty sum (IC 0 forward, OC 0 for dinp), which zeroes the output unless
+ * it accumulates; cuBLAS would only scale by beta, but say it plainly.
+ * True when the call is done; shared with gemm_bf16.cu. */
+bool cuda_matmul_forward_trivial(float *out, int N, int IC, int OC, bool accumulate)
+{
+	if (N <= 0 || OC <= 0)
+		return true;
+	if (IC > 0)
+		return false;
+	if (!accumulate)
+		zero_async(out, (size_t)N * OC);
+	return true;
+}
+
+bool cuda_matmul_backward_trivial(float *dinp, int N, int IC, int OC, bool accumulate_dinp)
+{
+	if (N <= 0 || IC <= 0)
+		return true;
+	if (OC > 0)
+		return false;
+	if (dinp && !accumulate_dinp)
+		zero_async(dinp, (size_t)N * IC);
+	return true;
+}
+
 /* cuBLAS is column-major: a row-major [R,C] matrix is its column-major
  * [C,R] transpose, so each row-major product A @ B is computed as
  * B^T @ A^T with the operands swapped.  Here out^T[OC,N] =
@@ -78,16 +104,8 @@ void cuda_matmul_forward(float *out, const float *inp, const float *weight,
 {
 	const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
 
-	if (!cuda_ready())
+	if (!cuda_ready() || cuda_matmul_forward_trivial(out, N, IC, OC, accumulate))
 		return;
-	if (N <= 0 || OC <= 0)
-		return;
-	/* An empty sum: cuBLAS would only scale by beta, but say it plainly. */
-	if (IC <= 0) {
-		if (!accumulate)
-			zero_async(out, (size_t)N * OC);
-		return;
-	}
 	note_blas(cublasSgemm(cuda_blas(), CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC,
 			      &one, weight, IC, inp, IC, &beta, out, OC));
 }
@@ -102,19 +120,13 @@ void cuda_matmul_backward(float *dinp, float *dweight, const float *dout,
 {
 	const float one = 1.0f, beta = accumulate_dinp ? 1.0f : 0.0f;
 
-	if (!cuda_ready())
+	if (!cuda_ready() || cuda_matmul_backward_trivial(dinp, N, IC, OC, accumulate_dinp))
 		return;
-	if (N <= 0 || IC <= 0)
-		return;
-	if (dinp) {
-		if (OC > 0)
-			note_blas(cublasSgemm(cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_N,
-					      IC, N, OC, &one, weight, IC, dout, OC,
-					      &beta, dinp, IC));
-		else if (!accumulate_dinp)
-			zero_async(dinp, (size_t)N * IC);
-	}
-	if (dweight && OC > 0)
+	if (dinp)
+		note_blas(cublasSgemm(cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_N,
+				      IC, N, OC, &one, weight, IC, dout, OC,
+				      &beta, dinp, IC));
+	if (dweight)
 		note_blas(cublasSgemm(cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_T,
 				      IC, OC, N, &one, inp, IC, dout, OC,
 				      &one, dweight, IC));

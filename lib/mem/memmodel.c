@@ -11,6 +11,8 @@
 
 #include <sched.h>
 
+#include "attention_tiles.h"
+#include "core/cache_alloc.h"
 #include "dist/pp.h"
 #include "mem/memmodel.h"
 
@@ -23,6 +25,7 @@ const mem_row_info mem_row_infos[MEM_NROWS] = {
 	[MEM_ROW_LOGITS] = { "logits_loss", "logits and loss", true, false },
 	[MEM_ROW_SCRATCH] = { "backward_scratch", "backward scratch", true, false },
 	[MEM_ROW_ATTN] = { "attention_workspace", "attention workspace", false, false },
+	[MEM_ROW_OP_SCRATCH] = { "op_scratch", "op scratch (largest op)", false, false },
 	[MEM_ROW_ALLGATHER] = { "fsdp_all_gather", "FSDP gathered params + prefetch", true, false },
 	[MEM_ROW_REDUCE] = { "fsdp_reduce_scatter", "FSDP unsharded grads + reduce", true, false },
 	[MEM_ROW_TP] = { "tp_sequence_parallel", "TP sequence-parallel gather", false, false },
@@ -201,6 +204,47 @@ static size_t attention_tiles(size_t D)
 	return r64(n, sizeof(float));
 }
 
+/* A GPU op's own scratch from the backend's caching allocator, each block
+ * rounded as the cache rounds it; ops run one at a time and give theirs
+ * back, so only the largest op's counts.  That is the tiled attention's
+ * scratch and pointer table (kernels/attention_tiles.h, forward or
+ * backward, the same rule the schedule allocates by), or with bf16 GEMMs
+ * the bf16 copies of a backward GEMM's three operands (dout [N,OC],
+ * weight [OC,IC], input [N,IC]; the largest GEMM is usually the output
+ * head's). */
+static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int mb, size_t N,
+			     bool last)
+{
+	int T = o->seq_len / o->par.cp;
+	attention_tiles_shape sh = {mb, T, T, (int)k->H, (int)k->KV, (int)k->D, 0,
+				    o->matmul_bf16};
+	size_t worst = 0;
+
+	for (int backward = 0; backward < 2; backward++) {
+		size_t scratch, pointers;
+
+		attention_tiles_scratch(&sh, backward, &scratch, &pointers);
+		worst = TITAN_MAX(worst, cache_alloc_round(scratch) + cache_alloc_round(pointers));
+	}
+	if (o->matmul_bf16) {
+		/* (OC, IC) of wq, wk and wv, wo, w1 and w3, w2, the head */
+		const size_t gemm[][2] = {
+			{k->q, k->C}, {k->kv, k->C}, {k->C, k->q}, {k->F, k->C}, {k->C, k->F},
+			{last ? k->V : 0, k->C},
+		};
+
+		for (size_t i = 0; i < sizeof gemm / sizeof *gemm; i++) {
+			size_t OC = gemm[i][0], IC = gemm[i][1];
+
+			if (OC)
+				worst = TITAN_MAX(worst, cache_alloc_round(2 * N * OC) +
+							 cache_alloc_round(2 * OC * IC) +
+							 cache_alloc_round(2 * N * IC));
+		}
+	}
+	return worst;
+}
+
 /* Microbatch count and size under pp (1 and the whole batch without). */
 static void microbatches(const mem_model_opts *o, int *n, int *mb)
 {
@@ -286,6 +330,8 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 			     none.ring);
 	if (!o->cuda)
 		st->row[MEM_ROW_ATTN] = (size_t)TITAN_MAX(o->threads, 1) * attention_tiles(k.D);
+	else
+		st->row[MEM_ROW_OP_SCRATCH] = gpu_op_scratch(o, &k, mb, N, last);
 
 	if (k.fsdp > 1) {
 		/* dp_new: whole embeddings, head and layer(s) to compute with,
@@ -381,6 +427,7 @@ int mem_model_from_config(mem_model_opts *o, const train_config *c, int world_si
 	o->ac = c->activation_checkpoint.mode;
 	o->ac_every = c->activation_checkpoint.selective_every;
 	o->cuda = c->training.device && !strcmp(c->training.device, "cuda");
+	o->matmul_bf16 = c->training.matmul_dtype == MATMUL_BF16;
 	/* the trainer computes in fp32 on every device in this version;
 	 * bf16 is titan-mem's --precision, a plan ahead of the trainer */
 	o->prec = MEM_PREC_FP32;

@@ -45,6 +45,8 @@ typedef struct mem_model_opts {
 	int pp_virtual;              /* interleaved: stages per rank (>= 1) */
 	bool async_checkpoint;       /* checkpoint.async: a staging copy */
 	int threads;                 /* CPU threads (attention workspace each) */
+	bool matmul_bf16;            /* training.matmul_dtype=bfloat16: GEMMs on
+	                                bf16 copies of their operands */
 } mem_model_opts;
 
 /* The rows of the table, in the order titan-mem prints them. */
@@ -56,7 +58,8 @@ enum mem_row_id {
 	MEM_ROW_ACTS,          /* activations backward reads */
 	MEM_ROW_LOGITS,        /* logits (overwritten by their gradient), losses */
 	MEM_ROW_SCRATCH,       /* backward's gradient buffers */
-	MEM_ROW_ATTN,          /* attention workspace */
+	MEM_ROW_ATTN,          /* attention workspace (CPU) */
+	MEM_ROW_OP_SCRATCH,    /* a GPU op's own scratch, the largest op's */
 	MEM_ROW_ALLGATHER,     /* FSDP: gathered blocks, the current and the next */
 	MEM_ROW_REDUCE,        /* FSDP: one block's unsharded gradients */
 	MEM_ROW_TP,            /* sequence parallel: gathered activations */

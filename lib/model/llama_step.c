@@ -568,6 +568,27 @@ static void mm_backward(const llama_model *m, float *dinp, float *dw, const floa
 		dinp, dw, dout, inp, w, N, IC, OC, accumulate_dinp);
 }
 
+/* Attention in the precision of the GEMMs (attention's own GEMMs are
+ * GEMMs too: bf16 operands with matmul_bf16, as autocast gives PyTorch's
+ * scaled_dot_product_attention). */
+static void att_forward(const llama_model *m, float *out, float *lse, const float *q,
+			const float *k, const float *v, const int32_t *lo, const int32_t *hi,
+			const struct dims *d)
+{
+	(m->matmul_bf16 ? m->ops->attention_forward_bf16 : m->ops->attention_forward)(
+		out, lse, q, k, v, lo, hi, d->B, d->T, d->T, d->H, d->KV, d->D);
+}
+
+static void att_backward(const llama_model *m, float *dq, float *dk, float *dv,
+			 const float *dout, const float *q, const float *k, const float *v,
+			 const float *out, const float *lse, const int32_t *lo, const int32_t *hi,
+			 const struct dims *d)
+{
+	(m->matmul_bf16 ? m->ops->attention_backward_bf16 : m->ops->attention_backward)(
+		dq, dk, dv, dout, q, k, v, out, lse, lo, hi, d->B, d->T, d->T, d->H, d->KV,
+		d->D);
+}
+
 /* Ring attention's first block: this rank's keys and values, one after
  * the other, as they travel. */
 static void ring_load(const kernel_ops *ops, const struct dims *d, float *held,
@@ -592,8 +613,7 @@ static int attend(llama_model *m, struct layer_acts *s)
 	int rc;
 
 	if (d.cp == 1) {
-		op->attention_forward(s->att, s->lse, s->q, s->k, s->v, a->kv_lo, a->kv_hi, d.B,
-				      d.T, d.T, d.H, d.KV, d.D);
+		att_forward(m, s->att, s->lse, s->q, s->k, s->v, a->kv_lo, a->kv_hi, &d);
 		return 0;
 	}
 	ring_load(op, &d, held, s);
@@ -601,11 +621,9 @@ static int attend(llama_model *m, struct layer_acts *s)
 		const int32_t *lo = a->kv_lo + i * N, *hi = a->kv_hi + i * N;
 
 		if (i == 0) {
-			op->attention_forward(s->att, s->lse, s->q, held, held + nkv, lo, hi, d.B,
-					      d.T, d.T, d.H, d.KV, d.D);
+			att_forward(m, s->att, s->lse, s->q, held, held + nkv, lo, hi, &d);
 		} else {
-			op->attention_forward(o, lse, s->q, held, held + nkv, lo, hi, d.B, d.T, d.T,
-					      d.H, d.KV, d.D);
+			att_forward(m, o, lse, s->q, held, held + nkv, lo, hi, &d);
 			op->attention_merge(s->att, s->lse, o, lse, d.B, d.T, d.H, d.D);
 		}
 		if (i + 1 < d.cp) {
@@ -636,8 +654,8 @@ static int attend_backward(llama_model *m, struct layer_acts *s, const float *da
 	int rc;
 
 	if (d.cp == 1) {
-		op->attention_backward(dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse,
-				       a->kv_lo, a->kv_hi, d.B, d.T, d.T, d.H, d.KV, d.D);
+		att_backward(m, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, a->kv_lo,
+			     a->kv_hi, &d);
 		return 0;
 	}
 	ring_load(op, &d, held, s);
@@ -645,12 +663,11 @@ static int attend_backward(llama_model *m, struct layer_acts *s, const float *da
 		const int32_t *lo = a->kv_lo + i * N, *hi = a->kv_hi + i * N;
 
 		if (i == 0) {
-			op->attention_backward(dq, held + 2 * nkv, held + 3 * nkv, datt, s->q, held,
-					       held + nkv, s->att, s->lse, lo, hi, d.B, d.T, d.T,
-					       d.H, d.KV, d.D);
+			att_backward(m, dq, held + 2 * nkv, held + 3 * nkv, datt, s->q, held,
+				     held + nkv, s->att, s->lse, lo, hi, &d);
 		} else {
-			op->attention_backward(pdq, pdk, pdv, datt, s->q, held, held + nkv, s->att,
-					       s->lse, lo, hi, d.B, d.T, d.T, d.H, d.KV, d.D);
+			att_backward(m, pdq, pdk, pdv, datt, s->q, held, held + nkv, s->att,
+				     s->lse, lo, hi, &d);
 			op->add_inplace(dq, pdq, N * d.q);
 			op->add_inplace(held + 2 * nkv, pdk, nkv);
 			op->add_inplace(held + 3 * nkv, pdv, nkv);

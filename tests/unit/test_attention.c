@@ -10,6 +10,7 @@
 #include <omp.h>
 #include "cpu/cpu.h"
 #include "check.h"
+#include "rand.h"
 
 /* make_mask's docs for random key ranges rather than documents */
 #define RANGES (-1)
@@ -25,22 +26,6 @@ struct attn {
 	int32_t *lo, *hi;
 	double *rout, *rlse, *rdq, *rdk, *rdv;
 };
-
-static uint64_t rng_state;
-
-static float rnd(void)
-{
-	rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
-	return (float)((double)(rng_state >> 40) / (double)(1 << 24) * 2 - 1);
-}
-
-/* A random integer in [0, n). */
-static int rnd_int(int n)
-{
-	int r = (int)((rnd() + 1) * 0.5f * (float)n);
-
-	return r < n ? r : n - 1;
-}
 
 /* Documents (Tq == Tk): docs == 0 is causal; otherwise documents of random
  * length (including length 1) that differ from row to row. */

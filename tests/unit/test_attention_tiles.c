@@ -9,23 +9,10 @@
 #include "core/base.h"
 #include <math.h>
 #include "attention_tiles.h"
+#include "core/half.h"
 #include "kernels.h"
 #include "check.h"
-
-static uint64_t rng_state = 7;
-
-static float rnd(void)
-{
-	rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
-	return (float)((double)(rng_state >> 40) / (double)(1 << 24) * 2 - 1);
-}
-
-static int rnd_int(int n)
-{
-	int r = (int)((rnd() + 1) * 0.5f * (float)n);
-
-	return r < n ? r : n - 1;
-}
+#include "rand.h"
 
 enum mask { CAUSAL, DOCUMENTS, RANGES };
 
@@ -90,46 +77,79 @@ static float *randoms(size_t n)
 	return x;
 }
 
-static void check_case(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile)
+/* x rounded to bf16 and back, as the bf16 schedule reads its inputs. */
+static float *rounded(const float *x, size_t n)
+{
+	float *r = malloc(n * sizeof *r);
+
+	for (size_t i = 0; i < n && r; i++)
+		r[i] = bf16_to_f32(f32_to_bf16(x[i]));
+	return r;
+}
+
+/* The schedule against the CPU's attention.  fp32: to fp32 rounding.  bf16:
+ * against the CPU's attention of q, k, v and dout rounded to bf16, so that
+ * only the rounding of P and dS is left between them: lse (the fp32 sums of
+ * the unrounded P) to fp32 rounding, the rest to bf16's. */
+static void check_case_in(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile,
+			  bool bf16)
 {
 	size_t nq = (size_t)B * Tq * H * D, nk = (size_t)B * Tk * KV * D;
 	size_t nl = (size_t)B * H * Tq;
 	float *q = randoms(nq), *k = randoms(nk), *v = randoms(nk), *dout = randoms(nq);
+	float *rq = NULL, *rk = NULL, *rv = NULL, *rdout = NULL;
 	float *out = calloc(nq, 4), *lse = calloc(nl, 4), *tout = calloc(nq, 4), *tlse = calloc(nl, 4);
 	float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
 	float *tdq = calloc(nq, 4), *tdk = calloc(nk, 4), *tdv = calloc(nk, 4);
 	int32_t *lo = malloc((size_t)B * Tq * 4), *hi = malloc((size_t)B * Tq * 4);
 	const attention_tile_prims *p = &attention_tile_prims_cpu;
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, tile, bf16};
+	double tol_out = bf16 ? 5e-3 : 2e-5, tol_grad = bf16 ? 1e-2 : 5e-5;
 	char what[128];
 
-	snprintf(what, sizeof what, "B %d Tq %d Tk %d H %d KV %d D %d mask %d tile %d", B, Tq,
-		 Tk, H, KV, D, kind, tile);
-	if (!q || !k || !v || !dout || !out || !lse || !tout || !tlse || !dq || !dk || !dv ||
+	snprintf(what, sizeof what, "%s B %d Tq %d Tk %d H %d KV %d D %d mask %d tile %d",
+		 bf16 ? "bf16" : "fp32", B, Tq, Tk, H, KV, D, kind, tile);
+	if (q && k && v && dout) {
+		rq = bf16 ? rounded(q, nq) : q;
+		rk = bf16 ? rounded(k, nk) : k;
+		rv = bf16 ? rounded(v, nk) : v;
+		rdout = bf16 ? rounded(dout, nq) : dout;
+	}
+	if (!rq || !rk || !rv || !rdout || !out || !lse || !tout || !tlse || !dq || !dk || !dv ||
 	    !tdq || !tdk || !tdv || !lo || !hi) {
 		CHECK(0, "%s: out of memory", what);
 		goto out;
 	}
 	make_mask(lo, hi, B, Tq, Tk, kind);
-	kernels_cpu.attention_forward(out, lse, q, k, v, lo, hi, B, Tq, Tk, H, KV, D);
-	int rc = attention_tiles_forward(p, tout, tlse, q, k, v, lo, hi, lo, hi, B, Tq, Tk, H,
-					 KV, D, tile);
+	kernels_cpu.attention_forward(out, lse, rq, rk, rv, lo, hi, B, Tq, Tk, H, KV, D);
+	int rc = attention_tiles_forward(p, &sh, tout, tlse, q, k, v, lo, hi, lo, hi);
 	CHECK(rc == 0, "%s: forward %d", what, rc);
 	double e_out = rel_err(tout, out, nq), e_lse = rel_err(tlse, lse, nl);
-	CHECK(e_out < 2e-5, "%s: out differs by %g", what, e_out);
+	CHECK(e_out < tol_out, "%s: out differs by %g", what, e_out);
 	CHECK(e_lse < 2e-5, "%s: lse differs by %g", what, e_lse);
 
-	kernels_cpu.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, lo, hi, B, Tq, Tk, H,
-				       KV, D);
-	rc = attention_tiles_backward(p, tdq, tdk, tdv, dout, q, k, v, out, lse, lo, hi, lo, hi,
-				      B, Tq, Tk, H, KV, D, tile);
+	kernels_cpu.attention_backward(dq, dk, dv, rdout, rq, rk, rv, out, lse, lo, hi, B, Tq, Tk,
+				       H, KV, D);
+	rc = attention_tiles_backward(p, &sh, tdq, tdk, tdv, dout, q, k, v, out, lse, lo, hi, lo,
+				      hi);
 	CHECK(rc == 0, "%s: backward %d", what, rc);
 	double e_dq = rel_err(tdq, dq, nq), e_dk = rel_err(tdk, dk, nk), e_dv = rel_err(tdv, dv, nk);
-	CHECK(e_dq < 5e-5, "%s: dq differs by %g", what, e_dq);
-	CHECK(e_dk < 5e-5, "%s: dk differs by %g", what, e_dk);
-	CHECK(e_dv < 5e-5, "%s: dv differs by %g", what, e_dv);
+	CHECK(e_dq < tol_grad, "%s: dq differs by %g", what, e_dq);
+	CHECK(e_dk < tol_grad, "%s: dk differs by %g", what, e_dk);
+	CHECK(e_dv < tol_grad, "%s: dv differs by %g", what, e_dv);
 out:
+	if (bf16) {
+		free(rq), free(rk), free(rv), free(rdout);
+	}
 	free(q), free(k), free(v), free(dout), free(out), free(lse), free(tout), free(tlse);
 	free(dq), free(dk), free(dv), free(tdq), free(tdk), free(tdv), free(lo), free(hi);
+}
+
+/* Every case in fp32 and in bf16. */
+static void check_case(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile)
+{
+	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, false);
+	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, true);
 }
 
 static void test_causal(void)
@@ -163,11 +183,81 @@ static void test_tile_sizes(void)
 	check_case(1, 1, 1, 1, 1, 1, CAUSAL, 0);
 }
 
+/* The CPU's primitives, recording the largest scratch block and pointer
+ * table a call asks for. */
+static size_t seen_scratch, seen_pointers;
+
+static void *recording_scratch_get(void *ctx, size_t bytes)
+{
+	if (bytes > seen_scratch)
+		seen_scratch = bytes;
+	return attention_tile_prims_cpu.scratch_get(ctx, bytes);
+}
+
+static void *const *recording_pointers(void *ctx, void *const *host, size_t n)
+{
+	if (n * sizeof(void *) > seen_pointers)
+		seen_pointers = n * sizeof(void *);
+	return attention_tile_prims_cpu.pointers(ctx, host, n);
+}
+
+/* attention_tiles_scratch, which memory models charge, against what calls
+ * take: the same scratch, and under a causal mask (every tile computed)
+ * the same table. */
+static void test_scratch_prediction(void)
+{
+	static const int shapes[][7] = {
+		/* B, T, H, KV, D, key tile, bf16 */
+		{2, 37, 4, 2, 8, 5, 0}, {2, 37, 4, 2, 12, 5, 1}, {1, 130, 2, 1, 8, 0, 1},
+		{3, 50, 6, 2, 16, 16, 1}, {1, 64, 4, 4, 8, 64, 0},
+	};
+	attention_tile_prims rec = attention_tile_prims_cpu;
+
+	rec.scratch_get = recording_scratch_get;
+	rec.pointers = recording_pointers;
+	for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+		const int *x = shapes[i];
+		int B = x[0], T = x[1], H = x[2], KV = x[3], D = x[4];
+		attention_tiles_shape sh = {B, T, T, H, KV, D, x[5], x[6] != 0};
+		size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KV * D, nl = (size_t)B * H * T;
+		float *q = randoms(nq), *k = randoms(nk), *v = randoms(nk), *dout = randoms(nq);
+		float *out = calloc(nq, 4), *lse = calloc(nl, 4), *dq = calloc(nq, 4);
+		float *dk = calloc(nk, 4), *dv = calloc(nk, 4);
+		int32_t *lo = malloc((size_t)B * T * 4), *hi = malloc((size_t)B * T * 4);
+
+		REQUIRE(q && k && v && dout && out && lse && dq && dk && dv && lo && hi,
+			"out of memory");
+		make_mask(lo, hi, B, T, T, CAUSAL);
+		for (int bwd = 0; bwd < 2; bwd++) {
+			size_t scratch, pointers;
+			int rc;
+
+			attention_tiles_scratch(&sh, bwd, &scratch, &pointers);
+			seen_scratch = seen_pointers = 0;
+			if (bwd)
+				rc = attention_tiles_backward(&rec, &sh, dq, dk, dv, dout, q, k, v, out,
+							      lse, lo, hi, lo, hi);
+			else
+				rc = attention_tiles_forward(&rec, &sh, out, lse, q, k, v, lo, hi, lo,
+							     hi);
+			CHECK(rc == 0, "shape %zu: call %d", i, rc);
+			CHECK(seen_scratch == scratch, "shape %zu %s: scratch %zu, predicted %zu", i,
+			      bwd ? "backward" : "forward", seen_scratch, scratch);
+			CHECK(seen_pointers == pointers, "shape %zu %s: pointers %zu, predicted %zu",
+			      i, bwd ? "backward" : "forward", seen_pointers, pointers);
+		}
+		free(q), free(k), free(v), free(dout), free(out), free(lse), free(dq);
+		free(dk), free(dv), free(lo), free(hi);
+	}
+}
+
 int main(void)
 {
+	rng_state = 7;
 	RUN(test_causal);
 	RUN(test_documents);
 	RUN(test_ranges);
 	RUN(test_tile_sizes);
+	RUN(test_scratch_prediction);
 	return check_done();
 }

@@ -333,18 +333,22 @@ static void check_rope(void)
 }
 
 /* One attention case: B rows of Tq queries and Tk keys, ranges lo..hi;
- * the host inputs and the CPU's results. */
+ * the host inputs and the CPU's results (bf16: of the CPU's bf16 ops, the
+ * twin of the backend's). */
 struct attn_case {
 	int B, Tq, Tk, H, KV, D;
 	const int32_t *lo, *hi;
 	const char *what;
+	bool bf16;
 	const float *q, *k, *v, *dout;
 	const float *out, *lse, *dq, *dk, *dv;
 };
 
 /* The case through the attention pair of ops (the backend's table, or
  * another implementation with its signatures, named impl) against the
- * CPU's results. */
+ * CPU's results.  bf16: both sides round P and dS at the same points, but
+ * a last-bit difference in exp may round a P the other way, a relative
+ * 2^-8 on one term of a sum; lse sums the unrounded P and stays fp32. */
 static void check_attention_ops(const kernel_ops *ops, const char *impl, const struct attn_case *c)
 {
 	size_t nq = (size_t)c->B * c->Tq * c->H * c->D, nk = (size_t)c->B * c->Tk * c->KV * c->D;
@@ -353,27 +357,29 @@ static void check_attention_ops(const kernel_ops *ops, const char *impl, const s
 	void *dlo = put(c->lo, nr), *dhi = put(c->hi, nr);
 	float *gq = put(c->q, nq * 4), *gk = put(c->k, nk * 4), *gv = put(c->v, nk * 4);
 	float *gout = put(zq, nq * 4), *glse = put(zl, nl * 4);
+	double tol_out = c->bf16 ? 2e-3 : 2e-5, tol_grad = c->bf16 ? 5e-3 : 5e-5;
+	const char *dt = c->bf16 ? "_bf16" : "";
 	char name[160];
 
-	ops->attention_forward(gout, glse, gq, gk, gv, dlo, dhi, c->B, c->Tq, c->Tk, c->H, c->KV,
-			       c->D);
-	snprintf(name, sizeof name, "attention_forward%s %s: out", impl, c->what);
-	EXPECT_CLOSE(get(gout, nq), c->out, nq, 2e-5, name);
-	snprintf(name, sizeof name, "attention_forward%s %s: lse", impl, c->what);
+	(c->bf16 ? ops->attention_forward_bf16 : ops->attention_forward)(
+		gout, glse, gq, gk, gv, dlo, dhi, c->B, c->Tq, c->Tk, c->H, c->KV, c->D);
+	snprintf(name, sizeof name, "attention_forward%s%s %s: out", dt, impl, c->what);
+	EXPECT_CLOSE(get(gout, nq), c->out, nq, tol_out, name);
+	snprintf(name, sizeof name, "attention_forward%s%s %s: lse", dt, impl, c->what);
 	EXPECT_CLOSE(get(glse, nl), c->lse, nl, 2e-5, name);
 
 	/* backward from the reference's out and lse, so it is judged alone */
 	float *gdq = put(zq, nq * 4), *gdk = put(zk, nk * 4), *gdv = put(zk, nk * 4);
 
-	ops->attention_backward(gdq, gdk, gdv, put(c->dout, nq * 4), gq, gk, gv,
-				put(c->out, nq * 4), put(c->lse, nl * 4), dlo, dhi, c->B, c->Tq,
-				c->Tk, c->H, c->KV, c->D);
-	snprintf(name, sizeof name, "attention_backward%s %s: dq", impl, c->what);
-	EXPECT_CLOSE(get(gdq, nq), c->dq, nq, 5e-5, name);
-	snprintf(name, sizeof name, "attention_backward%s %s: dk", impl, c->what);
-	EXPECT_CLOSE(get(gdk, nk), c->dk, nk, 5e-5, name);
-	snprintf(name, sizeof name, "attention_backward%s %s: dv", impl, c->what);
-	EXPECT_CLOSE(get(gdv, nk), c->dv, nk, 5e-5, name);
+	(c->bf16 ? ops->attention_backward_bf16 : ops->attention_backward)(
+		gdq, gdk, gdv, put(c->dout, nq * 4), gq, gk, gv, put(c->out, nq * 4),
+		put(c->lse, nl * 4), dlo, dhi, c->B, c->Tq, c->Tk, c->H, c->KV, c->D);
+	snprintf(name, sizeof name, "attention_backward%s%s %s: dq", dt, impl, c->what);
+	EXPECT_CLOSE(get(gdq, nq), c->dq, nq, tol_grad, name);
+	snprintf(name, sizeof name, "attention_backward%s%s %s: dk", dt, impl, c->what);
+	EXPECT_CLOSE(get(gdk, nk), c->dk, nk, tol_grad, name);
+	snprintf(name, sizeof name, "attention_backward%s%s %s: dv", dt, impl, c->what);
+	EXPECT_CLOSE(get(gdv, nk), c->dv, nk, tol_grad, name);
 }
 
 #if TITAN_CUDA
@@ -385,9 +391,9 @@ static void small_tile_forward(float *out, float *lse, const float *q, const flo
 			       const float *v, const int32_t *kv_lo, const int32_t *kv_hi,
 			       int B, int Tq, int Tk, int H, int KV, int D)
 {
-	int rc = attention_tiles_forward(cuda_attention_tile_prims(), out, lse, q, k, v, kv_lo,
-					 kv_hi, small_tile_lo, small_tile_hi, B, Tq, Tk, H, KV,
-					 D, 7);
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 7, false};
+	int rc = attention_tiles_forward(cuda_attention_tile_prims(), &sh, out, lse, q, k, v,
+					 kv_lo, kv_hi, small_tile_lo, small_tile_hi);
 	CHECK(rc == 0, "attention_tiles_forward: %d", rc);
 }
 
@@ -397,9 +403,10 @@ static void small_tile_backward(float *dq, float *dk, float *dv, const float *do
 				const int32_t *kv_hi, int B, int Tq, int Tk, int H, int KV,
 				int D)
 {
-	int rc = attention_tiles_backward(cuda_attention_tile_prims(), dq, dk, dv, dout, q, k,
-					  v, out, lse, kv_lo, kv_hi, small_tile_lo, small_tile_hi,
-					  B, Tq, Tk, H, KV, D, 7);
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 7, false};
+	int rc = attention_tiles_backward(cuda_attention_tile_prims(), &sh, dq, dk, dv, dout, q,
+					  k, v, out, lse, kv_lo, kv_hi, small_tile_lo,
+					  small_tile_hi);
 	CHECK(rc == 0, "attention_tiles_backward: %d", rc);
 }
 #endif
@@ -417,9 +424,20 @@ static void check_attention_case(int B, int Tq, int Tk, int H, int KV, int D,
 	kernels_cpu.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, lo, hi, B, Tq, Tk, H,
 				       KV, D);
 
-	struct attn_case c = {B, Tq, Tk, H, KV, D, lo, hi, what, q, k, v, dout,
+	struct attn_case c = {B, Tq, Tk, H, KV, D, lo, hi, what, false, q, k, v, dout,
 			      out, lse, dq, dk, dv};
 
+	/* bf16: the CPU's bf16 pair is the reference */
+	float *out16 = host_buf(nq * 4), *lse16 = host_buf(nl * 4);
+	float *dq16 = host_buf(nq * 4), *dk16 = host_buf(nk * 4), *dv16 = host_buf(nk * 4);
+
+	kernels_cpu.attention_forward_bf16(out16, lse16, q, k, v, lo, hi, B, Tq, Tk, H, KV, D);
+	kernels_cpu.attention_backward_bf16(dq16, dk16, dv16, dout, q, k, v, out16, lse16, lo, hi,
+					    B, Tq, Tk, H, KV, D);
+	struct attn_case c16 = {B, Tq, Tk, H, KV, D, lo, hi, what, true, q, k, v, dout,
+				out16, lse16, dq16, dk16, dv16};
+
+	check_attention_ops(be->ops, "", &c16);
 	check_attention_ops(be->ops, "", &c);
 #if TITAN_CUDA
 	/* the CUDA backend's plain kernels too, a second reference on the

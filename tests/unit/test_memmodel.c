@@ -6,8 +6,10 @@
  * the layout errors and the largest batch that fits. */
 #include "core/base.h"
 #include <inttypes.h>
+#include "attention_tiles.h"
 #include "check.h"
 #include "config/config.h"
+#include "core/cache_alloc.h"
 #include "mem/memmodel.h"
 #include "model/llama.h"
 #include "train/optim.h"
@@ -223,6 +225,63 @@ static void test_parallel_rows(void)
 	}
 }
 
+/* On a GPU the largest op's scratch: the tiled attention's, or with bf16
+ * GEMMs the output head's bf16 operand copies, which only the last pipeline
+ * stage holds.  None on the CPU, whose ops allocate outside the tracker. */
+static void test_gpu_op_scratch(void)
+{
+	mem_model_opts o;
+	mem_model_report r;
+	train_config c;
+	size_t scratch, pointers;
+
+	opts_8b(&o, &c, 1, NULL, 0);
+	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
+	/* fp32: the attention backward's scores, dP and D_i, and its table */
+	attention_tiles_shape sh = {2, 8192, 8192, 32, 8, 128, 0, false};
+	attention_tiles_scratch(&sh, true, &scratch, &pointers);
+	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == cache_alloc_round(scratch) + cache_alloc_round(pointers),
+	      "fp32: %zu, attention backward %zu + %zu", r.stage[0].row[MEM_ROW_OP_SCRATCH],
+	      scratch, pointers);
+	/* the tile keeps the two score buffers near 256 MiB */
+	CHECK(scratch > ((size_t)200 << 20) && scratch < ((size_t)320 << 20), "%zu", scratch);
+	mem_model_report_free(&r);
+
+	/* bf16 GEMMs: dout [N, V], the head [V, C] and its input [N, C] in bf16 */
+	o.matmul_bf16 = true;
+	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
+	size_t N = 2 * 8192, V = 128256, C = 4096;
+	size_t head = cache_alloc_round(2 * N * V) + cache_alloc_round(2 * V * C) + cache_alloc_round(2 * N * C);
+	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == head, "bf16: %zu, head %zu",
+	      r.stage[0].row[MEM_ROW_OP_SCRATCH], head);
+	mem_model_report_free(&r);
+
+	{
+		const char *pp[] = { "parallelism.pipeline_parallel_degree=4",
+				     "training.local_batch_size=8",
+				     "training.matmul_dtype=bfloat16" };
+
+		opts_8b(&o, &c, 4, pp, 3);
+		REQUIRE(o.matmul_bf16, "training.matmul_dtype=bfloat16 reaches the model");
+		REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
+		CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] < r.stage[3].row[MEM_ROW_OP_SCRATCH],
+		      "the head's copies are the last stage's: %zu vs %zu",
+		      r.stage[0].row[MEM_ROW_OP_SCRATCH], r.stage[3].row[MEM_ROW_OP_SCRATCH]);
+		mem_model_report_free(&r);
+	}
+	{
+		const char *ov[] = { "model.flavor=debugmodel" };
+
+		REQUIRE(load(&c, 1, ov) == 0, "%s", titan_errmsg());
+		REQUIRE(mem_model_from_config(&o, &c, 1) == 0, "%s", titan_errmsg());
+		config_free(&c);
+		REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
+		CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == 0, "cpu: %zu",
+		      r.stage[0].row[MEM_ROW_OP_SCRATCH]);
+		mem_model_report_free(&r);
+	}
+}
+
 static void expect_layout_error(int world, const char **extra, int n, const char *want)
 {
 	const char *ov[16] = { "model.flavor=debugmodel" };
@@ -282,6 +341,7 @@ int main(void)
 {
 	RUN(test_matches_the_tracker);
 	RUN(test_parallel_rows);
+	RUN(test_gpu_op_scratch);
 	RUN(test_bad_layouts);
 	RUN(test_max_batch);
 	return check_done();
