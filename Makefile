@@ -195,8 +195,9 @@ demo:
 # every op of the CUDA backend with the CPU backend's, runs the
 # communication checks over NCCL, one rank per GPU, and the trainer's
 # device tests (whose cuda case trains on the GPU); bench-cuda trains
-# debugmodel 200 steps on the GPU against the CPU and measures
-# debugmodel and llama3_1b (tests/gpu/train_check.sh).  tests/gpu/run.sh
+# debugmodel on the GPU against the CPU (fp32 and bf16 GEMMs), times each
+# op alone beside PyTorch's (build/bench/bench_ops) and measures
+# debugmodel, llama3_1b and llama3_8b's layers (tests/gpu/train_check.sh).  tests/gpu/run.sh
 # runs them all in one go.
 test-cuda bench-cuda:
 	@$(MAKE) --no-print-directory CUDA=1 all

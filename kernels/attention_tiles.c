@@ -104,6 +104,7 @@ enum operand {
  * are fp32. */
 typedef struct tensors {
 	bool bf16;
+	int bf16_size;              /* bytes of a bf16 copy's value */
 	const void *in[OP_COUNT];
 	int in_ld[OP_COUNT];        /* the rows' stride in elements: D, or D8 / ld16 */
 	float *acc[OP_COUNT];       /* OP_OUT (out or dq), OP_S, OP_S2 */
@@ -149,7 +150,7 @@ static const void *input_at(const tile *t, const tensors *x, int which, int b, i
 	size_t off = operand_offset(t, which, b, h, input_row(t, x, which, D));
 
 	if (x->bf16)
-		return (const uint16_t *)x->in[which] + off;
+		return (const char *)x->in[which] + off * (size_t)x->bf16_size;
 	return (const float *)x->in[which] + off;
 }
 
@@ -201,7 +202,7 @@ typedef struct call {
 	const int32_t *lo, *hi, *host_lo, *host_hi;
 	tensors x;
 	float *s, *s2, *m, *l, *vec;
-	uint16_t *s16, *s2_16;
+	void *s16, *s2_16;
 	float scale;
 	bool backward;
 } call;
@@ -296,7 +297,7 @@ static size_t round256(size_t n)
 
 /* Each section's bytes, and the total. */
 static size_t layout(const attention_tiles_shape *sh, int key_tile, bool backward,
-		     size_t bytes[SEC_COUNT])
+		     int bf16_size, size_t bytes[SEC_COUNT])
 {
 	size_t rows = (size_t)sh->B * sh->H * (size_t)sh->Tq;
 	size_t scores = rows * (size_t)key_tile;
@@ -309,13 +310,14 @@ static size_t layout(const attention_tiles_shape *sh, int key_tile, bool backwar
 	bytes[SEC_S2] = backward ? scores * 4 : 0;
 	bytes[SEC_SMALL] = (backward ? 1 : 2) * rows * 4;
 	if (sh->bf16) {
-		size_t scores16 = rows * (size_t)attention_tiles_ld16(key_tile) * 2;
-		size_t kv = (size_t)sh->B * sh->Tk * (size_t)sh->KV * d8 * 2;
+		size_t e = (size_t)bf16_size;
+		size_t scores16 = rows * (size_t)attention_tiles_ld16(key_tile) * e;
+		size_t kv = (size_t)sh->B * sh->Tk * (size_t)sh->KV * d8 * e;
 
-		bytes[SEC_Q16] = rows * d8 * 2;
+		bytes[SEC_Q16] = rows * d8 * e;
 		bytes[SEC_K16] = kv;
 		bytes[SEC_V16] = kv;
-		bytes[SEC_DOUT16] = backward ? rows * d8 * 2 : 0;
+		bytes[SEC_DOUT16] = backward ? rows * d8 * e : 0;
 		bytes[SEC_S16] = scores16;
 		bytes[SEC_S2_16] = backward ? scores16 : 0;
 	}
@@ -326,8 +328,8 @@ static size_t layout(const attention_tiles_shape *sh, int key_tile, bool backwar
 	return total;
 }
 
-void attention_tiles_scratch(const attention_tiles_shape *sh, bool backward, size_t *scratch,
-			     size_t *pointers)
+void attention_tiles_scratch(const attention_tiles_shape *sh, bool backward, int bf16_size,
+			     size_t *scratch, size_t *pointers)
 {
 	size_t bytes[SEC_COUNT];
 	int key_tile;
@@ -336,7 +338,7 @@ void attention_tiles_scratch(const attention_tiles_shape *sh, bool backward, siz
 	if (sh->B <= 0 || sh->Tq <= 0 || sh->H <= 0 || sh->Tk <= 0)
 		return;
 	key_tile = key_tile_of(sh);
-	*scratch = layout(sh, key_tile, backward, bytes);
+	*scratch = layout(sh, key_tile, backward, bf16_size, bytes);
 	/* per tile, three lists of B * H: forward's two GEMMs, backward's
 	 * three over every head and two per group member over KV heads */
 	*pointers = (size_t)(backward ? 5 : 2) * 3 * sh->B * sh->H *
@@ -349,7 +351,7 @@ static void *take_scratch(const attention_tile_prims *p, call *c)
 {
 	size_t bytes[SEC_COUNT], at[SEC_COUNT], total;
 
-	total = layout(&c->sh, c->key_tile, c->backward, bytes);
+	total = layout(&c->sh, c->key_tile, c->backward, p->bf16_size, bytes);
 	char *base = p->scratch_get(p->ctx, total);
 	if (!base)
 		return NULL;
@@ -371,8 +373,8 @@ static void *take_scratch(const attention_tile_prims *p, call *c)
 	c->x.in[OP_S] = c->s;
 	c->x.in[OP_S2] = c->s2;
 	if (c->sh.bf16) {
-		c->s16 = (uint16_t *)(base + at[SEC_S16]);
-		c->s2_16 = c->backward ? (uint16_t *)(base + at[SEC_S2_16]) : NULL;
+		c->s16 = base + at[SEC_S16];
+		c->s2_16 = c->backward ? base + at[SEC_S2_16] : NULL;
 		c->x.in[OP_S] = c->s16;
 		c->x.in[OP_S2] = c->s2_16;
 		c->x.in[OP_Q] = base + at[SEC_Q16];
@@ -396,20 +398,22 @@ static void round_inputs(const attention_tile_prims *p, call *c, const float *co
 		if (!src[i])
 			continue;
 		c->x.in_ld[which[i]] = d8;
-		p->to_bf16(p->ctx, (uint16_t *)c->x.in[which[i]], src[i],
+		p->to_bf16(p->ctx, (void *)c->x.in[which[i]], src[i],
 			   which[i] == OP_K || which[i] == OP_V ? krows : qrows, sh->D, d8);
 	}
 }
 
-static void init_call(call *c, const attention_tiles_shape *sh, bool backward,
-		      const int32_t *lo, const int32_t *hi, const int32_t *host_lo,
-		      const int32_t *host_hi)
+static void init_call(call *c, const attention_tile_prims *p, const attention_tiles_shape *sh,
+		      bool backward, const int32_t *lo, const int32_t *hi,
+		      const int32_t *host_lo, const int32_t *host_hi)
 {
 	*c = (call){.sh = *sh, .key_tile = key_tile_of(sh), .lo = lo, .hi = hi,
 		    .host_lo = host_lo, .host_hi = host_hi,
 		    .scale = 1.0f / sqrtf((float)sh->D), .backward = backward};
 	c->x.bf16 = sh->bf16;
+	c->x.bf16_size = p->bf16_size;
 }
+
 
 int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles_shape *sh,
 			    float *out, float *lse, const float *q, const float *k,
@@ -426,7 +430,7 @@ int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles
 		p->fill(p->ctx, lse, -INFINITY, rows);
 		return 0;
 	}
-	init_call(&c, sh, false, lo, hi, host_lo, host_hi);
+	init_call(&c, p, sh, false, lo, hi, host_lo, host_hi);
 	c.x.in[OP_Q] = q;
 	c.x.in[OP_K] = k;
 	c.x.in[OP_V] = v;
@@ -461,7 +465,7 @@ int attention_tiles_backward(const attention_tile_prims *p, const attention_tile
 	p->fill(p->ctx, dv, 0.0f, kvn);
 	if (!rows || sh->Tk <= 0)
 		return 0;
-	init_call(&c, sh, true, lo, hi, host_lo, host_hi);
+	init_call(&c, p, sh, true, lo, hi, host_lo, host_hi);
 	c.x.in[OP_Q] = q;
 	c.x.in[OP_K] = k;
 	c.x.in[OP_V] = v;

@@ -55,6 +55,10 @@ extern "C" {
 
 typedef struct attention_tile_prims {
 	void *ctx;   /* passed to every primitive */
+	/* Bytes a bf16 value takes in the backend's copies: 2, or 4 for a
+	 * backend that keeps bf16 values widened to fp32 (exactly), whose
+	 * GEMM then is its fp32 one (the CPU's: no widening per GEMM). */
+	int bf16_size;
 	/* Memory of the backend for the op's own buffers (scores, m, l,
 	 * D_i), not zero-filled; NULL when there is none (the op then
 	 * returns -1).  put takes NULL. */
@@ -72,10 +76,10 @@ typedef struct attention_tile_prims {
 	 * back to back) rounded to bfloat16, to nearest, ties to even; the
 	 * ld - w padding elements are not read by any GEMM and may hold
 	 * anything. */
-	void (*to_bf16)(void *ctx, uint16_t *dst, const float *src, size_t rows, int w, int ld);
+	void (*to_bf16)(void *ctx, void *dst, const float *src, size_t rows, int w, int ld);
 	/* The batched GEMM (above); A, B and C point into the table from
-	 * pointers, each `batch` entries.  bf16: A and B hold bfloat16, C
-	 * fp32, products summed in fp32. */
+	 * pointers, each `batch` entries.  bf16: A and B hold bfloat16 values
+	 * (bf16_size bytes each), C fp32, products summed in fp32. */
 	void (*gemm)(void *ctx, bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
 		     void *const *A, int lda, void *const *B, int ldb, float beta,
 		     void *const *C, int ldc, int batch);
@@ -90,7 +94,7 @@ typedef struct attention_tile_prims {
 	 * row out[b, t, h, :] *= exp(m - m'); m = m'.  P replaces s, and when
 	 * p16 is not NULL P rounded to bf16 goes there too: [B][H][M][ld16],
 	 * ld16 = attention_tiles_ld16(N); l sums the unrounded P. */
-	void (*softmax_tile)(void *ctx, float *s, uint16_t *p16, float *m, float *l, float *out,
+	void (*softmax_tile)(void *ctx, float *s, void *p16, float *m, float *l, float *out,
 			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			     int qa, int M, int k0, int N, int D);
 	/* out[b, t, h, :] /= l and lse = m + log(l) for rows with l > 0;
@@ -105,7 +109,7 @@ typedef struct attention_tile_prims {
 	 * P = exp(s - lse), dS = scale * P * (dp - dvec); else P = 0, dS = 0.
 	 * P replaces s and dS replaces dp; when p16 and ds16 are not NULL,
 	 * both rounded to bf16 go there too, laid out as softmax_tile's p16. */
-	void (*grad_tile)(void *ctx, float *s, float *dp, uint16_t *p16, uint16_t *ds16,
+	void (*grad_tile)(void *ctx, float *s, float *dp, void *p16, void *ds16,
 			  const float *lse, const float *dvec, const int32_t *lo,
 			  const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,
 			  float scale);
@@ -129,10 +133,11 @@ static inline int attention_tiles_ld16(int n)
 }
 
 /* What one call takes from the backend at once, for a memory model: the
- * scratch block (scores, softmax state, bf16 copies) and the pointer
+ * scratch block (scores, softmax state, bf16 copies of bf16_size bytes a
+ * value, see attention_tile_prims) and the pointer
  * table's bytes when every key tile is computed (as under a causal mask;
  * fewer tiles, a smaller table). */
-void attention_tiles_scratch(const attention_tiles_shape *shape, bool backward,
+void attention_tiles_scratch(const attention_tiles_shape *shape, bool backward, int bf16_size,
 			     size_t *scratch, size_t *pointers);
 
 /* kernels.h's attention_forward and attention_backward over prims (bf16:

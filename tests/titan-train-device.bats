@@ -155,3 +155,19 @@ fenced_like_cpu() {
 	fenced_like_cpu 4 --training.local_batch_size=2 --parallelism.context_parallel_degree=2 \
 		--parallelism.tensor_parallel_degree=2
 }
+
+@test "bench_ops times every op on the CPU and on fenced memory, and refuses what it lacks" {
+	bench=${TITAN_BUILD:-$BATS_TEST_DIRNAME/../build}/bench/bench_ops
+	for device in cpu cpu-fenced; do
+		run "$bench" --device "$device" --small
+		expect_status 0
+		expect_output_has "bench_ops: $device"
+		for op in "matmul bwd bf16" "attention bwd bf16" "cross-entropy + grad" adamw; do
+			expect_output_has "$op"
+		done
+		[ "$(printf '%s\n' "$output" | grep -c ' ms ')" -eq 17 ]
+	done
+	run "$bench" --device tpu
+	expect_status 2
+	expect_output_has "cpu, cpu-fenced or cuda"
+}

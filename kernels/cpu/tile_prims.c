@@ -13,6 +13,9 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* Below this much work a loop runs on one thread (as ops.c's). */
+enum { PAR_MIN = 32768 };
+
 static void *cpu_scratch_get(void *ctx, size_t bytes)
 {
 	(void)ctx;
@@ -45,62 +48,39 @@ static void cpu_fill(void *ctx, float *x, float value, size_t n)
 		x[i] = value;
 }
 
-static void cpu_to_bf16(void *ctx, uint16_t *dst, const float *src, size_t rows, int w,
-			int ld)
+/* x rounded to bf16 and widened back: how this backend keeps a bf16 value
+ * (bf16_size 4), exact, so that its GEMM is sgemm on rounded operands. */
+static float rounded(float x)
 {
+	return bf16_to_f32(f32_to_bf16(x));
+}
+
+static void cpu_to_bf16(void *ctx, void *dst, const float *src, size_t rows, int w, int ld)
+{
+	float *d = dst;
+
 	(void)ctx;
+#pragma omp parallel for schedule(static) if (rows * (size_t)ld > PAR_MIN)
 	for (size_t r = 0; r < rows; r++)
 		for (int i = 0; i < ld; i++)
-			dst[r * ld + i] = i < w ? f32_to_bf16(src[r * w + i]) : 0;
+			d[r * ld + i] = i < w ? rounded(src[r * w + i]) : 0.0f;
 }
 
-/* A bf16 operand of `rows` rows, `cols` used of every ld, widened to fp32
- * rows of cols; NULL when out of memory. */
-static float *widen(const void *m, int rows, int cols, int ld)
-{
-	const uint16_t *h = m;
-	float *f = malloc((size_t)(rows > 0 ? rows : 1) * (cols > 0 ? cols : 1) * sizeof *f);
-
-	if (!f)
-		return NULL;
-	for (int r = 0; r < rows; r++)
-		for (int c = 0; c < cols; c++)
-			f[(size_t)r * cols + c] = bf16_to_f32(h[(size_t)r * ld + c]);
-	return f;
-}
-
+/* One sgemm per batch entry, the entries side by side: each writes its own
+ * C (the schedule's promise), and inside a parallel region OpenBLAS runs
+ * one thread per call, so each C's sums are the same at any thread count. */
 static void cpu_gemm(void *ctx, bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
 		     void *const *A, int lda, void *const *Bm, int ldb, float beta,
 		     void *const *C, int ldc, int batch)
 {
 	(void)ctx;
-	for (int i = 0; i < batch; i++) {
-		const float *a = A[i], *b = Bm[i];
-		float *wa = NULL, *wb = NULL;
-		int la = lda, lb = ldb;
-
-		if (bf16) {
-			/* op(A) is [M,K]: A is stored [M,K], or [K,M] with ta */
-			int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-			wa = widen(A[i], ar, ac, lda);
-			wb = widen(Bm[i], br, bc, ldb);
-			if (!wa || !wb) {
-				free(wa);
-				free(wb);
-				cpu_note_failure("attention: out of memory widening bf16 operands");
-				return;
-			}
-			a = wa;
-			b = wb;
-			la = ac;
-			lb = bc;
-		}
+	(void)bf16;   /* bf16 operands are rounded fp32 here */
+#pragma omp parallel for schedule(dynamic) if (batch > 1)
+	for (int i = 0; i < batch; i++)
 		cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-			    tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, la, b, lb, beta,
+			    tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+			    (const float *)A[i], lda, (const float *)Bm[i], ldb, beta,
 			    (float *)C[i], ldc);
-		free(wa);
-		free(wb);
-	}
 }
 
 static bool sees(const int32_t *lo, const int32_t *hi, size_t at, int key)
@@ -132,50 +112,59 @@ static size_t row16_of(int b, int h, int i, int H, int M, int N)
 	return (((size_t)b * H + h) * M + i) * (size_t)attention_tiles_ld16(N);
 }
 
-static void cpu_softmax_tile(void *ctx, float *s, uint16_t *p16, float *m, float *l, float *out,
+/* One row (b, h, i) of softmax_tile: it owns its scores, m, l and its row
+ * of out, so rows run side by side. */
+static void softmax_row(float *s, float *p16, float *m, float *l, float *out,
+			const int32_t *lo, const int32_t *hi, int b, int h, int i, int H, int Tq,
+			int qa, int M, int k0, int N, int D)
+{
+	tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
+	size_t at = x.at, row = x.row;
+	float *p = s + x.off;
+	float *p16row = p16 ? p16 + row16_of(b, h, i, H, M, N) : NULL;
+	float mx = -INFINITY;
+	bool any = false;
+
+	for (int j = 0; j < N; j++) {
+		if (sees(lo, hi, at, k0 + j)) {
+			any = true;
+			mx = fmaxf(mx, p[j]);
+		}
+	}
+	if (!any) {
+		for (int j = 0; j < N; j++)
+			p[j] = 0.0f;
+		for (int j = 0; p16row && j < N; j++)
+			p16row[j] = 0.0f;
+		return;
+	}
+	float m_new = fmaxf(m[row], mx);
+	float corr = m[row] == -INFINITY ? 0.0f : expf(m[row] - m_new);
+	float sum = 0.0f;
+	for (int j = 0; j < N; j++) {
+		p[j] = sees(lo, hi, at, k0 + j) ? expf(p[j] - m_new) : 0.0f;
+		sum += p[j];
+		if (p16row)
+			p16row[j] = rounded(p[j]);
+	}
+	l[row] = l[row] * corr + sum;
+	m[row] = m_new;
+	float *o = out + (at * H + h) * (size_t)D;
+	for (int d = 0; d < D; d++)
+		o[d] *= corr;
+}
+
+static void cpu_softmax_tile(void *ctx, float *s, void *p16, float *m, float *l, float *out,
 			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			     int qa, int M, int k0, int N, int D)
 {
+	long rows = (long)B * H * M;
+
 	(void)ctx;
-	for (int b = 0; b < B; b++) {
-		for (int h = 0; h < H; h++) {
-			for (int i = 0; i < M; i++) {
-				tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
-				size_t at = x.at, row = x.row;
-				float *p = s + x.off;
-				float mx = -INFINITY;
-				bool any = false;
-				for (int j = 0; j < N; j++) {
-					if (sees(lo, hi, at, k0 + j)) {
-						any = true;
-						mx = fmaxf(mx, p[j]);
-					}
-				}
-				uint16_t *p16row = p16 ? p16 + row16_of(b, h, i, H, M, N) : NULL;
-				if (!any) {
-					for (int j = 0; j < N; j++)
-						p[j] = 0.0f;
-					for (int j = 0; p16row && j < N; j++)
-						p16row[j] = 0;
-					continue;
-				}
-				float m_new = fmaxf(m[row], mx);
-				float corr = m[row] == -INFINITY ? 0.0f : expf(m[row] - m_new);
-				float sum = 0.0f;
-				for (int j = 0; j < N; j++) {
-					p[j] = sees(lo, hi, at, k0 + j) ? expf(p[j] - m_new) : 0.0f;
-					sum += p[j];
-					if (p16row)
-						p16row[j] = f32_to_bf16(p[j]);
-				}
-				l[row] = l[row] * corr + sum;
-				m[row] = m_new;
-				float *o = out + (at * H + h) * (size_t)D;
-				for (int d = 0; d < D; d++)
-					o[d] *= corr;
-			}
-		}
-	}
+#pragma omp parallel for schedule(static) if (rows * N > PAR_MIN)
+	for (long r = 0; r < rows; r++)
+		softmax_row(s, p16, m, l, out, lo, hi, (int)(r / ((long)H * M)),
+			    (int)(r / M % H), (int)(r % M), H, Tq, qa, M, k0, N, D);
 }
 
 static void cpu_finish(void *ctx, float *out, float *lse, const float *m, const float *l,
@@ -213,35 +202,44 @@ static void cpu_rowdot(void *ctx, float *dvec, const float *dout, const float *o
 	}
 }
 
-static void cpu_grad_tile(void *ctx, float *s, float *dp, uint16_t *p16, uint16_t *ds16,
-			  const float *lse, const float *dvec, const int32_t *lo,
-			  const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,
-			  float scale)
+/* One row (b, h, i) of grad_tile, elementwise. */
+static void grad_row(float *s, float *dp, float *p16, float *ds16, const float *lse,
+		     const float *dvec, const int32_t *lo, const int32_t *hi, int b, int h, int i,
+		     int H, int Tq, int qa, int M, int k0, int N, float scale)
 {
-	(void)ctx;
-	for (int b = 0; b < B; b++) {
-		for (int h = 0; h < H; h++) {
-			for (int i = 0; i < M; i++) {
-				tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
-				size_t at = x.at, row = x.row, off = x.off;
-				size_t off16 = row16_of(b, h, i, H, M, N);
-				for (int j = 0; j < N; j++) {
-					bool live = sees(lo, hi, at, k0 + j) && lse[row] > -INFINITY;
-					float pj = live ? expf(s[off + j] - lse[row]) : 0.0f;
-					dp[off + j] = live ? scale * pj * (dp[off + j] - dvec[row]) : 0.0f;
-					s[off + j] = pj;
-					if (p16) {
-						p16[off16 + j] = f32_to_bf16(pj);
-						ds16[off16 + j] = f32_to_bf16(dp[off + j]);
-					}
-				}
-			}
+	tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
+	size_t at = x.at, row = x.row, off = x.off;
+	size_t off16 = row16_of(b, h, i, H, M, N);
+
+	for (int j = 0; j < N; j++) {
+		bool live = sees(lo, hi, at, k0 + j) && lse[row] > -INFINITY;
+		float pj = live ? expf(s[off + j] - lse[row]) : 0.0f;
+		dp[off + j] = live ? scale * pj * (dp[off + j] - dvec[row]) : 0.0f;
+		s[off + j] = pj;
+		if (p16) {
+			p16[off16 + j] = rounded(pj);
+			ds16[off16 + j] = rounded(dp[off + j]);
 		}
 	}
 }
 
+static void cpu_grad_tile(void *ctx, float *s, float *dp, void *p16, void *ds16,
+			  const float *lse, const float *dvec, const int32_t *lo,
+			  const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,
+			  float scale)
+{
+	long rows = (long)B * H * M;
+
+	(void)ctx;
+#pragma omp parallel for schedule(static) if (rows * N > PAR_MIN)
+	for (long r = 0; r < rows; r++)
+		grad_row(s, dp, p16, ds16, lse, dvec, lo, hi, (int)(r / ((long)H * M)),
+			 (int)(r / M % H), (int)(r % M), H, Tq, qa, M, k0, N, scale);
+}
+
 const attention_tile_prims attention_tile_prims_cpu = {
 	.ctx = NULL,
+	.bf16_size = 4,
 	.scratch_get = cpu_scratch_get,
 	.scratch_put = cpu_scratch_put,
 	.pointers = cpu_pointers,

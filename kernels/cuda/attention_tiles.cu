@@ -353,13 +353,13 @@ static void prim_fill(void *ctx, float *x, float value, size_t n)
 	cuda_check_launch("attention fill");
 }
 
-static void prim_to_bf16(void *ctx, uint16_t *dst, const float *src, size_t rows, int w, int ld)
+static void prim_to_bf16(void *ctx, void *dst, const float *src, size_t rows, int w, int ld)
 {
 	(void)ctx;
 	if (!rows || ld <= 0 || !cuda_ready())
 		return;
 	to_bf16_kernel<<<blocks_for((int64_t)(rows * (size_t)ld), THREADS), THREADS, 0,
-			 cuda_stream()>>>(dst, src, rows, w, ld);
+			 cuda_stream()>>>((uint16_t *)dst, src, rows, w, ld);
 	cuda_check_launch("attention to_bf16");
 }
 
@@ -396,7 +396,7 @@ static void prim_gemm(void *ctx, bool bf16, bool ta, bool tb, int M, int N, int 
 		cuda_note_error(bf16 ? "attention gemm (bf16)" : "attention gemm", (int)st);
 }
 
-static void prim_softmax_tile(void *ctx, float *s, uint16_t *p16, float *m, float *l, float *out,
+static void prim_softmax_tile(void *ctx, float *s, void *p16, float *m, float *l, float *out,
 			      const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			      int qa, int M, int k0, int N, int D)
 {
@@ -406,7 +406,7 @@ static void prim_softmax_tile(void *ctx, float *s, uint16_t *p16, float *m, floa
 	if (rows <= 0 || N <= 0 || !cuda_ready())
 		return;
 	softmax_tile_kernel<<<blocks_for(rows, WARPS_PER_BLOCK), THREADS, 0, cuda_stream()>>>(
-		s, p16, attention_tiles_ld16(N), m, l, out, lo, hi, H, Tq, qa, M, k0, N, D, rows);
+		s, (uint16_t *)p16, attention_tiles_ld16(N), m, l, out, lo, hi, H, Tq, qa, M, k0, N, D, rows);
 	cuda_check_launch("attention softmax_tile");
 }
 
@@ -436,7 +436,7 @@ static void prim_rowdot(void *ctx, float *dvec, const float *dout, const float *
 	cuda_check_launch("attention rowdot");
 }
 
-static void prim_grad_tile(void *ctx, float *s, float *dp, uint16_t *p16, uint16_t *ds16,
+static void prim_grad_tile(void *ctx, float *s, float *dp, void *p16, void *ds16,
 			   const float *lse, const float *dvec, const int32_t *lo,
 			   const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,
 			   float scale)
@@ -447,7 +447,7 @@ static void prim_grad_tile(void *ctx, float *s, float *dp, uint16_t *p16, uint16
 	if (rows <= 0 || N <= 0 || !cuda_ready())
 		return;
 	grad_tile_kernel<<<blocks_for(rows, WARPS_PER_BLOCK), THREADS, 0, cuda_stream()>>>(
-		s, dp, p16, ds16, attention_tiles_ld16(N), lse, dvec, lo, hi, H, Tq, qa, M, k0, N,
+		s, dp, (uint16_t *)p16, (uint16_t *)ds16, attention_tiles_ld16(N), lse, dvec, lo, hi, H, Tq, qa, M, k0, N,
 		scale, rows);
 	cuda_check_launch("attention grad_tile");
 }
@@ -455,6 +455,7 @@ static void prim_grad_tile(void *ctx, float *s, float *dp, uint16_t *p16, uint16
 /* In the struct's order (C++ before C++20 has no designated initialisers). */
 static const attention_tile_prims tile_prims = {
 	NULL,                /* ctx */
+	2,                   /* bf16_size */
 	prim_scratch_get,
 	prim_scratch_put,
 	prim_pointers,

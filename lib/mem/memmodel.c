@@ -207,7 +207,8 @@ static size_t attention_tiles(size_t D)
 /* A GPU op's own scratch from the backend's caching allocator, each block
  * rounded as the cache rounds it; ops run one at a time and give theirs
  * back, so only the largest op's counts.  That is the tiled attention's
- * scratch and pointer table (kernels/attention_tiles.h, forward or
+ * scratch (bf16 copies in 2 bytes a value) and pointer table
+ * (kernels/attention_tiles.h, forward or
  * backward, the same rule the schedule allocates by), or with bf16 GEMMs
  * the bf16 copies of a backward GEMM's three operands (dout [N,OC],
  * weight [OC,IC], input [N,IC]; the largest GEMM is usually the output
@@ -223,7 +224,7 @@ static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int m
 	for (int backward = 0; backward < 2; backward++) {
 		size_t scratch, pointers;
 
-		attention_tiles_scratch(&sh, backward, &scratch, &pointers);
+		attention_tiles_scratch(&sh, backward, 2, &scratch, &pointers);
 		worst = TITAN_MAX(worst, cache_alloc_round(scratch) + cache_alloc_round(pointers));
 	}
 	if (o->matmul_bf16) {

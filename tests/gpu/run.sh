@@ -30,5 +30,5 @@ step test-cuda make --no-print-directory test-cuda
 step bench-cuda make --no-print-directory bench-cuda
 echo
 echo "summary:"
-grep -E '^(ok|not ok) |^# cuda|relative error|passed|failed' "$log" | sed 's/^/  /'
+grep -E '^(ok|not ok) |^# cuda|relative error|passed|failed|^parity|MFU|: PyTorch' "$log" | sed 's/^/  /'
 exit $status

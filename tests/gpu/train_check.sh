@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Training on the GPU, the checks a lent GPU is for:
 #   parity  200 steps of debugmodel on --device cuda against the same run
-#           on the CPU: the fp32 twin must track the CPU's loss curve
-#           (relative difference per step under 1e-2, bf16's tolerance;
-#           the figure is printed)
+#           on the CPU with fp32 GEMMs, and 100 with bf16 GEMM operands
+#           (attention's included): the GPU must track the CPU's loss curve (relative
+#           difference per step under 1e-2, bf16's tolerance; the figure is
+#           printed)
+#   ops     each op alone at llama3_1b's shapes, titan's and PyTorch's
+#           (tests/bench/bench_ops.c, tests/bench/torch_ops.py)
 #   bench   tokens/s, TFLOP/s and MFU of titan-train on the GPU, fp32 and
 #           bf16 GEMMs, for debugmodel, llama3_1b and 4 layers of
 #           llama3_8b, next to PyTorch (eager fp32, bf16 autocast with its
@@ -15,7 +18,8 @@
 #
 #   TITAN_BIN=build/bin TITAN_BUILD=build tests/gpu/train_check.sh
 #
-# Environment: TITAN_GPU_STEPS (parity steps, default 200),
+# Environment: TITAN_GPU_STEPS (parity steps, default 200; bf16:
+# TITAN_GPU_BF16_STEPS, default 100),
 # TITAN_GPU_DEVICE (default cuda; cpu-fenced checks the script itself on a
 # machine without a GPU), TITAN_GPU_BENCH (default 1; 0 skips the bench).
 set -u
@@ -24,6 +28,7 @@ bin=${TITAN_BIN:-build/bin}
 work=${TITAN_BUILD:-build}/gpucheck
 PYTHON=${PYTHON:-python3}
 steps=${TITAN_GPU_STEPS:-200}
+bf16_steps=${TITAN_GPU_BF16_STEPS:-100}
 device=${TITAN_GPU_DEVICE:-cuda}
 mkdir -p "$work"
 status=0
@@ -46,23 +51,37 @@ train() {
 		--metrics.jsonl="$jsonl" --metrics.log_freq=1 -q "$@"
 }
 
-echo "== parity: debugmodel, $steps steps, $device against cpu"
-common="--model.flavor=debugmodel --training.steps=$steps --training.seq_len=256
-	--training.local_batch_size=8 --lr_scheduler.warmup_steps=20"
-# shellcheck disable=SC2086
-if train "$work/cpu.jsonl" cpu $common && train "$work/cuda.jsonl" "$device" $common; then
-	jq -rn --slurpfile a "$work/cpu.jsonl" --slurpfile b "$work/cuda.jsonl" '
-		def losses: map(select(.loss != null) | {key: (.step | tostring), value: .loss}) | from_entries;
-		($a | losses) as $x | ($b | losses) as $y
-		| [$x | keys[] | (($x[.] - $y[.]) / $x[.] | fabs)] as $d
-		| "steps \($d | length), max relative loss difference \($d | max), last loss cpu \($x[($x | keys | map(tonumber) | max | tostring)]) device \($y[($y | keys | map(tonumber) | max | tostring)])",
-		  (if ($d | length) == 0 or ($d | max) >= 1e-2 then "parity: FAILED" else "parity: ok" end)' |
-		tee "$work/parity.txt"
-	grep -q '^parity: ok' "$work/parity.txt" || status=1
-else
-	echo "parity: FAILED (a run failed)"
-	status=1
-fi
+# parity DTYPE STEPS: debugmodel on the device against the CPU, both with
+# fp32 or bf16 GEMM operands (training.matmul_dtype; bf16 is attention's
+# too, the same rounding on both): every step's loss within 1e-2 of the
+# CPU's.
+parity() {
+	local dtype=$1 steps=$2 flags=
+	[ "$dtype" = bf16 ] && flags=--training.matmul_dtype=bfloat16
+	echo "== parity: debugmodel, $steps steps, $device against cpu, $dtype GEMMs"
+	common="--model.flavor=debugmodel --training.steps=$steps --training.seq_len=256
+		--training.local_batch_size=8 --lr_scheduler.warmup_steps=20 $flags"
+	# shellcheck disable=SC2086
+	if train "$work/cpu.jsonl" cpu $common && train "$work/cuda.jsonl" "$device" $common; then
+		jq -rn --slurpfile a "$work/cpu.jsonl" --slurpfile b "$work/cuda.jsonl" --arg t "$dtype" '
+			def losses: map(select(.loss != null) | {key: (.step | tostring), value: .loss}) | from_entries;
+			($a | losses) as $x | ($b | losses) as $y
+			| [$x | keys[] | (($x[.] - $y[.]) / $x[.] | fabs)] as $d
+			| "steps \($d | length), max relative loss difference \($d | max), last loss cpu \($x[($x | keys | map(tonumber) | max | tostring)]) device \($y[($y | keys | map(tonumber) | max | tostring)])",
+			  (if ($d | length) == 0 or ($d | max) >= 1e-2 then "parity \($t): FAILED" else "parity \($t): ok" end)' |
+			tee "$work/parity.txt"
+		grep -q '^parity [a-z0-9]*: ok' "$work/parity.txt" || status=1
+	else
+		echo "parity $dtype: FAILED (a run failed)"
+		status=1
+	fi
+}
+
+parity fp32 "$steps"
+# a bf16 step is some six times slower than an fp32 one on the CPU (its
+# attention is the tile schedule over host memory): fewer steps keep
+# bench-cuda short
+parity bf16 "$bf16_steps"
 
 # The GPU's datasheet peaks (dense, FLOP/s) as "bf16 fp32", for MFU as
 # papers quote it; unknown GPUs get none and only the measured figure.
@@ -122,10 +141,21 @@ torch_ref() {
 }
 
 [ "${TITAN_GPU_BENCH:-1}" = 0 ] && exit $status
-echo "== bench: one GPU"
 have_torch=false
 "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null &&
 	have_torch=true
+
+# Each op alone at llama3_1b's shapes, titan's then PyTorch's: where a
+# step's time goes (tiny shapes when checking the script without a GPU).
+echo "== ops: one step's ops alone"
+small=
+[ "$device" = cuda ] || small=--small
+# shellcheck disable=SC2086
+"${TITAN_BUILD:-build}/bench/bench_ops" --device "$device" $small || status=1
+# shellcheck disable=SC2086
+$have_torch && "$PYTHON" tests/bench/torch_ops.py --device cuda $small
+
+echo "== bench: one GPU"
 peaks=$(datasheet_peaks)
 for dtype in fp32 bf16; do
 	bench debugmodel $dtype --model.flavor=debugmodel --training.seq_len=2048 \

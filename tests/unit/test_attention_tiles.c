@@ -232,7 +232,7 @@ static void test_scratch_prediction(void)
 			size_t scratch, pointers;
 			int rc;
 
-			attention_tiles_scratch(&sh, bwd, &scratch, &pointers);
+			attention_tiles_scratch(&sh, bwd, rec.bf16_size, &scratch, &pointers);
 			seen_scratch = seen_pointers = 0;
 			if (bwd)
 				rc = attention_tiles_backward(&rec, &sh, dq, dk, dv, dout, q, k, v, out,

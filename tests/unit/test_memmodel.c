@@ -239,7 +239,7 @@ static void test_gpu_op_scratch(void)
 	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
 	/* fp32: the attention backward's scores, dP and D_i, and its table */
 	attention_tiles_shape sh = {2, 8192, 8192, 32, 8, 128, 0, false};
-	attention_tiles_scratch(&sh, true, &scratch, &pointers);
+	attention_tiles_scratch(&sh, true, 2, &scratch, &pointers);
 	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == cache_alloc_round(scratch) + cache_alloc_round(pointers),
 	      "fp32: %zu, attention backward %zu + %zu", r.stage[0].row[MEM_ROW_OP_SCRATCH],
 	      scratch, pointers);
