@@ -1,10 +1,14 @@
 /* tile_prims.c - the CPU's primitives for the tiled attention schedule
  * (attention_tiles.h): cblas_sgemm per batch entry and plain loops, in
- * libm's expf and logf, written for clarity, not speed.  The CPU backend's
- * own attention (attention.c) is faster and remains its op; these exist so
- * that the schedule a GPU runs is checked here against that reference
- * (tests/unit/test_attention_tiles.c), with the GPU's twins of these
- * loops the only part left to a GPU's own test. */
+ * libm's expf and logf.  The CPU backend's own fp32 attention
+ * (attention.c) is faster and remains its op; the schedule over these
+ * primitives is checked against it (tests/unit/test_attention_tiles.c), so
+ * only the GPU's twins of these loops are left to a GPU's own test.  The
+ * CPU's bf16 attention ops are this schedule, the twin of the GPU's: bf16
+ * values are kept widened to fp32 (bf16_size 4), which is exact, so the
+ * GEMM on them is sgemm, and the products of two bf16 values being exact
+ * in fp32, that is what tensor cores compute, up to the order of the
+ * sums. */
 #include "attention_tiles.h"
 #include "core/half.h"
 #include "cpu.h"
@@ -67,8 +71,9 @@ static void cpu_to_bf16(void *ctx, void *dst, const float *src, size_t rows, int
 }
 
 /* One sgemm per batch entry, the entries side by side: each writes its own
- * C (the schedule's promise), and inside a parallel region OpenBLAS runs
- * one thread per call, so each C's sums are the same at any thread count. */
+ * C (the schedule's promise), and an sgemm's sums do not depend on the
+ * threads it runs on (OpenBLAS splits rows and columns, never the inner
+ * dimension), so the result is the same at any thread count. */
 static void cpu_gemm(void *ctx, bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
 		     void *const *A, int lda, void *const *Bm, int ldb, float beta,
 		     void *const *C, int ldc, int batch)
