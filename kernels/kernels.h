@@ -76,7 +76,8 @@ typedef struct kernel_ops {
 	 * (training.matmul_dtype=bfloat16).  Callers pass fp32 and get fp32
 	 * (out, dinp, dweight); the rounding happens inside.  A product of two
 	 * bf16 values is exact in fp32, so the CPU's result is the GPU's up to
-	 * the order of the sums. */
+	 * the order of the sums.  A device backend casts the rows of inp and
+	 * dout kernels_bf16_chunk_rows at a time (below). */
 	void (*matmul_forward_bf16)(float *out, const float *inp, const float *weight,
 				    int N, int IC, int OC, bool accumulate);
 	void (*matmul_backward_bf16)(float *dinp, float *dweight, const float *dout,
@@ -241,6 +242,22 @@ double kernels_cpu_sgemm_peak(int n);
  * a[n,n] b[n,n]^T): the denominator of MFU on a device, for the GEMMs the
  * run uses; 0 when its memory cannot be had. */
 double kernels_matmul_peak(const kernel_ops *ops, int n, bool bf16);
+
+/* The rows of inp and dout [N, IC or OC] a device backend's bf16 GEMMs
+ * cast at a time: the bf16 copies of one chunk stay near
+ * KERNELS_BF16_CHUNK_BYTES, so that the output head's dout [N, V] is never
+ * copied whole (2 N V bytes: 4 GiB for llama3's vocabulary at 16K tokens).
+ * The weight is cast whole, once per call. */
+#define KERNELS_BF16_CHUNK_BYTES ((size_t)64 << 20)
+static inline int kernels_bf16_chunk_rows(int N, int IC, int OC)
+{
+	size_t per_row = 2 * (size_t)(IC > OC ? IC : OC);
+	size_t rows = per_row ? KERNELS_BF16_CHUNK_BYTES / per_row : (size_t)N;
+
+	if (rows < 1)
+		rows = 1;
+	return rows < (size_t)N ? (int)rows : N;
+}
 
 /* 1 when this build includes the CUDA backend. */
 int kernels_cuda_built(void);

@@ -6,8 +6,11 @@
  * ties to even, as the CPU twin's f32_to_bf16) into a scratch block of the
  * backend's caching allocator, and cublasGemmEx multiplies the bf16 copies
  * into the fp32 output.  The layout is ops.cu's exactly: the same
- * transposes, leading dimensions and beta, only the operand types differ. */
+ * transposes, leading dimensions and beta, only the operand types differ.
+ * The activations (inp, dout) are cast kernels_bf16_chunk_rows rows at a
+ * time, so the copies stay small next to the output head's [N, V]. */
 #include "cuda/cuda.h"
+#include "kernels.h"
 
 #include <cuda_bf16.h>
 
@@ -68,44 +71,68 @@ static void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
 		cuda_note_error("cublasGemmEx", (int)st);
 }
 
-/* out^T[OC,N] = weight^T^T[OC,IC] @ inp^T[IC,N], as cuda_matmul_forward. */
+/* out^T[OC,N] = weight^T^T[OC,IC] @ inp^T[IC,N], as cuda_matmul_forward;
+ * the weight cast once, the rows of inp a chunk at a time
+ * (kernels_bf16_chunk_rows), each chunk's rows of out on their own. */
 void cuda_matmul_forward_bf16(float *out, const float *inp, const float *weight,
 			      int N, int IC, int OC, bool accumulate)
 {
-	__nv_bfloat16 *bi, *bw;
+	int chunk = kernels_bf16_chunk_rows(N, IC, OC);
+	__nv_bfloat16 *bw;
 
 	if (!cuda_ready() || cuda_matmul_forward_trivial(out, N, IC, OC, accumulate))
 		return;
-	bi = to_bf16(inp, (size_t)N * IC, "matmul_forward_bf16 (inp)");
-	bw = bi ? to_bf16(weight, (size_t)OC * IC, "matmul_forward_bf16 (weight)") : NULL;
-	if (bw)
-		gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, bw, IC, bi, IC,
-			  accumulate ? 1.0f : 0.0f, out, OC);
+	if (!(bw = to_bf16(weight, (size_t)OC * IC, "matmul_forward_bf16 (weight)")))
+		return;
+	for (int r0 = 0; r0 < N; r0 += chunk) {
+		int n = N - r0 < chunk ? N - r0 : chunk;
+		__nv_bfloat16 *bi = to_bf16(inp + (size_t)r0 * IC, (size_t)n * IC,
+					    "matmul_forward_bf16 (inp)");
+
+		if (!bi)
+			break;
+		gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, OC, n, IC, bw, IC, bi, IC,
+			  accumulate ? 1.0f : 0.0f, out + (size_t)r0 * OC, OC);
+		release_bf16(bi);
+	}
 	release_bf16(bw);
-	release_bf16(bi);
 }
 
 /* dinp^T[IC,N] = weight^T[IC,OC] @ dout^T[OC,N] and dweight^T[IC,OC] +=
- * inp^T[IC,N] @ dout[N,OC], as cuda_matmul_backward; dout is cast once
- * for both. */
+ * inp^T[IC,N] @ dout[N,OC], as cuda_matmul_backward, a chunk of rows at a
+ * time: each chunk's dout is cast once for both products, its rows of
+ * dinp are its own, and dweight sums the chunks' products in order. */
 void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 			       const float *inp, const float *weight,
 			       int N, int IC, int OC, bool accumulate_dinp)
 {
-	__nv_bfloat16 *bd, *bw = NULL, *bi = NULL;
+	int chunk = kernels_bf16_chunk_rows(N, IC, OC);
+	__nv_bfloat16 *bw = NULL;
 
 	if (!cuda_ready() || cuda_matmul_backward_trivial(dinp, N, IC, OC, accumulate_dinp))
 		return;
 	if (!dinp && !dweight)
 		return;
-	if (!(bd = to_bf16(dout, (size_t)N * OC, "matmul_backward_bf16 (dout)")))
+	if (dinp && !(bw = to_bf16(weight, (size_t)OC * IC, "matmul_backward_bf16 (weight)")))
 		return;
-	if (dinp && (bw = to_bf16(weight, (size_t)OC * IC, "matmul_backward_bf16 (weight)")))
-		gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, bw, IC, bd, OC,
-			  accumulate_dinp ? 1.0f : 0.0f, dinp, IC);
-	if (dweight && (bi = to_bf16(inp, (size_t)N * IC, "matmul_backward_bf16 (inp)")))
-		gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, bi, IC, bd, OC, 1.0f, dweight, IC);
-	release_bf16(bi);
+	for (int r0 = 0; r0 < N; r0 += chunk) {
+		int n = N - r0 < chunk ? N - r0 : chunk;
+		__nv_bfloat16 *bd = to_bf16(dout + (size_t)r0 * OC, (size_t)n * OC,
+					    "matmul_backward_bf16 (dout)"), *bi = NULL;
+
+		if (!bd)
+			break;
+		if (dinp)
+			gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, IC, n, OC, bw, IC, bd, OC,
+				  accumulate_dinp ? 1.0f : 0.0f, dinp + (size_t)r0 * IC, IC);
+		if (dweight && (bi = to_bf16(inp + (size_t)r0 * IC, (size_t)n * IC,
+					     "matmul_backward_bf16 (inp)")))
+			gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, n, bi, IC, bd, OC, 1.0f,
+				  dweight, IC);
+		release_bf16(bi);
+		release_bf16(bd);
+		if (dweight && !bi)
+			break;
+	}
 	release_bf16(bw);
-	release_bf16(bd);
 }

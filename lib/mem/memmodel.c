@@ -13,6 +13,7 @@
 
 #include "attention_tiles.h"
 #include "core/cache_alloc.h"
+#include "kernels.h"
 #include "dist/pp.h"
 #include "mem/memmodel.h"
 
@@ -210,9 +211,9 @@ static size_t attention_tiles(size_t D)
  * scratch (bf16 copies in 2 bytes a value) and pointer table
  * (kernels/attention_tiles.h, forward or
  * backward, the same rule the schedule allocates by), or with bf16 GEMMs
- * the bf16 copies of a backward GEMM's three operands (dout [N,OC],
- * weight [OC,IC], input [N,IC]; the largest GEMM is usually the output
- * head's). */
+ * the bf16 copies of a backward GEMM's three operands: the weight [OC,IC]
+ * whole, dout [n,OC] and the input [n,IC] for a chunk of n rows
+ * (kernels_bf16_chunk_rows); the largest is usually the output head's. */
 static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int mb, size_t N,
 			     bool last)
 {
@@ -236,11 +237,12 @@ static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int m
 
 		for (size_t i = 0; i < sizeof gemm / sizeof *gemm; i++) {
 			size_t OC = gemm[i][0], IC = gemm[i][1];
+			size_t n = (size_t)kernels_bf16_chunk_rows((int)N, (int)IC, (int)OC);
 
 			if (OC)
-				worst = TITAN_MAX(worst, cache_alloc_round(2 * N * OC) +
+				worst = TITAN_MAX(worst, cache_alloc_round(2 * n * OC) +
 							 cache_alloc_round(2 * OC * IC) +
-							 cache_alloc_round(2 * N * IC));
+							 cache_alloc_round(2 * n * IC));
 		}
 	}
 	return worst;

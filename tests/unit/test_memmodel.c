@@ -247,11 +247,13 @@ static void test_gpu_op_scratch(void)
 	CHECK(scratch > ((size_t)200 << 20) && scratch < ((size_t)320 << 20), "%zu", scratch);
 	mem_model_report_free(&r);
 
-	/* bf16 GEMMs: dout [N, V], the head [V, C] and its input [N, C] in bf16 */
+	/* bf16 GEMMs: the head [V, C] whole, and dout [n, V] and its input
+	 * [n, C] for a chunk of n = 64 MiB / (2 V) = 261 of the 16384 rows */
 	o.matmul_bf16 = true;
 	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
-	size_t N = 2 * 8192, V = 128256, C = 4096;
-	size_t head = cache_alloc_round(2 * N * V) + cache_alloc_round(2 * V * C) + cache_alloc_round(2 * N * C);
+	size_t n = 261, V = 128256, C = 4096;
+	size_t head = cache_alloc_round(2 * n * V) + cache_alloc_round(2 * V * C) +
+		      cache_alloc_round(2 * n * C);
 	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == head, "bf16: %zu, head %zu",
 	      r.stage[0].row[MEM_ROW_OP_SCRATCH], head);
 	mem_model_report_free(&r);
