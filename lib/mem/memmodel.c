@@ -208,12 +208,11 @@ static size_t attention_tiles(size_t D)
 /* A GPU op's own scratch from the backend's caching allocator, each block
  * rounded as the cache rounds it; ops run one at a time and give theirs
  * back, so only the largest op's counts.  That is the tiled attention's
- * scratch (bf16 copies in 2 bytes a value) and pointer table
- * (kernels/attention_tiles.h, forward or
- * backward, the same rule the schedule allocates by), or with bf16 GEMMs
- * the bf16 copies of a backward GEMM's three operands: the weight [OC,IC]
- * whole, dout [n,OC] and the input [n,IC] for a chunk of n rows
- * (kernels_bf16_chunk_rows); the largest is usually the output head's. */
+ * scratch (bf16 copies in 2 bytes a value) and pointer table, forward or
+ * backward, by the rule the schedule allocates by (attention_tiles.h); or
+ * with bf16 GEMMs the bf16 copies of a backward GEMM's three operands: the
+ * weight [OC,IC] whole, dout [n,OC] and the input [n,IC] for a chunk of n
+ * rows (kernels_bf16_chunk_rows); the largest is usually the head's. */
 static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int mb, size_t N,
 			     bool last)
 {
