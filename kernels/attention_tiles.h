@@ -91,9 +91,10 @@ typedef struct attention_tile_prims {
 	 * m, l and out and gets P = 0.  Otherwise, with m' = max(m, max of the
 	 * seen scores): P_j = exp(s_j - m') for seen keys, 0 for the others;
 	 * l = l * exp(m - m') + sum_j P_j (exp(-inf) = 0 when m was -inf); the
-	 * row out[b, t, h, :] *= exp(m - m'); m = m'.  P replaces s, and when
-	 * p16 is not NULL P rounded to bf16 goes there too: [B][H][M][ld16],
-	 * ld16 = attention_tiles_ld16(N); l sums the unrounded P. */
+	 * row out[b, t, h, :] *= exp(m - m'); m = m'.  P replaces s, or when
+	 * p16 is not NULL goes, rounded to bf16, there instead (s is then left
+	 * as it is: no GEMM reads it): [B][H][M][ld16], ld16 =
+	 * attention_tiles_ld16(N); l sums the unrounded P. */
 	void (*softmax_tile)(void *ctx, float *s, void *p16, float *m, float *l, float *out,
 			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			     int qa, int M, int k0, int N, int D);
@@ -107,8 +108,9 @@ typedef struct attention_tile_prims {
 	/* One key tile of the backward.  s (scaled scores) and dp are
 	 * [B][H][M][N] as in softmax_tile.  For a seen key with lse > -inf:
 	 * P = exp(s - lse), dS = scale * P * (dp - dvec); else P = 0, dS = 0.
-	 * P replaces s and dS replaces dp; when p16 and ds16 are not NULL,
-	 * both rounded to bf16 go there too, laid out as softmax_tile's p16. */
+	 * P replaces s and dS replaces dp; or, when p16 and ds16 are not
+	 * NULL, both go there instead, rounded to bf16 and laid out as
+	 * softmax_tile's p16. */
 	void (*grad_tile)(void *ctx, float *s, float *dp, void *p16, void *ds16,
 			  const float *lse, const float *dvec, const int32_t *lo,
 			  const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,

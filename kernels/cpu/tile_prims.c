@@ -137,20 +137,23 @@ static void softmax_row(float *s, float *p16, float *m, float *l, float *out,
 		}
 	}
 	if (!any) {
+		float *zeros = p16row ? p16row : p;
+
 		for (int j = 0; j < N; j++)
-			p[j] = 0.0f;
-		for (int j = 0; p16row && j < N; j++)
-			p16row[j] = 0.0f;
+			zeros[j] = 0.0f;
 		return;
 	}
 	float m_new = fmaxf(m[row], mx);
 	float corr = m[row] == -INFINITY ? 0.0f : expf(m[row] - m_new);
 	float sum = 0.0f;
 	for (int j = 0; j < N; j++) {
-		p[j] = sees(lo, hi, at, k0 + j) ? expf(p[j] - m_new) : 0.0f;
-		sum += p[j];
+		float pj = sees(lo, hi, at, k0 + j) ? expf(p[j] - m_new) : 0.0f;
+
+		sum += pj;
 		if (p16row)
-			p16row[j] = rounded(p[j]);
+			p16row[j] = rounded(pj);
+		else
+			p[j] = pj;
 	}
 	l[row] = l[row] * corr + sum;
 	m[row] = m_new;
@@ -219,11 +222,14 @@ static void grad_row(float *s, float *dp, float *p16, float *ds16, const float *
 	for (int j = 0; j < N; j++) {
 		bool live = sees(lo, hi, at, k0 + j) && lse[row] > -INFINITY;
 		float pj = live ? expf(s[off + j] - lse[row]) : 0.0f;
-		dp[off + j] = live ? scale * pj * (dp[off + j] - dvec[row]) : 0.0f;
-		s[off + j] = pj;
+		float dsj = live ? scale * pj * (dp[off + j] - dvec[row]) : 0.0f;
+
 		if (p16) {
 			p16[off16 + j] = rounded(pj);
-			ds16[off16 + j] = rounded(dp[off + j]);
+			ds16[off16 + j] = rounded(dsj);
+		} else {
+			s[off + j] = pj;
+			dp[off + j] = dsj;
 		}
 	}
 }

@@ -162,9 +162,10 @@ softmax_tile_kernel(float *s, uint16_t *p16, int ld16, float *m, float *l, float
 		seen_cols(lo, hi, x.bt, k0, N, &jlo, &jhi);
 		if (jlo > jhi) {
 			for (int64_t j = lane; j < N; j += WARP) {
-				srow[j] = 0.0f;
 				if (prow)
 					prow[j] = 0;
+				else
+					srow[j] = 0.0f;
 			}
 			continue;
 		}
@@ -183,9 +184,10 @@ softmax_tile_kernel(float *s, uint16_t *p16, int ld16, float *m, float *l, float
 
 			if (j >= jlo && j <= jhi)
 				p = expf(srow[j] - m_new);
-			srow[j] = p;
 			if (prow)
 				prow[j] = bf16_bits(p);
+			else
+				srow[j] = p;
 			sum += p;
 		}
 		sum = warp_sum(sum);
@@ -224,11 +226,12 @@ grad_tile_kernel(float *s, float *dp, uint16_t *p16, uint16_t *ds16, int ld16,
 				p = expf(srow[j] - L);
 				ds = scale * p * (dprow[j] - di);
 			}
-			srow[j] = p;
-			dprow[j] = ds;
 			if (p16) {
 				p16[row16 + j] = bf16_bits(p);
 				ds16[row16 + j] = bf16_bits(ds);
+			} else {
+				srow[j] = p;
+				dprow[j] = ds;
 			}
 		}
 	}
