@@ -152,6 +152,7 @@ static const kernel_ops cuda_table = {
 	.matmul_backward = cuda_matmul_backward,
 	.matmul_forward_bf16 = cuda_matmul_forward_bf16,
 	.matmul_backward_bf16 = cuda_matmul_backward_bf16,
+	.cast_bf16 = cuda_cast_bf16,
 	.rmsnorm_forward = cuda_rmsnorm_forward,
 	.rmsnorm_backward = cuda_rmsnorm_backward,
 	.rope_forward = cuda_rope_forward,

@@ -36,6 +36,10 @@ typedef struct kernel_mem_stats {
 	size_t device_free, device_total;
 } kernel_mem_stats;
 
+/* A bfloat16 value as every backend stores it in its memory: the top 16
+ * bits of the fp32 value, rounded (lib/core/half.h). */
+typedef uint16_t kernel_bf16;
+
 typedef struct kernel_ops {
 	const char *name;  /* "cpu", "cuda", "cpu-fenced" */
 
@@ -70,19 +74,23 @@ typedef struct kernel_ops {
 				const float *inp, const float *weight,
 				int N, int IC, int OC, bool accumulate_dinp);
 
-	/* The same two GEMMs with both operands rounded to bfloat16 (to
-	 * nearest, ties to even, as PyTorch's .to(torch.bfloat16)) and the
-	 * products summed in fp32, as tensor cores compute them
-	 * (training.matmul_dtype=bfloat16).  Callers pass fp32 and get fp32
-	 * (out, dinp, dweight); the rounding happens inside.  A product of two
-	 * bf16 values is exact in fp32, so the CPU's result is the GPU's up to
-	 * the order of the sums.  A device backend casts the rows of inp and
-	 * dout kernels_bf16_chunk_rows at a time (below). */
-	void (*matmul_forward_bf16)(float *out, const float *inp, const float *weight,
+	/* The same two GEMMs with bf16 operands and the products summed in
+	 * fp32, as tensor cores compute them (training.matmul_dtype=
+	 * bfloat16).  The weight comes as bfloat16 already (cast_bf16 below:
+	 * the model casts each weight once per update, not once per GEMM);
+	 * inp and dout come as fp32 and are rounded inside, to nearest, ties to
+	 * even, as PyTorch's .to(torch.bfloat16).  out, dinp and dweight are
+	 * fp32.  A product of two bf16 values is exact in fp32, so the CPU's
+	 * result is the GPU's up to the order of the sums.  A device backend
+	 * casts the rows of inp and dout kernels_bf16_chunk_rows at a time
+	 * (below). */
+	void (*matmul_forward_bf16)(float *out, const float *inp, const kernel_bf16 *weight,
 				    int N, int IC, int OC, bool accumulate);
 	void (*matmul_backward_bf16)(float *dinp, float *dweight, const float *dout,
-				     const float *inp, const float *weight,
+				     const float *inp, const kernel_bf16 *weight,
 				     int N, int IC, int OC, bool accumulate_dinp);
+	/* dst[i] = src[i] rounded to bfloat16 (to nearest, ties to even). */
+	void (*cast_bf16)(kernel_bf16 *dst, const float *src, size_t n);
 
 	/* out[N,C] = inp * rstd * weight, rstd[N] = 1/sqrt(mean(inp^2) + eps) */
 	void (*rmsnorm_forward)(float *out, float *rstd, const float *inp,
@@ -238,7 +246,8 @@ const kernel_ops *kernels_fenced_ops(void);
 double kernels_cpu_sgemm_peak(int n);
 
 /* The same measure through a backend's own matmul_forward (bf16:
- * matmul_forward_bf16, casts included) on its memory (out[n,n] =
+ * matmul_forward_bf16 on a bf16 weight, the input's cast included) on its
+ * memory (out[n,n] =
  * a[n,n] b[n,n]^T): the denominator of MFU on a device, for the GEMMs the
  * run uses; 0 when its memory cannot be had. */
 double kernels_matmul_peak(const kernel_ops *ops, int n, bool bf16);
@@ -247,7 +256,7 @@ double kernels_matmul_peak(const kernel_ops *ops, int n, bool bf16);
  * cast at a time: the bf16 copies of one chunk stay near
  * KERNELS_BF16_CHUNK_BYTES, so that the output head's dout [N, V] is never
  * copied whole (2 N V bytes: 4 GiB for llama3's vocabulary at 16K tokens).
- * The weight is cast whole, once per call. */
+ * The weight needs no copy: it comes in bf16. */
 #define KERNELS_BF16_CHUNK_BYTES ((size_t)64 << 20)
 static inline int kernels_bf16_chunk_rows(int N, int IC, int OC)
 {

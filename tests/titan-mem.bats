@@ -108,23 +108,37 @@ measured_peak() {
 	expect_output_has "model only, not yet measured"
 }
 
-@test "on cuda the largest op's scratch is a row: bf16 GEMMs copy the output head and a chunk of its operands" {
+@test "on cuda the largest op's scratch is a row; bf16 GEMMs keep bf16 copies of the weights" {
 	run titan-mem --json --model.flavor=llama3_1b --training.device=cuda \
 		--training.seq_len=2048 --training.local_batch_size=8
 	expect_status 0
 	fp32=$(printf '%s\n' "$output" | jq .breakdown.op_scratch)
 	expect_eq float32 "$(printf '%s\n' "$output" | jq -r .matmul_dtype)"
+	expect_eq 0 "$(printf '%s\n' "$output" | jq .breakdown.bf16_weights)"
 	run titan-mem --json --model.flavor=llama3_1b --training.device=cuda \
 		--training.seq_len=2048 --training.local_batch_size=8 --training.matmul_dtype=bfloat16
 	expect_status 0
-	bf16=$(printf '%s\n' "$output" | jq .breakdown.op_scratch)
-	# the head's bf16 copy, 2 bytes x 128256 x 2048, and chunks of dout and
-	# the input, never the whole dout (2 bytes x 16384 tokens x 128256)
-	[ "$bf16" -gt $((2 * 128256 * 2048)) ] && [ "$bf16" -lt $((2 * 16384 * 128256)) ] ||
+	printf '%s\n' "$output" >bf16.json
+	bf16=$(jq .breakdown.op_scratch bf16.json)
+	# llama3_1b ties its embeddings: every weight but the final norm's
+	# 2048 feeds a GEMM, 2 bytes each
+	expect_eq $((2 * ($(jq .model_params bf16.json) - 2048))) "$(jq .breakdown.bf16_weights bf16.json)"
+	# never the whole dout (2 bytes x 16384 tokens x 128256): here the
+	# bf16 attention's scratch is the largest
+	[ "$bf16" -gt "$fp32" ] && [ "$bf16" -lt $((2 * 16384 * 128256)) ] ||
 		{ echo "bf16 op scratch $bf16"; false; }
+	# 256 tokens: the head's GEMM is the largest, its copies of dout and
+	# the input (2 bytes x 256 x (128256 + 2048), rounded up to the
+	# cache's size classes), not its weight (kept, its own row)
+	run titan-mem --json --model.flavor=llama3_1b --training.device=cuda \
+		--training.seq_len=256 --training.local_batch_size=1 --training.matmul_dtype=bfloat16
+	bf16=$(printf '%s\n' "$output" | jq .breakdown.op_scratch)
+	[ "$bf16" -ge $((2 * 256 * (128256 + 2048))) ] && [ "$bf16" -lt $((2 * 128256 * 2048)) ] ||
+		{ echo "bf16 op scratch at 256 tokens $bf16"; false; }
 	[ "$fp32" -gt 0 ] && [ "$fp32" -lt $((320 << 20)) ] || { echo "fp32 op scratch $fp32"; false; }
 	run titan-mem --model.flavor=llama3_1b --training.device=cuda --training.matmul_dtype=bfloat16
 	expect_output_has "op scratch (largest op)"
+	expect_output_has "bf16 GEMM weight copies"
 	expect_output_has "bf16 GEMM operands on cuda"
 	run titan-mem --json
 	expect_eq 0 "$(printf '%s\n' "$output" | jq .breakdown.op_scratch)"

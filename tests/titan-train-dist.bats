@@ -142,6 +142,39 @@ parity() {
 		--parallelism.fsdp_reshard_after_forward=never
 }
 
+@test "bf16 GEMMs follow the single-rank bf16 curve under FSDP (layers freed or kept, tied), TP 2 x PP 2 and CP 2" {
+	local bf16="--training.matmul_dtype=bfloat16" tied="--model.tie_embeddings=true"
+	# shellcheck disable=SC2086
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q $bf16 \
+		--training.local_batch_size=4 --training.steps=20 --metrics.jsonl=one.jsonl
+	# shellcheck disable=SC2086
+	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q $bf16 $tied \
+		--training.local_batch_size=4 --training.steps=20 --metrics.jsonl=one-tied.jsonl
+	# the layers' one gathered buffer has one bf16 copy: each layer's
+	# gather must make it stale
+	# shellcheck disable=SC2086
+	train_on 2 --training.steps=20 --metrics.jsonl=run.jsonl $bf16 \
+		--training.local_batch_size=2 2>fsdp.err
+	expect_eq ok "$(same_losses one.jsonl run.jsonl)"
+	# shellcheck disable=SC2086
+	train_on 2 -q --training.steps=20 --metrics.jsonl=run.jsonl $bf16 $tied \
+		--training.local_batch_size=1 --training.global_batch_size=4 \
+		--parallelism.fsdp_reshard_after_forward=never
+	expect_eq ok "$(same_losses one-tied.jsonl run.jsonl)"
+	# shellcheck disable=SC2086
+	train_on 4 -q --training.steps=20 --metrics.jsonl=run.jsonl $bf16 \
+		--training.local_batch_size=4 --parallelism.tensor_parallel_degree=2 \
+		--parallelism.pipeline_parallel_degree=2
+	expect_eq ok "$(same_losses one.jsonl run.jsonl)"
+	# shellcheck disable=SC2086
+	train_on 2 -q --training.steps=20 --metrics.jsonl=run.jsonl $bf16 \
+		--training.local_batch_size=4 --parallelism.context_parallel_degree=2
+	expect_eq ok "$(same_losses one.jsonl run.jsonl)"
+	# titan-mem counts the bf16 copies of the weights to the byte
+	grep -q 'memory: predicted \([0-9.]*\) MiB (titan-mem), measured \1 MiB' fsdp.err ||
+		{ grep memory fsdp.err >&2; return 1; }
+}
+
 @test "FSDP on 3 ranks cuts rows unevenly and still follows the curve (tied embeddings)" {
 	titan-train $TINY --data.dataset="$BATS_FILE_TMPDIR/data" -q --model.tie_embeddings=true \
 		--training.local_batch_size=3 --training.steps=20 --metrics.jsonl=one.jsonl

@@ -67,11 +67,12 @@ void cpu_embedding_backward(float *dtable, const float *dout,
 			    const uint32_t *ids, int N, int C);
 void cpu_cross_entropy(float *loss, float *logits, const uint32_t *labels,
 		       int N, int V, float dscale);
-void cpu_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+void cpu_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
 			     int N, int IC, int OC, bool accumulate);
 void cpu_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-			      const float *inp, const float *weight,
+			      const float *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate_dinp);
+void cpu_cast_bf16(kernel_bf16 *dst, const float *src, size_t n);
 /* table.c: an op that cannot run (out of memory for its own scratch)
  * notes why; the table's sync reports the first such failure and clears
  * it, as on a GPU. */

@@ -230,18 +230,23 @@ static void fenced_matmul_backward(float *dinp, float *dweight, const float *dou
 					   accumulate_dinp));
 }
 
-static void fenced_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+static void fenced_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
 				       int N, int IC, int OC, bool accumulate)
 {
 	FENCED(kernels_cpu.matmul_forward_bf16(out, inp, weight, N, IC, OC, accumulate));
 }
 
 static void fenced_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-					const float *inp, const float *weight,
+					const float *inp, const kernel_bf16 *weight,
 					int N, int IC, int OC, bool accumulate_dinp)
 {
 	FENCED(kernels_cpu.matmul_backward_bf16(dinp, dweight, dout, inp, weight, N, IC, OC,
 						accumulate_dinp));
+}
+
+static void fenced_cast_bf16(kernel_bf16 *dst, const float *src, size_t n)
+{
+	FENCED(kernels_cpu.cast_bf16(dst, src, n));
 }
 
 static void fenced_rmsnorm_forward(float *out, float *rstd, const float *inp,
@@ -405,6 +410,7 @@ static const kernel_ops fenced_table = {
 	.matmul_backward = fenced_matmul_backward,
 	.matmul_forward_bf16 = fenced_matmul_forward_bf16,
 	.matmul_backward_bf16 = fenced_matmul_backward_bf16,
+	.cast_bf16 = fenced_cast_bf16,
 	.rmsnorm_forward = fenced_rmsnorm_forward,
 	.rmsnorm_backward = fenced_rmsnorm_backward,
 	.rope_forward = fenced_rope_forward,

@@ -453,10 +453,31 @@ static float *round_bf16(const float *x, size_t n)
 	return r;
 }
 
-void cpu_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+/* n bf16 values widened to fp32 (exact) into a new buffer, or NULL as
+ * round_bf16. */
+static float *widen_bf16(const kernel_bf16 *x, size_t n)
+{
+	float *r = malloc(n ? n * sizeof *r : sizeof *r);
+
+	if (!r)
+		return NULL;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+	for (size_t i = 0; i < n; i++)
+		r[i] = bf16_to_f32(x[i]);
+	return r;
+}
+
+void cpu_cast_bf16(kernel_bf16 *dst, const float *src, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+	for (size_t i = 0; i < n; i++)
+		dst[i] = f32_to_bf16(src[i]);
+}
+
+void cpu_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
 			     int N, int IC, int OC, bool accumulate)
 {
-	float *ri = round_bf16(inp, (size_t)N * IC), *rw = round_bf16(weight, (size_t)OC * IC);
+	float *ri = round_bf16(inp, (size_t)N * IC), *rw = widen_bf16(weight, (size_t)OC * IC);
 
 	if (ri && rw)
 		cpu_matmul_forward(out, ri, rw, N, IC, OC, accumulate);
@@ -467,12 +488,12 @@ void cpu_matmul_forward_bf16(float *out, const float *inp, const float *weight,
 }
 
 void cpu_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-			      const float *inp, const float *weight,
+			      const float *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate_dinp)
 {
 	float *rd = round_bf16(dout, (size_t)N * OC);
 	float *ri = dweight ? round_bf16(inp, (size_t)N * IC) : NULL;
-	float *rw = dinp ? round_bf16(weight, (size_t)OC * IC) : NULL;
+	float *rw = dinp ? widen_bf16(weight, (size_t)OC * IC) : NULL;
 
 	if (rd && (ri || !dweight) && (rw || !dinp))
 		cpu_matmul_backward(dinp, dweight, rd, ri, rw, N, IC, OC, accumulate_dinp);

@@ -57,6 +57,7 @@ const kernel_ops kernels_cpu = {
 	.matmul_backward = cpu_matmul_backward,
 	.matmul_forward_bf16 = cpu_matmul_forward_bf16,
 	.matmul_backward_bf16 = cpu_matmul_backward_bf16,
+	.cast_bf16 = cpu_cast_bf16,
 	.rmsnorm_forward = cpu_rmsnorm_forward,
 	.rmsnorm_backward = cpu_rmsnorm_backward,
 	.rope_forward = cpu_rope_forward,

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "kernels.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -92,11 +93,12 @@ void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n,
 		double weight_decay, long step);
 
 /* gemm_bf16.cu */
-void cuda_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+void cuda_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate);
 void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-			       const float *inp, const float *weight,
+			       const float *inp, const kernel_bf16 *weight,
 			       int N, int IC, int OC, bool accumulate_dinp);
+void cuda_cast_bf16(kernel_bf16 *dst, const float *src, size_t n);
 
 /* attention.cu: the plain warp-per-query kernels, a second reference */
 void cuda_attention_forward_plain(float *out, float *lse, const float *q,

@@ -2,13 +2,14 @@
  * ops.cu with both operands rounded to bfloat16 and the products summed in
  * fp32 (kernels.h).
  *
- * The op table passes fp32, so each operand is cast (round to nearest,
- * ties to even, as the CPU twin's f32_to_bf16) into a scratch block of the
- * backend's caching allocator, and cublasGemmEx multiplies the bf16 copies
- * into the fp32 output.  The layout is ops.cu's exactly: the same
- * transposes, leading dimensions and beta, only the operand types differ.
- * The activations (inp, dout) are cast kernels_bf16_chunk_rows rows at a
- * time, so the copies stay small next to the output head's [N, V]. */
+ * The weight comes in bf16 (the model keeps a copy, cast_bf16'd once per
+ * update); the activations come as fp32, so they are cast (round to
+ * nearest, ties to even, as the CPU twin's f32_to_bf16) into scratch blocks
+ * of the backend's caching allocator, kernels_bf16_chunk_rows rows at a
+ * time, so the copies stay small next to the output head's [N, V].
+ * cublasGemmEx multiplies the bf16 operands into the fp32 output.  The
+ * layout is ops.cu's exactly: the same transposes, leading dimensions and
+ * beta, only the operand types differ. */
 #include "cuda/cuda.h"
 #include "kernels.h"
 
@@ -25,18 +26,32 @@ __global__ static void cast_bf16_kernel(__nv_bfloat16 *dst, const float *src, si
 		dst[i] = __float2bfloat16_rn(src[i]);
 }
 
+static unsigned int cast_blocks(size_t n)
+{
+	size_t blocks = (n + RED_THREADS - 1) / RED_THREADS;
+
+	return (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
+}
+
+void cuda_cast_bf16(kernel_bf16 *dst, const float *src, size_t n)
+{
+	if (!cuda_ready() || !n)
+		return;
+	cast_bf16_kernel<<<cast_blocks(n), RED_THREADS, 0, cuda_stream()>>>(
+		(__nv_bfloat16 *)dst, src, n);
+	cuda_check_launch("cast_bf16");
+}
+
 /* src[0..n) as bf16 in a scratch block (queued on the stream), for
  * release_bf16; NULL, the failure noted for the next sync, when the cache
  * has no memory or the cast cannot be launched. */
 static __nv_bfloat16 *to_bf16(const float *src, size_t n, const char *what)
 {
-	size_t blocks = (n + RED_THREADS - 1) / RED_THREADS;
 	__nv_bfloat16 *dst = (__nv_bfloat16 *)cuda_scratch_get(n * sizeof(*dst));
 
 	if (!dst)
 		return NULL;
-	cast_bf16_kernel<<<(unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS),
-			   RED_THREADS, 0, cuda_stream()>>>(dst, src, n);
+	cast_bf16_kernel<<<cast_blocks(n), RED_THREADS, 0, cuda_stream()>>>(dst, src, n);
 	cuda_check_launch(what);
 	return dst;
 }
@@ -72,17 +87,15 @@ static void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
 }
 
 /* out^T[OC,N] = weight^T^T[OC,IC] @ inp^T[IC,N], as cuda_matmul_forward;
- * the weight cast once, the rows of inp a chunk at a time
- * (kernels_bf16_chunk_rows), each chunk's rows of out on their own. */
-void cuda_matmul_forward_bf16(float *out, const float *inp, const float *weight,
+ * the rows of inp cast a chunk at a time (kernels_bf16_chunk_rows), each
+ * chunk's rows of out on their own. */
+void cuda_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate)
 {
 	int chunk = kernels_bf16_chunk_rows(N, IC, OC);
-	__nv_bfloat16 *bw;
+	const __nv_bfloat16 *bw = (const __nv_bfloat16 *)weight;
 
 	if (!cuda_ready() || cuda_matmul_forward_trivial(out, N, IC, OC, accumulate))
-		return;
-	if (!(bw = to_bf16(weight, (size_t)OC * IC, "matmul_forward_bf16 (weight)")))
 		return;
 	for (int r0 = 0; r0 < N; r0 += chunk) {
 		int n = N - r0 < chunk ? N - r0 : chunk;
@@ -95,7 +108,6 @@ void cuda_matmul_forward_bf16(float *out, const float *inp, const float *weight,
 			  accumulate ? 1.0f : 0.0f, out + (size_t)r0 * OC, OC);
 		release_bf16(bi);
 	}
-	release_bf16(bw);
 }
 
 /* dinp^T[IC,N] = weight^T[IC,OC] @ dout^T[OC,N] and dweight^T[IC,OC] +=
@@ -103,17 +115,15 @@ void cuda_matmul_forward_bf16(float *out, const float *inp, const float *weight,
  * time: each chunk's dout is cast once for both products, its rows of
  * dinp are its own, and dweight sums the chunks' products in order. */
 void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-			       const float *inp, const float *weight,
+			       const float *inp, const kernel_bf16 *weight,
 			       int N, int IC, int OC, bool accumulate_dinp)
 {
 	int chunk = kernels_bf16_chunk_rows(N, IC, OC);
-	__nv_bfloat16 *bw = NULL;
+	const __nv_bfloat16 *bw = (const __nv_bfloat16 *)weight;
 
 	if (!cuda_ready() || cuda_matmul_backward_trivial(dinp, N, IC, OC, accumulate_dinp))
 		return;
 	if (!dinp && !dweight)
-		return;
-	if (dinp && !(bw = to_bf16(weight, (size_t)OC * IC, "matmul_backward_bf16 (weight)")))
 		return;
 	for (int r0 = 0; r0 < N; r0 += chunk) {
 		int n = N - r0 < chunk ? N - r0 : chunk;
@@ -134,5 +144,4 @@ void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 		if (dweight && !bi)
 			break;
 	}
-	release_bf16(bw);
 }

@@ -7,7 +7,12 @@
  * buffers: the all-gather's receive side (n shards, rank-major, the
  * prefetched chunk lands there), the reduce-scatter's send side (rank-major)
  * and its receive side (one shard).  With n = 1 there are only the shards,
- * which are the chunks: memory is what one rank holds. */
+ * which are the chunks: memory is what one rank holds.
+ *
+ * With bf16 GEMMs (the model's matmul_bf16) each buffer the model reads
+ * GEMM weights from (a chunk's shard with n = 1, a whole buffer with
+ * n > 1, shared the same way) has a bf16 copy, cast at the first acquire
+ * after its values change: after a gather, or after dp_params_changed. */
 #include "core/base.h"
 #include "dist/dp.h"
 #include "dist/tp.h"
@@ -40,6 +45,11 @@ struct dp {
 	float *gather_stage, *rs_send, *rs_recv;
 	bool *gathered;              /* [nchunks] wparam holds the current values */
 	bool *grad_live;             /* [nchunks] wgrad is being accumulated */
+	/* bf16 GEMMs: the copy of the buffer the model reads chunk c from
+	 * (NULL for a chunk without GEMM weights), and whether it holds that
+	 * buffer's current values */
+	kernel_bf16 **wbf16;         /* [nchunks] */
+	bool *bf16_current;          /* [nchunks] */
 	int gather_chunk;            /* the chunk whose all-gather is in flight */
 	comm_req *gather_req;
 	int rs_chunk;                /* the chunk whose reduce-scatter is in flight */
@@ -52,18 +62,18 @@ struct dp {
 	int accum;                   /* micro-batches in this step */
 	int *backs;                  /* [nchunks] backward passes done in this step */
 	double comm_seen;            /* busy seconds already reported */
-	float **allocs;              /* every buffer, for dp_free */
+	void **allocs;               /* every buffer, for dp_free */
 	size_t *alloc_bytes;
 	int nallocs, cap_allocs;
 };
 
-static float *dp_alloc(dp *d, size_t floats, const char *what)
+static void *dp_alloc_bytes(dp *d, size_t bytes, const char *what)
 {
-	float *p;
+	void *p;
 
 	if (d->nallocs == d->cap_allocs) {
 		int cap = d->cap_allocs ? 2 * d->cap_allocs : 32;
-		float **a = realloc(d->allocs, cap * sizeof *a);
+		void **a = realloc(d->allocs, cap * sizeof *a);
 		size_t *b = a ? realloc(d->alloc_bytes, cap * sizeof *b) : NULL;
 
 		if (a)
@@ -75,12 +85,17 @@ static float *dp_alloc(dp *d, size_t floats, const char *what)
 		d->alloc_bytes = b;
 		d->cap_allocs = cap;
 	}
-	p = mem_alloc(d->mem, floats * sizeof(float), what);
+	p = mem_alloc(d->mem, bytes, what);
 	if (p) {
 		d->allocs[d->nallocs] = p;
-		d->alloc_bytes[d->nallocs++] = floats * sizeof(float);
+		d->alloc_bytes[d->nallocs++] = bytes;
 	}
 	return p;
+}
+
+static float *dp_alloc(dp *d, size_t floats, const char *what)
+{
+	return dp_alloc_bytes(d, floats * sizeof(float), what);
 }
 
 static bool is_layer(const dp *d, int c)
@@ -243,6 +258,7 @@ static int finish_gather(dp *d, bool land)
 		for (int l = 1; l <= d->L; l++)
 			d->gathered[l] = false;
 	d->gathered[c] = true;
+	d->bf16_current[c] = false;
 	return 0;
 }
 
@@ -319,6 +335,20 @@ static int reduce(dp *d, int c)
 
 /* --- the hooks --- */
 
+/* Point the model at chunk c's bf16 copy, cast from params[c] first
+ * unless it is current (the model reads it only in the GEMMs' ranges, but
+ * casting the whole chunk is one call and costs little more). */
+static void point_bf16(dp *d, llama_model *m, int c)
+{
+	if (!d->wbf16[c])
+		return;
+	if (!d->bf16_current[c]) {
+		d->ops->cast_bf16(d->wbf16[c], m->params[c], d->whole[c]);
+		d->bf16_current[c] = true;
+	}
+	m->params_bf16[c] = d->wbf16[c];
+}
+
 static int hook_acquire(void *arg, llama_model *m, int c, llama_pass pass)
 {
 	dp *d = arg;
@@ -327,11 +357,13 @@ static int hook_acquire(void *arg, llama_model *m, int c, llama_pass pass)
 	if (d->n == 1) {
 		m->params[c] = d->params[c];
 		m->grads[c] = d->grads[c];
+		point_bf16(d, m, c);
 		return 0;
 	}
 	if ((rc = gather(d, c, pass)))
 		return titan_err_prefix(rc, "fsdp: gathering chunk %d", c);
 	m->params[c] = d->wparam[c];
+	point_bf16(d, m, c);
 	if (pass == LLAMA_PASS_BACKWARD && !d->grad_live[c]) {
 		d->ops->zero(d->wgrad[c], d->whole[c] * sizeof(float));
 		d->grad_live[c] = true;
@@ -354,6 +386,7 @@ static int hook_release(void *arg, llama_model *m, int c, llama_pass pass)
 			d->gathered[c] = false;
 			d->grad_live[c] = false;
 			m->params[c] = m->grads[c] = NULL;
+			m->params_bf16[c] = NULL;
 		}
 		return 0;
 	}
@@ -366,6 +399,7 @@ static int hook_release(void *arg, llama_model *m, int c, llama_pass pass)
 	if (!keep) {
 		d->gathered[c] = false;
 		m->params[c] = NULL;
+		m->params_bf16[c] = NULL;
 	}
 	return 0;
 }
@@ -476,6 +510,32 @@ static int hook_cp_shift(void *arg, const float *send, float *recv, size_t n)
 
 /* --- setup --- */
 
+/* bf16 GEMMs: a copy of each buffer the model reads GEMM weights from,
+ * shared as the buffers are (the layers' one gathered buffer when they
+ * are freed after forward). */
+static int alloc_bf16_copies(dp *d)
+{
+	const llama_config *cfg = &d->m->cfg;
+
+	for (int c = 0; c < d->nchunks; c++) {
+		bool shared = d->n > 1 && is_layer(d, c) && d->reshard;
+		int owner = c;
+
+		if (!holds(d, c) || !llama_chunk_has_gemm_weights(cfg, c))
+			continue;
+		/* the first held layer's buffer is the shared one */
+		if (shared)
+			for (owner = 1; !holds(d, owner); owner++)
+				;
+		if (owner != c)
+			d->wbf16[c] = d->wbf16[owner];
+		else if (!(d->wbf16[c] = dp_alloc_bytes(d, d->whole[c] * sizeof(kernel_bf16),
+							 "bf16 weight copies")))
+			return TITAN_ENOMEM;
+	}
+	return 0;
+}
+
 int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 {
 	dp *d;
@@ -506,9 +566,11 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 	d->grad_live = calloc(nc, sizeof *d->grad_live);
 	d->ar_req = calloc(nc, sizeof *d->ar_req);
 	d->backs = calloc(nc, sizeof *d->backs);
+	d->wbf16 = calloc(nc, sizeof *d->wbf16);
+	d->bf16_current = calloc(nc, sizeof *d->bf16_current);
 	if (!d->whole || !d->numel || !d->first_piece || !d->npiece || !d->params ||
 	    !d->grads || !d->wparam || !d->wgrad || !d->gathered || !d->grad_live || !d->backs ||
-	    !d->ar_req) {
+	    !d->ar_req || !d->wbf16 || !d->bf16_current) {
 		rc = titan_err_nomem();
 		goto fail;
 	}
@@ -556,6 +618,8 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 		    !(d->rs_recv = dp_alloc(d, d->max_shard, "fsdp reduce-scatter buffer")))
 			goto fail;
 	}
+	if (m->matmul_bf16 && (rc = alloc_bf16_copies(d)))
+		goto fail;
 	d->hooks = (llama_hooks){ .arg = d, .acquire = hook_acquire, .release = hook_release,
 				  .tp_sum = hook_tp_sum, .tp_max = hook_tp_max,
 				  .tp_all_gather = hook_tp_all_gather,
@@ -611,6 +675,8 @@ void dp_free(dp *d)
 	free(d->grad_live);
 	free(d->ar_req);
 	free(d->backs);
+	free(d->wbf16);
+	free(d->bf16_current);
 	free(d);
 }
 
@@ -633,8 +699,8 @@ int dp_init_weights(dp *d, uint64_t seed)
 					      d->wparam[c])))
 			return rc;
 		whole_to_own_shard(d, c, d->wparam[c], d->params[c]);
-		d->gathered[c] = false;
 	}
+	dp_params_changed(d);
 	return 0;
 }
 
@@ -670,9 +736,12 @@ void dp_begin_step(dp *d, int accum)
 	memset(d->backs, 0, (size_t)d->nchunks * sizeof *d->backs);
 	for (int c = 0; c < d->nchunks; c++)
 		d->ops->zero(d->grads[c], d->numel[c] * sizeof(float));
-	/* the optimizer changed the shards: nothing gathered is current */
+}
+
+void dp_params_changed(dp *d)
+{
 	for (int c = 0; c < d->nchunks; c++)
-		d->gathered[c] = false;
+		d->gathered[c] = d->bf16_current[c] = false;
 }
 
 int dp_end_backward(dp *d)

@@ -16,6 +16,9 @@
  * reshard_after_forward is set (their gather is repeated in backward),
  * else kept to their backward.  Then, on the last micro-batch of a step,
  * the shard gradients are all-reduced across the replicate group.  With
+ * bf16 GEMMs (m->matmul_bf16, set before dp_new) the model reads its GEMM
+ * weights from bf16 copies of the buffers it computes with, which the
+ * acquire casts when they have changed since the last cast.  With
  * dp_shard = 1 nothing is gathered (the shard is the chunk; DDP when
  * dp_replicate > 1, one rank when both are 1); gradients are all-reduced
  * layer by layer as backward produces them.
@@ -71,6 +74,11 @@ float **dp_params(dp *d);
 float **dp_grads(dp *d);
 /* Every tensor's piece, in llama_tensors order. */
 const dp_piece *dp_pieces(const dp *d, int *n);
+
+/* The shards' values changed (the optimizer's step, a checkpoint load):
+ * what was gathered or cast to bf16 from them is stale.  dp_init_weights
+ * says so itself. */
+void dp_params_changed(dp *d);
 
 /* Start a step: zero the shard gradients; accum micro-batches follow. */
 void dp_begin_step(dp *d, int accum);

@@ -20,6 +20,7 @@
 const mem_row_info mem_row_infos[MEM_NROWS] = {
 	[MEM_ROW_PARAMS] = { "params", "parameters", true, false },
 	[MEM_ROW_MASTER] = { "master_weights", "fp32 master weights", false, false },
+	[MEM_ROW_BF16_WEIGHTS] = { "bf16_weights", "bf16 GEMM weight copies", true, false },
 	[MEM_ROW_GRADS] = { "grads", "gradients", true, false },
 	[MEM_ROW_OPTIM] = { "optimizer", "AdamW moments", true, false },
 	[MEM_ROW_ACTS] = { "activations", "activations", true, false },
@@ -210,9 +211,10 @@ static size_t attention_tiles(size_t D)
  * back, so only the largest op's counts.  That is the tiled attention's
  * scratch (bf16 copies in 2 bytes a value) and pointer table, forward or
  * backward, by the rule the schedule allocates by (attention_tiles.h); or
- * with bf16 GEMMs the bf16 copies of a backward GEMM's three operands: the
- * weight [OC,IC] whole, dout [n,OC] and the input [n,IC] for a chunk of n
- * rows (kernels_bf16_chunk_rows); the largest is usually the head's. */
+ * with bf16 GEMMs the bf16 copies of a backward GEMM's activations, dout
+ * [n,OC] and the input [n,IC] for a chunk of n rows
+ * (kernels_bf16_chunk_rows; the weight's copy is kept, its own row); the
+ * largest is usually the head's. */
 static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int mb, size_t N,
 			     bool last)
 {
@@ -240,7 +242,6 @@ static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int m
 
 			if (OC)
 				worst = TITAN_MAX(worst, cache_alloc_round(2 * n * OC) +
-							 cache_alloc_round(2 * OC * IC) +
 							 cache_alloc_round(2 * n * IC));
 		}
 	}
@@ -312,6 +313,17 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	}
 	st->row[MEM_ROW_GRADS] = S * 4;
 	st->row[MEM_ROW_OPTIM] = S * 8;
+	/* dp_new: a bf16 copy of each buffer the GEMMs read weights from,
+	 * the chunks themselves or, under FSDP, the gathered buffers (the
+	 * layers' one when freed after forward); the embeddings only when
+	 * tied (then the head's norm alone is no GEMM's) */
+	if (o->matmul_bf16 && !bf16) {
+		size_t layer_bufs = k.fsdp > 1 && o->reshard_after_forward ? 1 : (size_t)layers;
+		bool tied = o->model.tie_embeddings;
+
+		st->row[MEM_ROW_BF16_WEIGHTS] = 2 * (layer_bufs * sc.block + (tied ? sc.emb : 0) +
+						     (tied ? 0 : sc.head));
+	}
 
 	/* every activation set is a whole carve */
 	a = acts_of(o, &k, s, mb, o->ac);

@@ -46,13 +46,15 @@ typedef struct mem_model_opts {
 	bool async_checkpoint;       /* checkpoint.async: a staging copy */
 	int threads;                 /* CPU threads (attention workspace each) */
 	bool matmul_bf16;            /* training.matmul_dtype=bfloat16: GEMMs on
-	                                bf16 copies of their operands */
+	                                bf16 copies of their operands (the
+	                                weights' kept, the activations' per op) */
 } mem_model_opts;
 
 /* The rows of the table, in the order titan-mem prints them. */
 enum mem_row_id {
 	MEM_ROW_PARAMS,        /* parameters in the compute dtype */
 	MEM_ROW_MASTER,        /* fp32 master weights (mixed precision) */
+	MEM_ROW_BF16_WEIGHTS,  /* bf16 GEMMs: the weights' bf16 copies */
 	MEM_ROW_GRADS,         /* gradients (sharded like the parameters) */
 	MEM_ROW_OPTIM,         /* AdamW first and second moments */
 	MEM_ROW_ACTS,          /* activations backward reads */

@@ -147,6 +147,13 @@ double llama_flops_per_token(const llama_config *c, int seq_len)
 	       12.0 * c->n_layers * c->n_heads * hd * seq_len;
 }
 
+bool llama_chunk_has_gemm_weights(const llama_config *c, int chunk)
+{
+	if (chunk == 0)
+		return c->tie_embeddings;
+	return chunk <= c->n_layers || !c->tie_embeddings;
+}
+
 int llama_nchunks(const llama_config *c)
 {
 	return c->n_layers + 2;
@@ -265,7 +272,8 @@ static int model_alloc(llama_model **out, const llama_config *c, const kernel_op
 	m->chunk_numel = calloc((size_t)n, sizeof *m->chunk_numel);
 	m->params = calloc((size_t)n, sizeof *m->params);
 	m->grads = calloc((size_t)n, sizeof *m->grads);
-	if (!m->chunk_numel || !m->params || !m->grads) {
+	m->params_bf16 = calloc((size_t)n, sizeof *m->params_bf16);
+	if (!m->chunk_numel || !m->params || !m->grads || !m->params_bf16) {
 		llama_free(m);
 		return titan_err_nomem();
 	}
@@ -336,6 +344,7 @@ void llama_free(llama_model *m)
 	free(m->chunk_numel);
 	free(m->params);
 	free(m->grads);
+	free(m->params_bf16);
 	free(m);
 }
 

@@ -46,6 +46,10 @@ double llama_flops_per_token(const llama_config *c, int seq_len);
 
 /* Parameter layout. */
 int llama_nchunks(const llama_config *c);               /* n_layers + 2 */
+/* Whether a GEMM reads chunk's weights: every layer, the head unless the
+ * embeddings are tied (its norm alone is no GEMM's), the embeddings only
+ * when tied (the output reads them; the lookup is no GEMM). */
+bool llama_chunk_has_gemm_weights(const llama_config *c, int chunk);
 size_t llama_chunk_numel(const llama_config *c, int chunk);
 
 typedef struct llama_tensor_info {
@@ -89,7 +93,8 @@ typedef enum { LLAMA_PASS_EVAL, LLAMA_PASS_FORWARD, LLAMA_PASS_BACKWARD } llama_
 
 /* Where data parallelism plugs in (lib/dist/dp.c): acquire(chunk) runs
  * before the model reads params[chunk] (and, in backward, adds into
- * grads[chunk]); it may point them at other buffers.  release(chunk) runs
+ * grads[chunk]); it may point them at other buffers (params_bf16[chunk]
+ * too, with matmul_bf16).  release(chunk) runs
  * when the pass is done with the chunk; in backward, grads[chunk] then holds
  * this micro-batch's whole contribution.  In order: forward acquires and
  * releases chunk 0, each layer, then the last chunk; backward the last
@@ -171,8 +176,14 @@ struct llama_model {
 	int nsets, set, pp_tag;
 	bool views;              /* params/grads are someone else's buffers */
 	/* The GEMMs take bf16 operands with fp32 sums (kernels.h's *_bf16
-	 * ops; training.matmul_dtype=bfloat16); everything else stays fp32. */
+	 * ops; training.matmul_dtype=bfloat16); everything else stays fp32.
+	 * They read the weights from params_bf16[c], a bf16 copy of params[c]
+	 * in the same layout (only the GEMMs' tensors need be cast), which
+	 * whoever points params[c] also points (the hooks' acquire): the
+	 * copy is cast when the parameters change, not at every GEMM.  A
+	 * chunk with GEMM weights and no copy stops the pass (TITAN_EUSAGE). */
 	bool matmul_bf16;
+	kernel_bf16 **params_bf16;  /* [nchunks] */
 	const llama_hooks *hooks;  /* NULL: params and grads are always there */
 };
 

@@ -552,20 +552,33 @@ static int tokens_before(const struct dims *d, int r, int p)
 	return p < c1 + L ? L + p - c1 : 2 * L;
 }
 
-/* The GEMMs in the precision the run asked for (llama.h: matmul_bf16). */
-static void mm_forward(const llama_model *m, float *out, const float *inp, const float *w,
-		       int N, int IC, int OC, bool accumulate)
+/* The bf16 copy of weight w, which lies in params[chunk]. */
+static const kernel_bf16 *weight_bf16(const llama_model *m, int chunk, const float *w)
 {
-	(m->matmul_bf16 ? m->ops->matmul_forward_bf16 : m->ops->matmul_forward)(
-		out, inp, w, N, IC, OC, accumulate);
+	return m->params_bf16[chunk] + (w - m->params[chunk]);
+}
+
+/* The GEMMs in the precision the run asked for (llama.h: matmul_bf16);
+ * the weight w lies in params[chunk]. */
+static void mm_forward(const llama_model *m, float *out, const float *inp, int chunk,
+		       const float *w, int N, int IC, int OC, bool accumulate)
+{
+	if (m->matmul_bf16)
+		m->ops->matmul_forward_bf16(out, inp, weight_bf16(m, chunk, w), N, IC, OC,
+					    accumulate);
+	else
+		m->ops->matmul_forward(out, inp, w, N, IC, OC, accumulate);
 }
 
 static void mm_backward(const llama_model *m, float *dinp, float *dw, const float *dout,
-			const float *inp, const float *w, int N, int IC, int OC,
+			const float *inp, int chunk, const float *w, int N, int IC, int OC,
 			bool accumulate_dinp)
 {
-	(m->matmul_bf16 ? m->ops->matmul_backward_bf16 : m->ops->matmul_backward)(
-		dinp, dw, dout, inp, w, N, IC, OC, accumulate_dinp);
+	if (m->matmul_bf16)
+		m->ops->matmul_backward_bf16(dinp, dw, dout, inp, weight_bf16(m, chunk, w), N,
+					     IC, OC, accumulate_dinp);
+	else
+		m->ops->matmul_backward(dinp, dw, dout, inp, w, N, IC, OC, accumulate_dinp);
 }
 
 /* Attention in the precision of the GEMMs (attention's own GEMMs are
@@ -707,28 +720,28 @@ static int block_forward(llama_model *m, int l, bool write_out)
 	llama_block_view_tp(&m->cfg, m->tp, m->params[1 + l], &w);
 	if ((rc = norm_gather(m, s->xn1, s->rstd1, x, w.attention_norm)))
 		return rc;
-	mm_forward(m, s->q, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
-	mm_forward(m, s->k, s->xn1, w.wk, d.N, d.C, (int)d.kv, false);
-	mm_forward(m, s->v, s->xn1, w.wv, d.N, d.C, (int)d.kv, false);
+	mm_forward(m, s->q, s->xn1, 1 + l, w.wq, d.N, d.C, (int)d.q, false);
+	mm_forward(m, s->k, s->xn1, 1 + l, w.wk, d.N, d.C, (int)d.kv, false);
+	mm_forward(m, s->v, s->xn1, 1 + l, w.wv, d.N, d.C, (int)d.kv, false);
 	op->rope_forward(s->q, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
 	op->rope_forward(s->k, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
 	if ((rc = attend(m, s)))
 		return rc;
 	/* wo is row-parallel: each tp rank's heads give a partial sum */
 	part = partial_for(m, s->h_mid);
-	mm_forward(m, part, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	mm_forward(m, part, s->att, 1 + l, w.wo, d.N, (int)d.q, d.C, false);
 	if ((rc = reduce_rows(m, part, s->h_mid)))
 		return rc;
 	op->add_inplace(s->h_mid, x, NsC);
 
 	if ((rc = norm_gather(m, s->xn2, s->rstd2, s->h_mid, w.ffn_norm)))
 		return rc;
-	mm_forward(m, s->a, s->xn2, w.w1, d.N, d.C, d.F, false);
-	mm_forward(m, s->b, s->xn2, w.w3, d.N, d.C, d.F, false);
+	mm_forward(m, s->a, s->xn2, 1 + l, w.w1, d.N, d.C, d.F, false);
+	mm_forward(m, s->b, s->xn2, 1 + l, w.w3, d.N, d.C, d.F, false);
 	op->swiglu_forward(s->g, s->a, s->b, NF);
 	if (write_out) {
 		part = partial_for(m, a->resid[l + 1]);
-		mm_forward(m, part, s->g, w.w2, d.N, d.F, d.C, false);
+		mm_forward(m, part, s->g, 1 + l, w.w2, d.N, d.F, d.C, false);
 		if ((rc = reduce_rows(m, part, a->resid[l + 1])))
 			return rc;
 		op->add_inplace(a->resid[l + 1], s->h_mid, NsC);
@@ -758,10 +771,10 @@ static int block_backward(llama_model *m, int l)
 	/* feed forward: out = h_mid + w2(silu(w1 xn2) * w3 xn2) */
 	if ((rc = gather_grad(m, dr, &drw)))
 		return rc;
-	mm_backward(m, dg, dw.w2, drw, s->g, w.w2, d.N, d.F, d.C, false);
+	mm_backward(m, dg, dw.w2, drw, s->g, 1 + l, w.w2, d.N, d.F, d.C, false);
 	op->swiglu_backward(da, db, dg, s->a, s->b, NF);
-	mm_backward(m, dx, dw.w1, da, s->xn2, w.w1, d.N, d.C, d.F, false);
-	mm_backward(m, dx, dw.w3, db, s->xn2, w.w3, d.N, d.C, d.F, true);
+	mm_backward(m, dx, dw.w1, da, s->xn2, 1 + l, w.w1, d.N, d.C, d.F, false);
+	mm_backward(m, dx, dw.w3, db, s->xn2, 1 + l, w.w3, d.N, d.C, d.F, true);
 	/* w1, w3 are column-parallel: their input gradient is partial */
 	if ((rc = scatter_grad(m, dx, &dxr)))
 		return rc;
@@ -770,14 +783,14 @@ static int block_backward(llama_model *m, int l)
 	/* attention: h_mid = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)) */
 	if ((rc = gather_grad(m, dr, &drw)))
 		return rc;
-	mm_backward(m, datt, dw.wo, drw, s->att, w.wo, d.N, (int)d.q, d.C, false);
+	mm_backward(m, datt, dw.wo, drw, s->att, 1 + l, w.wo, d.N, (int)d.q, d.C, false);
 	if ((rc = attend_backward(m, s, datt, dq, dk, dv)))
 		return rc;
 	op->rope_backward(dq, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
 	op->rope_backward(dk, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
-	mm_backward(m, dx, dw.wq, dq, s->xn1, w.wq, d.N, d.C, (int)d.q, false);
-	mm_backward(m, dx, dw.wk, dk, s->xn1, w.wk, d.N, d.C, (int)d.kv, true);
-	mm_backward(m, dx, dw.wv, dv, s->xn1, w.wv, d.N, d.C, (int)d.kv, true);
+	mm_backward(m, dx, dw.wq, dq, s->xn1, 1 + l, w.wq, d.N, d.C, (int)d.q, false);
+	mm_backward(m, dx, dw.wk, dk, s->xn1, 1 + l, w.wk, d.N, d.C, (int)d.kv, true);
+	mm_backward(m, dx, dw.wv, dv, s->xn1, 1 + l, w.wv, d.N, d.C, (int)d.kv, true);
 	if ((rc = scatter_grad(m, dx, &dxr)))
 		return rc;
 	op->rmsnorm_backward(dr, dw.attention_norm, dxr, a->resid[l], w.attention_norm,
@@ -785,17 +798,29 @@ static int block_backward(llama_model *m, int l)
 	return 0;
 }
 
-/* The output projection's weight within params or grads. */
+/* The chunk holding the output projection's weight, and the weight
+ * within params or grads. */
+static int output_chunk(const llama_model *m)
+{
+	return m->cfg.tie_embeddings ? 0 : m->cfg.n_layers + 1;
+}
+
 static float *output_weight(const llama_model *m, float *const *chunks)
 {
-	const llama_config *c = &m->cfg;
+	int c = output_chunk(m);
 
-	return c->tie_embeddings ? chunks[0] : chunks[c->n_layers + 1] + c->dim;
+	return chunks[c] + (c ? m->cfg.dim : 0);
 }
 
 static int acquire(llama_model *m, int chunk, llama_pass pass)
 {
-	return m->hooks ? m->hooks->acquire(m->hooks->arg, m, chunk, pass) : 0;
+	int rc = m->hooks ? m->hooks->acquire(m->hooks->arg, m, chunk, pass) : 0;
+
+	if (!rc && m->matmul_bf16 && llama_chunk_has_gemm_weights(&m->cfg, chunk) &&
+	    !m->params_bf16[chunk])
+		rc = titan_err(TITAN_EUSAGE, "bf16 GEMMs: chunk %d has no bf16 copy of its "
+			       "weights (params_bf16; the hooks' acquire points it)", chunk);
+	return rc;
 }
 
 static int release(llama_model *m, int chunk, llama_pass pass)
@@ -963,8 +988,8 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	norm_w = m->params[d.L + 1];
 	if ((rc = norm_gather(m, a->xf, a->rstdf, a->resid[d.L], norm_w)))
 		return rc;
-	mm_forward(m, a->logits, a->xf, output_weight(m, m->params), d.N, d.C, d.V,
-			   false);
+	mm_forward(m, a->logits, a->xf, output_chunk(m), output_weight(m, m->params), d.N,
+		   d.C, d.V, false);
 	if ((rc = release(m, d.L + 1, pass)) || (tied && (rc = release(m, 0, pass))))
 		return rc;
 	if (labels) {
@@ -1021,8 +1046,8 @@ int llama_backward(llama_model *m)
 	if ((rc = acquire(m, d.L + 1, B)) || (tied && (rc = acquire(m, 0, B))))
 		return rc;
 	/* logits now hold dloss/N * (softmax - onehot) */
-	mm_backward(m, a->dx, output_weight(m, m->grads), a->logits, a->xf,
-			    output_weight(m, m->params), d.N, d.C, d.V, false);
+	mm_backward(m, a->dx, output_weight(m, m->grads), a->logits, a->xf, output_chunk(m),
+		    output_weight(m, m->params), d.N, d.C, d.V, false);
 	/* the output is column-parallel over the vocabulary */
 	if ((rc = scatter_grad(m, a->dx, &dxr)))
 		return rc;

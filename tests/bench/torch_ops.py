@@ -7,7 +7,8 @@ the best of a few calls after a warm-up, each waited for.
 
 The bf16 rows take operands that are bf16 already (autocast keeps the bf16
 copies of the weights for a forward, and the activations of a bf16 run are
-bf16), where titan's rows include the casts of fp32 operands; attention is
+bf16), where titan's rows take bf16 weights but include the casts of the
+fp32 activations; attention is
 scaled_dot_product_attention on bf16 inputs with the key/value heads
 repeated for the query heads, as the training reference does.  --small
 takes bench_ops --small's shapes.  Rows a PyTorch lacks (no
@@ -115,6 +116,7 @@ def main():
          lambda: torch.autograd.grad(F.silu(a1) * b1, (a1, b1), gs)),
         ("cross-entropy + grad", 0, 2.0 * N * V * 4,
          lambda: torch.autograd.grad(F.cross_entropy(logits.requires_grad_(), labels), logits)),
+        ("cast to bf16 [F,C]", 0, 6.0 * Fd * C, lambda: w.to(torch.bfloat16)),
         ("residual add", 0, 3.0 * N * C * 4, lambda: resid.add_(x)),
         ("adamw (4 C F params)", 0, 7.0 * n_adam * 4, opt.step),
     ]

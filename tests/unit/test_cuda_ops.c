@@ -221,13 +221,23 @@ static double row_rel_err(const float *got, const float *want, int rows, int col
 		      be->name, what, e_, (double)(tol));                              \
 	} while (0)
 
+/* w cast to bf16 on the host (the CPU's cast_bf16). */
+static kernel_bf16 *host_bf16(const float *w, size_t n)
+{
+	kernel_bf16 *b = host_buf(n * sizeof *b);
+
+	kernels_cpu.cast_bf16(b, w, n);
+	return b;
+}
+
 /* The bf16 GEMMs against the CPU's: the same bf16 products on both sides
  * (each exact in fp32), so only the order of the fp32 sums differs. */
 /* Forward and every backward variant at one shape, against the CPU's. */
 static void check_matmul_bf16_shape(int N, int IC, int OC, const char *shape)
 {
 	const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
-	float *inp = randv(ni, 1), *w = randv(nw, 0.5f);
+	float *inp = randv(ni, 1), *wf = randv(nw, 0.5f);
+	kernel_bf16 *w = host_bf16(wf, nw);
 	float *out0 = randv(no, 1), *dout = randv(no, 1);
 	float *dinp0 = randv(ni, 1), *dw0 = randv(nw, 1);
 	static const struct {
@@ -246,7 +256,7 @@ static void check_matmul_bf16_shape(int N, int IC, int OC, const char *shape)
 		char what[128];
 
 		kernels_cpu.matmul_forward_bf16(ref, inp, w, N, IC, OC, acc);
-		be->ops->matmul_forward_bf16(d, put(inp, ni * 4), put(w, nw * 4), N, IC, OC, acc);
+		be->ops->matmul_forward_bf16(d, put(inp, ni * 4), put(w, nw * 2), N, IC, OC, acc);
 		snprintf(what, sizeof what, "%s%s", acc ? "matmul_forward_bf16 +=" :
 			 "matmul_forward_bf16", shape);
 		EXPECT_ROWS_CLOSE(get(d, no), ref, N, OC, 1e-4, what);
@@ -260,7 +270,7 @@ static void check_matmul_bf16_shape(int N, int IC, int OC, const char *shape)
 
 		kernels_cpu.matmul_backward_bf16(rdi, rdw, dout, inp, w, N, IC, OC, bw[i].acc);
 		be->ops->matmul_backward_bf16(ddi, ddw, put(dout, no * 4), put(inp, ni * 4),
-					      put(w, nw * 4), N, IC, OC, bw[i].acc);
+					      put(w, nw * 2), N, IC, OC, bw[i].acc);
 		if (rdi) {
 			snprintf(what, sizeof what, "%s%s: dinp", bw[i].what, shape);
 			EXPECT_ROWS_CLOSE(get(ddi, ni), rdi, N, IC, 1e-4, what);
@@ -276,8 +286,25 @@ static void check_matmul_bf16(void)
 {
 	const int N = 37, IC = 70, OC = 45;
 	const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
-	float *inp = randv(ni, 1), *w = randv(nw, 0.5f);
+	float *inp = randv(ni, 1), *wf = randv(nw, 0.5f);
 	float *out0 = randv(no, 1), *dout = randv(no, 1), *dinp0 = randv(ni, 1);
+	kernel_bf16 *w, *dw16;
+
+	/* the cast itself, bit for bit, ties to even included (halfway
+	 * down to 1, halfway up to 1 + 2^-6, and a negative one) */
+	wf[0] = 1.0f + 0x1p-8f;
+	wf[1] = 1.0f + 0x3p-8f;
+	wf[2] = -(1.0f + 0x1p-9f);
+	w = host_bf16(wf, nw);
+	dw16 = put(w, nw * 2);
+	be->ops->cast_bf16(dw16, put(wf, nw * 4), nw);
+	{
+		kernel_bf16 *got = host_buf(nw * 2);
+
+		if (be->download(got, dw16, nw * 2))
+			CHECK(0, "%s: download: %s", be->name, titan_errmsg());
+		CHECK(!memcmp(got, w, nw * 2), "%s cast_bf16: not the CPU's bits", be->name);
+	}
 
 	check_matmul_bf16_shape(N, IC, OC, "");
 	/* A device casts its rows in chunks: two whole chunks and a part.
@@ -292,13 +319,13 @@ static void check_matmul_bf16(void)
 	float *rz = copyv(out0, no), *dz = put(out0, no * 4);
 
 	kernels_cpu.matmul_forward_bf16(rz, inp, w, N, 0, OC, false);
-	be->ops->matmul_forward_bf16(dz, put(inp, ni * 4), put(w, nw * 4), N, 0, OC, false);
+	be->ops->matmul_forward_bf16(dz, put(inp, ni * 4), put(w, nw * 2), N, 0, OC, false);
 	EXPECT_CLOSE(get(dz, no), rz, no, 0, "matmul_forward_bf16 with IC = 0");
 	rz = copyv(dinp0, ni);
 	dz = put(dinp0, ni * 4);
 	kernels_cpu.matmul_backward_bf16(rz, NULL, dout, inp, w, N, IC, 0, false);
 	be->ops->matmul_backward_bf16(dz, NULL, put(dout, no * 4), put(inp, ni * 4),
-				      put(w, nw * 4), N, IC, 0, false);
+				      put(w, nw * 2), N, IC, 0, false);
 	EXPECT_CLOSE(get(dz, ni), rz, ni, 0, "matmul_backward_bf16 dinp with OC = 0");
 	expect_synced();
 }
