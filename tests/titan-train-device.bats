@@ -162,10 +162,11 @@ fenced_like_cpu() {
 		run "$bench" --device "$device" --small
 		expect_status 0
 		expect_output_has "bench_ops: $device"
-		for op in "matmul bwd bf16" "attention bwd bf16" "cross-entropy + grad" adamw; do
+		for op in "matmul bwd bf16" "attention bwd bf16" "cross-entropy + grad" \
+			"cast to bf16" adamw; do
 			expect_output_has "$op"
 		done
-		[ "$(printf '%s\n' "$output" | grep -c ' ms ')" -eq 17 ]
+		[ "$(printf '%s\n' "$output" | grep -c ' ms ')" -eq 18 ]
 	done
 	run "$bench" --device tpu
 	expect_status 2

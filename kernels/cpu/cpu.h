@@ -73,6 +73,8 @@ void cpu_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 			      const float *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate_dinp);
 void cpu_cast_bf16(kernel_bf16 *dst, const float *src, size_t n);
+/* Scratch for one call of an op (free() it): large blocks in huge pages. */
+void *cpu_scratch_alloc(size_t bytes);
 /* table.c: an op that cannot run (out of memory for its own scratch)
  * notes why; the table's sync reports the first such failure and clears
  * it, as on a GPU. */

@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <sys/mman.h>
 
 #include "core/half.h"
 #include "cpu.h"
@@ -439,11 +440,31 @@ void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
 	}
 }
 
+/* Scratch an op takes and frees within the call: blocks of 2 MiB and more
+ * are aligned to 2 MiB and asked to be backed by transparent huge pages.
+ * Such a block is a fresh mapping every call, and faulting it in 4 KiB
+ * pages costs more than the op (140 MB: half a second on a VM, against
+ * 10 ms in 2 MiB pages).  free() gives it back. */
+void *cpu_scratch_alloc(size_t bytes)
+{
+	const size_t huge = (size_t)2 << 20;
+	void *p = NULL;
+
+	if (bytes < huge)
+		return malloc(bytes ? bytes : 1);
+	if (posix_memalign(&p, huge, bytes))
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	madvise(p, bytes, MADV_HUGEPAGE);   /* advice: no huge pages is no error */
+#endif
+	return p;
+}
+
 /* n values of x rounded to bfloat16 (and widened back) into a new buffer;
  * NULL when memory runs out, which the caller notes for the next sync. */
 static float *round_bf16(const float *x, size_t n)
 {
-	float *r = malloc(n ? n * sizeof *r : sizeof *r);
+	float *r = cpu_scratch_alloc(n * sizeof *r);
 
 	if (!r)
 		return NULL;
@@ -457,7 +478,7 @@ static float *round_bf16(const float *x, size_t n)
  * round_bf16. */
 static float *widen_bf16(const kernel_bf16 *x, size_t n)
 {
-	float *r = malloc(n ? n * sizeof *r : sizeof *r);
+	float *r = cpu_scratch_alloc(n * sizeof *r);
 
 	if (!r)
 		return NULL;

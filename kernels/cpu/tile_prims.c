@@ -23,7 +23,7 @@ enum { PAR_MIN = 32768 };
 static void *cpu_scratch_get(void *ctx, size_t bytes)
 {
 	(void)ctx;
-	return malloc(bytes ? bytes : 1);
+	return cpu_scratch_alloc(bytes);
 }
 
 static void cpu_scratch_put(void *ctx, void *p)

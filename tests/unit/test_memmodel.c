@@ -227,7 +227,8 @@ static void test_parallel_rows(void)
 
 /* On a GPU the largest op's scratch: the tiled attention's, or with bf16
  * GEMMs the output head's bf16 operand copies, which only the last pipeline
- * stage holds.  None on the CPU, whose ops allocate outside the tracker. */
+ * stage holds.  None on the CPU, whose ops allocate outside the tracker.
+ * With bf16 GEMMs, the weights' kept copies too. */
 static void test_gpu_op_scratch(void)
 {
 	mem_model_opts o;
@@ -247,15 +248,29 @@ static void test_gpu_op_scratch(void)
 	CHECK(scratch > ((size_t)200 << 20) && scratch < ((size_t)320 << 20), "%zu", scratch);
 	mem_model_report_free(&r);
 
-	/* bf16 GEMMs: the head [V, C] whole, and dout [n, V] and its input
-	 * [n, C] for a chunk of n = 64 MiB / (2 V) = 261 of the 16384 rows */
+	/* bf16 GEMMs: the head's chunk copies, dout [n, V] and its input
+	 * [n, C] for a chunk of n = 64 MiB / (2 V) = 261 of the 16384 rows (the
+	 * weight's copy is kept: its own row), or the bf16 attention's scratch,
+	 * whichever is larger; the trainer's precision (fp32 master weights
+	 * are the parameters, the bf16 copies their own row) */
 	o.matmul_bf16 = true;
+	o.prec = MEM_PREC_FP32;
 	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
-	size_t n = 261, V = 128256, C = 4096;
-	size_t head = cache_alloc_round(2 * n * V) + cache_alloc_round(2 * V * C) +
-		      cache_alloc_round(2 * n * C);
-	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == head, "bf16: %zu, head %zu",
-	      r.stage[0].row[MEM_ROW_OP_SCRATCH], head);
+	size_t n = 261, V = 128256, C = 4096, F = 14336;
+	size_t head = cache_alloc_round(2 * n * V) + cache_alloc_round(2 * n * C), att = 0;
+	size_t block = 2 * C * C + 2 * 1024 * C + 3 * F * C + 2 * C;
+
+	sh.bf16 = true;
+	for (int backward = 0; backward < 2; backward++) {
+		attention_tiles_scratch(&sh, backward, 2, &scratch, &pointers);
+		att = TITAN_MAX(att, cache_alloc_round(scratch) + cache_alloc_round(pointers));
+	}
+	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == TITAN_MAX(head, att),
+	      "bf16: %zu, head %zu, attention %zu", r.stage[0].row[MEM_ROW_OP_SCRATCH], head, att);
+	/* the kept copies: every layer and the head (untied embeddings are
+	 * no GEMM's) */
+	CHECK(r.stage[0].row[MEM_ROW_BF16_WEIGHTS] == 2 * (32 * block + C + V * C),
+	      "bf16 weights: %zu", r.stage[0].row[MEM_ROW_BF16_WEIGHTS]);
 	mem_model_report_free(&r);
 
 	{
@@ -265,10 +280,14 @@ static void test_gpu_op_scratch(void)
 
 		opts_8b(&o, &c, 4, pp, 3);
 		REQUIRE(o.matmul_bf16, "training.matmul_dtype=bfloat16 reaches the model");
+		o.prec = MEM_PREC_FP32;
 		REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
-		CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] < r.stage[3].row[MEM_ROW_OP_SCRATCH],
-		      "the head's copies are the last stage's: %zu vs %zu",
-		      r.stage[0].row[MEM_ROW_OP_SCRATCH], r.stage[3].row[MEM_ROW_OP_SCRATCH]);
+		CHECK(r.stage[3].row[MEM_ROW_OP_SCRATCH] >= head, "the last stage runs the head: %zu",
+		      r.stage[3].row[MEM_ROW_OP_SCRATCH]);
+		CHECK(r.stage[0].row[MEM_ROW_BF16_WEIGHTS] == 2 * 8 * block &&
+		      r.stage[3].row[MEM_ROW_BF16_WEIGHTS] == 2 * (8 * block + C + V * C),
+		      "each stage copies its own weights: %zu, %zu",
+		      r.stage[0].row[MEM_ROW_BF16_WEIGHTS], r.stage[3].row[MEM_ROW_BF16_WEIGHTS]);
 		mem_model_report_free(&r);
 	}
 	{
