@@ -27,7 +27,8 @@ MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:c
 MPI_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
 ALL_CFLAGS += $(MPI_CFLAGS)
 LDLIBS += -Wl,--as-needed $(MPI_LIBS) -Wl,--no-as-needed
-NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80
+NVCCFLAGS ?= -O2 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=sm_80 \
+	     -gencode arch=compute_90,code=compute_90
 # the CUDA sources are held to the C sources' warnings
 NVCC_WARN = -Xcompiler -Wall,-Wextra --Werror all-warnings
 

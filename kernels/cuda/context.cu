@@ -236,6 +236,8 @@ extern "C" int cuda_copy(void *dst, const void *src, size_t n, bool to_device, c
 	if (e == cudaSuccess)
 		e = cudaStreamSynchronize(ctx.stream);
 	if (e != cudaSuccess) {
+		/* reported here: not again by the next launch's check */
+		(void)cudaGetLastError();
 		if (why && wn)
 			snprintf(why, wn, "copying %zu bytes %s the device: %s", n,
 				 to_device ? "to" : "from", cudaGetErrorString(e));

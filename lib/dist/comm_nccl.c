@@ -190,6 +190,10 @@ static int nccl_test(comm_req *req, bool *done)
 		return 0;
 	if (e != cudaErrorNotReady)
 		return cuda_err(c, req->op, e);
+	/* "not ready" is the runtime's last error now: cleared, or the next
+	 * kernel launch's check (cudaGetLastError) would report it as that
+	 * kernel's failure */
+	(void)cudaGetLastError();
 	/* A peer's failure shows here while the kernel still spins. */
 	r = ncclCommGetAsyncError(nm(c)->nc, &ar);
 	if (r != ncclSuccess)

@@ -490,7 +490,10 @@ static int hook_pp_recv(void *arg, float *buf, size_t n, bool grad, int tag)
 
 /* Context parallel: one step of ring attention's ring, the send and the
  * receive both in flight so that no rank waits for its neighbour's
- * receive to start. */
+ * receive to start.  Even ranks post the send first, odd ranks the
+ * receive: where a backend runs point-to-point operations one after the
+ * other on one stream (NCCL), a receive posted first everywhere would wait
+ * on a send queued behind the neighbour's own receive, round the ring. */
 static int hook_cp_shift(void *arg, const float *send, float *recv, size_t n)
 {
 	dp *d = arg;
@@ -499,12 +502,19 @@ static int hook_cp_shift(void *arg, const float *send, float *recv, size_t n)
 
 	if ((rc = device_ready(d)))
 		return rc;
-	if ((rc = comm_irecv(d->cp, recv, n, COMM_F32, (me + size - 1) % size, 0, &rq)))
-		return rc;
-	rc = comm_isend(d->cp, send, n, COMM_F32, (me + 1) % size, 0, &sq);
-	rc2 = comm_wait(rq);
+	if (me % 2 == 0)
+		rc = comm_isend(d->cp, send, n, COMM_F32, (me + 1) % size, 0, &sq);
 	if (!rc)
-		rc = comm_wait(sq);
+		rc = comm_irecv(d->cp, recv, n, COMM_F32, (me + size - 1) % size, 0, &rq);
+	if (!rc && me % 2)
+		rc = comm_isend(d->cp, send, n, COMM_F32, (me + 1) % size, 0, &sq);
+	rc2 = rq ? comm_wait(rq) : 0;
+	if (sq) {
+		int rc3 = comm_wait(sq);
+
+		if (!rc2)
+			rc2 = rc3;
+	}
 	return rc ? rc : rc2;
 }
 
