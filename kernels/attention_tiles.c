@@ -137,12 +137,19 @@ static size_t operand_offset(const tile *t, int which, int b, int h, int ld)
 	}
 }
 
+/* The elements between a tile's score rows, fp32 or bf16 (see the
+ * header: every (b, h) block then starts aligned). */
+static int score_ld(const tile *t)
+{
+	return attention_tiles_ld16(t->N);
+}
+
 /* The elements between an input's rows of one head (or score rows). */
 static int input_row(const tile *t, const tensors *x, int which, int D)
 {
-	if (x->in_ld[which])
-		return x->in_ld[which];
-	return which >= OP_S ? t->N : D;
+	if (which >= OP_S)
+		return score_ld(t);
+	return x->in_ld[which] ? x->in_ld[which] : D;
 }
 
 static const void *input_at(const tile *t, const tensors *x, int which, int b, int h, int D)
@@ -185,7 +192,7 @@ static void gemm(walk *w, const tile *t, const tensors *x, int D, int r, bool ta
 						  (size_t)i) * D);
 			else
 				push(w, x->acc[c] + operand_offset(t, c, b, h,
-								   c >= OP_S ? t->N : D));
+								   c >= OP_S ? score_ld(t) : D));
 		}
 	}
 	if (w->run)
@@ -221,15 +228,12 @@ static void walk_tiles(walk *w, const call *c)
 			continue;
 		tile t = {sh->B, sh->Tq, sh->Tk, sh->H, sh->KV, sh->H / sh->KV,
 			  qa, qb - qa, k0, k1 - k0};
-		tensors x = c->x;
-		int M = t.M, N = t.N;
+		const tensors x = c->x;
+		int M = t.M, N = t.N, ld = score_ld(&t);
 
-		/* the bf16 copies of P and dS are ld16 wide */
-		if (x.bf16)
-			x.in_ld[OP_S] = x.in_ld[OP_S2] = attention_tiles_ld16(N);
 		/* S = scale Q K^T */
 		gemm(w, &t, &x, D, -1, false, true, M, N, D, c->scale, OP_Q, OP_K, 0.0f,
-		     OP_S, NULL, N);
+		     OP_S, NULL, ld);
 		if (!c->backward) {
 			if (w->run)
 				p->softmax_tile(p->ctx, c->s, c->s16, c->m, c->l, x.acc[OP_OUT],
@@ -241,7 +245,7 @@ static void walk_tiles(walk *w, const call *c)
 		}
 		/* dP = dout V^T */
 		gemm(w, &t, &x, D, -1, false, true, M, N, D, 1.0f, OP_OUT, OP_V, 0.0f,
-		     OP_S2, NULL, N);
+		     OP_S2, NULL, ld);
 		if (w->run)
 			p->grad_tile(p->ctx, c->s, c->s2, c->s16, c->s2_16, c->m, c->vec, c->lo,
 				     c->hi, sh->B, sh->H, sh->Tq, qa, M, k0, N, c->scale);
@@ -300,7 +304,7 @@ static size_t layout(const attention_tiles_shape *sh, int key_tile, bool backwar
 		     int bf16_size, size_t bytes[SEC_COUNT])
 {
 	size_t rows = (size_t)sh->B * sh->H * (size_t)sh->Tq;
-	size_t scores = rows * (size_t)key_tile;
+	size_t scores = rows * (size_t)attention_tiles_ld16(key_tile);
 	size_t d8 = (size_t)attention_tiles_ld16(sh->D);
 	size_t total = 0;
 
@@ -311,7 +315,7 @@ static size_t layout(const attention_tiles_shape *sh, int key_tile, bool backwar
 	bytes[SEC_SMALL] = (backward ? 1 : 2) * rows * 4;
 	if (sh->bf16) {
 		size_t e = (size_t)bf16_size;
-		size_t scores16 = rows * (size_t)attention_tiles_ld16(key_tile) * e;
+		size_t scores16 = scores * e;
 		size_t kv = (size_t)sh->B * sh->Tk * (size_t)sh->KV * d8 * e;
 
 		bytes[SEC_Q16] = rows * d8 * e;

@@ -41,6 +41,11 @@
  * operand a GEMM is given is aligned for the tensor cores), and P and dS
  * are rounded where the softmax steps write them, next to the fp32 values
  * (row sums, m, l stay fp32).  C (scores, out, dq, dk, dv) is always fp32.
+ * Score rows, fp32 and bf16, are ld16 elements apart (N rounded up to 8),
+ * so that every (b, h) block of a tile starts 32-byte aligned too: a
+ * batched bf16 GEMM cannot check the pointers of its table, and its
+ * tensor-core kernels want each A, B and C 16-byte aligned.  The same
+ * holds for out, dq, dk and dv when D is a multiple of 4.
  * The CPU runs the same schedule over primitives that round the same way,
  * which is the CPU twin of the GPU's bf16 attention. */
 #ifndef TITAN_KERNELS_ATTENTION_TILES_H
@@ -83,8 +88,10 @@ typedef struct attention_tile_prims {
 	void (*gemm)(void *ctx, bool bf16, bool ta, bool tb, int M, int N, int K, float alpha,
 		     void *const *A, int lda, void *const *B, int ldb, float beta,
 		     void *const *C, int ldc, int batch);
-	/* One key tile of the forward.  s is [B][H][M][N], the scaled scores
-	 * of query rows qa .. qa+M-1 against keys k0 .. k0+N-1; m, l are
+	/* One key tile of the forward.  s is [B][H][M][ld16], ld16 =
+	 * attention_tiles_ld16(N), the scaled scores of query rows
+	 * qa .. qa+M-1 against keys k0 .. k0+N-1 (the ld16 - N columns past
+	 * them are neither read nor written); m, l are
 	 * [B][H][Tq]; out is [B][Tq][H][D]; lo, hi [B*Tq] the op's key
 	 * ranges.  For each row (b, h, t = qa + i): key k0 + j is seen iff
 	 * lo <= k0 + j <= hi.  A row that sees no key of the tile keeps its
@@ -93,8 +100,8 @@ typedef struct attention_tile_prims {
 	 * l = l * exp(m - m') + sum_j P_j (exp(-inf) = 0 when m was -inf); the
 	 * row out[b, t, h, :] *= exp(m - m'); m = m'.  P replaces s, or when
 	 * p16 is not NULL goes, rounded to bf16, there instead (s is then left
-	 * as it is: no GEMM reads it): [B][H][M][ld16], ld16 =
-	 * attention_tiles_ld16(N); l sums the unrounded P. */
+	 * as it is: no GEMM reads it), laid out as s; l sums the unrounded
+	 * P. */
 	void (*softmax_tile)(void *ctx, float *s, void *p16, float *m, float *l, float *out,
 			     const int32_t *lo, const int32_t *hi, int B, int H, int Tq,
 			     int qa, int M, int k0, int N, int D);
@@ -106,7 +113,7 @@ typedef struct attention_tile_prims {
 	void (*rowdot)(void *ctx, float *dvec, const float *dout, const float *out,
 		       int B, int Tq, int H, int D);
 	/* One key tile of the backward.  s (scaled scores) and dp are
-	 * [B][H][M][N] as in softmax_tile.  For a seen key with lse > -inf:
+	 * [B][H][M][ld16] as in softmax_tile.  For a seen key with lse > -inf:
 	 * P = exp(s - lse), dS = scale * P * (dp - dvec); else P = 0, dS = 0.
 	 * P replaces s and dS replaces dp; or, when p16 and ds16 are not
 	 * NULL, both go there instead, rounded to bf16 and laid out as
@@ -128,7 +135,8 @@ typedef struct attention_tiles_shape {
 
 #define ATTENTION_TILES_BUDGET ((size_t)256 << 20)
 
-/* The row stride of a bf16 copy of rows n elements wide. */
+/* The row stride of a bf16 copy of rows n elements wide, and of a tile's
+ * score rows of n keys. */
 static inline int attention_tiles_ld16(int n)
 {
 	return (n + 7) / 8 * 8;

@@ -93,9 +93,10 @@ static bool sees(const int32_t *lo, const int32_t *hi, size_t at, int key)
 	return lo[at] <= key && key <= hi[at];
 }
 
-/* Row i of a tile's [B][H][M][N] buffer for batch row b, head h: query
- * t = qa + i; its index in lo and hi (at), in m, l, lse and dvec (row),
- * and the offset of its N scores (off). */
+/* Row i of a tile's [B][H][M][ld16] buffers (scores, and P's and dS's
+ * bf16 copies alike) for batch row b, head h: query t = qa + i; its index
+ * in lo and hi (at), in m, l, lse and dvec (row), and the offset of its N
+ * scores (off). */
 typedef struct tile_row {
 	int t;
 	size_t at, row, off;
@@ -107,14 +108,8 @@ static tile_row tile_row_of(int b, int h, int i, int H, int Tq, int qa, int M, i
 
 	r.at = (size_t)b * Tq + r.t;
 	r.row = ((size_t)b * H + h) * Tq + r.t;
-	r.off = (((size_t)b * H + h) * M + i) * (size_t)N;
+	r.off = (((size_t)b * H + h) * M + i) * (size_t)attention_tiles_ld16(N);
 	return r;
-}
-
-/* P's bf16 copy of a tile row: [B][H][M][ld16], the row's offset. */
-static size_t row16_of(int b, int h, int i, int H, int M, int N)
-{
-	return (((size_t)b * H + h) * M + i) * (size_t)attention_tiles_ld16(N);
 }
 
 /* One row (b, h, i) of softmax_tile: it owns its scores, m, l and its row
@@ -126,7 +121,7 @@ static void softmax_row(float *s, float *p16, float *m, float *l, float *out,
 	tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
 	size_t at = x.at, row = x.row;
 	float *p = s + x.off;
-	float *p16row = p16 ? p16 + row16_of(b, h, i, H, M, N) : NULL;
+	float *p16row = p16 ? p16 + x.off : NULL;
 	float mx = -INFINITY;
 	bool any = false;
 
@@ -217,7 +212,6 @@ static void grad_row(float *s, float *dp, float *p16, float *ds16, const float *
 {
 	tile_row x = tile_row_of(b, h, i, H, Tq, qa, M, N);
 	size_t at = x.at, row = x.row, off = x.off;
-	size_t off16 = row16_of(b, h, i, H, M, N);
 
 	for (int j = 0; j < N; j++) {
 		bool live = sees(lo, hi, at, k0 + j) && lse[row] > -INFINITY;
@@ -225,8 +219,8 @@ static void grad_row(float *s, float *dp, float *p16, float *ds16, const float *
 		float dsj = live ? scale * pj * (dp[off + j] - dvec[row]) : 0.0f;
 
 		if (p16) {
-			p16[off16 + j] = rounded(pj);
-			ds16[off16 + j] = rounded(dsj);
+			p16[off + j] = rounded(pj);
+			ds16[off + j] = rounded(dsj);
 		} else {
 			s[off + j] = pj;
 			dp[off + j] = dsj;

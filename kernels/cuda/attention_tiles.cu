@@ -142,7 +142,7 @@ __device__ static inline void seen_cols(const int32_t *lo, const int32_t *hi, si
 	*jhi = b < (int64_t)N - 1 ? b : (int64_t)N - 1;
 }
 
-/* softmax_tile: warp r owns row r of s ([B][H][M][N]) and the row's m, l
+/* softmax_tile: warp r owns row r of s ([B][H][M][ld16]) and the row's m, l
  * and out.  The m and l it reads are written back by lane 0 only after
  * __syncwarp, which orders every lane's read before that write. */
 __global__ static void __launch_bounds__(THREADS)
@@ -154,7 +154,7 @@ softmax_tile_kernel(float *s, uint16_t *p16, int ld16, float *m, float *l, float
 
 	for (int64_t r = first_warp(); r < rows; r += warp_stride()) {
 		tile_row x = tile_row_of(r, H, Tq, qa, M);
-		float *srow = s + (size_t)r * (size_t)N;
+		float *srow = s + (size_t)r * (size_t)ld16;
 		uint16_t *prow = p16 ? p16 + (size_t)r * (size_t)ld16 : NULL;
 		float *orow = out + x.out_row * (size_t)D;
 		int64_t jlo, jhi;
@@ -211,8 +211,8 @@ grad_tile_kernel(float *s, float *dp, uint16_t *p16, uint16_t *ds16, int ld16,
 
 	for (int64_t r = first_warp(); r < rows; r += warp_stride()) {
 		tile_row x = tile_row_of(r, H, Tq, qa, M);
-		float *srow = s + (size_t)r * (size_t)N, *dprow = dp + (size_t)r * (size_t)N;
 		size_t row16 = (size_t)r * (size_t)ld16;
+		float *srow = s + row16, *dprow = dp + row16;
 		float L = lse[x.bht], di = dvec[x.bht];
 		/* lse -inf: the row saw no key in the whole attention */
 		bool live = L > -INFINITY;
@@ -531,6 +531,14 @@ static void run_attention(const char *op, const struct att_call *a, const int32_
 
 	if (!cuda_ready())
 		return;
+	/* out, dq, dk and dv are the bf16 GEMMs' C: rows of D floats must
+	 * keep each (b, h) block 16-byte aligned (attention_tiles.h) */
+	if (bf16 && D % 4) {
+		snprintf(msg, sizeof msg, "%s: head dim %d: bf16 attention needs a multiple "
+			 "of 4", op, D);
+		cuda_note_failure(msg);
+		return;
+	}
 	host = ranges_to_host(op, kv_lo, kv_hi, B, Tq, H, KV);
 	if (!host)
 		return;
