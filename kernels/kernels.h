@@ -76,18 +76,18 @@ typedef struct kernel_ops {
 
 	/* The same two GEMMs with bf16 operands and the products summed in
 	 * fp32, as tensor cores compute them (training.matmul_dtype=
-	 * bfloat16).  The weight comes as bfloat16 already (cast_bf16 below:
-	 * the model casts each weight once per update, not once per GEMM);
-	 * inp and dout come as fp32 and are rounded inside, to nearest, ties to
-	 * even, as PyTorch's .to(torch.bfloat16).  out, dinp and dweight are
-	 * fp32.  A product of two bf16 values is exact in fp32, so the CPU's
-	 * result is the GPU's up to the order of the sums.  A device backend
-	 * casts the rows of inp and dout kernels_bf16_chunk_rows at a time
-	 * (below). */
-	void (*matmul_forward_bf16)(float *out, const float *inp, const kernel_bf16 *weight,
+	 * bfloat16).  The weight and the input come as bfloat16 already
+	 * (cast_bf16 below: the model casts a weight once per update and an
+	 * activation once, where it is made, for every GEMM that reads it);
+	 * dout comes as fp32 and is rounded inside, to nearest, ties to even,
+	 * as PyTorch's .to(torch.bfloat16).  out, dinp and dweight are fp32.
+	 * A product of two bf16 values is exact in fp32, so the CPU's result
+	 * is the GPU's up to the order of the sums.  A device backend casts
+	 * dout's rows kernels_bf16_chunk_rows at a time (below). */
+	void (*matmul_forward_bf16)(float *out, const kernel_bf16 *inp, const kernel_bf16 *weight,
 				    int N, int IC, int OC, bool accumulate);
 	void (*matmul_backward_bf16)(float *dinp, float *dweight, const float *dout,
-				     const float *inp, const kernel_bf16 *weight,
+				     const kernel_bf16 *inp, const kernel_bf16 *weight,
 				     int N, int IC, int OC, bool accumulate_dinp);
 	/* dst[i] = src[i] rounded to bfloat16 (to nearest, ties to even). */
 	void (*cast_bf16)(kernel_bf16 *dst, const float *src, size_t n);
@@ -246,21 +246,21 @@ const kernel_ops *kernels_fenced_ops(void);
 double kernels_cpu_sgemm_peak(int n);
 
 /* The same measure through a backend's own matmul_forward (bf16:
- * matmul_forward_bf16 on a bf16 weight, the input's cast included) on its
- * memory (out[n,n] =
+ * matmul_forward_bf16 on operands cast beforehand, as the model's are) on
+ * its memory (out[n,n] =
  * a[n,n] b[n,n]^T): the denominator of MFU on a device, for the GEMMs the
  * run uses; 0 when its memory cannot be had. */
 double kernels_matmul_peak(const kernel_ops *ops, int n, bool bf16);
 
-/* The rows of inp and dout [N, IC or OC] a device backend's bf16 GEMMs
- * cast at a time: the bf16 copies of one chunk stay near
- * KERNELS_BF16_CHUNK_BYTES, so that the output head's dout [N, V] is never
- * copied whole (2 N V bytes: 4 GiB for llama3's vocabulary at 16K tokens).
- * The weight needs no copy: it comes in bf16. */
+/* The rows of dout [N, OC] a device backend's bf16 backward GEMM casts at
+ * a time: the bf16 copy of one chunk stays near KERNELS_BF16_CHUNK_BYTES,
+ * so that the output head's dout [N, V] is never copied whole (2 N V
+ * bytes: 4 GiB for llama3's vocabulary at 16K tokens).  The weight and
+ * the input need no copy: they come in bf16. */
 #define KERNELS_BF16_CHUNK_BYTES ((size_t)64 << 20)
-static inline int kernels_bf16_chunk_rows(int N, int IC, int OC)
+static inline int kernels_bf16_chunk_rows(int N, int OC)
 {
-	size_t per_row = 2 * (size_t)(IC > OC ? IC : OC);
+	size_t per_row = 2 * (size_t)OC;
 	size_t rows = per_row ? KERNELS_BF16_CHUNK_BYTES / per_row : (size_t)N;
 
 	if (rows < 1)

@@ -67,10 +67,10 @@ void cpu_embedding_backward(float *dtable, const float *dout,
 			    const uint32_t *ids, int N, int C);
 void cpu_cross_entropy(float *loss, float *logits, const uint32_t *labels,
 		       int N, int V, float dscale);
-void cpu_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
+void cpu_matmul_forward_bf16(float *out, const kernel_bf16 *inp, const kernel_bf16 *weight,
 			     int N, int IC, int OC, bool accumulate);
 void cpu_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-			      const float *inp, const kernel_bf16 *weight,
+			      const kernel_bf16 *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate_dinp);
 void cpu_cast_bf16(kernel_bf16 *dst, const float *src, size_t n);
 /* Scratch for one call of an op (free() it): large blocks in huge pages. */

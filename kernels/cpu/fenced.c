@@ -230,14 +230,15 @@ static void fenced_matmul_backward(float *dinp, float *dweight, const float *dou
 					   accumulate_dinp));
 }
 
-static void fenced_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
+static void fenced_matmul_forward_bf16(float *out, const kernel_bf16 *inp,
+				       const kernel_bf16 *weight,
 				       int N, int IC, int OC, bool accumulate)
 {
 	FENCED(kernels_cpu.matmul_forward_bf16(out, inp, weight, N, IC, OC, accumulate));
 }
 
 static void fenced_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-					const float *inp, const kernel_bf16 *weight,
+					const kernel_bf16 *inp, const kernel_bf16 *weight,
 					int N, int IC, int OC, bool accumulate_dinp)
 {
 	FENCED(kernels_cpu.matmul_backward_bf16(dinp, dweight, dout, inp, weight, N, IC, OC,

@@ -495,32 +495,32 @@ void cpu_cast_bf16(kernel_bf16 *dst, const float *src, size_t n)
 		dst[i] = f32_to_bf16(src[i]);
 }
 
-void cpu_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
+void cpu_matmul_forward_bf16(float *out, const kernel_bf16 *inp, const kernel_bf16 *weight,
 			     int N, int IC, int OC, bool accumulate)
 {
-	float *ri = round_bf16(inp, (size_t)N * IC), *rw = widen_bf16(weight, (size_t)OC * IC);
+	float *wi = widen_bf16(inp, (size_t)N * IC), *ww = widen_bf16(weight, (size_t)OC * IC);
 
-	if (ri && rw)
-		cpu_matmul_forward(out, ri, rw, N, IC, OC, accumulate);
+	if (wi && ww)
+		cpu_matmul_forward(out, wi, ww, N, IC, OC, accumulate);
 	else
-		cpu_note_failure("matmul_forward_bf16: out of memory rounding the operands");
-	free(ri);
-	free(rw);
+		cpu_note_failure("matmul_forward_bf16: out of memory widening the operands");
+	free(wi);
+	free(ww);
 }
 
 void cpu_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-			      const float *inp, const kernel_bf16 *weight,
+			      const kernel_bf16 *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate_dinp)
 {
 	float *rd = round_bf16(dout, (size_t)N * OC);
-	float *ri = dweight ? round_bf16(inp, (size_t)N * IC) : NULL;
-	float *rw = dinp ? widen_bf16(weight, (size_t)OC * IC) : NULL;
+	float *wi = dweight ? widen_bf16(inp, (size_t)N * IC) : NULL;
+	float *ww = dinp ? widen_bf16(weight, (size_t)OC * IC) : NULL;
 
-	if (rd && (ri || !dweight) && (rw || !dinp))
-		cpu_matmul_backward(dinp, dweight, rd, ri, rw, N, IC, OC, accumulate_dinp);
+	if (rd && (wi || !dweight) && (ww || !dinp))
+		cpu_matmul_backward(dinp, dweight, rd, wi, ww, N, IC, OC, accumulate_dinp);
 	else
 		cpu_note_failure("matmul_backward_bf16: out of memory rounding the operands");
 	free(rd);
-	free(ri);
-	free(rw);
+	free(wi);
+	free(ww);
 }

@@ -55,28 +55,31 @@ out:
 
 double kernels_matmul_peak(const kernel_ops *ops, int n, bool bf16)
 {
-	size_t bytes = (size_t)n * n * sizeof(float), wbytes = (size_t)n * n * sizeof(kernel_bf16);
+	size_t bytes = (size_t)n * n * sizeof(float), hbytes = (size_t)n * n * sizeof(kernel_bf16);
 	float *a = NULL, *b = NULL, *c = NULL, *h = NULL;
-	kernel_bf16 *wb = NULL;
+	kernel_bf16 *ab = NULL, *bb = NULL;
 	double best = 0.0;
 
 	if (n <= 0 || ops->alloc((void **)&a, bytes) || ops->alloc((void **)&b, bytes) ||
-	    ops->alloc((void **)&c, bytes) || (bf16 && ops->alloc((void **)&wb, wbytes)) ||
-	    !(h = malloc(bytes)))
+	    ops->alloc((void **)&c, bytes) || (bf16 && ops->alloc((void **)&ab, hbytes)) ||
+	    (bf16 && ops->alloc((void **)&bb, hbytes)) || !(h = malloc(bytes)))
 		goto out;
 	for (size_t i = 0; i < (size_t)n * n; i++)
 		h[i] = (float)(i % 17) * 0.01f;
 	if (ops->upload(a, h, bytes) || ops->upload(b, h, bytes))
 		goto out;
-	/* the model casts a weight once per update, not per GEMM */
-	if (bf16)
-		ops->cast_bf16(wb, b, (size_t)n * n);
+	/* the model casts a weight once per update and an activation once,
+	 * not per GEMM */
+	if (bf16) {
+		ops->cast_bf16(ab, a, (size_t)n * n);
+		ops->cast_bf16(bb, b, (size_t)n * n);
+	}
 	/* as above: the first run warms up and does not count */
 	for (int run = 0; run < 8; run++) {
 		double t0 = now_s(), dt;
 
 		if (bf16)
-			ops->matmul_forward_bf16(c, a, wb, n, n, n, false);
+			ops->matmul_forward_bf16(c, ab, bb, n, n, n, false);
 		else
 			ops->matmul_forward(c, a, b, n, n, n, false);
 		if (ops->sync())
@@ -93,7 +96,9 @@ out:
 		ops->free(b, bytes);
 	if (c)
 		ops->free(c, bytes);
-	if (wb)
-		ops->free(wb, wbytes);
+	if (ab)
+		ops->free(ab, hbytes);
+	if (bb)
+		ops->free(bb, hbytes);
 	return best > 0.0 ? 2.0 * n * (double)n * n / best : 0.0;
 }

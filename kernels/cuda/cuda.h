@@ -93,10 +93,10 @@ void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n,
 		double weight_decay, long step);
 
 /* gemm_bf16.cu */
-void cuda_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
+void cuda_matmul_forward_bf16(float *out, const kernel_bf16 *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate);
 void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-			       const float *inp, const kernel_bf16 *weight,
+			       const kernel_bf16 *inp, const kernel_bf16 *weight,
 			       int N, int IC, int OC, bool accumulate_dinp);
 void cuda_cast_bf16(kernel_bf16 *dst, const float *src, size_t n);
 

@@ -2,14 +2,14 @@
  * ops.cu with both operands rounded to bfloat16 and the products summed in
  * fp32 (kernels.h).
  *
- * The weight comes in bf16 (the model keeps a copy, cast_bf16'd once per
- * update); the activations come as fp32, so they are cast (round to
- * nearest, ties to even, as the CPU twin's f32_to_bf16) into scratch blocks
- * of the backend's caching allocator, kernels_bf16_chunk_rows rows at a
- * time, so the copies stay small next to the output head's [N, V].
- * cublasGemmEx multiplies the bf16 operands into the fp32 output.  The
- * layout is ops.cu's exactly: the same transposes, leading dimensions and
- * beta, only the operand types differ. */
+ * The weight and the input come in bf16 (the model casts them with
+ * cast_bf16, once per update and once per activation); dout comes as fp32
+ * and is cast (round to nearest, ties to even, as the CPU twin's
+ * f32_to_bf16) into a scratch block of the backend's caching allocator,
+ * kernels_bf16_chunk_rows rows at a time, so the copy stays small next to
+ * the output head's [N, V].  cublasGemmEx multiplies the bf16 operands into
+ * the fp32 output.  The layout is ops.cu's exactly: the same transposes,
+ * leading dimensions and beta, only the operand types differ. */
 #include "cuda/cuda.h"
 #include "kernels.h"
 
@@ -86,40 +86,29 @@ static void gemm_bf16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
 		cuda_note_error("cublasGemmEx", (int)st);
 }
 
-/* out^T[OC,N] = weight^T^T[OC,IC] @ inp^T[IC,N], as cuda_matmul_forward;
- * the rows of inp cast a chunk at a time (kernels_bf16_chunk_rows), each
- * chunk's rows of out on their own. */
-void cuda_matmul_forward_bf16(float *out, const float *inp, const kernel_bf16 *weight,
+/* out^T[OC,N] = weight^T^T[OC,IC] @ inp^T[IC,N], as cuda_matmul_forward:
+ * both operands are bf16 already, so it is the GEMM alone. */
+void cuda_matmul_forward_bf16(float *out, const kernel_bf16 *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate)
 {
-	int chunk = kernels_bf16_chunk_rows(N, IC, OC);
-	const __nv_bfloat16 *bw = (const __nv_bfloat16 *)weight;
-
 	if (!cuda_ready() || cuda_matmul_forward_trivial(out, N, IC, OC, accumulate))
 		return;
-	for (int r0 = 0; r0 < N; r0 += chunk) {
-		int n = N - r0 < chunk ? N - r0 : chunk;
-		__nv_bfloat16 *bi = to_bf16(inp + (size_t)r0 * IC, (size_t)n * IC,
-					    "matmul_forward_bf16 (inp)");
-
-		if (!bi)
-			break;
-		gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, OC, n, IC, bw, IC, bi, IC,
-			  accumulate ? 1.0f : 0.0f, out + (size_t)r0 * OC, OC);
-		release_bf16(bi);
-	}
+	gemm_bf16(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, (const __nv_bfloat16 *)weight, IC,
+		  (const __nv_bfloat16 *)inp, IC, accumulate ? 1.0f : 0.0f, out, OC);
 }
 
 /* dinp^T[IC,N] = weight^T[IC,OC] @ dout^T[OC,N] and dweight^T[IC,OC] +=
- * inp^T[IC,N] @ dout[N,OC], as cuda_matmul_backward, a chunk of rows at a
- * time: each chunk's dout is cast once for both products, its rows of
- * dinp are its own, and dweight sums the chunks' products in order. */
+ * inp^T[IC,N] @ dout[N,OC], as cuda_matmul_backward, a chunk of dout's
+ * rows at a time: each chunk's dout is cast once for both products, its
+ * rows of dinp are its own, and dweight sums the chunks' products in
+ * order. */
 void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
-			       const float *inp, const kernel_bf16 *weight,
+			       const kernel_bf16 *inp, const kernel_bf16 *weight,
 			       int N, int IC, int OC, bool accumulate_dinp)
 {
-	int chunk = kernels_bf16_chunk_rows(N, IC, OC);
+	int chunk = kernels_bf16_chunk_rows(N, OC);
 	const __nv_bfloat16 *bw = (const __nv_bfloat16 *)weight;
+	const __nv_bfloat16 *bi = (const __nv_bfloat16 *)inp;
 
 	if (!cuda_ready() || cuda_matmul_backward_trivial(dinp, N, IC, OC, accumulate_dinp))
 		return;
@@ -128,20 +117,16 @@ void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 	for (int r0 = 0; r0 < N; r0 += chunk) {
 		int n = N - r0 < chunk ? N - r0 : chunk;
 		__nv_bfloat16 *bd = to_bf16(dout + (size_t)r0 * OC, (size_t)n * OC,
-					    "matmul_backward_bf16 (dout)"), *bi = NULL;
+					    "matmul_backward_bf16 (dout)");
 
 		if (!bd)
 			break;
 		if (dinp)
 			gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, IC, n, OC, bw, IC, bd, OC,
 				  accumulate_dinp ? 1.0f : 0.0f, dinp + (size_t)r0 * IC, IC);
-		if (dweight && (bi = to_bf16(inp + (size_t)r0 * IC, (size_t)n * IC,
-					     "matmul_backward_bf16 (inp)")))
-			gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, n, bi, IC, bd, OC, 1.0f,
-				  dweight, IC);
-		release_bf16(bi);
+		if (dweight)
+			gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, n, bi + (size_t)r0 * IC, IC, bd,
+				  OC, 1.0f, dweight, IC);
 		release_bf16(bd);
-		if (dweight && !bi)
-			break;
 	}
 }

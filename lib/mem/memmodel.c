@@ -149,6 +149,7 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 	int v = stages_of(o), per = o->model.n_layers / (o->par.pp * v);
 	bool last = s == o->par.pp - 1;
 	size_t es = o->prec == MEM_PREC_BF16 ? 2 : 4;
+	bool gemm16 = o->matmul_bf16 && o->prec != MEM_PREC_BF16;
 	size_t T = (size_t)o->seq_len, N = (size_t)mb * T / (size_t)o->par.cp;
 	size_t tp = (size_t)o->par.tp;
 	size_t Ns = o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
@@ -156,10 +157,17 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 	int kept = 0, recomputed = 0;
 	struct acts a = { 0 };
 
-	/* xn1, xn2 are the matmuls' inputs: gathered under sequence parallel */
+	/* xn1, xn2 are the matmuls' inputs: gathered under sequence
+	 * parallel.  With bf16 GEMMs (the trainer's fp32 otherwise) the
+	 * inputs only GEMMs read, xn1, xn2 and g, are kept in bf16 alone,
+	 * and the attention's output in both (its backward reads it) */
 	set = 2 * r64(N * k->C, es) + 2 * r64(Ns, 4) + 2 * r64(N * k->q, es) +
 	      2 * r64(N * k->kv, es) + r64(N * k->H, 4) + r64(Ns * k->C, es) +
 	      3 * r64(N * k->F, es);
+	if (gemm16)
+		set = 2 * r64(N * k->C, 2) + 2 * r64(Ns, 4) + 2 * r64(N * k->q, 4) +
+		      r64(N * k->q, 2) + 2 * r64(N * k->kv, 4) + r64(N * k->H, 4) +
+		      r64(Ns * k->C, 4) + 2 * r64(N * k->F, 4) + r64(N * k->F, 2);
 	for (int j = 0; j < v; j++)
 		for (int l = (j * o->par.pp + s) * per; l < (j * o->par.pp + s + 1) * per; l++) {
 			bool re = ac == LLAMA_AC_FULL ||
@@ -179,7 +187,7 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 	if (tp > 1)
 		a.shared += r64(N, 4);
 	if (last) {
-		a.final = r64(N * k->C, es) + r64(Ns, 4);
+		a.final = r64(N * k->C, gemm16 ? 2 : es) + r64(Ns, 4);
 		a.logits = r64(N * k->V, 4) + r64(N, 4);
 	}
 	a.scratch = (size_t)v * r64(Ns * k->C, es) + r64(N * k->C, es) +
@@ -211,10 +219,9 @@ static size_t attention_tiles(size_t D)
  * back, so only the largest op's counts.  That is the tiled attention's
  * scratch (bf16 copies in 2 bytes a value) and pointer table, forward or
  * backward, by the rule the schedule allocates by (attention_tiles.h); or
- * with bf16 GEMMs the bf16 copies of a backward GEMM's activations, dout
- * [n,OC] and the input [n,IC] for a chunk of n rows
- * (kernels_bf16_chunk_rows; the weight's copy is kept, its own row); the
- * largest is usually the head's. */
+ * with bf16 GEMMs a backward GEMM's bf16 copy of dout [n,OC] for a chunk of
+ * n rows (kernels_bf16_chunk_rows; the weight and the input come in bf16,
+ * kept); the largest is the head's. */
 static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int mb, size_t N,
 			     bool last)
 {
@@ -230,19 +237,14 @@ static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int m
 		worst = TITAN_MAX(worst, cache_alloc_round(scratch) + cache_alloc_round(pointers));
 	}
 	if (o->matmul_bf16) {
-		/* (OC, IC) of wq, wk and wv, wo, w1 and w3, w2, the head */
-		const size_t gemm[][2] = {
-			{k->q, k->C}, {k->kv, k->C}, {k->C, k->q}, {k->F, k->C}, {k->C, k->F},
-			{last ? k->V : 0, k->C},
-		};
+		/* OC of wq, wk and wv, wo and w2, w1 and w3, the head */
+		const size_t outs[] = { k->q, k->kv, k->C, k->F, last ? k->V : 0 };
 
-		for (size_t i = 0; i < sizeof gemm / sizeof *gemm; i++) {
-			size_t OC = gemm[i][0], IC = gemm[i][1];
-			size_t n = (size_t)kernels_bf16_chunk_rows((int)N, (int)IC, (int)OC);
+		for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
+			size_t n = (size_t)kernels_bf16_chunk_rows((int)N, (int)outs[i]);
 
-			if (OC)
-				worst = TITAN_MAX(worst, cache_alloc_round(2 * n * OC) +
-							 cache_alloc_round(2 * n * IC));
+			if (outs[i])
+				worst = TITAN_MAX(worst, cache_alloc_round(2 * n * outs[i]));
 		}
 	}
 	return worst;

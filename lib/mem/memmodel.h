@@ -46,8 +46,8 @@ typedef struct mem_model_opts {
 	bool async_checkpoint;       /* checkpoint.async: a staging copy */
 	int threads;                 /* CPU threads (attention workspace each) */
 	bool matmul_bf16;            /* training.matmul_dtype=bfloat16: GEMMs on
-	                                bf16 copies of their operands (the
-	                                weights' kept, the activations' per op) */
+	                                bf16 copies of their operands, kept (the
+	                                inputs only GEMMs read in bf16 alone) */
 } mem_model_opts;
 
 /* The rows of the table, in the order titan-mem prints them. */

@@ -181,7 +181,10 @@ struct llama_model {
 	 * in the same layout (only the GEMMs' tensors need be cast), which
 	 * whoever points params[c] also points (the hooks' acquire): the
 	 * copy is cast when the parameters change, not at every GEMM.  A
-	 * chunk with GEMM weights and no copy stops the pass (TITAN_EUSAGE). */
+	 * chunk with GEMM weights and no copy stops the pass (TITAN_EUSAGE).
+	 * The GEMMs' inputs are cast once where they are made and kept for
+	 * backward, those only GEMMs read in bf16 alone, so the flag is set
+	 * before llama_plan, which lays the activations out by it. */
 	bool matmul_bf16;
 	kernel_bf16 **params_bf16;  /* [nchunks] */
 	const llama_hooks *hooks;  /* NULL: params and grads are always there */

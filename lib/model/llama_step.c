@@ -20,6 +20,10 @@
 #include "model/llama_internal.h"
 #include "model/shard.h"
 
+/* With bf16 GEMMs (matmul_bf16) the GEMMs' inputs that only GEMMs read,
+ * xn1, xn2 and g, are kept as bf16 alone (their fp32 pointers are NULL:
+ * forward makes them in the scratch buffer, then casts them), and the
+ * attention's output in both (its backward reads the fp32 one). */
 struct layer_acts {
 	float *xn1, *rstd1;      /* attention_norm out [N, C], [N] */
 	float *q, *k, *v;        /* [N, H*D], [N, KV*D], [N, KV*D]; q, k rotated */
@@ -27,6 +31,7 @@ struct layer_acts {
 	float *h_mid;            /* residual after attention [N, C] */
 	float *xn2, *rstd2;      /* ffn_norm out [N, C], [N] */
 	float *a, *b, *g;        /* w1 out, w3 out, silu(a) * b: [N, F] each */
+	kernel_bf16 *xn1_16, *att16, *xn2_16, *g16;  /* bf16 GEMMs: the bf16 ones */
 };
 
 struct llama_acts {
@@ -37,6 +42,7 @@ struct llama_acts {
 	bool *recompute;         /* [L] */
 	int shared_holds;        /* layer whose activations the shared set holds, or -1 */
 	float *xf, *rstdf;       /* final norm out [N, C], [N] */
+	kernel_bf16 *xf16;       /* bf16 GEMMs: xf in bf16 (xf is then NULL) */
 	float *logits;           /* [N, V], overwritten by its gradient */
 	float *losses;           /* [N] */
 	float *cos_tab, *sin_tab;  /* [Tg, D/2] */
@@ -76,6 +82,7 @@ struct dims {
 	bool first, last;        /* it embeds; it has the head */
 	int g, S;                /* that stage, of S */
 	size_t q, kv;            /* H * D, KV * D */
+	bool gemm16;             /* the GEMMs take bf16 operands (matmul_bf16) */
 };
 
 static struct dims dims_of(const llama_model *m)
@@ -100,6 +107,7 @@ static struct dims dims_of(const llama_model *m)
 
 	d.q = (size_t)d.H * d.D;
 	d.kv = (size_t)d.KV * d.D;
+	d.gemm16 = m->matmul_bf16;
 	return d;
 }
 
@@ -171,20 +179,33 @@ static void *take(char *base, size_t *off, size_t n, size_t sz)
 static void carve_layer(struct layer_acts *s, char *base, size_t *off, const struct dims *d)
 {
 	size_t N = (size_t)d->N, F = (size_t)d->F, Ns = (size_t)d->Ns;
+	bool f32 = !d->gemm16;
 
-	s->xn1 = take(base, off, N * d->C, sizeof(float));
+	*s = (struct layer_acts){ 0 };
+	if (f32)
+		s->xn1 = take(base, off, N * d->C, sizeof(float));
+	else
+		s->xn1_16 = take(base, off, N * d->C, sizeof(kernel_bf16));
 	s->rstd1 = take(base, off, Ns, sizeof(float));
 	s->q = take(base, off, N * d->q, sizeof(float));
 	s->k = take(base, off, N * d->kv, sizeof(float));
 	s->v = take(base, off, N * d->kv, sizeof(float));
 	s->att = take(base, off, N * d->q, sizeof(float));
+	if (!f32)
+		s->att16 = take(base, off, N * d->q, sizeof(kernel_bf16));
 	s->lse = take(base, off, N * d->H, sizeof(float));
 	s->h_mid = take(base, off, Ns * d->C, sizeof(float));
-	s->xn2 = take(base, off, N * d->C, sizeof(float));
+	if (f32)
+		s->xn2 = take(base, off, N * d->C, sizeof(float));
+	else
+		s->xn2_16 = take(base, off, N * d->C, sizeof(kernel_bf16));
 	s->rstd2 = take(base, off, Ns, sizeof(float));
 	s->a = take(base, off, N * F, sizeof(float));
 	s->b = take(base, off, N * F, sizeof(float));
-	s->g = take(base, off, N * F, sizeof(float));
+	if (f32)
+		s->g = take(base, off, N * F, sizeof(float));
+	else
+		s->g16 = take(base, off, N * F, sizeof(kernel_bf16));
 }
 
 /* Ring attention's buffers: forward, the key/value block held and the one
@@ -225,7 +246,10 @@ static size_t carve(const llama_model *m, llama_acts *a, char *base, const struc
 				a->layer[l] = shared;
 	}
 	if (llama_holds_head(m)) {
-		a->xf = take(base, &off, N * C, sizeof(float));
+		if (d->gemm16)
+			a->xf16 = take(base, &off, N * C, sizeof(kernel_bf16));
+		else
+			a->xf = take(base, &off, N * C, sizeof(float));
 		a->rstdf = take(base, &off, Ns, sizeof(float));
 		a->logits = take(base, &off, N * d->V, sizeof(float));
 		a->losses = take(base, &off, N, sizeof(float));
@@ -558,27 +582,45 @@ static const kernel_bf16 *weight_bf16(const llama_model *m, int chunk, const flo
 	return m->params_bf16[chunk] + (w - m->params[chunk]);
 }
 
-/* The GEMMs in the precision the run asked for (llama.h: matmul_bf16);
- * the weight w lies in params[chunk]. */
-static void mm_forward(const llama_model *m, float *out, const float *inp, int chunk,
-		       const float *w, int N, int IC, int OC, bool accumulate)
+/* The GEMMs in the precision the run asked for (llama.h: matmul_bf16):
+ * the input is inp, or with bf16 GEMMs its bf16 copy inp16; the weight w
+ * lies in params[chunk]. */
+static void mm_forward(const llama_model *m, float *out, const float *inp,
+		       const kernel_bf16 *inp16, int chunk, const float *w, int N, int IC,
+		       int OC, bool accumulate)
 {
 	if (m->matmul_bf16)
-		m->ops->matmul_forward_bf16(out, inp, weight_bf16(m, chunk, w), N, IC, OC,
+		m->ops->matmul_forward_bf16(out, inp16, weight_bf16(m, chunk, w), N, IC, OC,
 					    accumulate);
 	else
 		m->ops->matmul_forward(out, inp, w, N, IC, OC, accumulate);
 }
 
 static void mm_backward(const llama_model *m, float *dinp, float *dw, const float *dout,
-			const float *inp, int chunk, const float *w, int N, int IC, int OC,
-			bool accumulate_dinp)
+			const float *inp, const kernel_bf16 *inp16, int chunk, const float *w,
+			int N, int IC, int OC, bool accumulate_dinp)
 {
 	if (m->matmul_bf16)
-		m->ops->matmul_backward_bf16(dinp, dw, dout, inp, weight_bf16(m, chunk, w), N,
+		m->ops->matmul_backward_bf16(dinp, dw, dout, inp16, weight_bf16(m, chunk, w), N,
 					     IC, OC, accumulate_dinp);
 	else
 		m->ops->matmul_backward(dinp, dw, dout, inp, w, N, IC, OC, accumulate_dinp);
+}
+
+/* Where forward makes a GEMM input whose kept copy is kept (fp32 GEMMs),
+ * or only passes through on its way to its bf16 copy: the scratch buffer,
+ * which backward alone uses otherwise. */
+static float *gemm_input(const llama_model *m, float *kept)
+{
+	return m->matmul_bf16 ? m->acts->scratch : kept;
+}
+
+/* With bf16 GEMMs, x[0..n) into its bf16 copy, once for every GEMM that
+ * reads it, forward and backward. */
+static void keep_bf16(const llama_model *m, kernel_bf16 *copy, const float *x, size_t n)
+{
+	if (m->matmul_bf16)
+		m->ops->cast_bf16(copy, x, n);
 }
 
 /* Attention in the precision of the GEMMs (attention's own GEMMs are
@@ -713,35 +755,43 @@ static int block_forward(llama_model *m, int l, bool write_out)
 	struct dims d = dims_of(m);
 	float *x = a->resid[l];
 	llama_block_weights w;
-	size_t NsC = (size_t)d.Ns * d.C, NF = (size_t)d.N * d.F;
-	float *part;
+	size_t NsC = (size_t)d.Ns * d.C, NC = (size_t)d.N * d.C, NF = (size_t)d.N * d.F;
+	float *part, *xn, *g;
 	int rc;
 
 	llama_block_view_tp(&m->cfg, m->tp, m->params[1 + l], &w);
-	if ((rc = norm_gather(m, s->xn1, s->rstd1, x, w.attention_norm)))
+	xn = gemm_input(m, s->xn1);
+	if ((rc = norm_gather(m, xn, s->rstd1, x, w.attention_norm)))
 		return rc;
-	mm_forward(m, s->q, s->xn1, 1 + l, w.wq, d.N, d.C, (int)d.q, false);
-	mm_forward(m, s->k, s->xn1, 1 + l, w.wk, d.N, d.C, (int)d.kv, false);
-	mm_forward(m, s->v, s->xn1, 1 + l, w.wv, d.N, d.C, (int)d.kv, false);
+	keep_bf16(m, s->xn1_16, xn, NC);
+	mm_forward(m, s->q, xn, s->xn1_16, 1 + l, w.wq, d.N, d.C, (int)d.q, false);
+	mm_forward(m, s->k, xn, s->xn1_16, 1 + l, w.wk, d.N, d.C, (int)d.kv, false);
+	mm_forward(m, s->v, xn, s->xn1_16, 1 + l, w.wv, d.N, d.C, (int)d.kv, false);
 	op->rope_forward(s->q, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
 	op->rope_forward(s->k, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
 	if ((rc = attend(m, s)))
 		return rc;
+	keep_bf16(m, s->att16, s->att, (size_t)d.N * d.q);
 	/* wo is row-parallel: each tp rank's heads give a partial sum */
 	part = partial_for(m, s->h_mid);
-	mm_forward(m, part, s->att, 1 + l, w.wo, d.N, (int)d.q, d.C, false);
+	mm_forward(m, part, s->att, s->att16, 1 + l, w.wo, d.N, (int)d.q, d.C, false);
 	if ((rc = reduce_rows(m, part, s->h_mid)))
 		return rc;
 	op->add_inplace(s->h_mid, x, NsC);
 
-	if ((rc = norm_gather(m, s->xn2, s->rstd2, s->h_mid, w.ffn_norm)))
+	xn = gemm_input(m, s->xn2);
+	if ((rc = norm_gather(m, xn, s->rstd2, s->h_mid, w.ffn_norm)))
 		return rc;
-	mm_forward(m, s->a, s->xn2, 1 + l, w.w1, d.N, d.C, d.F, false);
-	mm_forward(m, s->b, s->xn2, 1 + l, w.w3, d.N, d.C, d.F, false);
-	op->swiglu_forward(s->g, s->a, s->b, NF);
+	keep_bf16(m, s->xn2_16, xn, NC);
+	mm_forward(m, s->a, xn, s->xn2_16, 1 + l, w.w1, d.N, d.C, d.F, false);
+	mm_forward(m, s->b, xn, s->xn2_16, 1 + l, w.w3, d.N, d.C, d.F, false);
+	/* xn is spent: g may take the scratch buffer in its turn */
+	g = gemm_input(m, s->g);
+	op->swiglu_forward(g, s->a, s->b, NF);
+	keep_bf16(m, s->g16, g, NF);
 	if (write_out) {
 		part = partial_for(m, a->resid[l + 1]);
-		mm_forward(m, part, s->g, 1 + l, w.w2, d.N, d.F, d.C, false);
+		mm_forward(m, part, g, s->g16, 1 + l, w.w2, d.N, d.F, d.C, false);
 		if ((rc = reduce_rows(m, part, a->resid[l + 1])))
 			return rc;
 		op->add_inplace(a->resid[l + 1], s->h_mid, NsC);
@@ -771,10 +821,10 @@ static int block_backward(llama_model *m, int l)
 	/* feed forward: out = h_mid + w2(silu(w1 xn2) * w3 xn2) */
 	if ((rc = gather_grad(m, dr, &drw)))
 		return rc;
-	mm_backward(m, dg, dw.w2, drw, s->g, 1 + l, w.w2, d.N, d.F, d.C, false);
+	mm_backward(m, dg, dw.w2, drw, s->g, s->g16, 1 + l, w.w2, d.N, d.F, d.C, false);
 	op->swiglu_backward(da, db, dg, s->a, s->b, NF);
-	mm_backward(m, dx, dw.w1, da, s->xn2, 1 + l, w.w1, d.N, d.C, d.F, false);
-	mm_backward(m, dx, dw.w3, db, s->xn2, 1 + l, w.w3, d.N, d.C, d.F, true);
+	mm_backward(m, dx, dw.w1, da, s->xn2, s->xn2_16, 1 + l, w.w1, d.N, d.C, d.F, false);
+	mm_backward(m, dx, dw.w3, db, s->xn2, s->xn2_16, 1 + l, w.w3, d.N, d.C, d.F, true);
 	/* w1, w3 are column-parallel: their input gradient is partial */
 	if ((rc = scatter_grad(m, dx, &dxr)))
 		return rc;
@@ -783,14 +833,15 @@ static int block_backward(llama_model *m, int l)
 	/* attention: h_mid = x + wo(attention(rope(wq xn1), rope(wk xn1), wv xn1)) */
 	if ((rc = gather_grad(m, dr, &drw)))
 		return rc;
-	mm_backward(m, datt, dw.wo, drw, s->att, 1 + l, w.wo, d.N, (int)d.q, d.C, false);
+	mm_backward(m, datt, dw.wo, drw, s->att, s->att16, 1 + l, w.wo, d.N, (int)d.q, d.C,
+		    false);
 	if ((rc = attend_backward(m, s, datt, dq, dk, dv)))
 		return rc;
 	op->rope_backward(dq, a->pos, a->cos_tab, a->sin_tab, d.N, d.H, d.D);
 	op->rope_backward(dk, a->pos, a->cos_tab, a->sin_tab, d.N, d.KV, d.D);
-	mm_backward(m, dx, dw.wq, dq, s->xn1, 1 + l, w.wq, d.N, d.C, (int)d.q, false);
-	mm_backward(m, dx, dw.wk, dk, s->xn1, 1 + l, w.wk, d.N, d.C, (int)d.kv, true);
-	mm_backward(m, dx, dw.wv, dv, s->xn1, 1 + l, w.wv, d.N, d.C, (int)d.kv, true);
+	mm_backward(m, dx, dw.wq, dq, s->xn1, s->xn1_16, 1 + l, w.wq, d.N, d.C, (int)d.q, false);
+	mm_backward(m, dx, dw.wk, dk, s->xn1, s->xn1_16, 1 + l, w.wk, d.N, d.C, (int)d.kv, true);
+	mm_backward(m, dx, dw.wv, dv, s->xn1, s->xn1_16, 1 + l, w.wv, d.N, d.C, (int)d.kv, true);
 	if ((rc = scatter_grad(m, dx, &dxr)))
 		return rc;
 	op->rmsnorm_backward(dr, dw.attention_norm, dxr, a->resid[l], w.attention_norm,
@@ -909,6 +960,7 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	llama_acts *a = m->acts;
 	struct dims d;
 	const float *norm_w;
+	float *xf;
 	bool train, tied;
 	llama_pass pass;
 	int rc;
@@ -986,10 +1038,12 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	if ((rc = acquire(m, d.L + 1, pass)) || (tied && (rc = acquire(m, 0, pass))))
 		return rc;
 	norm_w = m->params[d.L + 1];
-	if ((rc = norm_gather(m, a->xf, a->rstdf, a->resid[d.L], norm_w)))
+	xf = gemm_input(m, a->xf);
+	if ((rc = norm_gather(m, xf, a->rstdf, a->resid[d.L], norm_w)))
 		return rc;
-	mm_forward(m, a->logits, a->xf, output_chunk(m), output_weight(m, m->params), d.N,
-		   d.C, d.V, false);
+	keep_bf16(m, a->xf16, xf, (size_t)d.N * d.C);
+	mm_forward(m, a->logits, xf, a->xf16, output_chunk(m), output_weight(m, m->params),
+		   d.N, d.C, d.V, false);
 	if ((rc = release(m, d.L + 1, pass)) || (tied && (rc = release(m, 0, pass))))
 		return rc;
 	if (labels) {
@@ -1046,8 +1100,8 @@ int llama_backward(llama_model *m)
 	if ((rc = acquire(m, d.L + 1, B)) || (tied && (rc = acquire(m, 0, B))))
 		return rc;
 	/* logits now hold dloss/N * (softmax - onehot) */
-	mm_backward(m, a->dx, output_weight(m, m->grads), a->logits, a->xf, output_chunk(m),
-		    output_weight(m, m->params), d.N, d.C, d.V, false);
+	mm_backward(m, a->dx, output_weight(m, m->grads), a->logits, a->xf, a->xf16,
+		    output_chunk(m), output_weight(m, m->params), d.N, d.C, d.V, false);
 	/* the output is column-parallel over the vocabulary */
 	if ((rc = scatter_grad(m, a->dx, &dxr)))
 		return rc;

@@ -31,7 +31,7 @@ struct bufs {
 	float *q, *k, *v, *att, *lse, *dq, *dk, *dv;
 	float *logits, *head, *loss, *normw, *rstd, *cos, *sin;
 	float *p, *g, *m, *mv;                           /* AdamW, n_adam each */
-	kernel_bf16 *w16, *head16;                       /* w and head in bf16 */
+	kernel_bf16 *w16, *head16, *x16;                 /* w, head and x in bf16 */
 	int32_t *lo, *hi, *pos;
 	uint32_t *labels;
 	size_t n_adam;
@@ -105,12 +105,14 @@ static int bufs_new(struct bufs *b, const kernel_ops *ops, const struct shapes *
 	b->dk = dev(b, nk, true), b->dv = dev(b, nk, true);
 	b->logits = dev(b, N * (size_t)s->V * 4, true);
 	b->head = dev(b, (size_t)s->V * s->C * 4, true);
-	/* the bf16 GEMMs read weights the model keeps cast */
+	/* the bf16 GEMMs read weights and inputs the model keeps cast */
 	b->w16 = dev(b, (size_t)s->F * s->C * 2, false);
 	b->head16 = dev(b, (size_t)s->V * s->C * 2, false);
+	b->x16 = dev(b, N * s->C * 2, false);
 	if (!b->failed) {
 		ops->cast_bf16(b->w16, b->w, (size_t)s->F * s->C);
 		ops->cast_bf16(b->head16, b->head, (size_t)s->V * s->C);
+		ops->cast_bf16(b->x16, b->x, N * s->C);
 	}
 	b->loss = dev(b, N * 4, false), b->normw = dev(b, (size_t)s->C * 4, true);
 	b->rstd = dev(b, N * 4, false);
@@ -145,7 +147,7 @@ static void mm_fwd(const struct bufs *b, const struct shapes *s)
 
 static void mm_fwd16(const struct bufs *b, const struct shapes *s)
 {
-	b->ops->matmul_forward_bf16(b->f1, b->x, b->w16, N_OF(s), s->C, s->F, false);
+	b->ops->matmul_forward_bf16(b->f1, b->x16, b->w16, N_OF(s), s->C, s->F, false);
 }
 
 static void mm_bwd(const struct bufs *b, const struct shapes *s)
@@ -155,13 +157,13 @@ static void mm_bwd(const struct bufs *b, const struct shapes *s)
 
 static void mm_bwd16(const struct bufs *b, const struct shapes *s)
 {
-	b->ops->matmul_backward_bf16(b->dx, b->dw, b->f1, b->x, b->w16, N_OF(s), s->C, s->F,
+	b->ops->matmul_backward_bf16(b->dx, b->dw, b->f1, b->x16, b->w16, N_OF(s), s->C, s->F,
 				     false);
 }
 
 static void head_fwd16(const struct bufs *b, const struct shapes *s)
 {
-	b->ops->matmul_forward_bf16(b->logits, b->x, b->head16, N_OF(s), s->C, s->V, false);
+	b->ops->matmul_forward_bf16(b->logits, b->x16, b->head16, N_OF(s), s->C, s->V, false);
 }
 
 static void cast16(const struct bufs *b, const struct shapes *s)

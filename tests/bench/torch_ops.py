@@ -7,8 +7,8 @@ the best of a few calls after a warm-up, each waited for.
 
 The bf16 rows take operands that are bf16 already (autocast keeps the bf16
 copies of the weights for a forward, and the activations of a bf16 run are
-bf16), where titan's rows take bf16 weights but include the casts of the
-fp32 activations; attention is
+bf16), as titan's take their weight and input (backward casts the fp32
+output gradient, chunk by chunk); attention is
 scaled_dot_product_attention on bf16 inputs with the key/value heads
 repeated for the query heads, as the training reference does.  --small
 takes bench_ops --small's shapes.  Rows a PyTorch lacks (no

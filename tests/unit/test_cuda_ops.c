@@ -236,8 +236,8 @@ static kernel_bf16 *host_bf16(const float *w, size_t n)
 static void check_matmul_bf16_shape(int N, int IC, int OC, const char *shape)
 {
 	const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
-	float *inp = randv(ni, 1), *wf = randv(nw, 0.5f);
-	kernel_bf16 *w = host_bf16(wf, nw);
+	float *wf = randv(nw, 0.5f);
+	kernel_bf16 *w = host_bf16(wf, nw), *inp = host_bf16(randv(ni, 1), ni);
 	float *out0 = randv(no, 1), *dout = randv(no, 1);
 	float *dinp0 = randv(ni, 1), *dw0 = randv(nw, 1);
 	static const struct {
@@ -256,7 +256,7 @@ static void check_matmul_bf16_shape(int N, int IC, int OC, const char *shape)
 		char what[128];
 
 		kernels_cpu.matmul_forward_bf16(ref, inp, w, N, IC, OC, acc);
-		be->ops->matmul_forward_bf16(d, put(inp, ni * 4), put(w, nw * 2), N, IC, OC, acc);
+		be->ops->matmul_forward_bf16(d, put(inp, ni * 2), put(w, nw * 2), N, IC, OC, acc);
 		snprintf(what, sizeof what, "%s%s", acc ? "matmul_forward_bf16 +=" :
 			 "matmul_forward_bf16", shape);
 		EXPECT_ROWS_CLOSE(get(d, no), ref, N, OC, 1e-4, what);
@@ -269,7 +269,7 @@ static void check_matmul_bf16_shape(int N, int IC, int OC, const char *shape)
 		char what[128];
 
 		kernels_cpu.matmul_backward_bf16(rdi, rdw, dout, inp, w, N, IC, OC, bw[i].acc);
-		be->ops->matmul_backward_bf16(ddi, ddw, put(dout, no * 4), put(inp, ni * 4),
+		be->ops->matmul_backward_bf16(ddi, ddw, put(dout, no * 4), put(inp, ni * 2),
 					      put(w, nw * 2), N, IC, OC, bw[i].acc);
 		if (rdi) {
 			snprintf(what, sizeof what, "%s%s: dinp", bw[i].what, shape);
@@ -286,9 +286,9 @@ static void check_matmul_bf16(void)
 {
 	const int N = 37, IC = 70, OC = 45;
 	const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
-	float *inp = randv(ni, 1), *wf = randv(nw, 0.5f);
+	float *wf = randv(nw, 0.5f);
 	float *out0 = randv(no, 1), *dout = randv(no, 1), *dinp0 = randv(ni, 1);
-	kernel_bf16 *w, *dw16;
+	kernel_bf16 *w, *dw16, *inp = host_bf16(randv(ni, 1), ni);
 
 	/* the cast itself, bit for bit, ties to even included (halfway
 	 * down to 1, halfway up to 1 + 2^-6, and a negative one) */
@@ -307,11 +307,11 @@ static void check_matmul_bf16(void)
 	}
 
 	check_matmul_bf16_shape(N, IC, OC, "");
-	/* A device casts its rows in chunks: two whole chunks and a part.
+	/* A device casts dout's rows in chunks: two whole chunks and a part.
 	 * Large (a quarter GiB of dout), so on a device only; on the host the
 	 * op is the CPU's own. */
 	if (be->ops != &kernels_cpu) {
-		int chunk = kernels_bf16_chunk_rows(1 << 30, 24, 4100);
+		int chunk = kernels_bf16_chunk_rows(1 << 30, 4100);
 
 		check_matmul_bf16_shape(2 * chunk + 101, 24, 4100, " (rows in 3 chunks)");
 	}
@@ -319,12 +319,12 @@ static void check_matmul_bf16(void)
 	float *rz = copyv(out0, no), *dz = put(out0, no * 4);
 
 	kernels_cpu.matmul_forward_bf16(rz, inp, w, N, 0, OC, false);
-	be->ops->matmul_forward_bf16(dz, put(inp, ni * 4), put(w, nw * 2), N, 0, OC, false);
+	be->ops->matmul_forward_bf16(dz, put(inp, ni * 2), put(w, nw * 2), N, 0, OC, false);
 	EXPECT_CLOSE(get(dz, no), rz, no, 0, "matmul_forward_bf16 with IC = 0");
 	rz = copyv(dinp0, ni);
 	dz = put(dinp0, ni * 4);
 	kernels_cpu.matmul_backward_bf16(rz, NULL, dout, inp, w, N, IC, 0, false);
-	be->ops->matmul_backward_bf16(dz, NULL, put(dout, no * 4), put(inp, ni * 4),
+	be->ops->matmul_backward_bf16(dz, NULL, put(dout, no * 4), put(inp, ni * 2),
 				      put(w, nw * 2), N, IC, 0, false);
 	EXPECT_CLOSE(get(dz, ni), rz, ni, 0, "matmul_backward_bf16 dinp with OC = 0");
 	expect_synced();

@@ -248,16 +248,16 @@ static void test_gpu_op_scratch(void)
 	CHECK(scratch > ((size_t)200 << 20) && scratch < ((size_t)320 << 20), "%zu", scratch);
 	mem_model_report_free(&r);
 
-	/* bf16 GEMMs: the head's chunk copies, dout [n, V] and its input
-	 * [n, C] for a chunk of n = 64 MiB / (2 V) = 261 of the 16384 rows (the
-	 * weight's copy is kept: its own row), or the bf16 attention's scratch,
-	 * whichever is larger; the trainer's precision (fp32 master weights
-	 * are the parameters, the bf16 copies their own row) */
+	/* bf16 GEMMs: the head's chunk copy of dout [n, V] for a chunk of
+	 * n = 64 MiB / (2 V) = 261 of the 16384 rows (the weight and the input
+	 * come in bf16, kept), or the bf16 attention's scratch, whichever is
+	 * larger; the trainer's precision (fp32 master weights are the
+	 * parameters, the bf16 copies their own row) */
 	o.matmul_bf16 = true;
 	o.prec = MEM_PREC_FP32;
 	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
 	size_t n = 261, V = 128256, C = 4096, F = 14336;
-	size_t head = cache_alloc_round(2 * n * V) + cache_alloc_round(2 * n * C), att = 0;
+	size_t head = cache_alloc_round(2 * n * V), att = 0;
 	size_t block = 2 * C * C + 2 * 1024 * C + 3 * F * C + 2 * C;
 
 	sh.bf16 = true;
