@@ -704,7 +704,15 @@ static int open_device(run *r)
 	return 0;
 }
 
-/* The communicators the model's buffers travel on (run's dev_comm). */
+/* The communicators the model's buffers travel on (run's dev_comm).  On
+ * CUDA the collectives go over NCCL; the pipeline's point-to-point
+ * messages go through the host (staged over MPI), where a send never waits
+ * behind another: NCCL runs a communicator's sends and receives one after
+ * the other on its stream, and 1F1B's activations going down while
+ * gradients come up would deadlock there (stage 0 queues its second
+ * activation's send before its first gradient's receive, stage 1 the
+ * first gradient's send before the second activation's receive) unless
+ * each schedule step's pair is grouped, which is not done yet. */
 static int open_device_comms(run *r)
 {
 	const comm_device dev = { .download = r->ops->download, .upload = r->ops->upload };
@@ -717,7 +725,7 @@ static int open_device_comms(run *r)
 			r->dev_comm[i] = g;
 			continue;
 		}
-		rc = !strcmp(r->ops->name, "cuda")
+		rc = !strcmp(r->ops->name, "cuda") && i != MESH_PP
 			     ? comm_nccl_new(g, local, comm_name(g), &r->dev_comm[i])
 			     : comm_staged_new(g, &dev, comm_name(g), &r->dev_comm[i]);
 		if (rc)
