@@ -125,8 +125,8 @@ void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 			gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_N, IC, n, OC, bw, IC, bd, OC,
 				  accumulate_dinp ? 1.0f : 0.0f, dinp + (size_t)r0 * IC, IC);
 		if (dweight)
-			gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, n, bi + (size_t)r0 * IC, IC, bd,
-				  OC, 1.0f, dweight, IC);
+			gemm_bf16(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, n, bi + (size_t)r0 * IC, IC,
+				  bd, OC, 1.0f, dweight, IC);
 		release_bf16(bd);
 	}
 }

@@ -607,9 +607,9 @@ static void mm_backward(const llama_model *m, float *dinp, float *dw, const floa
 		m->ops->matmul_backward(dinp, dw, dout, inp, w, N, IC, OC, accumulate_dinp);
 }
 
-/* Where forward makes a GEMM input whose kept copy is kept (fp32 GEMMs),
- * or only passes through on its way to its bf16 copy: the scratch buffer,
- * which backward alone uses otherwise. */
+/* Where forward makes a GEMM input: the buffer it is kept in (fp32 GEMMs),
+ * or with bf16 GEMMs the scratch buffer, where it only passes through on
+ * its way to its bf16 copy (backward alone uses the scratch otherwise). */
 static float *gemm_input(const llama_model *m, float *kept)
 {
 	return m->matmul_bf16 ? m->acts->scratch : kept;

@@ -282,8 +282,8 @@ static void test_gpu_op_scratch(void)
 		REQUIRE(o.matmul_bf16, "training.matmul_dtype=bfloat16 reaches the model");
 		o.prec = MEM_PREC_FP32;
 		REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
-		CHECK(r.stage[3].row[MEM_ROW_OP_SCRATCH] >= head, "the last stage runs the head: %zu",
-		      r.stage[3].row[MEM_ROW_OP_SCRATCH]);
+		CHECK(r.stage[3].row[MEM_ROW_OP_SCRATCH] >= head,
+		      "the last stage runs the head: %zu", r.stage[3].row[MEM_ROW_OP_SCRATCH]);
 		CHECK(r.stage[0].row[MEM_ROW_BF16_WEIGHTS] == 2 * 8 * block &&
 		      r.stage[3].row[MEM_ROW_BF16_WEIGHTS] == 2 * (8 * block + C + V * C),
 		      "each stage copies its own weights: %zu, %zu",
