@@ -40,6 +40,18 @@ typedef struct kernel_mem_stats {
  * bits of the fp32 value, rounded (lib/core/half.h). */
 typedef uint16_t kernel_bf16;
 
+/* One tensor of an AdamW step (kernel_ops.adamw): its parameters,
+ * gradient and moments (n floats each), its weight decay, and where its
+ * parameters' bf16 copy goes (NULL: none). */
+typedef struct kernel_adamw_tensor {
+	float *param;
+	const float *grad;
+	float *m, *v;
+	size_t n;
+	double weight_decay;
+	kernel_bf16 *param_bf16;
+} kernel_adamw_tensor;
+
 typedef struct kernel_ops {
 	const char *name;  /* "cpu", "cuda", "cpu-fenced" */
 
@@ -204,13 +216,17 @@ typedef struct kernel_ops {
 	void (*scale)(float *x, float s, size_t n);
 	/* sum of x[n]^2, accumulated in double */
 	double (*sumsq)(const float *x, size_t n);
-	/* One AdamW step on n parameters, exactly PyTorch's (1.13+) order of
-	 * operations: p *= 1 - lr*wd; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
-	 * p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps).  step >= 1.
-	 * The scalars are doubles, as the Python values PyTorch computes with. */
-	void (*adamw)(float *param, const float *grad, float *m, float *v, size_t n,
-		      double lr, double beta1, double beta2, double eps,
-		      double weight_decay, long step);
+	/* One AdamW step on nt tensors at once (multi-tensor: a device
+	 * backend updates them in one launch), each exactly PyTorch's (1.13+)
+	 * order of operations: p *= 1 - lr*wd; m = b1*m + (1-b1)*g;
+	 * v = b2*v + (1-b2)*g*g; p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step)
+	 * + eps).  step >= 1.  The scalars are doubles, as the Python values
+	 * PyTorch computes with.  A tensor with param_bf16 also gets its
+	 * updated parameters rounded to bfloat16 there (cast_bf16's rounding),
+	 * the copy bf16 GEMMs read, in the same pass.  t is host memory; the
+	 * pointers in it are the backend's. */
+	void (*adamw)(const kernel_adamw_tensor *t, int nt, double lr, double beta1,
+		      double beta2, double eps, long step);
 } kernel_ops;
 
 /* The fp32 CPU backend (kernels/cpu): OpenBLAS sgemm and OpenMP loops. */

@@ -214,10 +214,11 @@ losses() {
 	expect_output_has "global_batch_size"
 }
 
-@test "matmul_dtype=bfloat16: bf16 GEMM operands track the fp32 loss curve, and the device path agrees bit for bit" {
+@test "matmul_dtype=bfloat16: bf16 GEMM operands track the fp32 loss curve; the device path and a resume agree bit for bit" {
 	common="--training.steps=30 --optimizer.lr=3e-3"
 	train $common --metrics.jsonl=f32.jsonl -q
-	train $common --training.matmul_dtype=bfloat16 --metrics.jsonl=bf16.jsonl -q
+	train $common --training.matmul_dtype=bfloat16 --metrics.jsonl=bf16.jsonl -q \
+		--checkpoint.enable --checkpoint.interval=15 --checkpoint.folder=bf16ck
 	train $common --training.matmul_dtype=bfloat16 --device cpu-fenced \
 		--metrics.jsonl=fenced.jsonl -q
 	# rounding the operands moves the losses, by bf16's tolerance at most
@@ -226,6 +227,12 @@ losses() {
 		if ($2 == $4) same++ }
 		END { if (m >= 1e-2 || same == NR) { print "max relative difference " m ", " same + 0 " identical"; exit 1 } }'
 	expect_eq "$(losses bf16.jsonl)" "$(losses fenced.jsonl)"
+	# the bf16 weight copies the optimizer writes are remade from a
+	# checkpoint: a resumed run is the straight one, bit for bit
+	train $common --training.matmul_dtype=bfloat16 --checkpoint.enable \
+		--checkpoint.interval=15 --checkpoint.folder=resumed \
+		--checkpoint.load="$(pwd)/bf16ck/step-15" --metrics.jsonl=resumed.jsonl -q
+	expect_eq "$(losses bf16.jsonl | sed -n '16,30p')" "$(losses resumed.jsonl)"
 	run train --training.steps=1 --training.matmul_dtype=fp8
 	expect_status 2
 	expect_output_has "bfloat16"

@@ -104,8 +104,7 @@ void cpu_attention_merge(float *out, float *lse_out, const float *o, const float
 void cpu_add_inplace(float *y, const float *x, size_t n);
 void cpu_scale(float *x, float s, size_t n);
 double cpu_sumsq(const float *x, size_t n);
-void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
-	       double lr, double beta1, double beta2, double eps,
-	       double weight_decay, long step);
+void cpu_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
+	       double eps, long step);
 
 #endif

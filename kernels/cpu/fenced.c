@@ -388,12 +388,10 @@ static double fenced_sumsq(const float *x, size_t n)
 	return r;
 }
 
-static void fenced_adamw(float *param, const float *grad, float *m, float *v, size_t n,
-			 double lr, double beta1, double beta2, double eps,
-			 double weight_decay, long step)
+static void fenced_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1,
+			 double beta2, double eps, long step)
 {
-	FENCED(kernels_cpu.adamw(param, grad, m, v, n, lr, beta1, beta2, eps,
-				 weight_decay, step));
+	FENCED(kernels_cpu.adamw(t, nt, lr, beta1, beta2, eps, step));
 }
 
 static const kernel_ops fenced_table = {

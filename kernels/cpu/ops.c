@@ -410,18 +410,21 @@ double cpu_sumsq(const float *x, size_t n)
 /* PyTorch's _single_tensor_adamw: the Python scalars (1 - lr*wd, the bias
  * corrections, the step size) are doubles, and each tensor op rounds its
  * scalar to float before applying it elementwise in fp32. */
-void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
-	       double dlr, double db1, double db2, double eps,
-	       double dwd, long step)
+static void adamw_tensor(const kernel_adamw_tensor *t, double dlr, double db1, double db2,
+			 double eps, long step)
 {
 	double bc1 = 1.0 - pow(db1, (double)step);
 	double bc2 = 1.0 - pow(db2, (double)step);
-	float decay = (float)(1.0 - dlr * dwd);
+	float decay = (float)(1.0 - dlr * t->weight_decay);
 	float b1 = (float)db1, one_b1 = (float)(1.0 - db1);
 	float b2 = (float)db2, one_b2 = (float)(1.0 - db2);
 	float bc2_sqrt = (float)sqrt(bc2);
 	float neg_step = (float)-(dlr / bc1);
 	float feps = (float)eps;
+	float *param = t->param, *m = t->m, *v = t->v;
+	const float *grad = t->grad;
+	kernel_bf16 *p16 = t->param_bf16;
+	size_t n = t->n;
 
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
 	for (size_t i = 0; i < n; i++) {
@@ -437,7 +440,16 @@ void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n,
 		param[i] = p + neg_step * mi / denom;
 		m[i] = mi;
 		v[i] = vi;
+		if (p16)
+			p16[i] = f32_to_bf16(param[i]);
 	}
+}
+
+void cpu_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
+	       double eps, long step)
+{
+	for (int i = 0; i < nt; i++)
+		adamw_tensor(&t[i], lr, beta1, beta2, eps, step);
 }
 
 /* Scratch an op takes and frees within the call: blocks of 2 MiB and more

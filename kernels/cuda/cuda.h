@@ -88,9 +88,8 @@ void cuda_cross_entropy(float *loss, float *logits, const uint32_t *labels,
 void cuda_add_inplace(float *y, const float *x, size_t n);
 void cuda_scale(float *x, float s, size_t n);
 double cuda_sumsq(const float *x, size_t n);
-void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n,
-		double lr, double beta1, double beta2, double eps,
-		double weight_decay, long step);
+void cuda_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
+		double eps, long step);
 
 /* gemm_bf16.cu */
 void cuda_matmul_forward_bf16(float *out, const kernel_bf16 *inp, const kernel_bf16 *weight,

@@ -25,7 +25,9 @@
  * RED_THREADS per row. */
 #include "cuda/cuda.h"
 
+#include <cuda_bf16.h>
 #include <math.h>
+#include <string.h>
 
 /* A grid-stride loop needs no more blocks than this to fill the GPU. */
 #define MAX_BLOCKS 65536
@@ -546,46 +548,65 @@ double cuda_sumsq(const float *x, size_t n)
 	return total;
 }
 
-/* The fp32 scalars of one AdamW step, rounded from doubles on the host
- * exactly as cpu_adamw rounds them. */
-struct adamw_scalars {
-	float decay, b1, one_b1, b2, one_b2, bc2_sqrt, neg_step, eps;
+/* One launch's tensors of a multi-tensor AdamW step, passed by value as
+ * the kernel's parameter (well under its 4 KiB), and the fp32 scalars,
+ * rounded from doubles on the host exactly as cpu_adamw rounds them (the
+ * decay per tensor: its weight decay is its own). */
+#define ADAMW_LAUNCH_TENSORS 32
+
+struct adamw_launch {
+	float *param[ADAMW_LAUNCH_TENSORS];
+	const float *grad[ADAMW_LAUNCH_TENSORS];
+	float *m[ADAMW_LAUNCH_TENSORS], *v[ADAMW_LAUNCH_TENSORS];
+	uint16_t *p16[ADAMW_LAUNCH_TENSORS];
+	size_t n[ADAMW_LAUNCH_TENSORS];
+	float decay[ADAMW_LAUNCH_TENSORS];
+	int nt;
+	float b1, one_b1, b2, one_b2, bc2_sqrt, neg_step, eps;
 };
 
-__global__ static void adamw_kernel(float *param, const float *grad, float *m,
-				    float *v, size_t n, struct adamw_scalars k)
+/* Every thread strides over each tensor in turn: the tensors of a step are
+ * large, so the grid stays busy on each. */
+__global__ static void adamw_kernel(struct adamw_launch k)
 {
-	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-	     i += (size_t)gridDim.x * blockDim.x) {
-		float g = grad[i];
-		float p = __fmul_rn(param[i], k.decay);
-		float mi = __fmul_rn(m[i], k.b1);
-		float vi = __fmul_rn(v[i], k.b2);
+	size_t first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+	size_t stride = (size_t)gridDim.x * blockDim.x;
 
-		mi = mi + __fmul_rn(k.one_b1, g);
-		vi = vi + __fmul_rn(__fmul_rn(k.one_b2, g), g);
-		float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
+	for (int t = 0; t < k.nt; t++) {
+		float *param = k.param[t], *m = k.m[t], *v = k.v[t];
+		const float *grad = k.grad[t];
+		uint16_t *p16 = k.p16[t];
 
-		param[i] = p + __fmul_rn(k.neg_step, mi) / denom;
-		m[i] = mi;
-		v[i] = vi;
+		for (size_t i = first; i < k.n[t]; i += stride) {
+			float g = grad[i];
+			float p = __fmul_rn(param[i], k.decay[t]);
+			float mi = __fmul_rn(m[i], k.b1);
+			float vi = __fmul_rn(v[i], k.b2);
+
+			mi = mi + __fmul_rn(k.one_b1, g);
+			vi = vi + __fmul_rn(__fmul_rn(k.one_b2, g), g);
+			float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
+
+			p = p + __fmul_rn(k.neg_step, mi) / denom;
+			param[i] = p;
+			m[i] = mi;
+			v[i] = vi;
+			if (p16)
+				p16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(p));
+		}
 	}
 }
 
-void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n,
-		double lr, double beta1, double beta2, double eps,
-		double weight_decay, long step)
+void cuda_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
+		double eps, long step)
 {
-	struct adamw_scalars k;
-	double bc1, bc2;
+	struct adamw_launch k;
+	double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+	size_t most = 0;
 
 	if (!cuda_ready())
 		return;
-	if (n == 0)
-		return;
-	bc1 = 1.0 - pow(beta1, (double)step);
-	bc2 = 1.0 - pow(beta2, (double)step);
-	k.decay = (float)(1.0 - lr * weight_decay);
+	memset(&k, 0, sizeof k);
 	k.b1 = (float)beta1;
 	k.one_b1 = (float)(1.0 - beta1);
 	k.b2 = (float)beta2;
@@ -593,7 +614,24 @@ void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n,
 	k.bc2_sqrt = (float)sqrt(bc2);
 	k.neg_step = (float)-(lr / bc1);
 	k.eps = (float)eps;
-	adamw_kernel<<<grid_for(n), RED_THREADS, 0, cuda_stream()>>>(param, grad, m, v,
-								     n, k);
-	cuda_check_launch("adamw");
+	for (int i = 0; i < nt; i++) {
+		if (t[i].n) {
+			int j = k.nt++;
+
+			k.param[j] = t[i].param;
+			k.grad[j] = t[i].grad;
+			k.m[j] = t[i].m;
+			k.v[j] = t[i].v;
+			k.p16[j] = t[i].param_bf16;
+			k.n[j] = t[i].n;
+			k.decay[j] = (float)(1.0 - lr * t[i].weight_decay);
+			most = t[i].n > most ? t[i].n : most;
+		}
+		if (k.nt && (k.nt == ADAMW_LAUNCH_TENSORS || i == nt - 1)) {
+			adamw_kernel<<<grid_for(most), RED_THREADS, 0, cuda_stream()>>>(k);
+			cuda_check_launch("adamw");
+			k.nt = 0;
+			most = 0;
+		}
+	}
 }

@@ -12,7 +12,9 @@
  * With bf16 GEMMs (the model's matmul_bf16) each buffer the model reads
  * GEMM weights from (a chunk's shard with n = 1, a whole buffer with
  * n > 1, shared the same way) has a bf16 copy, cast at the first acquire
- * after its values change: after a gather, or after dp_params_changed. */
+ * after its values change (after a gather, or a dp_params_changed that did
+ * not write it); with n = 1 the optimizer writes it as it updates the
+ * shard (dp_shard_bf16). */
 #include "core/base.h"
 #include "dist/dp.h"
 #include "dist/tp.h"
@@ -710,7 +712,7 @@ int dp_init_weights(dp *d, uint64_t seed)
 			return rc;
 		whole_to_own_shard(d, c, d->wparam[c], d->params[c]);
 	}
-	dp_params_changed(d);
+	dp_params_changed(d, false);
 	return 0;
 }
 
@@ -748,10 +750,20 @@ void dp_begin_step(dp *d, int accum)
 		d->ops->zero(d->grads[c], d->numel[c] * sizeof(float));
 }
 
-void dp_params_changed(dp *d)
+kernel_bf16 **dp_shard_bf16(dp *d)
 {
-	for (int c = 0; c < d->nchunks; c++)
-		d->gathered[c] = d->bf16_current[c] = false;
+	return d->n == 1 && d->m->matmul_bf16 ? d->wbf16 : NULL;
+}
+
+void dp_params_changed(dp *d, bool bf16_written)
+{
+	bool kept = bf16_written && dp_shard_bf16(d);
+
+	for (int c = 0; c < d->nchunks; c++) {
+		d->gathered[c] = false;
+		if (!kept)
+			d->bf16_current[c] = false;
+	}
 }
 
 int dp_end_backward(dp *d)

@@ -75,10 +75,16 @@ float **dp_grads(dp *d);
 /* Every tensor's piece, in llama_tensors order. */
 const dp_piece *dp_pieces(const dp *d, int *n);
 
+/* With bf16 GEMMs and no sharding (the shard is the buffer the model
+ * reads): per chunk the bf16 copy of the shard (NULL for a chunk without
+ * GEMM weights), for the optimizer to write as it updates the shard
+ * (adamw_step_flat's params_bf16).  NULL otherwise. */
+kernel_bf16 **dp_shard_bf16(dp *d);
 /* The shards' values changed (the optimizer's step, a checkpoint load):
- * what was gathered or cast to bf16 from them is stale.  dp_init_weights
- * says so itself. */
-void dp_params_changed(dp *d);
+ * what was gathered or cast to bf16 from them is stale, except the copies
+ * of dp_shard_bf16 when bf16_written says they were written with the
+ * shards.  dp_init_weights says so itself. */
+void dp_params_changed(dp *d, bool bf16_written);
 
 /* Start a step: zero the shard gradients; accum micro-batches follow. */
 void dp_begin_step(dp *d, int accum);

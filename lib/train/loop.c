@@ -363,7 +363,7 @@ static int load_checkpoint(run *r, loader_cursor *cur)
 	if ((rc = ckpt_load(dir, r->ct, with_optim ? r->nct : r->nct / 3)) ||
 	    (rc = sync_mirrors(r, false)))
 		goto out;
-	dp_params_changed(r->dp);
+	dp_params_changed(r->dp, false);
 	r->step = (long)step;
 	r->tokens = (uint64_t)tokens;
 	r->opt->step = (long)step;
@@ -970,8 +970,9 @@ static int loop(run *r, train_result *res)
 		if ((rc = train_step(r, &loss, &norm, &data_s)))
 			return rc;
 		lr = c->optimizer.lr * lr_factor(&r->sched, r->step + 1);
-		adamw_step_flat(r->opt, r->ops, dp_params(r->dp), dp_grads(r->dp), lr);
-		dp_params_changed(r->dp);
+		adamw_step_flat(r->opt, r->ops, dp_params(r->dp), dp_grads(r->dp),
+				dp_shard_bf16(r->dp), lr);
+		dp_params_changed(r->dp, true);
 		r->step++;
 		r->tokens += (uint64_t)r->B * r->T * r->accum * r->mesh->dp_size;
 		busy += titan_now() - t0;

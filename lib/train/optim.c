@@ -25,7 +25,8 @@ int adamw_new_flat(adamw **out, int nchunks, const size_t *numel,
 	o->m = calloc(nchunks, sizeof *o->m);
 	o->v = calloc(nchunks, sizeof *o->v);
 	o->runs = calloc(nruns ? nruns : 1, sizeof *o->runs);
-	if (!o->numel || !o->m || !o->v || !o->runs) {
+	o->table = calloc(nruns ? nruns : 1, sizeof *o->table);
+	if (!o->numel || !o->m || !o->v || !o->runs || !o->table) {
 		rc = titan_err_nomem();
 		goto fail;
 	}
@@ -96,27 +97,34 @@ void adamw_free(adamw *o)
 	free(o->v);
 	free(o->numel);
 	free(o->runs);
+	free(o->table);
 	free(o);
 }
 
 void adamw_step_flat(adamw *o, const kernel_ops *ops, float **params, float **grads,
-		     double lr)
+		     kernel_bf16 **params_bf16, double lr)
 {
 	const adamw_config *c = &o->cfg;
 
 	o->step++;
 	for (int i = 0; i < o->nruns; i++) {
 		const struct adamw_run *r = &o->runs[i];
-		ops->adamw(params[r->chunk] + r->offset, grads[r->chunk] + r->offset,
-			   o->m[r->chunk] + r->offset, o->v[r->chunk] + r->offset, r->numel,
-			   lr, c->beta1, c->beta2, c->eps,
-			   r->decay ? c->weight_decay : 0.0, o->step);
+		kernel_bf16 *p16 = params_bf16 ? params_bf16[r->chunk] : NULL;
+
+		o->table[i] = (kernel_adamw_tensor){
+			.param = params[r->chunk] + r->offset,
+			.grad = grads[r->chunk] + r->offset,
+			.m = o->m[r->chunk] + r->offset, .v = o->v[r->chunk] + r->offset,
+			.n = r->numel, .weight_decay = r->decay ? c->weight_decay : 0.0,
+			.param_bf16 = p16 ? p16 + r->offset : NULL,
+		};
 	}
+	ops->adamw(o->table, o->nruns, lr, c->beta1, c->beta2, c->eps, o->step);
 }
 
 void adamw_step(adamw *o, llama_model *m, double lr)
 {
-	adamw_step_flat(o, m->ops, m->params, m->grads, lr);
+	adamw_step_flat(o, m->ops, m->params, m->grads, NULL, lr);
 }
 
 double grad_sumsq_flat(const kernel_ops *ops, float *const *g, const size_t *numel, int n)

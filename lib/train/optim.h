@@ -24,6 +24,7 @@ typedef struct adamw {
 	/* runs of tensors sharing a weight decay, per chunk */
 	struct adamw_run { int chunk; size_t offset, numel; bool decay; } *runs;
 	int nruns;
+	kernel_adamw_tensor *table;  /* [nruns] what each step hands the kernel */
 	mem_tracker *mem;
 } adamw;
 
@@ -39,11 +40,14 @@ int adamw_new_flat(adamw **out, int nchunks, const size_t *numel,
 		   mem_tracker *mem);
 void adamw_free(adamw *o);
 /* One update of every parameter of m with the gradients in m->grads, at
- * learning rate lr (step counts from 1 as PyTorch's does). */
+ * learning rate lr (step counts from 1 as PyTorch's does): one multi-tensor
+ * call of the backend's adamw. */
 void adamw_step(adamw *o, llama_model *m, double lr);
-/* The same over the flat buffers adamw_new_flat describes. */
+/* The same over the flat buffers adamw_new_flat describes; params_bf16,
+ * when not NULL, holds per chunk a bf16 copy in the same layout (or NULL)
+ * that the step writes the updated parameters into, rounded. */
 void adamw_step_flat(adamw *o, const kernel_ops *ops, float **params, float **grads,
-		     double lr);
+		     kernel_bf16 **params_bf16, double lr);
 
 /* Global L2 norm of every gradient (accumulated in double, deterministic). */
 double grad_norm(const llama_model *m);

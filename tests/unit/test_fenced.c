@@ -134,7 +134,8 @@ static double run_vector(const kernel_ops *o, void **b)
 static double run_adamw(const kernel_ops *o, void **b)
 {
 	for (long step = 1; step <= 3; step++)
-		o->adamw(b[0], b[1], b[2], b[3], NV, 1e-2, 0.9, 0.95, 1e-8, 0.1, step);
+		o->adamw(&(kernel_adamw_tensor){ b[0], b[1], b[2], b[3], NV, 0.1, NULL }, 1,
+			 1e-2, 0.9, 0.95, 1e-8, step);
 	return 0;
 }
 

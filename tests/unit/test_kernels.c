@@ -730,20 +730,37 @@ static void torch_adamw(float *p, const float *g, float *m, float *v, size_t n,
 static void test_adamw(void)
 {
 	const size_t n = 1001;
-	const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
+	const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8;
 	float *p = frandn(n, 1), *m = calloc(n, 4), *v = calloc(n, 4);
 	float *rp = malloc(n * 4), *rm = calloc(n, 4), *rv = calloc(n, 4);
+	kernel_bf16 *p16 = malloc(n * sizeof *p16);
+	/* three tensors in one call: their own weight decays, one with a
+	 * bf16 copy */
+	const size_t at[] = { 0, 400, 401, n };
+	const double wds[] = { 0.1, 0.0, 0.1 };
 	long ulps = 0;
 
 	memcpy(rp, p, n * 4);
 	for (long step = 1; step <= 3; step++) {
 		float *g = frandn(n, 1);
+		kernel_adamw_tensor t[3];
 
-		/* Both take the scalars as the doubles Python holds. */
-		cpu_adamw(p, g, m, v, n, lr, b1, b2, eps, wd, step);
-		torch_adamw(rp, g, rm, rv, n, 3e-3, 0.9, 0.95, 1e-8, 0.1, step);
+		for (int k = 0; k < 3; k++) {
+			t[k] = (kernel_adamw_tensor){ p + at[k], g + at[k], m + at[k], v + at[k],
+						      at[k + 1] - at[k], wds[k],
+						      k ? NULL : p16 };
+			/* the reference takes the scalars as the doubles Python holds */
+			torch_adamw(rp + at[k], g + at[k], rm + at[k], rv + at[k],
+				    at[k + 1] - at[k], 3e-3, 0.9, 0.95, 1e-8, wds[k], step);
+		}
+		cpu_adamw(t, 3, lr, b1, b2, eps, step);
 		free(g);
 	}
+	for (size_t i = 0; i < at[1]; i++)
+		if (p16[i] != f32_to_bf16(p[i])) {
+			CHECK(0, "param %zu: bf16 copy %#x, not %#x", i, p16[i], f32_to_bf16(p[i]));
+			break;
+		}
 	/* The same fp32 operations in the same order: bit for bit, unless the
 	 * compiler may fuse multiply-adds (then an ulp or two). */
 #ifdef __FMA__
@@ -761,7 +778,7 @@ static void test_adamw(void)
 		ulps = TITAN_MAX(ulps, labs((long)a - b));
 	}
 	CHECK(ulps <= max_ulps, "param, m or v %ld ulps from the transcription", ulps);
-	free(p), free(m), free(v), free(rp), free(rm), free(rv);
+	free(p), free(m), free(v), free(rp), free(rm), free(rv), free(p16);
 }
 
 /* ---- determinism ---- */
