@@ -44,15 +44,13 @@ void cuda_cast_bf16(kernel_bf16 *dst, const float *src, size_t n)
 
 /* src[0..n) as bf16 in a scratch block (queued on the stream), for
  * release_bf16; NULL, the failure noted for the next sync, when the cache
- * has no memory or the cast cannot be launched. */
-static __nv_bfloat16 *to_bf16(const float *src, size_t n, const char *what)
+ * has no memory. */
+static __nv_bfloat16 *to_bf16(const float *src, size_t n)
 {
 	__nv_bfloat16 *dst = (__nv_bfloat16 *)cuda_scratch_get(n * sizeof(*dst));
 
-	if (!dst)
-		return NULL;
-	cast_bf16_kernel<<<cast_blocks(n), RED_THREADS, 0, cuda_stream()>>>(dst, src, n);
-	cuda_check_launch(what);
+	if (dst)
+		cuda_cast_bf16((kernel_bf16 *)dst, src, n);
 	return dst;
 }
 
@@ -116,8 +114,7 @@ void cuda_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 		return;
 	for (int r0 = 0; r0 < N; r0 += chunk) {
 		int n = N - r0 < chunk ? N - r0 : chunk;
-		__nv_bfloat16 *bd = to_bf16(dout + (size_t)r0 * OC, (size_t)n * OC,
-					    "matmul_backward_bf16 (dout)");
+		__nv_bfloat16 *bd = to_bf16(dout + (size_t)r0 * OC, (size_t)n * OC);
 
 		if (!bd)
 			break;

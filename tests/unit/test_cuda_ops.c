@@ -713,48 +713,53 @@ static void check_attention_merge(void)
 }
 
 /* A multi-tensor step over more tensors than one launch takes, with their
- * own sizes and weight decays, and bf16 copies for some. */
+ * own sizes and weight decays, and bf16 copies for some: the tensors are
+ * pieces of four buffers, back to back. */
 static void check_adamw(void)
 {
 	enum { NT = 37 };
 	kernel_adamw_tensor ht[NT], dt[NT];
-	float *hp[NT], *hm[NT], *hv[NT];
-	kernel_bf16 *d16[NT];
+	size_t at[NT + 1] = { 0 };
 
+	for (int i = 0; i < NT; i++)
+		at[i + 1] = at[i] + 97 + (size_t)i * 13;
+	size_t n = at[NT];
+	float *p = randv(n, 1), *g = randv(n, 0.1f), *m = randv(n, 0.01f), *v = randv(n, 0.01f);
+
+	for (size_t k = 0; k < n; k++)
+		v[k] = fabsf(v[k]);
+	float *dp = put(p, n * 4), *dg = put(g, n * 4), *dm = put(m, n * 4), *dv = put(v, n * 4);
+	kernel_bf16 *d16 = put(host_buf(n * 2), n * 2);
+
+	if (!dp || !dg || !dm || !dv || !d16)
+		return;
 	for (int i = 0; i < NT; i++) {
-		size_t n = 97 + (size_t)i * 13;
-		float *p = randv(n, 1), *g = randv(n, 0.1f), *m = randv(n, 0.01f);
-		float *v = randv(n, 0.01f);
+		size_t o = at[i], len = at[i + 1] - at[i];
+		double wd = i % 2 ? 0.1 : 0.0;
 
-		for (size_t k = 0; k < n; k++)
-			v[k] = fabsf(v[k]);
-		d16[i] = i % 3 ? put(host_buf(n * 2), n * 2) : NULL;
-		dt[i] = (kernel_adamw_tensor){ put(p, n * 4), put(g, n * 4), put(m, n * 4),
-					       put(v, n * 4), n, i % 2 ? 0.1 : 0.0, d16[i] };
-		ht[i] = (kernel_adamw_tensor){ p, g, m, v, n, dt[i].weight_decay, NULL };
-		hp[i] = p, hm[i] = m, hv[i] = v;
+		ht[i] = (kernel_adamw_tensor){ p + o, g + o, m + o, v + o, len, wd, NULL };
+		dt[i] = (kernel_adamw_tensor){ dp + o, dg + o, dm + o, dv + o, len, wd,
+					       i % 3 ? d16 + o : NULL };
 	}
 	for (long step = 1; step <= 3; step++) {
 		kernels_cpu.adamw(ht, NT, 8e-4, 0.9, 0.95, 1e-8, step);
 		be->ops->adamw(dt, NT, 8e-4, 0.9, 0.95, 1e-8, step);
 	}
-	for (int i = 0; i < NT; i++) {
-		size_t n = ht[i].n;
-		float *got = get(dt[i].param, n);
+	float *got = get(dp, n);
 
-		EXPECT_CLOSE(got, hp[i], n, 1e-6, "adamw param");
-		EXPECT_CLOSE(get(dt[i].m, n), hm[i], n, 1e-6, "adamw m");
-		EXPECT_CLOSE(get(dt[i].v, n), hv[i], n, 1e-6, "adamw v");
-		if (d16[i]) {
-			kernel_bf16 *b = host_buf(n * 2), *want = host_bf16(got, n);
+	EXPECT_CLOSE(got, p, n, 1e-6, "adamw param");
+	EXPECT_CLOSE(get(dm, n), m, n, 1e-6, "adamw m");
+	EXPECT_CLOSE(get(dv, n), v, n, 1e-6, "adamw v");
+	/* each bf16 copy is its tensor's parameters rounded */
+	kernel_bf16 *b = host_buf(n * 2), *want = host_bf16(got, n);
 
-			if (be->download(b, d16[i], n * 2))
-				CHECK(0, "%s: download: %s", be->name, titan_errmsg());
-			CHECK(!memcmp(b, want, n * 2),
+	if (be->download(b, d16, n * 2))
+		CHECK(0, "%s: download: %s", be->name, titan_errmsg());
+	for (int i = 0; i < NT; i++)
+		if (i % 3)
+			CHECK(!memcmp(b + at[i], want + at[i], (at[i + 1] - at[i]) * 2),
 			      "%s adamw tensor %d: its bf16 copy is not its parameters rounded",
 			      be->name, i);
-		}
-	}
 	expect_synced();
 }
 
