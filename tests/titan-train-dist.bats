@@ -170,10 +170,22 @@ parity() {
 	train_on 2 -q --training.steps=20 --metrics.jsonl=run.jsonl $bf16 \
 		--training.local_batch_size=4 --parallelism.context_parallel_degree=2
 	expect_eq ok "$(same_losses one.jsonl run.jsonl)"
-	# titan-mem counts the bf16 copies of the weights and activations to
-	# the byte
+	# titan-mem counts the bf16 copies of the weights and activations (the
+	# printed MiB agree)
 	grep -q 'memory: predicted \([0-9.]*\) MiB (titan-mem), measured \1 MiB' fsdp.err ||
 		{ grep memory fsdp.err >&2; return 1; }
+	# a tp rank's share of the FFN and of the heads smaller than the model
+	# dim: forward's scratch must still hold the norms' outputs
+	local narrow="--model.n_heads=8 --model.n_kv_heads=4 --model.ffn_hidden=64"
+	# shellcheck disable=SC2086
+	titan-train $TINY $narrow --data.dataset="$BATS_FILE_TMPDIR/data" -q $bf16 \
+		--training.local_batch_size=4 --training.steps=10 --metrics.jsonl=narrow.jsonl
+	# shellcheck disable=SC2086
+	train_on 4 $narrow --training.steps=10 --metrics.jsonl=tp4.jsonl $bf16 \
+		--training.local_batch_size=4 --parallelism.tensor_parallel_degree=4 2>tp.err
+	expect_eq ok "$(same_losses narrow.jsonl tp4.jsonl)"
+	grep -q 'memory: predicted \([0-9.]*\) MiB (titan-mem), measured \1 MiB' tp.err ||
+		{ grep memory tp.err >&2; return 1; }
 }
 
 @test "FSDP on 3 ranks cuts rows unevenly and still follows the curve (tied embeddings)" {

@@ -665,8 +665,10 @@ void dp_free(dp *d)
 	free(d->pp_req_set);
 	if (d->m && d->m->hooks == &d->hooks) {
 		d->m->hooks = NULL;
-		for (int c = 0; c < d->nchunks; c++)
+		for (int c = 0; c < d->nchunks; c++) {
 			d->m->params[c] = d->m->grads[c] = NULL;
+			d->m->params_bf16[c] = NULL;
+		}
 	}
 	for (int i = 0; i < d->nallocs; i++)
 		mem_free(d->mem, d->allocs[i], d->alloc_bytes[i]);

@@ -153,7 +153,7 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 	size_t T = (size_t)o->seq_len, N = (size_t)mb * T / (size_t)o->par.cp;
 	size_t tp = (size_t)o->par.tp;
 	size_t Ns = o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
-	size_t set, resid = r64(Ns * k->C, es);
+	size_t set, shared, resid = r64(Ns * k->C, es);
 	int kept = 0, recomputed = 0;
 	struct acts a = { 0 };
 
@@ -190,8 +190,11 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 		a.final = r64(N * k->C, gemm16 ? 2 : es) + r64(Ns, 4);
 		a.logits = r64(N * k->V, 4) + r64(N, 4);
 	}
-	a.scratch = (size_t)v * r64(Ns * k->C, es) + r64(N * k->C, es) +
-		    r64(TITAN_MAX(3 * N * k->F, 2 * N * k->q + 2 * N * k->kv), es);
+	shared = TITAN_MAX(3 * N * k->F, 2 * N * k->q + 2 * N * k->kv);
+	/* bf16 GEMMs: forward makes their inputs there, [N, C] ones too */
+	if (gemm16)
+		shared = TITAN_MAX(shared, N * k->C);
+	a.scratch = (size_t)v * r64(Ns * k->C, es) + r64(N * k->C, es) + r64(shared, es);
 	/* sequence parallel: a gathered gradient and a shard of one */
 	if (Ns < N)
 		a.scratch += r64(N * k->C, es) + r64(Ns * k->C, es);

@@ -66,7 +66,8 @@ struct llama_acts {
 	                            when the next one receives) */
 	float *dresid, *dx;      /* the pass's dresids[], [N, C] norm output gradient */
 	float *full, *dxs;       /* sequence parallel: [N, C] gathered gradient, [Ns, C] shard */
-	float *scratch;          /* max(3 N F, 2 N H D + 2 N KV D) */
+	float *scratch;          /* max(3 N F, 2 N H D + 2 N KV D), and with bf16
+	                            GEMMs at least N C (gemm_input) */
 	float *ring;             /* context parallel: ring attention's buffers */
 	/* bit j: local stage j's last forward had labels and dloss != 0 */
 	uint64_t backward_ready;
@@ -224,6 +225,11 @@ static size_t carve(const llama_model *m, llama_acts *a, char *base, const struc
 {
 	size_t off = 0, N = (size_t)d->N, C = (size_t)d->C, Ns = (size_t)d->Ns;
 	size_t scratch = TITAN_MAX(3 * N * d->F, 2 * N * d->q + 2 * N * d->kv);
+	/* forward makes the bf16 GEMMs' inputs there, the norms' [N, C] ones
+	 * too, which a tensor-parallel rank's share of F, q and kv may not
+	 * cover */
+	if (d->gemm16)
+		scratch = TITAN_MAX(scratch, N * C);
 	struct layer_acts shared;
 	bool any_shared = false;
 	int l0, l1;

@@ -686,11 +686,16 @@ static int open_device(run *r)
 		r->ops = kernels_fenced_ops();
 		snprintf(r->device, sizeof r->device, "cpu-fenced");
 	} else {
-		int local = comm_local_rank(r->world);
+		int local = comm_local_rank(r->world), D = r->cfg->model.dim / r->cfg->model.n_heads;
 
 		if (!kernels_cuda_built())
 			return titan_err(TITAN_EUSAGE, "training.device=cuda: this build has no "
 					 "CUDA backend (rebuild with make CUDA=1)");
+		/* the tensor cores' batched GEMMs want 16-byte rows of fp32 */
+		if (r->cfg->training.matmul_dtype == MATMUL_BF16 && D % 4)
+			return titan_err(TITAN_EUSAGE, "training.matmul_dtype=bfloat16 on cuda: head "
+					 "dim %d (model.dim / model.n_heads) must be a multiple of 4",
+					 D);
 		if ((rc = kernels_cuda_set_device(local)))
 			return titan_err_prefix(rc, "training.device=cuda");
 		r->ops = kernels_cuda_ops();
