@@ -106,7 +106,7 @@ typedef struct tensors {
 	bool bf16;
 	int bf16_size;              /* bytes of a bf16 copy's value */
 	const void *in[OP_COUNT];
-	int in_ld[OP_COUNT];        /* the rows' stride in elements: D, or D8 / ld16 */
+	int in_ld[OP_COUNT];        /* q, k, v, dout: the rows' stride, D or D8 (0: D) */
 	float *acc[OP_COUNT];       /* OP_OUT (out or dq), OP_S, OP_S2 */
 	float *k_out, *v_out;       /* dk, dv */
 } tensors;

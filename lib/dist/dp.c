@@ -118,6 +118,17 @@ static bool holds(const dp *d, int c)
 	return llama_holds_layer(m, c - 1);
 }
 
+/* The first layer chunk this rank holds (L + 1 when none): whose buffers
+ * the others share when they share one. */
+static int first_held_layer(const dp *d)
+{
+	int c = 1;
+
+	while (c <= d->L && !holds(d, c))
+		c++;
+	return c;
+}
+
 /* The rows rank i holds of a tensor with rows rows cut n ways. */
 static int64_t rows_of(int64_t rows, int n, int i, int64_t *row0)
 {
@@ -529,16 +540,14 @@ static int alloc_bf16_copies(dp *d)
 {
 	const llama_config *cfg = &d->m->cfg;
 
+	int first_layer = first_held_layer(d);
+
 	for (int c = 0; c < d->nchunks; c++) {
 		bool shared = d->n > 1 && is_layer(d, c) && d->reshard;
-		int owner = c;
+		int owner = shared ? first_layer : c;
 
 		if (!holds(d, c) || !llama_chunk_has_gemm_weights(cfg, c))
 			continue;
-		/* the first held layer's buffer is the shared one */
-		if (shared)
-			for (owner = 1; !holds(d, owner); owner++)
-				;
 		if (owner != c)
 			d->wbf16[c] = d->wbf16[owner];
 		else if (!(d->wbf16[c] = dp_alloc_bytes(d, d->whole[c] * sizeof(kernel_bf16),
@@ -602,10 +611,7 @@ int dp_new(dp **out, llama_model *m, const dp_opts *o, mem_tracker *mem)
 	if (d->n > 1) {
 		/* the stage's layers freed after forward share one gathered
 		 * buffer; all of them share one gradient buffer */
-		int first_layer = 1;
-
-		while (first_layer <= d->L && !holds(d, first_layer))
-			first_layer++;
+		int first_layer = first_held_layer(d);
 
 		for (int c = 0; c < nc; c++) {
 			bool shared = is_layer(d, c) && c > first_layer;
