@@ -472,9 +472,10 @@ void *cpu_scratch_alloc(size_t bytes)
 	return p;
 }
 
-/* n values of x rounded to bfloat16 (and widened back) into a new buffer;
- * NULL when memory runs out, which the caller notes for the next sync. */
-static float *round_bf16(const float *x, size_t n)
+/* n bf16 values as fp32 (exact) in a new buffer: x16's widened, or (x16
+ * NULL) x32's rounded to bf16; NULL when memory runs out, which the caller
+ * notes for the next sync. */
+static float *bf16_values(const float *x32, const kernel_bf16 *x16, size_t n)
 {
 	float *r = cpu_scratch_alloc(n * sizeof *r);
 
@@ -482,21 +483,7 @@ static float *round_bf16(const float *x, size_t n)
 		return NULL;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
 	for (size_t i = 0; i < n; i++)
-		r[i] = bf16_to_f32(f32_to_bf16(x[i]));
-	return r;
-}
-
-/* n bf16 values widened to fp32 (exact) into a new buffer, or NULL as
- * round_bf16. */
-static float *widen_bf16(const kernel_bf16 *x, size_t n)
-{
-	float *r = cpu_scratch_alloc(n * sizeof *r);
-
-	if (!r)
-		return NULL;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-	for (size_t i = 0; i < n; i++)
-		r[i] = bf16_to_f32(x[i]);
+		r[i] = bf16_to_f32(x16 ? x16[i] : f32_to_bf16(x32[i]));
 	return r;
 }
 
@@ -510,7 +497,8 @@ void cpu_cast_bf16(kernel_bf16 *dst, const float *src, size_t n)
 void cpu_matmul_forward_bf16(float *out, const kernel_bf16 *inp, const kernel_bf16 *weight,
 			     int N, int IC, int OC, bool accumulate)
 {
-	float *wi = widen_bf16(inp, (size_t)N * IC), *ww = widen_bf16(weight, (size_t)OC * IC);
+	float *wi = bf16_values(NULL, inp, (size_t)N * IC);
+	float *ww = bf16_values(NULL, weight, (size_t)OC * IC);
 
 	if (wi && ww)
 		cpu_matmul_forward(out, wi, ww, N, IC, OC, accumulate);
@@ -524,9 +512,9 @@ void cpu_matmul_backward_bf16(float *dinp, float *dweight, const float *dout,
 			      const kernel_bf16 *inp, const kernel_bf16 *weight,
 			      int N, int IC, int OC, bool accumulate_dinp)
 {
-	float *rd = round_bf16(dout, (size_t)N * OC);
-	float *wi = dweight ? widen_bf16(inp, (size_t)N * IC) : NULL;
-	float *ww = dinp ? widen_bf16(weight, (size_t)OC * IC) : NULL;
+	float *rd = bf16_values(dout, NULL, (size_t)N * OC);
+	float *wi = dweight ? bf16_values(NULL, inp, (size_t)N * IC) : NULL;
+	float *ww = dinp ? bf16_values(NULL, weight, (size_t)OC * IC) : NULL;
 
 	if (rd && (wi || !dweight) && (ww || !dinp))
 		cpu_matmul_backward(dinp, dweight, rd, wi, ww, N, IC, OC, accumulate_dinp);
