@@ -171,6 +171,16 @@ bool cuda_ready(void);   /* the context exists (made on first call) */
  * two. */
 enum { RED_THREADS = 256 };
 
+/* Blocks of RED_THREADS for a grid-stride loop over n elements: no more
+ * than fill the GPU. */
+static inline unsigned int cuda_grid_for(size_t n)
+{
+	const size_t most = 65536;
+	size_t blocks = (n + RED_THREADS - 1) / RED_THREADS;
+
+	return (unsigned int)(blocks < most ? blocks : most);
+}
+
 /* The block's v combined with combine(a, b), in a fixed order (a tree
  * over thread ids, a shape that depends on nothing but RED_THREADS, so the
  * bits are the same run to run), given back to every thread.  sh holds

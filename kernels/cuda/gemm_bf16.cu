@@ -15,9 +15,6 @@
 
 #include <cuda_bf16.h>
 
-/* A grid-stride loop needs no more blocks than this to fill the GPU. */
-#define MAX_BLOCKS 65536
-
 __global__ static void cast_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n)
 {
 	size_t stride = (size_t)gridDim.x * blockDim.x;
@@ -26,18 +23,11 @@ __global__ static void cast_bf16_kernel(__nv_bfloat16 *dst, const float *src, si
 		dst[i] = __float2bfloat16_rn(src[i]);
 }
 
-static unsigned int cast_blocks(size_t n)
-{
-	size_t blocks = (n + RED_THREADS - 1) / RED_THREADS;
-
-	return (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
-}
-
 void cuda_cast_bf16(kernel_bf16 *dst, const float *src, size_t n)
 {
 	if (!cuda_ready() || !n)
 		return;
-	cast_bf16_kernel<<<cast_blocks(n), RED_THREADS, 0, cuda_stream()>>>(
+	cast_bf16_kernel<<<cuda_grid_for(n), RED_THREADS, 0, cuda_stream()>>>(
 		(__nv_bfloat16 *)dst, src, n);
 	cuda_check_launch("cast_bf16");
 }

@@ -29,20 +29,11 @@
 #include <math.h>
 #include <string.h>
 
-/* A grid-stride loop needs no more blocks than this to fill the GPU. */
-#define MAX_BLOCKS 65536
 /* sumsq's first pass: at most this many partials (in cuda_scratch). */
 #define SUMSQ_BLOCKS 1024
 /* ... and the total after them. */
 static_assert((SUMSQ_BLOCKS + 1) * sizeof(double) <= CUDA_SCRATCH_BYTES,
 	      "sumsq's partials do not fit the scratch");
-
-static unsigned int grid_for(size_t n)
-{
-	size_t blocks = (n + RED_THREADS - 1) / RED_THREADS;
-
-	return (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
-}
 
 /* The comparison is the CPU's row_max: a NaN never replaces the maximum. */
 struct red_row_max {
@@ -265,7 +256,7 @@ static void rope_turn(float *x, const int32_t *pos, const float *cos_tab,
 	if (N <= 0 || heads <= 0 || D / 2 <= 0)
 		return;
 	pairs = (size_t)N * heads * (D / 2);
-	rope_kernel<<<grid_for(pairs), RED_THREADS, 0, cuda_stream()>>>(
+	rope_kernel<<<cuda_grid_for(pairs), RED_THREADS, 0, cuda_stream()>>>(
 		x, pos, cos_tab, sin_tab, pairs, heads, D, sign);
 	cuda_check_launch("rope");
 }
@@ -317,7 +308,7 @@ void cuda_swiglu_forward(float *out, const float *a, const float *b, size_t n)
 		return;
 	if (n == 0)
 		return;
-	swiglu_forward_kernel<<<grid_for(n), RED_THREADS, 0, cuda_stream()>>>(out, a, b, n);
+	swiglu_forward_kernel<<<cuda_grid_for(n), RED_THREADS, 0, cuda_stream()>>>(out, a, b, n);
 	cuda_check_launch("swiglu_forward");
 }
 
@@ -328,7 +319,7 @@ void cuda_swiglu_backward(float *da, float *db, const float *dout,
 		return;
 	if (n == 0)
 		return;
-	swiglu_backward_kernel<<<grid_for(n), RED_THREADS, 0, cuda_stream()>>>(
+	swiglu_backward_kernel<<<cuda_grid_for(n), RED_THREADS, 0, cuda_stream()>>>(
 		da, db, dout, a, b, n);
 	cuda_check_launch("swiglu_backward");
 }
@@ -367,7 +358,7 @@ void cuda_embedding_forward(float *out, const uint32_t *ids, const float *table,
 	if (N <= 0 || C <= 0)
 		return;
 	total = (size_t)N * C;
-	embedding_forward_kernel<<<grid_for(total), RED_THREADS, 0, cuda_stream()>>>(
+	embedding_forward_kernel<<<cuda_grid_for(total), RED_THREADS, 0, cuda_stream()>>>(
 		out, ids, table, total, C);
 	cuda_check_launch("embedding_forward");
 }
@@ -382,7 +373,7 @@ void cuda_embedding_backward(float *dtable, const float *dout, const uint32_t *i
 	if (N <= 0 || C <= 0)
 		return;
 	total = (size_t)N * C;
-	embedding_backward_kernel<<<grid_for(total), RED_THREADS, 0, cuda_stream()>>>(
+	embedding_backward_kernel<<<cuda_grid_for(total), RED_THREADS, 0, cuda_stream()>>>(
 		dtable, dout, ids, total, C);
 	cuda_check_launch("embedding_backward");
 }
@@ -465,7 +456,7 @@ void cuda_add_inplace(float *y, const float *x, size_t n)
 		return;
 	if (n == 0)
 		return;
-	add_inplace_kernel<<<grid_for(n), RED_THREADS, 0, cuda_stream()>>>(y, x, n);
+	add_inplace_kernel<<<cuda_grid_for(n), RED_THREADS, 0, cuda_stream()>>>(y, x, n);
 	cuda_check_launch("add_inplace");
 }
 
@@ -475,7 +466,7 @@ void cuda_scale(float *x, float s, size_t n)
 		return;
 	if (n == 0)
 		return;
-	scale_kernel<<<grid_for(n), RED_THREADS, 0, cuda_stream()>>>(x, s, n);
+	scale_kernel<<<cuda_grid_for(n), RED_THREADS, 0, cuda_stream()>>>(x, s, n);
 	cuda_check_launch("scale");
 }
 
@@ -628,7 +619,7 @@ void cuda_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, d
 			most = t[i].n > most ? t[i].n : most;
 		}
 		if (k.nt && (k.nt == ADAMW_LAUNCH_TENSORS || i == nt - 1)) {
-			adamw_kernel<<<grid_for(most), RED_THREADS, 0, cuda_stream()>>>(k);
+			adamw_kernel<<<cuda_grid_for(most), RED_THREADS, 0, cuda_stream()>>>(k);
 			cuda_check_launch("adamw");
 			k.nt = 0;
 			most = 0;

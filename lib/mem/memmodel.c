@@ -133,6 +133,14 @@ struct acts {
 	size_t ring;       /* context parallel: ring attention's blocks */
 };
 
+/* Whether the trainer's bf16 GEMMs shape the buffers: the trainer's fp32
+ * precision with training.matmul_dtype=bfloat16 (--precision bf16 is a
+ * plan of its own, whose parameters are bf16 already). */
+static bool gemm16_of(const mem_model_opts *o)
+{
+	return o->matmul_bf16 && o->prec != MEM_PREC_BF16;
+}
+
 /* Stages a pp rank runs. */
 static int stages_of(const mem_model_opts *o)
 {
@@ -149,7 +157,7 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 	int v = stages_of(o), per = o->model.n_layers / (o->par.pp * v);
 	bool last = s == o->par.pp - 1;
 	size_t es = o->prec == MEM_PREC_BF16 ? 2 : 4;
-	bool gemm16 = o->matmul_bf16 && o->prec != MEM_PREC_BF16;
+	bool gemm16 = gemm16_of(o);
 	size_t T = (size_t)o->seq_len, N = (size_t)mb * T / (size_t)o->par.cp;
 	size_t tp = (size_t)o->par.tp;
 	size_t Ns = o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
@@ -322,7 +330,7 @@ static void estimate_stage(const mem_model_opts *o, int s, mem_stage *st)
 	 * the chunks themselves or, under FSDP, the gathered buffers (the
 	 * layers' one when freed after forward); the embeddings only when
 	 * tied (then the head's norm alone is no GEMM's) */
-	if (o->matmul_bf16 && !bf16) {
+	if (gemm16_of(o)) {
 		size_t layer_bufs = k.fsdp > 1 && o->reshard_after_forward ? 1 : (size_t)layers;
 		bool tied = o->model.tie_embeddings;
 
