@@ -274,14 +274,32 @@ double kernels_matmul_peak(const kernel_ops *ops, int n, bool bf16);
  * bytes: 4 GiB for llama3's vocabulary at 16K tokens).  The weight and
  * the input need no copy: they come in bf16. */
 #define KERNELS_BF16_CHUNK_BYTES ((size_t)64 << 20)
+/* ... but never fewer rows than this: each chunk's dweight GEMM reads and
+ * writes the whole fp32 dweight [OC, IC], rows / 4 flops a byte, and an
+ * H100 needs about 300 (990 TFLOP/s over 3.35 TB/s) not to wait on
+ * memory.  The head's chunk is then 2048 V bf16 values (0.5 GB for
+ * llama3), below what the tiled attention takes. */
+#define KERNELS_BF16_CHUNK_MIN_ROWS 2048
 static inline int kernels_bf16_chunk_rows(int N, int OC)
 {
 	size_t per_row = 2 * (size_t)OC;
 	size_t rows = per_row ? KERNELS_BF16_CHUNK_BYTES / per_row : (size_t)N;
 
-	if (rows < 1)
-		rows = 1;
+	if (rows < KERNELS_BF16_CHUNK_MIN_ROWS)
+		rows = KERNELS_BF16_CHUNK_MIN_ROWS;
 	return rows < (size_t)N ? (int)rows : N;
+}
+
+/* A device backend sums RMSNorm's weight gradient over N rows in this
+ * many chunks side by side (at least 64 rows each, at most 128 chunks),
+ * then the chunks' sums in order: one thread per column walking every
+ * row would leave all but a few of the GPU's cores idle.  Its scratch is
+ * chunks x C doubles. */
+static inline int kernels_rmsnorm_dweight_chunks(int N)
+{
+	int chunks = N / 64 + (N % 64 != 0);
+
+	return chunks < 1 ? 1 : chunks > 128 ? 128 : chunks;
 }
 
 /* 1 when this build includes the CUDA backend. */

@@ -10,8 +10,9 @@
  * for sumsq a fixed number of partials summed by a second kernel), so
  * results are bit-identical run to run.  The one exception is
  * embedding_backward, whose repeated ids make rows collide: atomics there,
- * as kernels.h says.  rmsnorm's dweight sums each column over the tokens
- * in token order in double, exactly as the CPU does.
+ * as kernels.h says.  rmsnorm's dweight sums each column in double over
+ * chunks of tokens side by side and then over the chunks, in order: within
+ * a rounding of the CPU's one sum in token order.
  *
  * Rounding: nvcc fuses a*b + c into one FMA by default, which the CPU's
  * baseline x86-64 code does not do.  Where the sum can cancel (a rotation,
@@ -182,25 +183,59 @@ __global__ static void rmsnorm_backward_inp_kernel(float *dinp, const float *dou
 		dx[i] += __fmul_rn(__fmul_rn(r, weight[i]), dy[i]) - __fmul_rn(k, x[i]);
 }
 
-/* One thread per column walks the tokens in order and sums in double: the
- * CPU's order and precision, so the bits agree, and no atomics. */
-__global__ static void rmsnorm_backward_weight_kernel(float *dweight,
-						      const float *dout,
-						      const float *inp,
-						      const float *rstd,
-						      int N, int C)
+/* The weight gradient in two passes (kernels_rmsnorm_dweight_chunks):
+ * each (column, chunk of rows) thread sums its rows in order in double,
+ * then one thread per column adds the chunks' sums in order.  Doubles keep
+ * the result within a rounding of the CPU's one sequential sum, and no
+ * atomics make it the same on every run. */
+__global__ static void rmsnorm_dweight_chunk_kernel(double *part, const float *dout,
+						    const float *inp, const float *rstd,
+						    int N, int C, int rows)
+{
+	int c = blockIdx.x * RED_THREADS + threadIdx.x;
+	int n0 = blockIdx.y * rows, n1 = min(N, n0 + rows);
+	double acc = 0.0;
+
+	if (c >= C)
+		return;
+	for (int n = n0; n < n1; n++) {
+		size_t i = (size_t)n * C + c;
+
+		acc += (double)(dout[i] * (inp[i] * rstd[n]));
+	}
+	part[(size_t)blockIdx.y * C + c] = acc;
+}
+
+__global__ static void rmsnorm_dweight_sum_kernel(float *dweight, const double *part,
+						  int chunks, int C)
 {
 	int c = blockIdx.x * RED_THREADS + threadIdx.x;
 	double acc = 0.0;
 
 	if (c >= C)
 		return;
-	for (int n = 0; n < N; n++) {
-		size_t i = (size_t)n * C + c;
-
-		acc += (double)(dout[i] * (inp[i] * rstd[n]));
-	}
+	for (int k = 0; k < chunks; k++)
+		acc += part[(size_t)k * C + c];
 	dweight[c] += (float)acc;
+}
+
+static void rmsnorm_backward_weight(float *dweight, const float *dout, const float *inp,
+				    const float *rstd, int N, int C)
+{
+	int chunks = kernels_rmsnorm_dweight_chunks(N);
+	int rows = N / chunks + (N % chunks != 0);
+	unsigned int cols = (unsigned int)((C + RED_THREADS - 1) / RED_THREADS);
+	double *part = (double *)cuda_scratch_get((size_t)chunks * C * sizeof(double));
+
+	if (!part)
+		return;
+	rmsnorm_dweight_chunk_kernel<<<dim3(cols, (unsigned int)chunks), RED_THREADS, 0,
+				       cuda_stream()>>>(part, dout, inp, rstd, N, C, rows);
+	cuda_check_launch("rmsnorm_backward");
+	rmsnorm_dweight_sum_kernel<<<cols, RED_THREADS, 0, cuda_stream()>>>(dweight, part,
+									   chunks, C);
+	cuda_check_launch("rmsnorm_backward");
+	cuda_scratch_put(part);
 }
 
 void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
@@ -216,13 +251,8 @@ void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
 			dinp, dout, inp, weight, rstd, C);
 		cuda_check_launch("rmsnorm_backward");
 	}
-	if (dweight) {
-		unsigned int blocks = (unsigned int)((C + RED_THREADS - 1) / RED_THREADS);
-
-		rmsnorm_backward_weight_kernel<<<blocks, RED_THREADS, 0, cuda_stream()>>>(
-			dweight, dout, inp, rstd, N, C);
-		cuda_check_launch("rmsnorm_backward");
-	}
+	if (dweight)
+		rmsnorm_backward_weight(dweight, dout, inp, rstd, N, C);
 }
 
 /* One thread per pair (2i, 2i+1) of one head of one token; with an odd D

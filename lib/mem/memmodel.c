@@ -232,14 +232,19 @@ static size_t attention_tiles(size_t D)
  * backward, by the rule the schedule allocates by (attention_tiles.h); or
  * with bf16 GEMMs a backward GEMM's bf16 copy of dout [n,OC] for a chunk of
  * n rows (kernels_bf16_chunk_rows; the weight and the input come in bf16,
- * kept); the largest is the head's. */
+ * kept); the largest is the head's.  RMSNorm's weight gradient takes a
+ * double per column and chunk of its rows (kernels_rmsnorm_dweight_chunks),
+ * this rank's rows under sequence parallel. */
 static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int mb, size_t N,
 			     bool last)
 {
 	int T = o->seq_len / o->par.cp;
 	attention_tiles_shape sh = {mb, T, T, (int)k->H, (int)k->KV, (int)k->D, 0,
 				    o->matmul_bf16};
-	size_t worst = 0;
+	size_t tp = (size_t)o->par.tp;
+	size_t Ns = o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
+	size_t worst = cache_alloc_round((size_t)kernels_rmsnorm_dweight_chunks((int)Ns) *
+					 k->C * sizeof(double));
 
 	for (int backward = 0; backward < 2; backward++) {
 		size_t scratch, pointers;

@@ -330,9 +330,8 @@ static void check_matmul_bf16(void)
 	expect_synced();
 }
 
-static void check_rmsnorm(void)
+static void check_rmsnorm_shape(int N, int C)
 {
-	const int N = 29, C = 203;
 	size_t NC = (size_t)N * C;
 	float *x = randv(NC, 2), *w = randv((size_t)C, 1), *dout = randv(NC, 1);
 	float *ref = host_buf(NC * 4), *rstd = host_buf((size_t)N * 4);
@@ -353,6 +352,15 @@ static void check_rmsnorm(void)
 	EXPECT_CLOSE(get(ddx, NC), rdx, NC, 1e-5, "rmsnorm dinp");
 	EXPECT_CLOSE(get(ddw, (size_t)C), rdw, (size_t)C, 1e-5, "rmsnorm dweight");
 	expect_synced();
+}
+
+/* A device sums dweight over chunks of rows (kernels_rmsnorm_dweight_chunks):
+ * one chunk, four with a short last one, and the most chunks there are. */
+static void check_rmsnorm(void)
+{
+	check_rmsnorm_shape(29, 203);
+	check_rmsnorm_shape(3 * 64 + 7, 203);
+	check_rmsnorm_shape(128 * 64 + 45, 67);
 }
 
 static void check_rope(void)
