@@ -15,15 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The query rows [qa, qb) whose ranges meet the keys [k0, k1) in some batch
- * row; qa == qb when none does. */
-static void query_span(const int32_t *lo, const int32_t *hi, int B, int Tq, int k0, int k1,
-		       int *qa, int *qb)
+/* The query rows [qa, qb) of the chunk [q0, q1) whose ranges meet the keys
+ * [k0, k1) in some batch row; qa == qb when none does. */
+static void query_span(const int32_t *lo, const int32_t *hi, int B, int Tq, int q0, int q1,
+		       int k0, int k1, int *qa, int *qb)
 {
-	int a = Tq, b = 0;
+	int a = q1, b = q0;
 
 	for (int r = 0; r < B; r++) {
-		for (int t = 0; t < Tq; t++) {
+		for (int t = q0; t < q1; t++) {
 			int32_t l = lo[(size_t)r * Tq + t], h = hi[(size_t)r * Tq + t];
 			if (l <= h && l < k1 && h >= k0) {
 				if (t < a)
@@ -37,27 +37,59 @@ static void query_span(const int32_t *lo, const int32_t *hi, int B, int Tq, int 
 	*qb = a < b ? b : 0;
 }
 
-/* The keys per tile: what keeps the score buffers of a call near the
- * budget, a multiple of 64 keys (full tensor core tiles), at least 64 and
- * at most Tk.  fp32 counts two [B*H, Tq, tile] buffers (the backward's
- * scores and dP); bf16 adds their bf16 copies. */
-static int auto_key_tile(const attention_tiles_shape *sh)
-{
-	size_t per_key = (size_t)sh->B * sh->H * (size_t)(sh->Tq > 0 ? sh->Tq : 1) *
-			 (sh->bf16 ? 12 : 8);
-	size_t keys = ATTENTION_TILES_BUDGET / per_key;
+/* Keys per tile and query rows per chunk.  Score buffers are [B*H, rows of
+ * a chunk, keys of a tile] (fp32 counts the backward's scores and dP, bf16
+ * adds their bf16 copies) and stay near the budget.  Large tiles matter
+ * most: every tile a query row sees reads and rewrites its out (dq) row,
+ * and scores of a tile are written and read once more besides, so with 64
+ * keys a tile moves as many bytes as it does flops over ten.  So: all the
+ * queries in one chunk with the widest tile (a multiple of 64 keys, at most
+ * Tk) if that is at least TILE_KEYS; else TILE_KEYS keys and as many query
+ * rows (a multiple of 64) as the budget holds.  An explicit key_tile
+ * (tests) keeps one chunk unless query_chunk is given too. */
+#define TILE_KEYS 512
 
-	keys -= keys % 64;
-	if (keys < 64)
-		keys = 64;
-	return keys > (size_t)sh->Tk ? sh->Tk : (int)keys;
+typedef struct blocking {
+	int key_tile, q_chunk;
+} blocking;
+
+static blocking blocking_of(const attention_tiles_shape *sh)
+{
+	size_t heads = (size_t)sh->B * sh->H, bytes = sh->bf16 ? 12 : 8;
+	int Tq = sh->Tq > 0 ? sh->Tq : 1, want = TILE_KEYS < sh->Tk ? TILE_KEYS : sh->Tk;
+	size_t keys = ATTENTION_TILES_BUDGET / (heads * (size_t)Tq * bytes), rows;
+	blocking b = {0, Tq};
+
+	if (sh->key_tile > 0) {
+		b.key_tile = sh->key_tile < sh->Tk ? sh->key_tile : sh->Tk;
+	} else if (keys - keys % 64 >= (size_t)want) {
+		keys -= keys % 64;
+		b.key_tile = keys > (size_t)sh->Tk ? sh->Tk : (int)keys;
+	} else {
+		b.key_tile = want;
+		rows = ATTENTION_TILES_BUDGET /
+		       (heads * (size_t)attention_tiles_ld16(want) * bytes);
+		rows -= rows % 64;
+		b.q_chunk = rows < 64 ? 64 : rows < (size_t)Tq ? (int)rows : Tq;
+	}
+	if (sh->query_chunk > 0)
+		b.q_chunk = sh->query_chunk < Tq ? sh->query_chunk : Tq;
+	return b;
 }
 
-static int key_tile_of(const attention_tiles_shape *sh)
+void attention_tiles_blocking(const attention_tiles_shape *sh, int *key_tile, int *query_chunk)
 {
-	if (sh->key_tile > 0)
-		return sh->key_tile < sh->Tk ? sh->key_tile : sh->Tk;
-	return auto_key_tile(sh);
+	blocking b = blocking_of(sh);
+
+	*key_tile = b.key_tile;
+	*query_chunk = b.q_chunk;
+}
+
+/* (query chunk, key tile) pairs of a call, computed or not. */
+static size_t tile_pairs(const attention_tiles_shape *sh, blocking b)
+{
+	return (size_t)((sh->Tq + b.q_chunk - 1) / b.q_chunk) *
+	       (size_t)((sh->Tk + b.key_tile - 1) / b.key_tile);
 }
 
 /* One walk of the schedule.  In the planning walk (run false) the pointer
@@ -205,7 +237,8 @@ static void gemm(walk *w, const tile *t, const tensors *x, int D, int r, bool ta
  * and sum or D_i, and in bf16 the rounded copies). */
 typedef struct call {
 	attention_tiles_shape sh;
-	int key_tile;
+	blocking blk;
+	int *spans;            /* [qa, qb) of each pair, from the planning walk */
 	const int32_t *lo, *hi, *host_lo, *host_hi;
 	tensors x;
 	float *s, *s2, *m, *l, *vec;
@@ -218,12 +251,17 @@ static void walk_tiles(walk *w, const call *c)
 {
 	const attention_tile_prims *p = w->p;
 	const attention_tiles_shape *sh = &c->sh;
-	int qd = sh->H * sh->D, kd = sh->KV * sh->D, D = sh->D;
+	int qd = sh->H * sh->D, kd = sh->KV * sh->D, D = sh->D, kt = c->blk.key_tile;
+	int *span = c->spans;
 
-	for (int k0 = 0; k0 < sh->Tk; k0 += c->key_tile) {
-		int k1 = k0 + c->key_tile < sh->Tk ? k0 + c->key_tile : sh->Tk;
-		int qa, qb;
-		query_span(c->host_lo, c->host_hi, sh->B, sh->Tq, k0, k1, &qa, &qb);
+	for (int q0 = 0; q0 < sh->Tq; q0 += c->blk.q_chunk) {
+	for (int k0 = 0; k0 < sh->Tk; k0 += kt, span += 2) {
+		int k1 = k0 + kt < sh->Tk ? k0 + kt : sh->Tk;
+		int q1 = q0 + c->blk.q_chunk < sh->Tq ? q0 + c->blk.q_chunk : sh->Tq;
+		if (!w->run)
+			query_span(c->host_lo, c->host_hi, sh->B, sh->Tq, q0, q1, k0, k1,
+				   &span[0], &span[1]);
+		int qa = span[0], qb = span[1];
 		if (qa == qb)
 			continue;
 		tile t = {sh->B, sh->Tq, sh->Tk, sh->H, sh->KV, sh->H / sh->KV,
@@ -261,6 +299,17 @@ static void walk_tiles(walk *w, const call *c)
 			     -1, x.v_out, kd);
 		}
 	}
+	}
+}
+
+/* The pointer table's entries for every pair of a call: what the backend
+ * sets aside whatever the mask, so that the op's memory is the same for
+ * every batch (per pair, three lists of B * H: forward's two GEMMs,
+ * backward's three over every head and two per group member over KV
+ * heads). */
+static size_t pointer_room(const attention_tiles_shape *sh, blocking b, bool backward)
+{
+	return (size_t)(backward ? 5 : 2) * 3 * sh->B * sh->H * tile_pairs(sh, b);
 }
 
 /* Plan, hand the table over, run. */
@@ -269,12 +318,16 @@ static int run_call(const attention_tile_prims *p, call *c)
 	walk w = {.p = p};
 	int rc = -1;
 
+	c->spans = malloc(2 * tile_pairs(&c->sh, c->blk) * sizeof *c->spans);
+	if (!c->spans)
+		return -1;
 	walk_tiles(&w, c);
 	if (w.nomem || !w.n) {
 		free(w.host);
+		free(c->spans);
 		return w.nomem ? -1 : 0;
 	}
-	w.table = p->pointers(p->ctx, w.host, w.n);
+	w.table = p->pointers(p->ctx, w.host, w.n, pointer_room(&c->sh, c->blk, c->backward));
 	if (w.table) {
 		w.run = true;
 		w.n = 0;
@@ -283,6 +336,7 @@ static int run_call(const attention_tile_prims *p, call *c)
 		rc = 0;
 	}
 	free(w.host);
+	free(c->spans);
 	return rc;
 }
 
@@ -300,11 +354,12 @@ static size_t round256(size_t n)
 }
 
 /* Each section's bytes, and the total. */
-static size_t layout(const attention_tiles_shape *sh, int key_tile, bool backward,
+static size_t layout(const attention_tiles_shape *sh, blocking blk, bool backward,
 		     int bf16_size, size_t bytes[SEC_COUNT])
 {
 	size_t rows = (size_t)sh->B * sh->H * (size_t)sh->Tq;
-	size_t scores = rows * (size_t)attention_tiles_ld16(key_tile);
+	size_t scores = (size_t)sh->B * sh->H * (size_t)blk.q_chunk *
+			(size_t)attention_tiles_ld16(blk.key_tile);
 	size_t d8 = (size_t)attention_tiles_ld16(sh->D);
 	size_t total = 0;
 
@@ -336,17 +391,14 @@ void attention_tiles_scratch(const attention_tiles_shape *sh, bool backward, int
 			     size_t *scratch, size_t *pointers)
 {
 	size_t bytes[SEC_COUNT];
-	int key_tile;
+	blocking blk;
 
 	*scratch = *pointers = 0;
 	if (sh->B <= 0 || sh->Tq <= 0 || sh->H <= 0 || sh->Tk <= 0)
 		return;
-	key_tile = key_tile_of(sh);
-	*scratch = layout(sh, key_tile, backward, bf16_size, bytes);
-	/* per tile, three lists of B * H: forward's two GEMMs, backward's
-	 * three over every head and two per group member over KV heads */
-	*pointers = (size_t)(backward ? 5 : 2) * 3 * sh->B * sh->H *
-		    (size_t)((sh->Tk + key_tile - 1) / key_tile) * sizeof(void *);
+	blk = blocking_of(sh);
+	*scratch = layout(sh, blk, backward, bf16_size, bytes);
+	*pointers = pointer_room(sh, blk, backward) * sizeof(void *);
 }
 
 /* Take the call's scratch and point c's buffers into it; the base, for
@@ -355,7 +407,7 @@ static void *take_scratch(const attention_tile_prims *p, call *c)
 {
 	size_t bytes[SEC_COUNT], at[SEC_COUNT], total;
 
-	total = layout(&c->sh, c->key_tile, c->backward, p->bf16_size, bytes);
+	total = layout(&c->sh, c->blk, c->backward, p->bf16_size, bytes);
 	char *base = p->scratch_get(p->ctx, total);
 	if (!base)
 		return NULL;
@@ -411,7 +463,7 @@ static void init_call(call *c, const attention_tile_prims *p, const attention_ti
 		      bool backward, const int32_t *lo, const int32_t *hi,
 		      const int32_t *host_lo, const int32_t *host_hi)
 {
-	*c = (call){.sh = *sh, .key_tile = key_tile_of(sh), .lo = lo, .hi = hi,
+	*c = (call){.sh = *sh, .blk = blocking_of(sh), .lo = lo, .hi = hi,
 		    .host_lo = host_lo, .host_hi = host_hi,
 		    .scale = 1.0f / sqrtf((float)sh->D), .backward = backward};
 	c->x.bf16 = sh->bf16;

@@ -18,7 +18,11 @@
  *         out rows rescaled by exp(m_old - m_new), S turned into P
  *   out[qa:qb] += P V[k0:k1]                                     (GEMM)
  * then finish: out /= l, lse = m + log l.  So memory holds one tile of
- * scores per head, [qb - qa, k1 - k0], never Tq x Tk.
+ * scores per head, [qb - qa, k1 - k0], never Tq x Tk.  Where all the
+ * queries' scores against a tile of TILE_KEYS keys (attention_tiles.c)
+ * would not fit the budget, the queries go in chunks of rows, each chunk
+ * over the key tiles in order: a row still meets its keys tile by tile in
+ * the same order, and tiles stay wide.
  *
  * Backward, with D_i = rowsum(dout_i * out_i) first (rowdot), per key tile:
  *   S   = scale * Q K^T,  dP = dout V^T                          (GEMMs)
@@ -71,9 +75,11 @@ typedef struct attention_tile_prims {
 	void (*scratch_put)(void *ctx, void *p);
 	/* The op's pointer table, n entries, built on the host before the
 	 * first GEMM: the table where the backend's GEMMs can read it (the
-	 * host table itself on the CPU, a device copy on a GPU), valid until
+	 * host table itself on the CPU, a device copy on a GPU, in a block
+	 * with room for `room` >= n entries: what any mask could need, so
+	 * that the op's memory does not depend on the mask), valid until
 	 * pointers_put; NULL on failure. */
-	void *const *(*pointers)(void *ctx, void *const *host, size_t n);
+	void *const *(*pointers)(void *ctx, void *const *host, size_t n, size_t room);
 	void (*pointers_put)(void *ctx, void *const *table);
 	/* x[0..n) = value */
 	void (*fill)(void *ctx, float *x, float value, size_t n);
@@ -125,12 +131,15 @@ typedef struct attention_tile_prims {
 } attention_tile_prims;
 
 /* The shape of one call, as kernels.h's attention ops take it, and how to
- * run it: key_tile keys per tile (0 picks one that keeps the score
- * buffers near ATTENTION_TILES_BUDGET bytes), bf16 operands or fp32. */
+ * run it: key_tile keys per tile and query_chunk query rows per chunk (0
+ * picks them so that the score buffers stay near ATTENTION_TILES_BUDGET
+ * bytes with wide tiles; query_chunk 0 with a key_tile given is one
+ * chunk), bf16 operands or fp32. */
 typedef struct attention_tiles_shape {
 	int B, Tq, Tk, H, KV, D;
 	int key_tile;
 	bool bf16;
+	int query_chunk;
 } attention_tiles_shape;
 
 #define ATTENTION_TILES_BUDGET ((size_t)256 << 20)
@@ -142,11 +151,15 @@ static inline int attention_tiles_ld16(int n)
 	return (n + 7) / 8 * 8;
 }
 
+/* The keys per tile and query rows per chunk a call of this shape runs
+ * with (see attention_tiles.c). */
+void attention_tiles_blocking(const attention_tiles_shape *shape, int *key_tile,
+			      int *query_chunk);
+
 /* What one call takes from the backend at once, for a memory model: the
  * scratch block (scores, softmax state, bf16 copies of bf16_size bytes a
- * value, see attention_tile_prims) and the pointer
- * table's bytes when every key tile is computed (as under a causal mask;
- * fewer tiles, a smaller table). */
+ * value, see attention_tile_prims) and the pointer table's block (room
+ * for every pair of query chunk and key tile, whatever the mask). */
 void attention_tiles_scratch(const attention_tiles_shape *shape, bool backward, int bf16_size,
 			     size_t *scratch, size_t *pointers);
 

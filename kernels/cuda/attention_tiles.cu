@@ -191,8 +191,11 @@ softmax_tile_kernel(float *s, uint16_t *p16, int ld16, float *m, float *l, float
 			sum += p;
 		}
 		sum = warp_sum(sum);
-		for (int64_t d = lane; d < D; d += WARP)
-			orow[d] *= alpha;
+		/* the same in every lane; once a row's max is found it rarely
+		 * moves, and out's row need not be read and written back */
+		if (alpha != 1.0f)
+			for (int64_t d = lane; d < D; d += WARP)
+				orow[d] *= alpha;
 		__syncwarp();
 		if (lane == 0) {
 			m[x.bht] = m_new;
@@ -310,7 +313,7 @@ static void prim_scratch_put(void *ctx, void *p)
  * the op synchronised a moment ago to download its key ranges, and since
  * then only the fills of its outputs and accumulators (and rowdot) are
  * queued, no GEMM. */
-static void *const *prim_pointers(void *ctx, void *const *host, size_t n)
+static void *const *prim_pointers(void *ctx, void *const *host, size_t n, size_t room)
 {
 	size_t bytes = n * sizeof(void *);
 	void *dev;
@@ -319,7 +322,7 @@ static void *const *prim_pointers(void *ctx, void *const *host, size_t n)
 	(void)ctx;
 	if (!cuda_ready())
 		return NULL;
-	dev = cuda_scratch_get(bytes ? bytes : sizeof(void *));
+	dev = cuda_scratch_get((room > n ? room : n ? n : 1) * sizeof(void *));
 	if (!dev)
 		return NULL;
 	if (bytes) {
@@ -523,7 +526,7 @@ static void run_attention(const char *op, const struct att_call *a, const int32_
 			  const int32_t *kv_hi, int B, int Tq, int Tk, int H, int KV, int D,
 			  bool bf16)
 {
-	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, bf16};
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, bf16, 0};
 	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0;
 	int32_t *host;
 	int rc;

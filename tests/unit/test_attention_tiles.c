@@ -92,7 +92,7 @@ static float *rounded(const float *x, size_t n)
  * only the rounding of P and dS is left between them: lse (the fp32 sums of
  * the unrounded P) to fp32 rounding, the rest to bf16's. */
 static void check_case_in(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile,
-			  bool bf16)
+			  int chunk, bool bf16)
 {
 	size_t nq = (size_t)B * Tq * H * D, nk = (size_t)B * Tk * KV * D;
 	size_t nl = (size_t)B * H * Tq;
@@ -103,12 +103,12 @@ static void check_case_in(int B, int Tq, int Tk, int H, int KV, int D, enum mask
 	float *tdq = calloc(nq, 4), *tdk = calloc(nk, 4), *tdv = calloc(nk, 4);
 	int32_t *lo = malloc((size_t)B * Tq * 4), *hi = malloc((size_t)B * Tq * 4);
 	const attention_tile_prims *p = &attention_tile_prims_cpu;
-	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, tile, bf16};
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, tile, bf16, chunk};
 	double tol_out = bf16 ? 5e-3 : 2e-5, tol_grad = bf16 ? 1e-2 : 5e-5;
 	char what[128];
 
-	snprintf(what, sizeof what, "%s B %d Tq %d Tk %d H %d KV %d D %d mask %d tile %d",
-		 bf16 ? "bf16" : "fp32", B, Tq, Tk, H, KV, D, kind, tile);
+	snprintf(what, sizeof what, "%s B %d Tq %d Tk %d H %d KV %d D %d mask %d tile %d chunk %d",
+		 bf16 ? "bf16" : "fp32", B, Tq, Tk, H, KV, D, kind, tile, chunk);
 	if (q && k && v && dout) {
 		rq = bf16 ? rounded(q, nq) : q;
 		rk = bf16 ? rounded(k, nk) : k;
@@ -145,11 +145,18 @@ out:
 	free(dq), free(dk), free(dv), free(tdq), free(tdk), free(tdv), free(lo), free(hi);
 }
 
-/* Every case in fp32 and in bf16. */
+/* Every case in fp32 and in bf16, in one chunk of query rows or (chunk
+ * > 0) in chunks of that many. */
+static void check_chunked(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile,
+			  int chunk)
+{
+	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, chunk, false);
+	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, chunk, true);
+}
+
 static void check_case(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile)
 {
-	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, false);
-	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, true);
+	check_chunked(B, Tq, Tk, H, KV, D, kind, tile, 0);
 }
 
 static void test_causal(void)
@@ -169,6 +176,20 @@ static void test_documents(void)
 	check_case(2, 64, 64, 4, 1, 8, DOCUMENTS, 0);
 }
 
+/* Query rows in chunks, each over the key tiles: the chunk's last rows
+ * short, chunks that see no key of a tile, rows whose keys are all in
+ * later tiles. */
+static void test_query_chunks(void)
+{
+	static const int chunks[] = {1, 7, 16, 36, 64};
+
+	for (size_t i = 0; i < sizeof chunks / sizeof *chunks; i++) {
+		check_chunked(2, 37, 37, 4, 2, 8, CAUSAL, 5, chunks[i]);
+		check_chunked(3, 50, 50, 6, 2, 12, DOCUMENTS, 16, chunks[i]);
+		check_chunked(2, 33, 90, 4, 1, 16, RANGES, 11, chunks[i]);
+	}
+}
+
 static void test_ranges(void)
 {
 	check_case(2, 33, 90, 4, 1, 16, RANGES, 11);
@@ -177,10 +198,32 @@ static void test_ranges(void)
 }
 
 /* The automatic tile: at most Tk keys, at least 64 when there are more. */
+static void expect_blocking(int B, int T, int H, bool bf16, int want_tile, int want_chunk)
+{
+	attention_tiles_shape sh = {B, T, T, H, H / 4 ? H / 4 : 1, 64, 0, bf16, 0};
+	int tile, chunk;
+
+	attention_tiles_blocking(&sh, &tile, &chunk);
+	CHECK(tile == want_tile && chunk == want_chunk,
+	      "B %d T %d H %d %s: %d keys a tile, %d query rows a chunk; expected %d, %d", B, T,
+	      H, bf16 ? "bf16" : "fp32", tile, chunk, want_tile, want_chunk);
+}
+
 static void test_tile_sizes(void)
 {
 	check_case(1, 130, 130, 2, 1, 8, CAUSAL, 0);
 	check_case(1, 1, 1, 1, 1, 1, CAUSAL, 0);
+	/* what fits the budget whole: every key in one tile */
+	expect_blocking(2, 37, 4, true, 37, 37);
+	/* the widest tile of a multiple of 64 keys in one chunk, or 512
+	 * keys and chunks of queries */
+	expect_blocking(1, 2048, 8, false, 2048, 2048);
+	expect_blocking(1, 4096, 16, true, 512, 2688);
+	/* llama3_1b at 8 x 2048 tokens: 512 keys a tile, and the
+	 * queries in chunks that keep the scores near 256 MiB,
+	 * 256 MiB / (8 * 32 * 512 * 12 bytes) rounded down to 64 */
+	expect_blocking(8, 2048, 32, true, 512, 128);
+	expect_blocking(8, 2048, 32, false, 512, 256);
 }
 
 /* The CPU's primitives, recording the largest scratch block and pointer
@@ -194,22 +237,24 @@ static void *recording_scratch_get(void *ctx, size_t bytes)
 	return attention_tile_prims_cpu.scratch_get(ctx, bytes);
 }
 
-static void *const *recording_pointers(void *ctx, void *const *host, size_t n)
+static void *const *recording_pointers(void *ctx, void *const *host, size_t n, size_t room)
 {
-	if (n * sizeof(void *) > seen_pointers)
-		seen_pointers = n * sizeof(void *);
-	return attention_tile_prims_cpu.pointers(ctx, host, n);
+	if (room < n)
+		seen_pointers = SIZE_MAX;  /* a table past its room */
+	else if (room * sizeof(void *) > seen_pointers)
+		seen_pointers = room * sizeof(void *);
+	return attention_tile_prims_cpu.pointers(ctx, host, n, room);
 }
 
 /* attention_tiles_scratch, which memory models charge, against what calls
- * take: the same scratch, and under a causal mask (every tile computed)
- * the same table. */
+ * take: the same scratch and the same table, whatever the mask skips. */
 static void test_scratch_prediction(void)
 {
-	static const int shapes[][7] = {
-		/* B, T, H, KV, D, key tile, bf16 */
-		{2, 37, 4, 2, 8, 5, 0}, {2, 37, 4, 2, 12, 5, 1}, {1, 130, 2, 1, 8, 0, 1},
-		{3, 50, 6, 2, 16, 16, 1}, {1, 64, 4, 4, 8, 64, 0},
+	static const int shapes[][8] = {
+		/* B, T, H, KV, D, key tile, bf16, query chunk */
+		{2, 37, 4, 2, 8, 5, 0, 0}, {2, 37, 4, 2, 12, 5, 1, 0}, {1, 130, 2, 1, 8, 0, 1, 0},
+		{3, 50, 6, 2, 16, 16, 1, 0}, {1, 64, 4, 4, 8, 64, 0, 0}, {2, 37, 4, 2, 8, 5, 0, 9},
+		{3, 50, 6, 2, 16, 16, 1, 20},
 	};
 	attention_tile_prims rec = attention_tile_prims_cpu;
 
@@ -218,7 +263,7 @@ static void test_scratch_prediction(void)
 	for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
 		const int *x = shapes[i];
 		int B = x[0], T = x[1], H = x[2], KV = x[3], D = x[4];
-		attention_tiles_shape sh = {B, T, T, H, KV, D, x[5], x[6] != 0};
+		attention_tiles_shape sh = {B, T, T, H, KV, D, x[5], x[6] != 0, x[7]};
 		size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KV * D, nl = (size_t)B * H * T;
 		float *q = randoms(nq), *k = randoms(nk), *v = randoms(nk), *dout = randoms(nq);
 		float *out = calloc(nq, 4), *lse = calloc(nl, 4), *dq = calloc(nq, 4);
@@ -257,6 +302,7 @@ int main(void)
 	RUN(test_causal);
 	RUN(test_documents);
 	RUN(test_ranges);
+	RUN(test_query_chunks);
 	RUN(test_tile_sizes);
 	RUN(test_scratch_prediction);
 	return check_done();

@@ -239,7 +239,7 @@ static void test_gpu_op_scratch(void)
 	opts_8b(&o, &c, 1, NULL, 0);
 	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
 	/* fp32: the attention backward's scores, dP and D_i, and its table */
-	attention_tiles_shape sh = {2, 8192, 8192, 32, 8, 128, 0, false};
+	attention_tiles_shape sh = {2, 8192, 8192, 32, 8, 128, 0, false, 0};
 	attention_tiles_scratch(&sh, true, 2, &scratch, &pointers);
 	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == cache_alloc_round(scratch) + cache_alloc_round(pointers),
 	      "fp32: %zu, attention backward %zu + %zu", r.stage[0].row[MEM_ROW_OP_SCRATCH],
@@ -249,14 +249,15 @@ static void test_gpu_op_scratch(void)
 	mem_model_report_free(&r);
 
 	/* bf16 GEMMs: the head's chunk copy of dout [n, V] for a chunk of
-	 * n = 64 MiB / (2 V) = 261 of the 16384 rows (the weight and the input
+	 * n = 2048 of the 16384 rows (64 MiB / (2 V) = 261 rows would be
+	 * fewer than KERNELS_BF16_CHUNK_MIN_ROWS; the weight and the input
 	 * come in bf16, kept), or the bf16 attention's scratch, whichever is
 	 * larger; the trainer's precision (fp32 master weights are the
 	 * parameters, the bf16 copies their own row) */
 	o.matmul_bf16 = true;
 	o.prec = MEM_PREC_FP32;
 	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
-	size_t n = 261, V = 128256, C = 4096, F = 14336;
+	size_t n = 2048, V = 128256, C = 4096, F = 14336;
 	size_t head = cache_alloc_round(2 * n * V), att = 0;
 	size_t block = 2 * C * C + 2 * 1024 * C + 3 * F * C + 2 * C;
 
