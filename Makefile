@@ -210,8 +210,8 @@ test-cuda bench-cuda:
 			-x TITAN_REQUIRE_CUDA -x OMP_NUM_THREADS -np $$n $(BUILD)/tests/tools/comm_check --nccl; \
 	fi
 	@if [ $@ = test-cuda ]; then \
-		TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
-			bats --tap tests/titan-train-device.bats; \
+		TITAN_REQUIRE_CUDA=1 TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) \
+			TITAN_BUILD=$(abspath $(BUILD)) bats --tap tests/titan-train-device.bats; \
 	fi
 	@if [ $@ = bench-cuda ]; then \
 		TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) tests/gpu/train_check.sh; \

@@ -22,7 +22,7 @@
 # TITAN_GPU_BF16_STEPS, default 100),
 # TITAN_GPU_DEVICE (default cuda; cpu-fenced checks the script itself on a
 # machine without a GPU), TITAN_GPU_BENCH (default 1; 0 skips the bench).
-set -u
+set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 1
 bin=${TITAN_BIN:-build/bin}
 work=${TITAN_BUILD:-build}/gpucheck

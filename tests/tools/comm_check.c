@@ -83,7 +83,10 @@ static void put(bool dev, void *d, const void *h, size_t bytes)
 {
 #ifdef TITAN_CUDA
 	if (dev) {
-		if (cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+		/* from pageable memory cudaMemcpy may return before the copy
+		 * lands, and NCCL's stream does not wait for the default one */
+		if (cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess ||
+		    cudaDeviceSynchronize() != cudaSuccess)
 			fail("cudaMemcpy to the device failed");
 		return;
 	}
