@@ -42,11 +42,16 @@ extern "C" int titan_cuda_probe_impl(char *info, size_t n, char *why, size_t wn)
 	cudaMemcpy(dx, hx, sizeof hx, cudaMemcpyHostToDevice);
 	cudaMemcpy(dy, hy, sizeof hy, cudaMemcpyHostToDevice);
 	axpy_kernel<<<(N + 255) / 256, 256>>>(N, 2.0f, dx, dy);
+	/* a launch that cannot start (no code for this GPU's architecture)
+	 * says so here, not as a wrong result */
+	cudaError_t launch = cudaGetLastError();
 	e = cudaMemcpy(hy, dy, sizeof hy, cudaMemcpyDeviceToHost);
 	cudaFree(dx);
 	cudaFree(dy);
-	if (e != cudaSuccess) {
-		snprintf(why, wn, "kernel failed: %s", cudaGetErrorString(e));
+	if (launch != cudaSuccess || e != cudaSuccess) {
+		snprintf(why, wn, "kernel failed: %s",
+			 cudaGetErrorString(launch != cudaSuccess ? launch : e));
+		cudaGetLastError();
 		return -1;
 	}
 	for (int i = 0; i < N; i++)
