@@ -81,7 +81,7 @@ LIBA := $(BUILD)/libtitan.a
 .SECONDARY:
 
 .PHONY: all test unit asan bench golden demo install uninstall clean deps test-deps fuzz \
-	test-cuda bench-cuda unicode-tables help
+	test-cuda bench-cuda gpu-bundle unicode-tables help
 all: $(BINS) $(TESTS) $(BENCHES) $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c
@@ -194,28 +194,39 @@ demo:
 # test-cuda, bench-cuda: the GPU checks: the backend's probe (a kernel,
 # cuBLASLt, NCCL), which must find a device here; test-cuda also compares
 # every op of the CUDA backend with the CPU backend's, runs the
-# communication checks over NCCL, one rank per GPU, and the trainer's
-# device tests (whose cuda case trains on the GPU); bench-cuda trains
-# debugmodel on the GPU against the CPU (fp32 and bf16 GEMMs), times each
-# op alone beside PyTorch's (build/bench/bench_ops) and measures
-# debugmodel, llama3_1b and llama3_8b's layers (tests/gpu/train_check.sh).  tests/gpu/run.sh
-# runs them all in one go.
-test-cuda bench-cuda:
-	@$(MAKE) --no-print-directory CUDA=1 all
+# communication checks over NCCL, one rank per GPU (one process without
+# mpirun), and the trainer's device tests (whose cuda case must train on the
+# GPU); each check runs whether or not the one before passed, and any failure fails
+# the target.  bench-cuda trains debugmodel on the GPU against the CPU (fp32
+# and bf16 GEMMs), times each op alone beside PyTorch's
+# (build/bench/bench_ops) and measures debugmodel, llama3_1b and llama3_8b's
+# layers (tests/gpu/train_check.sh).  tests/gpu/run.sh runs them all in one
+# go.  PREBUILT=1: use what is in $(BUILD) without building (a carried
+# bundle, see gpu-bundle).
+test-cuda:
+	@[ -n "$(PREBUILT)" ] || $(MAKE) --no-print-directory CUDA=1 all
+	@st=0; export TITAN_REQUIRE_CUDA=1; \
+	$(BUILD)/tests/test_cuda || st=1; \
+	$(BUILD)/tests/test_cuda_ops || st=1; \
+	n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$$n" -gt 0 ] || n=1; \
+	if command -v mpirun >/dev/null; then \
+		OMP_NUM_THREADS=1 timeout 180 mpirun --allow-run-as-root --oversubscribe -x TITAN_REQUIRE_CUDA \
+			-x OMP_NUM_THREADS -np $$n $(BUILD)/tests/tools/comm_check --nccl || st=1; \
+	else \
+		OMP_NUM_THREADS=1 timeout 180 $(BUILD)/tests/tools/comm_check --nccl || st=1; \
+	fi; \
+	TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) \
+		TITAN_BUILD=$(abspath $(BUILD)) bats --tap tests/titan-train-device.bats || st=1; \
+	exit $$st
+bench-cuda:
+	@[ -n "$(PREBUILT)" ] || $(MAKE) --no-print-directory CUDA=1 all
 	@TITAN_REQUIRE_CUDA=1 $(BUILD)/tests/test_cuda
-	@if [ $@ = test-cuda ]; then TITAN_REQUIRE_CUDA=1 $(BUILD)/tests/test_cuda_ops; fi
-	@if [ $@ = test-cuda ]; then \
-		n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$$n" -gt 0 ] || n=1; \
-		TITAN_REQUIRE_CUDA=1 OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe \
-			-x TITAN_REQUIRE_CUDA -x OMP_NUM_THREADS -np $$n $(BUILD)/tests/tools/comm_check --nccl; \
-	fi
-	@if [ $@ = test-cuda ]; then \
-		TITAN_REQUIRE_CUDA=1 TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) \
-			TITAN_BUILD=$(abspath $(BUILD)) bats --tap tests/titan-train-device.bats; \
-	fi
-	@if [ $@ = bench-cuda ]; then \
-		TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) tests/gpu/train_check.sh; \
-	fi
+	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) tests/gpu/train_check.sh
+
+# gpu-bundle: build/gpu-bundle, what a lent GPU machine without titan's
+# build dependencies needs to run tests/gpu/run.sh (tests/gpu/bundle.sh).
+gpu-bundle:
+	@tests/gpu/bundle.sh
 
 # unicode-tables: regenerate lib/tok/unicode_tables.c from the Unicode
 # Character Database (Debian package unicode-data).
@@ -249,3 +260,6 @@ help:
 	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS (default 30)"
 	@echo "make install    install into PREFIX (default /usr/local)"
 	@echo "make CUDA=1     also build the CUDA backend (needs nvcc)"
+	@echo "make test-cuda bench-cuda   the GPU checks (tests/gpu/run.sh runs both)"
+	@echo "make gpu-bundle the CUDA build and what it needs, for a GPU machine without"
+	@echo "                titan's build dependencies (build/gpu-bundle.tar.xz)"

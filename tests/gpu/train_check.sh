@@ -21,7 +21,12 @@
 # Environment: TITAN_GPU_STEPS (parity steps, default 200; bf16:
 # TITAN_GPU_BF16_STEPS, default 100),
 # TITAN_GPU_DEVICE (default cuda; cpu-fenced checks the script itself on a
-# machine without a GPU), TITAN_GPU_BENCH (default 1; 0 skips the bench).
+# machine without a GPU), TITAN_GPU_BENCH (default 1; 0 skips the bench),
+# TITAN_GPU_CPU_ONLY=DIR (only the CPU's parity runs, their metrics saved
+# in DIR as cpu-DTYPE-STEPS.jsonl: tests/gpu/bundle.sh makes them ahead),
+# TITAN_GPU_CPU_LOSSES=DIR (take the CPU's runs from there when they are,
+# rather than training on the CPU: a CPU run's losses do not depend on
+# the machine or its thread count).
 set -u -o pipefail
 cd "$(dirname "$0")/../.." || exit 1
 bin=${TITAN_BIN:-build/bin}
@@ -58,11 +63,29 @@ train() {
 parity() {
 	local dtype=$1 steps=$2 flags=
 	[ "$dtype" = bf16 ] && flags=--training.matmul_dtype=bfloat16
-	echo "== parity: debugmodel, $steps steps, $device against cpu, $dtype GEMMs"
+	if [ -n "${TITAN_GPU_CPU_ONLY:-}" ]; then
+		echo "== parity: debugmodel, $steps steps, the CPU's side only, $dtype GEMMs"
+	else
+		echo "== parity: debugmodel, $steps steps, $device against cpu, $dtype GEMMs"
+	fi
 	common="--model.flavor=debugmodel --training.steps=$steps --training.seq_len=256
 		--training.local_batch_size=8 --lr_scheduler.warmup_steps=20 $flags"
+	local saved=${TITAN_GPU_CPU_LOSSES:-/nonexistent}/cpu-$dtype-$steps.jsonl
+	if [ -n "${TITAN_GPU_CPU_ONLY:-}" ]; then
+		# shellcheck disable=SC2086
+		train "$TITAN_GPU_CPU_ONLY/cpu-$dtype-$steps.jsonl" cpu $common || status=1
+		return
+	fi
+	local cpu_ok=true
+	if [ -s "$saved" ]; then
+		echo "(the CPU's run from $saved)"
+		cp "$saved" "$work/cpu.jsonl" || cpu_ok=false
+	else
+		# shellcheck disable=SC2086
+		train "$work/cpu.jsonl" cpu $common || cpu_ok=false
+	fi
 	# shellcheck disable=SC2086
-	if train "$work/cpu.jsonl" cpu $common && train "$work/cuda.jsonl" "$device" $common; then
+	if $cpu_ok && train "$work/cuda.jsonl" "$device" $common; then
 		jq -rn --slurpfile a "$work/cpu.jsonl" --slurpfile b "$work/cuda.jsonl" --arg t "$dtype" '
 			def losses: map(select(.loss != null) | {key: (.step | tostring), value: .loss}) | from_entries;
 			($a | losses) as $x | ($b | losses) as $y
@@ -82,6 +105,7 @@ parity fp32 "$steps"
 # attention is the tile schedule over host memory): fewer steps keep
 # bench-cuda short
 parity bf16 "$bf16_steps"
+[ -n "${TITAN_GPU_CPU_ONLY:-}" ] && exit $status
 
 # The GPU's datasheet peaks (dense, FLOP/s) as "bf16 fp32", for MFU as
 # papers quote it; unknown GPUs get none and only the measured figure.
