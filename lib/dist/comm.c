@@ -291,7 +291,7 @@ static int check_comm(const comm *c, const char *op)
 		return titan_err(TITAN_EUSAGE, "comm: %s: no communicator", op);
 	if (c->broken)
 		return comm_errf(c, TITAN_EIO, "%s: the communicator is unusable after an "
-				 "earlier timeout", op);
+				 "earlier timeout or failure", op);
 	return 0;
 }
 
@@ -397,6 +397,10 @@ int comm_wait(comm_req *req)
 		}
 		backoff(&spins);
 	}
+	/* a failed operation may leave the backend's state behind (NCCL's is
+	 * aborted): nothing more goes over this communicator */
+	if (rc)
+		c->broken = true;
 	c->busy_s += titan_now() - t0;
 	c->be->req_free(req);
 	return rc;
@@ -412,6 +416,8 @@ int comm_test(comm_req **req, bool *done)
 	*done = false;
 	int rc = c->be->test(*req, done);
 	c->busy_s += titan_now() - t0;
+	if (rc)
+		c->broken = true;
 	if (rc || *done) {
 		c->be->req_free(*req);
 		*req = NULL;

@@ -179,6 +179,15 @@ static int nccl_ibarrier(comm *c, comm_req **req)
 	return enqueued(c, "barrier", 0, COMM_U8, -1, r, req);
 }
 
+static void nccl_expire(comm_req *req)
+{
+	struct nccl_comm *m = nm(req->c);
+	if (!m->aborted) {
+		ncclCommAbort(m->nc);
+		m->aborted = true;
+	}
+}
+
 static int nccl_test(comm_req *req, bool *done)
 {
 	comm *c = req->c;
@@ -194,23 +203,17 @@ static int nccl_test(comm_req *req, bool *done)
 	 * kernel launch's check (cudaGetLastError) would report it as that
 	 * kernel's failure */
 	(void)cudaGetLastError();
-	/* A peer's failure shows here while the kernel still spins. */
+	/* A peer's failure shows here while the kernel still spins: abort the
+	 * communicator, which ends that kernel, or freeing it would wait for
+	 * the stream forever. */
 	r = ncclCommGetAsyncError(nm(c)->nc, &ar);
-	if (r != ncclSuccess)
-		return nccl_err(c, req->op, r);
-	if (ar != ncclSuccess && ar != ncclInProgress)
-		return nccl_err(c, req->op, ar);
-	return 0;
+	if (r == ncclSuccess && (ar == ncclSuccess || ar == ncclInProgress))
+		return 0;
+	int rc = nccl_err(c, req->op, r != ncclSuccess ? r : ar);
+	nccl_expire(req);
+	return rc;
 }
 
-static void nccl_expire(comm_req *req)
-{
-	struct nccl_comm *m = nm(req->c);
-	if (!m->aborted) {
-		ncclCommAbort(m->nc);
-		m->aborted = true;
-	}
-}
 
 static void nccl_req_free(comm_req *req)
 {
@@ -290,7 +293,8 @@ static void nccl_free(comm *c)
 {
 	struct nccl_comm *m = c->impl;
 	cudaSetDevice(m->device);
-	if (m->stream)
+	/* after an abort the stream's NCCL kernels are ended, not finished */
+	if (m->stream && !m->aborted)
 		cudaStreamSynchronize(m->stream);
 	if (!m->aborted)
 		ncclCommDestroy(m->nc);
