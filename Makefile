@@ -1,7 +1,7 @@
 # titan - build, test and install.  `make help` lists the targets.
 #
 # Sources are found by wildcard: lib/**.c and kernels/cpu/**.c (with
-# kernels/attention_tiles.c, which every backend shares) make
+# kernels/attention_tiles.c and attention_ranges.c, which the backends share) make
 # build/libtitan.a, cmd/titan-X.c makes build/bin/titan-X, and
 # tests/unit/test_X.c makes build/tests/test_X.  CUDA=1 (the default when
 # nvcc is on PATH) adds kernels/cuda/*.cu and links cuBLAS and NCCL.
@@ -41,7 +41,8 @@ Q = @
 say = @printf '  %-6s %s\n'
 endif
 
-LIB_SRC := $(sort $(shell find lib $(wildcard kernels/cpu) -name '*.c')) kernels/attention_tiles.c
+LIB_SRC := $(sort $(shell find lib $(wildcard kernels/cpu) -name '*.c')) kernels/attention_tiles.c \
+	kernels/attention_ranges.c
 CMD_SRC := $(sort $(wildcard cmd/titan-*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))

@@ -170,6 +170,7 @@ static const kernel_ops cuda_table = {
 	.vocab_sumexp = cuda_vocab_sumexp,
 	.vocab_finish = cuda_vocab_finish,
 	.attention_merge = cuda_attention_merge,
+	.attention_ranges = cuda_attention_ranges,
 	.add_inplace = cuda_add_inplace,
 	.scale = cuda_scale,
 	.sumsq = cuda_sumsq,

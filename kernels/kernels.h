@@ -168,6 +168,18 @@ typedef struct kernel_ops {
 					const int32_t *kv_lo, const int32_t *kv_hi,
 					int B, int Tq, int Tk, int H, int KV, int D);
 
+	/* Optional: NULL where the attention ops read the key ranges where
+	 * they are (the CPU's).  A backend that plans attention on the host
+	 * (CUDA's tiles) would otherwise copy kv_lo and kv_hi back on every
+	 * call, a wait for the device each time; with this it takes them from
+	 * host_lo and host_hi (n each, copied now) for calls whose ranges lie
+	 * in lo[0..n) and hi[0..n) at the same offset.  The caller promises
+	 * that the device's lo and hi hold those values until it calls again
+	 * for the same lo (after every upload of new ranges) or with n = 0
+	 * (before it frees them). */
+	void (*attention_ranges)(const int32_t *lo, const int32_t *hi,
+				 const int32_t *host_lo, const int32_t *host_hi, size_t n);
+
 	/* out[n] = silu(a[n]) * b[n]; backward overwrites da, db. */
 	void (*swiglu_forward)(float *out, const float *a, const float *b, size_t n);
 	void (*swiglu_backward)(float *da, float *db, const float *dout,

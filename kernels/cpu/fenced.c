@@ -15,6 +15,7 @@
 
 #include "core/cache_alloc.h"
 #include "cpu.h"
+#include "attention_ranges.h"
 
 /* The arena's address space, tried largest first: NORESERVE costs nothing
  * until pages are touched, but a process may be limited (ulimit -v). */
@@ -34,6 +35,10 @@ static struct fenced {
 	size_t top;   /* [base, base + top) has been handed out */
 	int depth;
 	cache_alloc *cache;
+	/* attention_ranges' regions: the CPU's attention reads the ranges
+	 * where they are, so the copies are kept only to check the model's
+	 * promise that they are the device's (what CUDA plans with) */
+	attention_range_table ranges;
 	char why[256];  /* the first failure since the last sync ("" none) */
 } dev;
 
@@ -275,12 +280,33 @@ static void fenced_rope_backward(float *dx, const int32_t *pos, const float *cos
 	FENCED(kernels_cpu.rope_backward(dx, pos, cos_tab, sin_tab, N, heads, D));
 }
 
+static void fenced_attention_ranges(const int32_t *lo, const int32_t *hi,
+				    const int32_t *host_lo, const int32_t *host_hi, size_t n)
+{
+	attention_ranges_set(&dev.ranges, lo, hi, host_lo, host_hi, n);
+}
+
+/* A GPU would plan this call with the host's copy of its ranges where the
+ * model gave one: the copy must be what the device holds.  Under the fence
+ * (the device memory is open). */
+static void check_known_ranges(const int32_t *lo, const int32_t *hi, int B, int Tq)
+{
+	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0, stride;
+	const int32_t *known = attention_ranges_find(&dev.ranges, lo, hi, n, &stride);
+
+	if (known && (memcmp(known, lo, n * sizeof *lo) ||
+		      memcmp(known + stride, hi, n * sizeof *hi)))
+		note_failure("attention: the key ranges given with attention_ranges are not "
+			     "the device's (stale: new ranges were uploaded without it)");
+}
+
 static void fenced_attention_forward(float *out, float *lse, const float *q,
 				     const float *k, const float *v,
 				     const int32_t *kv_lo, const int32_t *kv_hi,
 				     int B, int Tq, int Tk, int H, int KV, int D)
 {
-	FENCED(kernels_cpu.attention_forward(out, lse, q, k, v, kv_lo, kv_hi,
+	FENCED(check_known_ranges(kv_lo, kv_hi, B, Tq);
+	       kernels_cpu.attention_forward(out, lse, q, k, v, kv_lo, kv_hi,
 					     B, Tq, Tk, H, KV, D));
 }
 
@@ -291,7 +317,8 @@ static void fenced_attention_backward(float *dq, float *dk, float *dv,
 				      const int32_t *kv_lo, const int32_t *kv_hi,
 				      int B, int Tq, int Tk, int H, int KV, int D)
 {
-	FENCED(kernels_cpu.attention_backward(dq, dk, dv, dout, q, k, v, out, lse,
+	FENCED(check_known_ranges(kv_lo, kv_hi, B, Tq);
+	       kernels_cpu.attention_backward(dq, dk, dv, dout, q, k, v, out, lse,
 					      kv_lo, kv_hi, B, Tq, Tk, H, KV, D));
 }
 
@@ -300,7 +327,8 @@ static void fenced_attention_forward_bf16(float *out, float *lse, const float *q
 					  const int32_t *kv_lo, const int32_t *kv_hi,
 					  int B, int Tq, int Tk, int H, int KV, int D)
 {
-	FENCED(kernels_cpu.attention_forward_bf16(out, lse, q, k, v, kv_lo, kv_hi,
+	FENCED(check_known_ranges(kv_lo, kv_hi, B, Tq);
+	       kernels_cpu.attention_forward_bf16(out, lse, q, k, v, kv_lo, kv_hi,
 						  B, Tq, Tk, H, KV, D));
 }
 
@@ -311,7 +339,8 @@ static void fenced_attention_backward_bf16(float *dq, float *dk, float *dv,
 					   const int32_t *kv_lo, const int32_t *kv_hi,
 					   int B, int Tq, int Tk, int H, int KV, int D)
 {
-	FENCED(kernels_cpu.attention_backward_bf16(dq, dk, dv, dout, q, k, v, out, lse,
+	FENCED(check_known_ranges(kv_lo, kv_hi, B, Tq);
+	       kernels_cpu.attention_backward_bf16(dq, dk, dv, dout, q, k, v, out, lse,
 						   kv_lo, kv_hi, B, Tq, Tk, H, KV, D));
 }
 
@@ -427,6 +456,7 @@ static const kernel_ops fenced_table = {
 	.vocab_sumexp = fenced_vocab_sumexp,
 	.vocab_finish = fenced_vocab_finish,
 	.attention_merge = fenced_attention_merge,
+	.attention_ranges = fenced_attention_ranges,
 	.add_inplace = fenced_add_inplace,
 	.scale = fenced_scale,
 	.sumsq = fenced_sumsq,

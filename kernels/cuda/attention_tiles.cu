@@ -29,6 +29,7 @@
  * out 0 and lse -inf; lse = -inf gives P = dS = 0. */
 #include "cuda/cuda.h"
 #include "attention_tiles.h"
+#include "attention_ranges.h"
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdio.h>
@@ -306,18 +307,16 @@ static void prim_scratch_put(void *ctx, void *p)
 	cuda_scratch_put(p);
 }
 
-/* The table on the device.  The host table is the schedule's, freed once
- * this returns; CUDA promises to have read a pageable source on return
- * from cudaMemcpyAsync only loosely ("might be synchronous"), and not at
- * all for pinned memory, so the copy is waited for.  That wait is short:
- * the op synchronised a moment ago to download its key ranges, and since
- * then only the fills of its outputs and accumulators (and rowdot) are
- * queued, no GEMM. */
+/* The table on the device, in a block with room for `room` entries (the
+ * memory an op takes does not depend on its mask).  The host table is the
+ * schedule's, freed once this returns: cuda_upload_async copies it through
+ * pinned memory in stream order, so nothing waits for the device here and
+ * the GEMMs queued next read the table once it has landed. */
 static void *const *prim_pointers(void *ctx, void *const *host, size_t n, size_t room)
 {
 	size_t bytes = n * sizeof(void *);
 	void *dev;
-	cudaError_t e = cudaSuccess;
+	char why[256] = "";
 
 	(void)ctx;
 	if (!cuda_ready())
@@ -325,18 +324,10 @@ static void *const *prim_pointers(void *ctx, void *const *host, size_t n, size_t
 	dev = cuda_scratch_get((room > n ? room : n ? n : 1) * sizeof(void *));
 	if (!dev)
 		return NULL;
-	if (bytes) {
-		e = cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, cuda_stream());
-		if (e == cudaSuccess)
-			e = cudaStreamSynchronize(cuda_stream());
-	}
-	if (e != cudaSuccess) {
-		char msg[256];
+	if (cuda_upload_async(dev, host, bytes, why, sizeof why)) {
+		char msg[384];
 
-		/* clear it, or the next launch check would take it as its own */
-		cudaGetLastError();
-		snprintf(msg, sizeof msg, "attention: copying %zu GEMM pointers to the device: %s",
-			 n, cudaGetErrorString(e));
+		snprintf(msg, sizeof msg, "attention: %zu GEMM pointers: %s", n, why);
 		cuda_note_failure(msg);
 		cuda_scratch_put(dev);
 		return NULL;
@@ -480,24 +471,28 @@ const attention_tile_prims *cuda_attention_tile_prims(void)
 	return &tile_prims;
 }
 
+/* The key ranges the model keeps on the host too (kernels.h's
+ * attention_ranges): the backend's state, like context.cu's, one thread
+ * driving the device. */
+static attention_range_table known_ranges;
+
+void cuda_attention_ranges(const int32_t *lo, const int32_t *hi, const int32_t *host_lo,
+			   const int32_t *host_hi, size_t n)
+{
+	attention_ranges_set(&known_ranges, lo, hi, host_lo, host_hi, n);
+}
+
 /* The key ranges on the host, where the schedule plans its tiles: lo then
  * hi, B*Tq each, in one block for the caller to free.  cuda_copy waits for
- * the queued work first: one sync per call, the price of an op table that
- * passes the ranges only where the kernels read them.  NULL, with the
- * reason noted for the next sync, on failure; also for shapes the schedule
- * cannot take (it divides the heads into KV groups). */
+ * the queued work first: a sync per call where the model did not tell
+ * the backend its ranges (attention_ranges).  NULL, with the reason noted
+ * for the next sync, on failure. */
 static int32_t *ranges_to_host(const char *op, const int32_t *kv_lo, const int32_t *kv_hi,
-			       int B, int Tq, int H, int KV)
+			       size_t n)
 {
-	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0;
 	char why[256] = "", msg[384];
 	int32_t *h;
 
-	if (KV <= 0 || H % KV) {
-		snprintf(msg, sizeof msg, "%s: %d heads over %d key/value heads", op, H, KV);
-		cuda_note_failure(msg);
-		return NULL;
-	}
 	h = (int32_t *)malloc(n ? 2 * n * sizeof *h : sizeof *h);
 	if (!h) {
 		snprintf(msg, sizeof msg, "%s: out of host memory for %zu key ranges", op, n);
@@ -527,7 +522,8 @@ static void run_attention(const char *op, const struct att_call *a, const int32_
 			  bool bf16)
 {
 	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, bf16, 0};
-	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0;
+	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0, stride = 0;
+	const int32_t *known;
 	int32_t *host;
 	int rc;
 	char msg[256];
@@ -542,16 +538,26 @@ static void run_attention(const char *op, const struct att_call *a, const int32_
 		cuda_note_failure(msg);
 		return;
 	}
-	host = ranges_to_host(op, kv_lo, kv_hi, B, Tq, H, KV);
-	if (!host)
+	if (KV <= 0 || H % KV) {
+		snprintf(msg, sizeof msg, "%s: %d heads over %d key/value heads", op, H, KV);
+		cuda_note_failure(msg);
 		return;
+	}
+	known = attention_ranges_find(&known_ranges, kv_lo, kv_hi, n, &stride);
+	host = known ? NULL : ranges_to_host(op, kv_lo, kv_hi, n);
+	if (!known && !host)
+		return;
+	if (!known) {
+		known = host;
+		stride = n;
+	}
 	if (a->backward)
 		rc = attention_tiles_backward(&tile_prims, &sh, a->dq, a->dk, a->dv, a->dout, a->q,
 					      a->k, a->v, a->fwd_out, a->fwd_lse, kv_lo, kv_hi,
-					      host, host + n);
+					      known, known + stride);
 	else
 		rc = attention_tiles_forward(&tile_prims, &sh, a->out, a->lse, a->q, a->k, a->v,
-					     kv_lo, kv_hi, host, host + n);
+					     kv_lo, kv_hi, known, known + stride);
 	if (rc) {
 		snprintf(msg, sizeof msg, "%s: out of memory for the score tiles or the GEMM "
 			 "pointers", op);

@@ -16,6 +16,15 @@ static struct {
 	cudaStream_t stream;
 	cublasHandle_t blas;
 	void *scratch;
+	// cuda_upload_async's pinned blocks, used in turn; done[k] is
+	// recorded after the copy out of block k
+	struct {
+		void *host;
+		size_t cap;
+		cudaEvent_t done;
+		bool queued;
+	} stage[2];
+	int next_stage;
 	char why[256];    // why the context could not be made
 	char error[256];  // the first failure since the last sync
 } ctx;
@@ -244,4 +253,46 @@ extern "C" int cuda_copy(void *dst, const void *src, size_t n, bool to_device, c
 		return -1;
 	}
 	return 0;
+}
+
+extern "C" int cuda_upload_async(void *dst, const void *src, size_t n, char *why, size_t wn)
+{
+	cudaError_t e = cudaSuccess;
+
+	if (cuda_context_init(why, wn))
+		return -1;
+	if (!n)
+		return 0;
+	auto &st = ctx.stage[ctx.next_stage];
+
+	// the block's last copy was queued a whole op ago: long done
+	if (st.queued && (e = cudaEventSynchronize(st.done)) != cudaSuccess)
+		goto failed;
+	st.queued = false;
+	if (!st.done && (e = cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming)) !=
+			cudaSuccess)
+		goto failed;
+	if (st.cap < n) {
+		size_t cap = (n + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+
+		cudaFreeHost(st.host);
+		st.host = NULL;
+		st.cap = 0;
+		if ((e = cudaHostAlloc(&st.host, cap, cudaHostAllocDefault)) != cudaSuccess)
+			goto failed;
+		st.cap = cap;
+	}
+	memcpy(st.host, src, n);
+	if ((e = cudaMemcpyAsync(dst, st.host, n, cudaMemcpyHostToDevice, ctx.stream)) !=
+			cudaSuccess ||
+	    (e = cudaEventRecord(st.done, ctx.stream)) != cudaSuccess)
+		goto failed;
+	st.queued = true;
+	ctx.next_stage ^= 1;
+	return 0;
+failed:
+	(void)cudaGetLastError();
+	if (why && wn)
+		snprintf(why, wn, "copying %zu bytes to the device: %s", n, cudaGetErrorString(e));
+	return -1;
 }

@@ -49,6 +49,12 @@ int cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* to_device: host src to device dst; else device src to host dst.  Both
  * wait for what is queued before them. */
 int cuda_copy(void *dst, const void *src, size_t n, bool to_device, char *why, size_t wn);
+/* Host src to device dst in stream order, without waiting: src is copied
+ * first into pinned memory of the context's (two blocks in turn, each
+ * reused once the copy out of it is done), so the caller may reuse src at
+ * once.  For small tables an op builds on the host; -1 with why set when
+ * pinned memory or the copy fails. */
+int cuda_upload_async(void *dst, const void *src, size_t n, char *why, size_t wn);
 
 /* cuda_host.c: a block of the backend's caching allocator for an op's
  * own temporaries (not zero-filled), and its return.  NULL, the reason
@@ -113,6 +119,8 @@ void cuda_attention_backward_plain(float *dq, float *dk, float *dv,
 
 /* attention_tiles.cu: the op table's attention, attention_tiles.h's
  * schedule over cuBLAS */
+void cuda_attention_ranges(const int32_t *lo, const int32_t *hi, const int32_t *host_lo,
+			   const int32_t *host_hi, size_t n);
 void cuda_attention_forward(float *out, float *lse, const float *q,
 			    const float *k, const float *v,
 			    const int32_t *kv_lo, const int32_t *kv_hi,

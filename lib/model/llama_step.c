@@ -116,6 +116,8 @@ static void acts_free(llama_model *m, llama_acts *a)
 {
 	if (!a)
 		return;
+	if (m->ops->attention_ranges && a->kv_lo)
+		m->ops->attention_ranges(a->kv_lo, a->kv_hi, NULL, NULL, 0);
 	mem_free(m->mem, a->mem, a->bytes);
 	free(a->host_mem);
 	free(a->resid);
@@ -1012,6 +1014,9 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 	    (rc = to_device(m, a->kv_lo, a->h_kv_lo, (size_t)d.cp * d.N * sizeof *a->kv_lo)) ||
 	    (rc = to_device(m, a->kv_hi, a->h_kv_hi, (size_t)d.cp * d.N * sizeof *a->kv_hi)))
 		return rc;
+	if (m->ops->attention_ranges)
+		m->ops->attention_ranges(a->kv_lo, a->kv_hi, a->h_kv_lo, a->h_kv_hi,
+					 (size_t)d.cp * d.N);
 	train = labels && dloss != 0;
 	pass = train ? LLAMA_PASS_FORWARD : LLAMA_PASS_EVAL;
 	tied = m->cfg.tie_embeddings;

@@ -9,6 +9,7 @@
 #include "core/base.h"
 #include <math.h>
 #include "attention_tiles.h"
+#include "attention_ranges.h"
 #include "core/half.h"
 #include "kernels.h"
 #include "check.h"
@@ -296,6 +297,45 @@ static void test_scratch_prediction(void)
 	}
 }
 
+/* The host's copies of ranges kept on a device: found for calls inside a
+ * region at the same offset in lo and hi, replaced, forgotten. */
+static void test_known_ranges(void)
+{
+	static int32_t dev_lo[40], dev_hi[40], other[40];
+	int32_t host_lo[40], host_hi[40];
+	attention_range_table t = {0};
+	size_t stride = 0;
+	const int32_t *got;
+
+	for (int i = 0; i < 40; i++) {
+		host_lo[i] = i;
+		host_hi[i] = 100 + i;
+	}
+	attention_ranges_set(&t, dev_lo, dev_hi, host_lo, host_hi, 40);
+	got = attention_ranges_find(&t, dev_lo, dev_hi, 40, &stride);
+	CHECK(got && stride == 40 && got[0] == 0 && got[stride + 39] == 139, "whole region");
+	/* context parallel's ring steps: a part of the region */
+	got = attention_ranges_find(&t, dev_lo + 20, dev_hi + 20, 20, &stride);
+	CHECK(got && got[0] == 20 && got[stride] == 120, "the second half");
+	CHECK(!attention_ranges_find(&t, dev_lo + 20, dev_hi + 20, 21, &stride), "past the end");
+	CHECK(!attention_ranges_find(&t, dev_lo, dev_hi + 1, 10, &stride), "hi at another offset");
+	CHECK(!attention_ranges_find(&t, other, dev_hi, 10, &stride), "another lo");
+	/* new ranges uploaded: the region takes them */
+	host_lo[0] = 7;
+	attention_ranges_set(&t, dev_lo, dev_hi, host_lo, host_hi, 40);
+	got = attention_ranges_find(&t, dev_lo, dev_hi, 1, &stride);
+	CHECK(got && got[0] == 7, "replaced");
+	attention_ranges_set(&t, dev_lo, dev_hi, NULL, NULL, 0);
+	CHECK(!attention_ranges_find(&t, dev_lo, dev_hi, 1, &stride), "forgotten");
+	/* a full table keeps what it has */
+	for (int i = 0; i < ATTENTION_RANGE_REGIONS + 1; i++)
+		attention_ranges_set(&t, other + i, dev_hi + i, host_lo, host_hi, 1);
+	CHECK(attention_ranges_find(&t, other, dev_hi, 1, &stride), "the first region");
+	CHECK(!attention_ranges_find(&t, other + ATTENTION_RANGE_REGIONS, dev_hi +
+				     ATTENTION_RANGE_REGIONS, 1, &stride), "no room for the last");
+	attention_ranges_clear(&t);
+}
+
 int main(void)
 {
 	rng_state = 7;
@@ -305,5 +345,6 @@ int main(void)
 	RUN(test_query_chunks);
 	RUN(test_tile_sizes);
 	RUN(test_scratch_prediction);
+	RUN(test_known_ranges);
 	return check_done();
 }
