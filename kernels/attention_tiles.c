@@ -37,51 +37,74 @@ static void query_span(const int32_t *lo, const int32_t *hi, int B, int Tq, int 
 	*qb = a < b ? b : 0;
 }
 
-/* Keys per tile and query rows per chunk.  Score buffers are [B*H, rows of
- * a chunk, keys of a tile] (fp32 counts the backward's scores and dP, bf16
- * adds their bf16 copies) and stay near the budget.  Large tiles matter
- * most: every tile a query row sees reads and rewrites its out (dq) row,
- * and scores of a tile are written and read once more besides, so with 64
- * keys a tile moves as many bytes as it does flops over ten.  So: all the
- * queries in one chunk with the widest tile (a multiple of 64 keys, at most
- * Tk) if that is at least TILE_KEYS; else TILE_KEYS keys and as many query
- * rows (a multiple of 64) as the budget holds.  An explicit key_tile
- * (tests) keeps one chunk unless query_chunk is given too. */
+/* Keys per tile, batch rows per chunk and query rows per chunk.  Score
+ * buffers are [batch rows of a chunk * H, query rows of a chunk, keys of a
+ * tile] (fp32 counts the backward's scores and dP, bf16 adds their bf16
+ * copies) and stay within the budget.  Wide tiles matter: every tile a
+ * query row sees reads and rewrites its out (dq) row, and with 64 keys a
+ * tile moves as many bytes as it does flops over ten.  Chunks of batch rows
+ * cost nothing (their rows are apart in every tensor); chunks of query
+ * rows make the backward add into dk and dv once per chunk.  So: every row
+ * at once with the widest tile (a multiple of 64 keys, at most Tk) if that
+ * is at least TILE_KEYS; else as many batch rows as fit with TILE_KEYS and
+ * the widest tile for them; else one batch row, TILE_KEYS keys and as many
+ * query rows (a multiple of 64) as fit.  key_tile, query_chunk and
+ * batch_chunk given (tests) are kept. */
 #define TILE_KEYS 512
 
 typedef struct blocking {
-	int key_tile, q_chunk;
+	int key_tile, b_chunk, q_chunk;
 } blocking;
+
+/* The widest tile of a multiple of 64 keys (at least 64, at most Tk) for
+ * score rows of `per_key` bytes a key in all. */
+static int widest_tile(size_t per_key, int Tk)
+{
+	size_t keys = ATTENTION_TILES_BUDGET / per_key;
+
+	keys -= keys % 64;
+	if (keys < 64)
+		keys = 64;
+	return keys > (size_t)Tk ? Tk : (int)keys;
+}
 
 static blocking blocking_of(const attention_tiles_shape *sh)
 {
-	size_t heads = (size_t)sh->B * sh->H, bytes = sh->bf16 ? 12 : 8;
-	int Tq = sh->Tq > 0 ? sh->Tq : 1, want = TILE_KEYS < sh->Tk ? TILE_KEYS : sh->Tk;
-	size_t keys = ATTENTION_TILES_BUDGET / (heads * (size_t)Tq * bytes), rows;
-	blocking b = {0, Tq};
+	size_t bytes = sh->bf16 ? 12 : 8, H = (size_t)sh->H;
+	int Tq = sh->Tq > 0 ? sh->Tq : 1, B = sh->B > 0 ? sh->B : 1;
+	int want = TILE_KEYS < sh->Tk ? TILE_KEYS : sh->Tk;
+	size_t row_bytes = H * (size_t)Tq * bytes;   /* a batch row, a key */
+	size_t rows = ATTENTION_TILES_BUDGET / (row_bytes * (size_t)attention_tiles_ld16(want));
+	blocking b = {0, B, Tq};
 
 	if (sh->key_tile > 0) {
 		b.key_tile = sh->key_tile < sh->Tk ? sh->key_tile : sh->Tk;
-	} else if (keys - keys % 64 >= (size_t)want) {
-		keys -= keys % 64;
-		b.key_tile = keys > (size_t)sh->Tk ? sh->Tk : (int)keys;
+	} else if (rows >= 1) {
+		b.b_chunk = rows < (size_t)B ? (int)rows : B;
+		b.key_tile = widest_tile((size_t)b.b_chunk * row_bytes, sh->Tk);
+		if (b.key_tile < want)   /* ld16's padding */
+			b.key_tile = want;
 	} else {
+		b.b_chunk = 1;
 		b.key_tile = want;
-		rows = ATTENTION_TILES_BUDGET /
-		       (heads * (size_t)attention_tiles_ld16(want) * bytes);
+		rows = ATTENTION_TILES_BUDGET / (H * (size_t)attention_tiles_ld16(want) * bytes);
 		rows -= rows % 64;
 		b.q_chunk = rows < 64 ? 64 : rows < (size_t)Tq ? (int)rows : Tq;
 	}
 	if (sh->query_chunk > 0)
 		b.q_chunk = sh->query_chunk < Tq ? sh->query_chunk : Tq;
+	if (sh->batch_chunk > 0)
+		b.b_chunk = sh->batch_chunk < B ? sh->batch_chunk : B;
 	return b;
 }
 
-void attention_tiles_blocking(const attention_tiles_shape *sh, int *key_tile, int *query_chunk)
+void attention_tiles_blocking(const attention_tiles_shape *sh, int *key_tile, int *batch_chunk,
+			      int *query_chunk)
 {
 	blocking b = blocking_of(sh);
 
 	*key_tile = b.key_tile;
+	*batch_chunk = b.b_chunk;
 	*query_chunk = b.q_chunk;
 }
 
@@ -397,8 +420,10 @@ void attention_tiles_scratch(const attention_tiles_shape *sh, bool backward, int
 	if (sh->B <= 0 || sh->Tq <= 0 || sh->H <= 0 || sh->Tk <= 0)
 		return;
 	blk = blocking_of(sh);
-	*scratch = layout(sh, blk, backward, bf16_size, bytes);
-	*pointers = pointer_room(sh, blk, backward) * sizeof(void *);
+	attention_tiles_shape chunk = *sh;   /* the largest chunk's */
+	chunk.B = blk.b_chunk;
+	*scratch = layout(&chunk, blk, backward, bf16_size, bytes);
+	*pointers = pointer_room(&chunk, blk, backward) * sizeof(void *);
 }
 
 /* Take the call's scratch and point c's buffers into it; the base, for
@@ -460,33 +485,41 @@ static void round_inputs(const attention_tile_prims *p, call *c, const float *co
 }
 
 static void init_call(call *c, const attention_tile_prims *p, const attention_tiles_shape *sh,
-		      bool backward, const int32_t *lo, const int32_t *hi,
+		      blocking blk, bool backward, const int32_t *lo, const int32_t *hi,
 		      const int32_t *host_lo, const int32_t *host_hi)
 {
-	*c = (call){.sh = *sh, .blk = blocking_of(sh), .lo = lo, .hi = hi,
+	*c = (call){.sh = *sh, .blk = blk, .lo = lo, .hi = hi,
 		    .host_lo = host_lo, .host_hi = host_hi,
 		    .scale = 1.0f / sqrtf((float)sh->D), .backward = backward};
 	c->x.bf16 = sh->bf16;
 	c->x.bf16_size = p->bf16_size;
 }
 
+/* Where a chunk of batch rows starts in a call's tensors: element offsets
+ * of its first row in [B, Tq, H, D] (q, out, dout, dq), [B, Tk, KV, D] (k,
+ * v, dk, dv), [B, H, Tq] (lse) and [B, Tq] (the ranges). */
+typedef struct rows_at {
+	size_t q, k, lse, range;
+} rows_at;
 
-int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles_shape *sh,
-			    float *out, float *lse, const float *q, const float *k,
-			    const float *v, const int32_t *lo, const int32_t *hi,
-			    const int32_t *host_lo, const int32_t *host_hi)
+static rows_at rows_at_of(const attention_tiles_shape *sh, int b0)
+{
+	size_t b = (size_t)b0;
+
+	return (rows_at){b * sh->Tq * sh->H * sh->D, b * sh->Tk * sh->KV * sh->D,
+			 b * sh->H * sh->Tq, b * sh->Tq};
+}
+
+/* The forward of one chunk of batch rows (sh its shape). */
+static int forward_rows(const attention_tile_prims *p, const attention_tiles_shape *sh,
+			blocking blk, float *out, float *lse, const float *q, const float *k,
+			const float *v, const int32_t *lo, const int32_t *hi,
+			const int32_t *host_lo, const int32_t *host_hi)
 {
 	size_t rows = (size_t)sh->B * sh->H * sh->Tq;
 	call c;
 
-	if (!rows)
-		return 0;
-	p->fill(p->ctx, out, 0.0f, rows * sh->D);
-	if (sh->Tk <= 0) {
-		p->fill(p->ctx, lse, -INFINITY, rows);
-		return 0;
-	}
-	init_call(&c, p, sh, false, lo, hi, host_lo, host_hi);
+	init_call(&c, p, sh, blk, false, lo, hi, host_lo, host_hi);
 	c.x.in[OP_Q] = q;
 	c.x.in[OP_K] = k;
 	c.x.in[OP_V] = v;
@@ -505,23 +538,44 @@ int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles
 	return rc;
 }
 
-int attention_tiles_backward(const attention_tile_prims *p, const attention_tiles_shape *sh,
-			     float *dq, float *dk, float *dv, const float *dout,
-			     const float *q, const float *k, const float *v,
-			     const float *out, const float *lse,
-			     const int32_t *lo, const int32_t *hi,
-			     const int32_t *host_lo, const int32_t *host_hi)
+int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles_shape *sh,
+			    float *out, float *lse, const float *q, const float *k,
+			    const float *v, const int32_t *lo, const int32_t *hi,
+			    const int32_t *host_lo, const int32_t *host_hi)
 {
 	size_t rows = (size_t)sh->B * sh->H * sh->Tq;
-	size_t kvn = (size_t)sh->B * sh->Tk * sh->KV * sh->D;
+	int rc = 0;
+
+	if (!rows)
+		return 0;
+	p->fill(p->ctx, out, 0.0f, rows * sh->D);
+	if (sh->Tk <= 0) {
+		p->fill(p->ctx, lse, -INFINITY, rows);
+		return 0;
+	}
+	blocking blk = blocking_of(sh);
+	for (int b0 = 0; b0 < sh->B && !rc; b0 += blk.b_chunk) {
+		attention_tiles_shape chunk = *sh;
+		rows_at at = rows_at_of(sh, b0);
+
+		chunk.B = sh->B - b0 < blk.b_chunk ? sh->B - b0 : blk.b_chunk;
+		rc = forward_rows(p, &chunk, blk, out + at.q, lse + at.lse, q + at.q, k + at.k,
+				  v + at.k, lo + at.range, hi + at.range, host_lo + at.range,
+				  host_hi + at.range);
+	}
+	return rc;
+}
+
+/* The backward of one chunk of batch rows (sh its shape). */
+static int backward_rows(const attention_tile_prims *p, const attention_tiles_shape *sh,
+			 blocking blk, float *dq, float *dk, float *dv, const float *dout,
+			 const float *q, const float *k, const float *v, const float *out,
+			 const float *lse, const int32_t *lo, const int32_t *hi,
+			 const int32_t *host_lo, const int32_t *host_hi)
+{
 	call c;
 
-	p->fill(p->ctx, dq, 0.0f, rows * sh->D);
-	p->fill(p->ctx, dk, 0.0f, kvn);
-	p->fill(p->ctx, dv, 0.0f, kvn);
-	if (!rows || sh->Tk <= 0)
-		return 0;
-	init_call(&c, p, sh, true, lo, hi, host_lo, host_hi);
+	init_call(&c, p, sh, blk, true, lo, hi, host_lo, host_hi);
 	c.x.in[OP_Q] = q;
 	c.x.in[OP_K] = k;
 	c.x.in[OP_V] = v;
@@ -538,5 +592,35 @@ int attention_tiles_backward(const attention_tile_prims *p, const attention_tile
 	p->rowdot(p->ctx, c.vec, dout, out, sh->B, sh->Tq, sh->H, sh->D);
 	int rc = run_call(p, &c);
 	p->scratch_put(p->ctx, scratch);
+	return rc;
+}
+
+int attention_tiles_backward(const attention_tile_prims *p, const attention_tiles_shape *sh,
+			     float *dq, float *dk, float *dv, const float *dout,
+			     const float *q, const float *k, const float *v,
+			     const float *out, const float *lse,
+			     const int32_t *lo, const int32_t *hi,
+			     const int32_t *host_lo, const int32_t *host_hi)
+{
+	size_t rows = (size_t)sh->B * sh->H * sh->Tq;
+	size_t kvn = (size_t)sh->B * sh->Tk * sh->KV * sh->D;
+	int rc = 0;
+
+	p->fill(p->ctx, dq, 0.0f, rows * sh->D);
+	p->fill(p->ctx, dk, 0.0f, kvn);
+	p->fill(p->ctx, dv, 0.0f, kvn);
+	if (!rows || sh->Tk <= 0)
+		return 0;
+	blocking blk = blocking_of(sh);
+	for (int b0 = 0; b0 < sh->B && !rc; b0 += blk.b_chunk) {
+		attention_tiles_shape chunk = *sh;
+		rows_at at = rows_at_of(sh, b0);
+
+		chunk.B = sh->B - b0 < blk.b_chunk ? sh->B - b0 : blk.b_chunk;
+		rc = backward_rows(p, &chunk, blk, dq + at.q, dk + at.k, dv + at.k, dout + at.q,
+				   q + at.q, k + at.k, v + at.k, out + at.q, lse + at.lse,
+				   lo + at.range, hi + at.range, host_lo + at.range,
+				   host_hi + at.range);
+	}
 	return rc;
 }

@@ -20,9 +20,10 @@
  * then finish: out /= l, lse = m + log l.  So memory holds one tile of
  * scores per head, [qb - qa, k1 - k0], never Tq x Tk.  Where all the
  * queries' scores against a tile of TILE_KEYS keys (attention_tiles.c)
- * would not fit the budget, the queries go in chunks of rows, each chunk
- * over the key tiles in order: a row still meets its keys tile by tile in
- * the same order, and tiles stay wide.
+ * would not fit the budget, the batch rows go in chunks, one call of the
+ * schedule each, and where one batch row does not fit, its queries go in
+ * chunks of rows, each chunk over the key tiles in order: a row still
+ * meets its keys tile by tile in the same order, and tiles stay wide.
  *
  * Backward, with D_i = rowsum(dout_i * out_i) first (rowdot), per key tile:
  *   S   = scale * Q K^T,  dP = dout V^T                          (GEMMs)
@@ -131,18 +132,18 @@ typedef struct attention_tile_prims {
 } attention_tile_prims;
 
 /* The shape of one call, as kernels.h's attention ops take it, and how to
- * run it: key_tile keys per tile and query_chunk query rows per chunk (0
- * picks them so that the score buffers stay near ATTENTION_TILES_BUDGET
- * bytes with wide tiles; query_chunk 0 with a key_tile given is one
- * chunk), bf16 operands or fp32. */
+ * run it: key_tile keys per tile, query_chunk query rows and batch_chunk
+ * batch rows per chunk (0 picks them so that the score buffers stay within
+ * ATTENTION_TILES_BUDGET bytes with wide tiles; with a key_tile given, 0
+ * for a chunk is all the rows), bf16 operands or fp32. */
 typedef struct attention_tiles_shape {
 	int B, Tq, Tk, H, KV, D;
 	int key_tile;
 	bool bf16;
-	int query_chunk;
+	int query_chunk, batch_chunk;
 } attention_tiles_shape;
 
-#define ATTENTION_TILES_BUDGET ((size_t)256 << 20)
+#define ATTENTION_TILES_BUDGET ((size_t)512 << 20)
 
 /* The row stride of a bf16 copy of rows n elements wide, and of a tile's
  * score rows of n keys. */
@@ -151,10 +152,10 @@ static inline int attention_tiles_ld16(int n)
 	return (n + 7) / 8 * 8;
 }
 
-/* The keys per tile and query rows per chunk a call of this shape runs
- * with (see attention_tiles.c). */
+/* The keys per tile, batch rows per chunk and query rows per chunk a call
+ * of this shape runs with (see attention_tiles.c). */
 void attention_tiles_blocking(const attention_tiles_shape *shape, int *key_tile,
-			      int *query_chunk);
+			      int *batch_chunk, int *query_chunk);
 
 /* What one call takes from the backend at once, for a memory model: the
  * scratch block (scores, softmax state, bf16 copies of bf16_size bytes a

@@ -266,7 +266,7 @@ void cpu_attention_forward_bf16(float *out, float *lse, const float *q,
 				const int32_t *kv_lo, const int32_t *kv_hi,
 				int B, int Tq, int Tk, int H, int KV, int D)
 {
-	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, true, 0};
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, true, 0, 0};
 
 	if (attention_tiles_forward(&attention_tile_prims_cpu, &sh, out, lse, q, k, v, kv_lo,
 				    kv_hi, kv_lo, kv_hi))
@@ -280,7 +280,7 @@ void cpu_attention_backward_bf16(float *dq, float *dk, float *dv,
 				 const int32_t *kv_lo, const int32_t *kv_hi,
 				 int B, int Tq, int Tk, int H, int KV, int D)
 {
-	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, true, 0};
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, true, 0, 0};
 
 	if (attention_tiles_backward(&attention_tile_prims_cpu, &sh, dq, dk, dv, dout, q, k, v,
 				     out, lse, kv_lo, kv_hi, kv_lo, kv_hi))

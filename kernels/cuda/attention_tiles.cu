@@ -521,7 +521,7 @@ static void run_attention(const char *op, const struct att_call *a, const int32_
 			  const int32_t *kv_hi, int B, int Tq, int Tk, int H, int KV, int D,
 			  bool bf16)
 {
-	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, bf16, 0};
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 0, bf16, 0, 0};
 	size_t n = B > 0 && Tq > 0 ? (size_t)B * (size_t)Tq : 0, stride = 0;
 	const int32_t *known;
 	int32_t *host;

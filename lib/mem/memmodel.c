@@ -240,7 +240,7 @@ static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int m
 {
 	int T = o->seq_len / o->par.cp;
 	attention_tiles_shape sh = {mb, T, T, (int)k->H, (int)k->KV, (int)k->D, 0,
-				    o->matmul_bf16, 0};
+				    o->matmul_bf16, 0, 0};
 	size_t tp = (size_t)o->par.tp;
 	size_t Ns = o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
 	size_t worst = cache_alloc_round((size_t)kernels_rmsnorm_dweight_chunks((int)Ns) *

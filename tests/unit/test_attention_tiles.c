@@ -93,7 +93,7 @@ static float *rounded(const float *x, size_t n)
  * only the rounding of P and dS is left between them: lse (the fp32 sums of
  * the unrounded P) to fp32 rounding, the rest to bf16's. */
 static void check_case_in(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile,
-			  int chunk, bool bf16)
+			  int chunk, int rows, bool bf16)
 {
 	size_t nq = (size_t)B * Tq * H * D, nk = (size_t)B * Tk * KV * D;
 	size_t nl = (size_t)B * H * Tq;
@@ -104,12 +104,12 @@ static void check_case_in(int B, int Tq, int Tk, int H, int KV, int D, enum mask
 	float *tdq = calloc(nq, 4), *tdk = calloc(nk, 4), *tdv = calloc(nk, 4);
 	int32_t *lo = malloc((size_t)B * Tq * 4), *hi = malloc((size_t)B * Tq * 4);
 	const attention_tile_prims *p = &attention_tile_prims_cpu;
-	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, tile, bf16, chunk};
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, tile, bf16, chunk, rows};
 	double tol_out = bf16 ? 5e-3 : 2e-5, tol_grad = bf16 ? 1e-2 : 5e-5;
 	char what[128];
 
-	snprintf(what, sizeof what, "%s B %d Tq %d Tk %d H %d KV %d D %d mask %d tile %d chunk %d",
-		 bf16 ? "bf16" : "fp32", B, Tq, Tk, H, KV, D, kind, tile, chunk);
+	snprintf(what, sizeof what, "%s B %d Tq %d Tk %d H %d KV %d D %d mask %d tile %d chunk %d "
+		 "rows %d", bf16 ? "bf16" : "fp32", B, Tq, Tk, H, KV, D, kind, tile, chunk, rows);
 	if (q && k && v && dout) {
 		rq = bf16 ? rounded(q, nq) : q;
 		rk = bf16 ? rounded(k, nk) : k;
@@ -151,8 +151,8 @@ out:
 static void check_chunked(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile,
 			  int chunk)
 {
-	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, chunk, false);
-	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, chunk, true);
+	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, chunk, 0, false);
+	check_case_in(B, Tq, Tk, H, KV, D, kind, tile, chunk, 0, true);
 }
 
 static void check_case(int B, int Tq, int Tk, int H, int KV, int D, enum mask kind, int tile)
@@ -191,6 +191,17 @@ static void test_query_chunks(void)
 	}
 }
 
+/* Batch rows in chunks, one call of the schedule each; with query chunks
+ * too. */
+static void test_batch_chunks(void)
+{
+	for (int bf16 = 0; bf16 < 2; bf16++) {
+		check_case_in(3, 37, 37, 4, 2, 8, CAUSAL, 5, 0, 1, bf16);
+		check_case_in(3, 50, 50, 6, 2, 12, DOCUMENTS, 16, 0, 2, bf16);
+		check_case_in(3, 33, 90, 4, 1, 16, RANGES, 11, 7, 2, bf16);
+	}
+}
+
 static void test_ranges(void)
 {
 	check_case(2, 33, 90, 4, 1, 16, RANGES, 11);
@@ -199,32 +210,34 @@ static void test_ranges(void)
 }
 
 /* The automatic tile: at most Tk keys, at least 64 when there are more. */
-static void expect_blocking(int B, int T, int H, bool bf16, int want_tile, int want_chunk)
+static void expect_blocking(int B, int T, int H, bool bf16, int want_tile, int want_rows,
+			    int want_chunk)
 {
-	attention_tiles_shape sh = {B, T, T, H, H / 4 ? H / 4 : 1, 64, 0, bf16, 0};
-	int tile, chunk;
+	attention_tiles_shape sh = {B, T, T, H, H / 4 ? H / 4 : 1, 64, 0, bf16, 0, 0};
+	int tile, rows, chunk;
 
-	attention_tiles_blocking(&sh, &tile, &chunk);
-	CHECK(tile == want_tile && chunk == want_chunk,
-	      "B %d T %d H %d %s: %d keys a tile, %d query rows a chunk; expected %d, %d", B, T,
-	      H, bf16 ? "bf16" : "fp32", tile, chunk, want_tile, want_chunk);
+	attention_tiles_blocking(&sh, &tile, &rows, &chunk);
+	CHECK(tile == want_tile && rows == want_rows && chunk == want_chunk,
+	      "B %d T %d H %d %s: %d keys a tile, %d batch rows and %d query rows a chunk; "
+	      "expected %d, %d, %d", B, T, H, bf16 ? "bf16" : "fp32", tile, rows, chunk,
+	      want_tile, want_rows, want_chunk);
 }
 
 static void test_tile_sizes(void)
 {
 	check_case(1, 130, 130, 2, 1, 8, CAUSAL, 0);
 	check_case(1, 1, 1, 1, 1, 1, CAUSAL, 0);
-	/* what fits the budget whole: every key in one tile */
-	expect_blocking(2, 37, 4, true, 37, 37);
-	/* the widest tile of a multiple of 64 keys in one chunk, or 512
-	 * keys and chunks of queries */
-	expect_blocking(1, 2048, 8, false, 2048, 2048);
-	expect_blocking(1, 4096, 16, true, 512, 2688);
-	/* llama3_1b at 8 x 2048 tokens: 512 keys a tile, and the
-	 * queries in chunks that keep the scores near 256 MiB,
-	 * 256 MiB / (8 * 32 * 512 * 12 bytes) rounded down to 64 */
-	expect_blocking(8, 2048, 32, true, 512, 128);
-	expect_blocking(8, 2048, 32, false, 512, 256);
+	/* what fits the 512 MiB budget whole: every key in one tile */
+	expect_blocking(2, 37, 4, true, 37, 2, 37);
+	expect_blocking(1, 2048, 8, false, 2048, 1, 2048);
+	/* the batch rows that fit with 512 keys, and the widest tile for
+	 * them: 512 MiB / (32 heads * 2048 queries * 12 bytes) = 682 keys */
+	expect_blocking(1, 4096, 16, true, 640, 1, 4096);
+	expect_blocking(8, 2048, 32, true, 640, 1, 2048);
+	expect_blocking(8, 2048, 32, false, 512, 2, 2048);
+	/* one batch row does not fit 512 keys: chunks of its queries,
+	 * 512 MiB / (32 * 512 * 12) rounded down to 64 */
+	expect_blocking(1, 8192, 32, true, 512, 1, 2688);
 }
 
 /* The CPU's primitives, recording the largest scratch block and pointer
@@ -251,11 +264,12 @@ static void *const *recording_pointers(void *ctx, void *const *host, size_t n, s
  * take: the same scratch and the same table, whatever the mask skips. */
 static void test_scratch_prediction(void)
 {
-	static const int shapes[][8] = {
-		/* B, T, H, KV, D, key tile, bf16, query chunk */
-		{2, 37, 4, 2, 8, 5, 0, 0}, {2, 37, 4, 2, 12, 5, 1, 0}, {1, 130, 2, 1, 8, 0, 1, 0},
-		{3, 50, 6, 2, 16, 16, 1, 0}, {1, 64, 4, 4, 8, 64, 0, 0}, {2, 37, 4, 2, 8, 5, 0, 9},
-		{3, 50, 6, 2, 16, 16, 1, 20},
+	static const int shapes[][9] = {
+		/* B, T, H, KV, D, key tile, bf16, query chunk, batch chunk */
+		{2, 37, 4, 2, 8, 5, 0, 0, 0}, {2, 37, 4, 2, 12, 5, 1, 0, 0},
+		{1, 130, 2, 1, 8, 0, 1, 0, 0}, {3, 50, 6, 2, 16, 16, 1, 0, 0},
+		{1, 64, 4, 4, 8, 64, 0, 0, 0}, {2, 37, 4, 2, 8, 5, 0, 9, 0},
+		{3, 50, 6, 2, 16, 16, 1, 20, 2}, {3, 37, 4, 2, 8, 5, 1, 0, 1},
 	};
 	attention_tile_prims rec = attention_tile_prims_cpu;
 
@@ -264,7 +278,7 @@ static void test_scratch_prediction(void)
 	for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
 		const int *x = shapes[i];
 		int B = x[0], T = x[1], H = x[2], KV = x[3], D = x[4];
-		attention_tiles_shape sh = {B, T, T, H, KV, D, x[5], x[6] != 0, x[7]};
+		attention_tiles_shape sh = {B, T, T, H, KV, D, x[5], x[6] != 0, x[7], x[8]};
 		size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KV * D, nl = (size_t)B * H * T;
 		float *q = randoms(nq), *k = randoms(nk), *v = randoms(nk), *dout = randoms(nq);
 		float *out = calloc(nq, 4), *lse = calloc(nl, 4), *dq = calloc(nq, 4);
@@ -343,6 +357,7 @@ int main(void)
 	RUN(test_documents);
 	RUN(test_ranges);
 	RUN(test_query_chunks);
+	RUN(test_batch_chunks);
 	RUN(test_tile_sizes);
 	RUN(test_scratch_prediction);
 	RUN(test_known_ranges);

@@ -447,7 +447,7 @@ static void small_tile_forward(float *out, float *lse, const float *q, const flo
 			       const float *v, const int32_t *kv_lo, const int32_t *kv_hi,
 			       int B, int Tq, int Tk, int H, int KV, int D)
 {
-	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 7, false, 5};
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 7, false, 5, 2};
 	int rc = attention_tiles_forward(cuda_attention_tile_prims(), &sh, out, lse, q, k, v,
 					 kv_lo, kv_hi, small_tile_lo, small_tile_hi);
 	CHECK(rc == 0, "attention_tiles_forward: %d", rc);
@@ -459,7 +459,7 @@ static void small_tile_backward(float *dq, float *dk, float *dv, const float *do
 				const int32_t *kv_hi, int B, int Tq, int Tk, int H, int KV,
 				int D)
 {
-	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 7, false, 5};
+	attention_tiles_shape sh = {B, Tq, Tk, H, KV, D, 7, false, 5, 2};
 	int rc = attention_tiles_backward(cuda_attention_tile_prims(), &sh, dq, dk, dv, dout, q,
 					  k, v, out, lse, kv_lo, kv_hi, small_tile_lo,
 					  small_tile_hi);

@@ -239,13 +239,13 @@ static void test_gpu_op_scratch(void)
 	opts_8b(&o, &c, 1, NULL, 0);
 	REQUIRE(mem_model_estimate(&o, &r) == 0, "%s", titan_errmsg());
 	/* fp32: the attention backward's scores, dP and D_i, and its table */
-	attention_tiles_shape sh = {2, 8192, 8192, 32, 8, 128, 0, false, 0};
+	attention_tiles_shape sh = {2, 8192, 8192, 32, 8, 128, 0, false, 0, 0};
 	attention_tiles_scratch(&sh, true, 2, &scratch, &pointers);
 	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == cache_alloc_round(scratch) + cache_alloc_round(pointers),
 	      "fp32: %zu, attention backward %zu + %zu", r.stage[0].row[MEM_ROW_OP_SCRATCH],
 	      scratch, pointers);
-	/* the tile keeps the two score buffers near 256 MiB */
-	CHECK(scratch > ((size_t)200 << 20) && scratch < ((size_t)320 << 20), "%zu", scratch);
+	/* the tile keeps the two score buffers near the 512 MiB budget */
+	CHECK(scratch > ((size_t)400 << 20) && scratch < ((size_t)640 << 20), "%zu", scratch);
 	mem_model_report_free(&r);
 
 	/* bf16 GEMMs: the head's chunk copy of dout [n, V] for a chunk of
