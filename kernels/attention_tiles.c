@@ -151,6 +151,7 @@ enum operand {
 	OP_Q, OP_K, OP_V,   /* rows of a [B, T, heads, D] tensor at the tile */
 	OP_OUT,             /* as A or B: dout's rows; as C: out's or dq's */
 	OP_S, OP_S2,        /* score buffers: as A, P and dS; as C, S and dP */
+	OP_PK, OP_PV,       /* as C only: each query head's share of dk, dv */
 	OP_COUNT,
 };
 
@@ -162,7 +163,7 @@ typedef struct tensors {
 	int bf16_size;              /* bytes of a bf16 copy's value */
 	const void *in[OP_COUNT];
 	int in_ld[OP_COUNT];        /* q, k, v, dout: the rows' stride, D or D8 (0: D) */
-	float *acc[OP_COUNT];       /* OP_OUT (out or dq), OP_S, OP_S2 */
+	float *acc[OP_COUNT];       /* OP_OUT (out or dq), OP_S, OP_S2, OP_PK, OP_PV */
 	float *k_out, *v_out;       /* dk, dv */
 } tensors;
 
@@ -187,9 +188,17 @@ static size_t operand_offset(const tile *t, int which, int b, int h, int ld)
 	case OP_K:
 	case OP_V:
 		return (krow * t->KV + (size_t)g) * ld;
+	case OP_PK:
+	case OP_PV:   /* [B][H][N][ld] */
+		return ((size_t)b * t->H + (size_t)h) * (size_t)t->N * ld;
 	default:   /* OP_S, OP_S2: [B][H][M][ld] */
 		return ((size_t)b * t->H + (size_t)h) * (size_t)t->M * ld;
 	}
+}
+
+static bool is_scores(int which)
+{
+	return which == OP_S || which == OP_S2;
 }
 
 /* The elements between a tile's score rows, fp32 or bf16 (see the
@@ -202,7 +211,7 @@ static int score_ld(const tile *t)
 /* The elements between an input's rows of one head (or score rows). */
 static int input_row(const tile *t, const tensors *x, int which, int D)
 {
-	if (which >= OP_S)
+	if (is_scores(which))
 		return score_ld(t);
 	return x->in_ld[which] ? x->in_ld[which] : D;
 }
@@ -234,7 +243,8 @@ static void gemm(walk *w, const tile *t, const tensors *x, int D, int r, bool ta
 		int which = kind ? bm : a;
 		int row = input_row(t, x, which, D);
 		/* q, k, v and dout rows hold all heads: the GEMM steps over them */
-		ld[kind] = which >= OP_S ? row : row * (which == OP_K || which == OP_V ? t->KV : t->H);
+		ld[kind] = is_scores(which) ? row
+					    : row * (which == OP_K || which == OP_V ? t->KV : t->H);
 		for (int b = 0; b < t->B; b++)
 			for (int i = 0; i < heads; i++)
 				push(w, input_at(t, x, which, b, r >= 0 ? i * t->rep + r : i, D));
@@ -247,7 +257,7 @@ static void gemm(walk *w, const tile *t, const tensors *x, int D, int r, bool ta
 						  (size_t)i) * D);
 			else
 				push(w, x->acc[c] + operand_offset(t, c, b, h,
-								   c >= OP_S ? score_ld(t) : D));
+								   is_scores(c) ? score_ld(t) : D));
 		}
 	}
 	if (w->run)
@@ -313,13 +323,26 @@ static void walk_tiles(walk *w, const call *c)
 		/* dq += dS K */
 		gemm(w, &t, &x, D, -1, false, false, M, D, N, 1.0f, OP_S2, OP_K, 1.0f,
 		     OP_OUT, NULL, qd);
-		/* dk += dS^T Q and dv += P^T dout, one query head of each group
-		 * at a time: the heads of a group write the same rows */
-		for (int r = 0; r < t.rep; r++) {
-			gemm(w, &t, &x, D, r, true, false, N, D, M, 1.0f, OP_S2, OP_Q, 1.0f,
+		/* dk += dS^T Q and dv += P^T dout */
+		if (t.rep == 1) {
+			gemm(w, &t, &x, D, 0, true, false, N, D, M, 1.0f, OP_S2, OP_Q, 1.0f,
 			     -1, x.k_out, kd);
-			gemm(w, &t, &x, D, r, true, false, N, D, M, 1.0f, OP_S, OP_OUT, 1.0f,
+			gemm(w, &t, &x, D, 0, true, false, N, D, M, 1.0f, OP_S, OP_OUT, 1.0f,
 			     -1, x.v_out, kd);
+			continue;
+		}
+		/* the heads of a group would write the same rows: each query
+		 * head's share into rows of its own, in one GEMM over every
+		 * head, then each group's shares summed in head order */
+		gemm(w, &t, &x, D, -1, true, false, N, D, M, 1.0f, OP_S2, OP_Q, 0.0f, OP_PK,
+		     NULL, D);
+		gemm(w, &t, &x, D, -1, true, false, N, D, M, 1.0f, OP_S, OP_OUT, 0.0f, OP_PV,
+		     NULL, D);
+		if (w->run) {
+			p->group_sum(p->ctx, x.k_out, x.acc[OP_PK], sh->B, sh->Tk, sh->KV, t.rep,
+				     k0, N, D);
+			p->group_sum(p->ctx, x.v_out, x.acc[OP_PV], sh->B, sh->Tk, sh->KV, t.rep,
+				     k0, N, D);
 		}
 	}
 	}
@@ -327,9 +350,9 @@ static void walk_tiles(walk *w, const call *c)
 
 /* The pointer table's entries for every pair of a call: what the backend
  * sets aside whatever the mask, so that the op's memory is the same for
- * every batch (per pair, three lists of B * H: forward's two GEMMs,
- * backward's three over every head and two per group member over KV
- * heads). */
+ * every batch (per pair, three lists of B * H for each GEMM: forward's
+ * two, backward's five, those of dk and dv over KV heads when a KV head
+ * has one query head). */
 static size_t pointer_room(const attention_tiles_shape *sh, blocking b, bool backward)
 {
 	return (size_t)(backward ? 5 : 2) * 3 * sh->B * sh->H * tile_pairs(sh, b);
@@ -367,6 +390,7 @@ static int run_call(const attention_tile_prims *p, call *c)
  * so that every one starts aligned for any kernel or GEMM. */
 enum section {
 	SEC_S, SEC_S2, SEC_SMALL,            /* fp32 scores, dP; m and l, or D_i */
+	SEC_PK, SEC_PV,                      /* GQA's per-head shares of dk, dv */
 	SEC_Q16, SEC_K16, SEC_V16, SEC_DOUT16, SEC_S16, SEC_S2_16,
 	SEC_COUNT,
 };
@@ -391,6 +415,10 @@ static size_t layout(const attention_tiles_shape *sh, blocking blk, bool backwar
 	bytes[SEC_S] = scores * 4;
 	bytes[SEC_S2] = backward ? scores * 4 : 0;
 	bytes[SEC_SMALL] = (backward ? 1 : 2) * rows * 4;
+	if (backward && sh->KV > 0 && sh->H / sh->KV > 1) {
+		bytes[SEC_PK] = (size_t)sh->B * sh->H * (size_t)blk.key_tile * sh->D * 4;
+		bytes[SEC_PV] = bytes[SEC_PK];
+	}
 	if (sh->bf16) {
 		size_t e = (size_t)bf16_size;
 		size_t scores16 = scores * e;
@@ -451,6 +479,8 @@ static void *take_scratch(const attention_tile_prims *p, call *c)
 	}
 	c->x.acc[OP_S] = c->s;
 	c->x.acc[OP_S2] = c->s2;
+	c->x.acc[OP_PK] = bytes[SEC_PK] ? (float *)(base + at[SEC_PK]) : NULL;
+	c->x.acc[OP_PV] = bytes[SEC_PV] ? (float *)(base + at[SEC_PV]) : NULL;
 	c->x.in[OP_S] = c->s;
 	c->x.in[OP_S2] = c->s2;
 	if (c->sh.bf16) {

@@ -30,8 +30,9 @@
  *   grad_tile: P = exp(S - lse) (masked), dS = scale * P * (dP - D_i)
  *   dq[qa:qb] += dS K,  dk[k0:k1] += dS^T Q,  dv[k0:k1] += P^T dout  (GEMMs)
  * dk and dv of a KV head sum over its H / KV query heads: one batched GEMM
- * per query head of the group, in order, each accumulating (beta 1), so
- * that no two GEMMs of a batch write the same output.
+ * over every query head writes each head's share to rows of its own
+ * (scratch), and group_sum adds each group's shares in head order (no two
+ * GEMMs of a batch may write the same output).
  *
  * Every GEMM is row-major: C[M,N] = alpha op(A) op(B) + beta C, op(A) A
  * [M,K] (row stride lda) or, with ta, the transpose of A stored [K,M]; op(B)
@@ -129,6 +130,11 @@ typedef struct attention_tile_prims {
 			  const float *lse, const float *dvec, const int32_t *lo,
 			  const int32_t *hi, int B, int H, int Tq, int qa, int M, int k0, int N,
 			  float scale);
+	/* GQA's dk and dv: for every KV head g, dst[b, k0 + j, g, :] (rows of
+	 * [B][Tk][KV][D]) += part[b, g rep + r, j, :] for r = 0 .. rep-1 in
+	 * order, part [B][KV rep][N][D]. */
+	void (*group_sum)(void *ctx, float *dst, const float *part, int B, int Tk, int KV,
+			  int rep, int k0, int N, int D);
 } attention_tile_prims;
 
 /* The shape of one call, as kernels.h's attention ops take it, and how to

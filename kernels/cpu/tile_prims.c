@@ -189,6 +189,27 @@ static void cpu_finish(void *ctx, float *out, float *lse, const float *m, const 
 	}
 }
 
+static void cpu_group_sum(void *ctx, float *dst, const float *part, int B, int Tk, int KV,
+			  int rep, int k0, int N, int D)
+{
+	(void)ctx;
+	for (int b = 0; b < B; b++) {
+		for (int j = 0; j < N; j++) {
+			for (int g = 0; g < KV; g++) {
+				float *out = dst + (((size_t)b * Tk + k0 + j) * KV + g) * (size_t)D;
+
+				for (int r = 0; r < rep; r++) {
+					const float *x = part + (((size_t)b * KV * rep + (size_t)g * rep +
+								  r) * N + j) * (size_t)D;
+
+					for (int d = 0; d < D; d++)
+						out[d] += x[d];
+				}
+			}
+		}
+	}
+}
+
 static void cpu_rowdot(void *ctx, float *dvec, const float *dout, const float *out,
 		       int B, int Tq, int H, int D)
 {
@@ -256,6 +277,7 @@ const attention_tile_prims attention_tile_prims_cpu = {
 	.softmax_tile = cpu_softmax_tile,
 	.finish = cpu_finish,
 	.rowdot = cpu_rowdot,
+	.group_sum = cpu_group_sum,
 	.grad_tile = cpu_grad_tile,
 };
 

@@ -293,6 +293,29 @@ rowdot_kernel(float *dvec, const float *dout, const float *out, int Tq, int H, i
 	}
 }
 
+/* group_sum: one thread per element of the tile's dk (dv) rows, the
+ * group's shares added in head order, as on the CPU. */
+__global__ static void __launch_bounds__(THREADS)
+group_sum_kernel(float *dst, const float *part, int Tk, int KV, int rep, int k0, int N, int D,
+		 int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int d = (int)(i % D);
+		int64_t rest = i / D;
+		int g = (int)(rest % KV);
+		int j = (int)(rest / KV % N);
+		int64_t b = rest / KV / N;
+		float *out = dst + ((b * Tk + k0 + j) * KV + g) * D + d;
+		const float *x = part + ((b * KV * rep + (int64_t)g * rep) * N + j) * D + d;
+		float acc = *out;
+
+		for (int r = 0; r < rep; r++)
+			acc += x[(int64_t)r * N * D];
+		*out = acc;
+	}
+}
+
 /* The primitives.  ctx is unused: the backend's state is context.cu's. */
 
 static void *prim_scratch_get(void *ctx, size_t bytes)
@@ -449,6 +472,19 @@ static void prim_grad_tile(void *ctx, float *s, float *dp, void *p16, void *ds16
 	cuda_check_launch("attention grad_tile");
 }
 
+static void prim_group_sum(void *ctx, float *dst, const float *part, int B, int Tk, int KV,
+			   int rep, int k0, int N, int D)
+{
+	int64_t n = (int64_t)B * N * KV * D;
+
+	(void)ctx;
+	if (n <= 0 || !cuda_ready())
+		return;
+	group_sum_kernel<<<cuda_grid_for((size_t)n), THREADS, 0, cuda_stream()>>>(
+		dst, part, Tk, KV, rep, k0, N, D, n);
+	cuda_check_launch("attention group_sum");
+}
+
 /* In the struct's order (C++ before C++20 has no designated initialisers). */
 static const attention_tile_prims tile_prims = {
 	NULL,                /* ctx */
@@ -464,6 +500,7 @@ static const attention_tile_prims tile_prims = {
 	prim_finish,
 	prim_rowdot,
 	prim_grad_tile,
+	prim_group_sum,
 };
 
 const attention_tile_prims *cuda_attention_tile_prims(void)
