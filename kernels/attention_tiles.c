@@ -40,54 +40,39 @@ static void query_span(const int32_t *lo, const int32_t *hi, int B, int Tq, int 
 /* Keys per tile, batch rows per chunk and query rows per chunk.  Score
  * buffers are [batch rows of a chunk * H, query rows of a chunk, keys of a
  * tile] (fp32 counts the backward's scores and dP, bf16 adds their bf16
- * copies) and stay within the budget.  Wide tiles matter: every tile a
- * query row sees reads and rewrites its out (dq) row, and with 64 keys a
- * tile moves as many bytes as it does flops over ten.  Chunks of batch rows
- * cost nothing (their rows are apart in every tensor); chunks of query
- * rows make the backward add into dk and dv once per chunk.  So: every row
- * at once with the widest tile (a multiple of 64 keys, at most Tk) if that
- * is at least TILE_KEYS; else as many batch rows as fit with TILE_KEYS and
- * the widest tile for them; else one batch row, TILE_KEYS keys and as many
- * query rows (a multiple of 64) as fit.  key_tile, query_chunk and
- * batch_chunk given (tests) are kept. */
+ * copies) and stay within the budget.  The tile is TILE_KEYS keys (all of
+ * them when there are fewer): every tile a query row sees reads and
+ * rewrites its out (dq) row, so with 64 keys a tile moves as many bytes
+ * as it does flops over ten; but under a causal mask a row's last tile is
+ * computed whole, on average half a tile of keys it does not see, so wider
+ * is not better.  Chunks of batch rows cost nothing (their rows are apart
+ * in every tensor); chunks of query rows make the backward add into dk and
+ * dv once per chunk.  So: as many batch rows as fit, and where one does
+ * not, one batch row and as many query rows (a multiple of 64) as fit.
+ * key_tile, query_chunk and batch_chunk given (tests) are kept. */
 #define TILE_KEYS 512
 
 typedef struct blocking {
 	int key_tile, b_chunk, q_chunk;
 } blocking;
 
-/* The widest tile of a multiple of 64 keys (at least 64, at most Tk) for
- * score rows of `per_key` bytes a key in all. */
-static int widest_tile(size_t per_key, int Tk)
-{
-	size_t keys = ATTENTION_TILES_BUDGET / per_key;
-
-	keys -= keys % 64;
-	if (keys < 64)
-		keys = 64;
-	return keys > (size_t)Tk ? Tk : (int)keys;
-}
-
 static blocking blocking_of(const attention_tiles_shape *sh)
 {
 	size_t bytes = sh->bf16 ? 12 : 8, H = (size_t)sh->H;
 	int Tq = sh->Tq > 0 ? sh->Tq : 1, B = sh->B > 0 ? sh->B : 1;
-	int want = TILE_KEYS < sh->Tk ? TILE_KEYS : sh->Tk;
-	size_t row_bytes = H * (size_t)Tq * bytes;   /* a batch row, a key */
-	size_t rows = ATTENTION_TILES_BUDGET / (row_bytes * (size_t)attention_tiles_ld16(want));
-	blocking b = {0, B, Tq};
+	blocking b = {TILE_KEYS < sh->Tk ? TILE_KEYS : sh->Tk, B, Tq};
 
-	if (sh->key_tile > 0) {
+	if (sh->key_tile > 0)
 		b.key_tile = sh->key_tile < sh->Tk ? sh->key_tile : sh->Tk;
-	} else if (rows >= 1) {
+	/* a key of the tile, for one query row of every head */
+	size_t per_query = H * (size_t)attention_tiles_ld16(b.key_tile) * bytes;
+	size_t rows = ATTENTION_TILES_BUDGET / (per_query * (size_t)Tq);
+
+	if (sh->key_tile <= 0 && rows >= 1) {
 		b.b_chunk = rows < (size_t)B ? (int)rows : B;
-		b.key_tile = widest_tile((size_t)b.b_chunk * row_bytes, sh->Tk);
-		if (b.key_tile < want)   /* ld16's padding */
-			b.key_tile = want;
-	} else {
+	} else if (sh->key_tile <= 0) {
 		b.b_chunk = 1;
-		b.key_tile = want;
-		rows = ATTENTION_TILES_BUDGET / (H * (size_t)attention_tiles_ld16(want) * bytes);
+		rows = ATTENTION_TILES_BUDGET / per_query;
 		rows -= rows % 64;
 		b.q_chunk = rows < 64 ? 64 : rows < (size_t)Tq ? (int)rows : Tq;
 	}

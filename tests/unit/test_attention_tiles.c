@@ -227,15 +227,14 @@ static void test_tile_sizes(void)
 {
 	check_case(1, 130, 130, 2, 1, 8, CAUSAL, 0);
 	check_case(1, 1, 1, 1, 1, 1, CAUSAL, 0);
-	/* what fits the 512 MiB budget whole: every key in one tile */
+	/* fewer keys than a tile: all of them, every batch row at once */
 	expect_blocking(2, 37, 4, true, 37, 2, 37);
-	expect_blocking(1, 2048, 8, false, 2048, 1, 2048);
-	/* the batch rows that fit with 512 keys, and the widest tile for
-	 * them: 512 MiB / (32 heads * 2048 queries * 12 bytes) = 682 keys */
-	expect_blocking(1, 4096, 16, true, 640, 1, 4096);
-	expect_blocking(8, 2048, 32, true, 640, 1, 2048);
+	/* 512 keys a tile, and the batch rows that fit 512 MiB with it */
+	expect_blocking(1, 2048, 8, false, 512, 1, 2048);
+	expect_blocking(8, 2048, 8, false, 512, 8, 2048);
+	expect_blocking(8, 2048, 32, true, 512, 1, 2048);
 	expect_blocking(8, 2048, 32, false, 512, 2, 2048);
-	/* one batch row does not fit 512 keys: chunks of its queries,
+	/* one batch row does not fit: chunks of its queries,
 	 * 512 MiB / (32 * 512 * 12) rounded down to 64 */
 	expect_blocking(1, 8192, 32, true, 512, 1, 2688);
 }
