@@ -196,8 +196,8 @@ demo:
 # cuBLASLt, NCCL), which must find a device here; test-cuda also compares
 # every op of the CUDA backend with the CPU backend's, runs the
 # communication checks over NCCL, one rank per GPU (one process without
-# mpirun), and the trainer's device tests (whose cuda case must train on the
-# GPU); each check runs whether or not the one before passed, and any failure fails
+# mpirun), and the trainer's cuda test (which must train on the GPU, to the
+# CPU's losses; make test runs the rest of its file); each check runs whether or not the one before passed, and any failure fails
 # the target.  bench-cuda trains debugmodel on the GPU against the CPU (fp32
 # and bf16 GEMMs), times each op alone beside PyTorch's
 # (build/bench/bench_ops) and measures debugmodel, llama3_1b and llama3_8b's
@@ -216,8 +216,8 @@ test-cuda:
 	else \
 		OMP_NUM_THREADS=1 timeout 180 $(BUILD)/tests/tools/comm_check --nccl || st=1; \
 	fi; \
-	TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) \
-		TITAN_BUILD=$(abspath $(BUILD)) bats --tap tests/titan-train-device.bats || st=1; \
+	TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
+		bats --tap -f 'device cuda' tests/titan-train-device.bats || st=1; \
 	exit $$st
 bench-cuda:
 	@[ -n "$(PREBUILT)" ] || $(MAKE) --no-print-directory CUDA=1 all

@@ -265,7 +265,8 @@ extern "C" int cuda_upload_async(void *dst, const void *src, size_t n, char *why
 		return 0;
 	auto &st = ctx.stage[ctx.next_stage];
 
-	// the block's last copy was queued a whole op ago: long done
+	// the block's last copy was queued one upload ago, usually long
+	// done; waiting here bounds how far the host runs ahead
 	if (st.queued && (e = cudaEventSynchronize(st.done)) != cudaSuccess)
 		goto failed;
 	st.queued = false;

@@ -191,6 +191,10 @@ static void nccl_expire(comm_req *req)
 static int nccl_test(comm_req *req, bool *done)
 {
 	comm *c = req->c;
+
+	/* its kernels were ended, not finished, and nc is gone */
+	if (nm(c)->aborted)
+		return comm_errf(c, TITAN_EIO, "%s: the NCCL communicator was aborted", req->op);
 	cudaError_t e = cudaEventQuery((cudaEvent_t)req->impl);
 	ncclResult_t r, ar = ncclSuccess;
 

@@ -1008,6 +1008,10 @@ int llama_forward(llama_model *m, const uint32_t *inputs, const uint32_t *labels
 			a->h_kv_hi[(size_t)i * d.N + n] = tokens_before(&d, r, t + 1) - 1;
 		}
 	}
+	/* the device's ranges change now: a failed upload must not leave
+	 * the backend their old host copy */
+	if (m->ops->attention_ranges)
+		m->ops->attention_ranges(a->kv_lo, a->kv_hi, NULL, NULL, 0);
 	if ((rc = to_device(m, a->ids, a->h_ids, (size_t)d.N * sizeof *a->ids)) ||
 	    (rc = to_device(m, a->labels, a->h_labels, (size_t)d.N * sizeof *a->labels)) ||
 	    (rc = to_device(m, a->pos, a->h_pos, (size_t)d.N * sizeof *a->pos)) ||

@@ -122,11 +122,28 @@ static int bufs_new(struct bufs *b, const kernel_ops *ops, const struct shapes *
 	b->m = dev(b, b->n_adam * 4, true), b->mv = dev(b, b->n_adam * 4, false);
 	b->lo = dev_ints(b, s, 0), b->hi = dev_ints(b, s, 1), b->pos = dev_ints(b, s, 1);
 	b->labels = (uint32_t *)dev_ints(b, s, 2);
+	if (!b->failed && ops->attention_ranges) {
+		/* as the trainer does: the backend plans attention with the
+		 * host's copy of the causal ranges */
+		size_t n = (size_t)s->B * s->T;
+		int32_t *h = malloc(2 * n * sizeof *h);
+
+		if (!h)
+			return -1;
+		for (size_t i = 0; i < n; i++) {
+			h[i] = 0;
+			h[n + i] = (int32_t)(i % (size_t)s->T);
+		}
+		ops->attention_ranges(b->lo, b->hi, h, h + n, n);
+		free(h);
+	}
 	return b->failed ? -1 : 0;
 }
 
 static void bufs_free(struct bufs *b)
 {
+	if (b->ops && b->ops->attention_ranges && b->lo)
+		b->ops->attention_ranges(b->lo, b->hi, NULL, NULL, 0);
 	for (int i = 0; i < b->n; i++)
 		b->ops->free(b->all[i], b->bytes[i]);
 }

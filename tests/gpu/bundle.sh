@@ -10,7 +10,11 @@
 #   tests/gpu/bundle.sh         # from the repository root; make gpu-bundle
 #
 # It holds:
-#   bin/ tests/ bench/          the CUDA build's programs, debug info stripped
+#   bin/ tests/ bench/          the CUDA build's programs, debug info
+#                               stripped, each in .real/ behind a script that
+#                               gives it lib/ (and nothing else on the
+#                               machine: its python3, PyTorch and tools keep
+#                               their own libraries); BUILD=build/gpu-bundle
 #   lib/                        the shared libraries they (and jq) load,
 #                               but the C library's, the compiler's runtime
 #                               and CUDA's own (cudart, cuBLAS, NCCL: the GPU
@@ -19,7 +23,9 @@
 #   losses/                     the CPU's side of the parity runs, made here
 #                               (deterministic at any thread count, so the
 #                               GPU machine's time goes to the GPU)
-#   env.sh                      sourced by run.sh: PATH, LD_LIBRARY_PATH
+#   env.sh                      sourced by run.sh: PATH, and where the
+#                               programs' scripts find CUDA's libraries
+#   stamp                       the commit (and local changes) it was made from
 # Environment: TITAN_GPU_STEPS, TITAN_GPU_BF16_STEPS as train_check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -57,7 +63,7 @@ progs+=("$dest.tmp/tools/jq")
 # driver there.
 skip='^(libc|libm|libdl|libpthread|librt|libresolv|ld-linux-x86-64|libstdc\+\+|libgcc_s|libcudart|libcublas|libcublasLt|libnccl|libcuda)\.so'
 for p in "${progs[@]}"; do
-	ldd "$p" | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }'
+	ldd "$p" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' || true
 done | sort -u | while read -r name path; do
 	if [[ ! $name =~ $skip ]]; then
 		cp -L "$path" "$dest.tmp/lib/$name"
@@ -72,10 +78,24 @@ cp "$bats_root/bin/bats" "$dest.tmp/tools/bats/bin/"
 cp -r "$bats_root/libexec/bats-core" "$dest.tmp/tools/bats/libexec/"
 cp -r "$bats_root/lib/bats-core" "$dest.tmp/tools/bats/lib/"
 
+# Each program behind a script that gives it the bundle's libraries
+# alone, TITAN_BUNDLE_LIBS (env.sh)
+for p in "${progs[@]}"; do
+	dir=$(dirname "$p") name=$(basename "$p")
+	mkdir -p "$dir/.real"
+	mv "$p" "$dir/.real/$name"
+	cat >"$p" <<'WRAP'
+#!/bin/sh
+LD_LIBRARY_PATH="$TITAN_BUNDLE_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$(dirname "$0")/.real/$(basename "$0")" "$@"
+WRAP
+	chmod +x "$p"
+done
+
 cat >"$dest.tmp/env.sh" <<'ENV'
-# Sourced by tests/gpu/run.sh on the GPU machine: the bundle's tools and
-# libraries first, then CUDA's where that machine keeps them (its toolkit,
-# or the NVIDIA Python packages beside its PyTorch).
+# Sourced by tests/gpu/run.sh on the GPU machine: the bundle's tools on
+# PATH, and for its programs' scripts the bundle's libraries, then CUDA's
+# where that machine keeps them (its toolkit, or the NVIDIA Python
+# packages beside its PyTorch).
 bundle=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export PATH="$bundle/tools/bats/bin:$bundle/tools:$PATH"
 cuda_libs=
@@ -86,9 +106,11 @@ for pkg in nccl cublas cuda_runtime; do
 	d=$(python3 -c "import nvidia.$pkg as m; print(list(m.__path__)[0])" 2>/dev/null) &&
 		[ -d "$d/lib" ] && cuda_libs="$cuda_libs:$d/lib"
 done
-export LD_LIBRARY_PATH="$bundle/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TITAN_BUNDLE_LIBS="$bundle/lib$cuda_libs"
 unset bundle cuda_libs d pkg
 ENV
+{ git rev-parse HEAD 2>/dev/null || echo unknown; git diff HEAD 2>/dev/null | sha256sum | cut -c1-16; } \
+	>"$dest.tmp/stamp"
 
 # The CPU's half of the parity runs, with the programs that go.
 TITAN_BIN=build/bin TITAN_BUILD=build TITAN_GPU_CPU_ONLY="$dest.tmp/losses" \
@@ -98,6 +120,8 @@ rm -rf "$dest"
 mv "$dest.tmp" "$dest"
 tar -C build -cJf "$dest.tar.xz.tmp" gpu-bundle
 mv "$dest.tar.xz.tmp" "$dest.tar.xz"
+# run.sh unpacks the archive afresh: a folder left here would only go stale
+rm -rf "$dest"
 size=$(du -k "$dest.tar.xz" | cut -f1)
 if [ "$size" -gt $((56 * 1024)) ]; then
 	echo "tests/gpu/bundle.sh: warning: $dest.tar.xz is $size KiB; a lent machine takes 64 MiB with the tree" >&2

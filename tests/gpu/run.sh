@@ -7,17 +7,11 @@
 #   tests/gpu/run.sh            # from the repository root
 #
 # Where build/gpu-bundle.tar.xz is (tests/gpu/bundle.sh, made on a machine
-# that builds and carried here), nothing is built: it is unpacked into
-# build/gpu-bundle, its programs go to build/,
-# its env.sh finds its libraries and tools, and the CPU's parity runs come
-# from it.  Otherwise the build needs titan's build dependencies here.
+# that builds and carried here), nothing is built: it is unpacked afresh
+# into build/gpu-bundle and the checks run from there (BUILD=build/gpu-bundle,
+# its env.sh for its tools and CUDA's libraries, its CPU parity runs).
+# Otherwise the build needs titan's build dependencies here.
 #
-# A lent GPU's time is short and its command is cut off at a limit: every
-# step has its own (the build 180 s, test-cuda 150, bench-cuda 330;
-# TITAN_GPU_STEP_SECONDS, when set, for both of the latter),
-# the whole run stops starting steps after TITAN_GPU_DEADLINE seconds
-# (default 540), the log goes to $OUT when that is set (what comes back
-# from a lent machine) and the summary is printed however the run ends.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 
@@ -67,37 +61,36 @@ step() {
 	return 1
 }
 
-# use_bundle: the carried programs in build/, their environment (in this
+# use_bundle: unpack the carried bundle, take its environment (in this
 # shell, not under step's timeout: what it exports must stay)
 use_bundle() {
-	local d
-	if [ ! -d build/gpu-bundle ]; then
-		tar -C build -xJf build/gpu-bundle.tar.xz ||
-			python3 -m tarfile -e build/gpu-bundle.tar.xz build || return 1
-	fi
-	for d in bin tests bench; do
-		mkdir -p "build/$d" && cp -r build/gpu-bundle/"$d"/. "build/$d/" || return 1
-	done
+	rm -rf build/gpu-bundle
+	tar -C build -xJf build/gpu-bundle.tar.xz ||
+		python3 -m tarfile -e build/gpu-bundle.tar.xz build || return 1
+	echo "bundle made from $(tr '\n' ' ' <build/gpu-bundle/stamp)"
 	# shellcheck source=/dev/null
 	. build/gpu-bundle/env.sh
 	export TITAN_GPU_CPU_LOSSES=$PWD/build/gpu-bundle/losses
-	ldd build/bin/titan-train | grep 'not found' && return 1
+	# the programs sit in .real/, not where they would look for share/
+	export TITAN_SHARE=$PWD/share/titan
+	LD_LIBRARY_PATH=$TITAN_BUNDLE_LIBS ldd build/gpu-bundle/bin/.real/titan-train |
+		grep 'not found' && return 1
 	return 0
 }
 
-nvidia-smi -L 2>/dev/null | sed 's/^/# /' || echo "# nvidia-smi: no GPU listed"
-prebuilt=
-if [ -d build/gpu-bundle ] || [ -f build/gpu-bundle.tar.xz ]; then
+{ nvidia-smi -L 2>/dev/null || echo "nvidia-smi: no GPU listed"; } | sed 's/^/# /'
+mk=(make --no-print-directory)
+if [ -f build/gpu-bundle.tar.xz ]; then
 	printf '%-12s ' bundle
 	if ! use_bundle >>"$log" 2>&1; then
-		echo "FAILED: the carried build/gpu-bundle does not run here (see $log)"
+		echo "FAILED: the carried build/gpu-bundle.tar.xz does not run here (see $log)"
 		exit 1
 	fi
 	echo ok
-	prebuilt=PREBUILT=1
+	mk+=(PREBUILT=1 BUILD=build/gpu-bundle)
 else
 	step build 180 make -j"$(nproc)" CUDA=1 all || exit 1
 fi
-step test-cuda "$test_limit" make --no-print-directory $prebuilt test-cuda
-step bench-cuda "$bench_limit" make --no-print-directory $prebuilt bench-cuda
+step test-cuda "$test_limit" "${mk[@]}" test-cuda
+step bench-cuda "$bench_limit" "${mk[@]}" bench-cuda
 exit $status
