@@ -192,37 +192,14 @@ demo:
 	@$(MAKE) --no-print-directory all
 	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) share/titan/demo.sh
 
-# test-cuda, bench-cuda: the GPU checks: the backend's probe (a kernel,
-# cuBLASLt, NCCL), which must find a device here; test-cuda also compares
-# every op of the CUDA backend with the CPU backend's, runs the
-# communication checks over NCCL, one rank per GPU (one process without
-# mpirun), and the trainer's cuda test (which must train on the GPU, to the
-# CPU's losses; make test runs the rest of its file); each check runs whether or not the one before passed, and any failure fails
-# the target.  bench-cuda trains debugmodel on the GPU against the CPU (fp32
-# and bf16 GEMMs), times each op alone beside PyTorch's
-# (build/bench/bench_ops) and measures debugmodel, llama3_1b and llama3_8b's
-# layers (tests/gpu/train_check.sh).  tests/gpu/run.sh runs them all in one
-# go.  PREBUILT=1: use what is in $(BUILD) without building (a carried
-# bundle, see gpu-bundle).
-test-cuda:
+# test-cuda, bench-cuda: the GPU checks (tests/gpu/checks.sh says what
+# each runs): the probe, every CUDA op against the CPU backend, NCCL, the
+# trainer's cuda test; the parity runs, each op alone beside PyTorch's, and
+# tokens/s and MFU (tests/gpu/train_check.sh).  tests/gpu/run.sh runs them
+# all in one go.  PREBUILT=1: use what is in $(BUILD) without building.
+test-cuda bench-cuda:
 	@[ -n "$(PREBUILT)" ] || $(MAKE) --no-print-directory CUDA=1 all
-	@st=0; export TITAN_REQUIRE_CUDA=1; \
-	$(BUILD)/tests/test_cuda || st=1; \
-	$(BUILD)/tests/test_cuda_ops || st=1; \
-	n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$$n" -gt 0 ] || n=1; \
-	if command -v mpirun >/dev/null; then \
-		OMP_NUM_THREADS=1 timeout 180 mpirun --allow-run-as-root --oversubscribe -x TITAN_REQUIRE_CUDA \
-			-x OMP_NUM_THREADS -np $$n $(BUILD)/tests/tools/comm_check --nccl || st=1; \
-	else \
-		OMP_NUM_THREADS=1 timeout 180 $(BUILD)/tests/tools/comm_check --nccl || st=1; \
-	fi; \
-	TITAN_DATA=$(TITAN_DATA) TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) \
-		bats --tap -f 'device cuda' tests/titan-train-device.bats || st=1; \
-	exit $$st
-bench-cuda:
-	@[ -n "$(PREBUILT)" ] || $(MAKE) --no-print-directory CUDA=1 all
-	@TITAN_REQUIRE_CUDA=1 $(BUILD)/tests/test_cuda
-	@TITAN_BIN=$(abspath $(BUILD)/bin) TITAN_BUILD=$(abspath $(BUILD)) tests/gpu/train_check.sh
+	@BUILD=$(BUILD) TITAN_DATA=$(TITAN_DATA) tests/gpu/checks.sh $(@:-cuda=)
 
 # gpu-bundle: build/gpu-bundle, what a lent GPU machine without titan's
 # build dependencies needs to run tests/gpu/run.sh (tests/gpu/bundle.sh).

@@ -79,7 +79,6 @@ use_bundle() {
 }
 
 { nvidia-smi -L 2>/dev/null || echo "nvidia-smi: no GPU listed"; } | sed 's/^/# /'
-mk=(make --no-print-directory)
 if [ -f build/gpu-bundle.tar.xz ]; then
 	printf '%-12s ' bundle
 	if ! use_bundle >>"$log" 2>&1; then
@@ -87,10 +86,11 @@ if [ -f build/gpu-bundle.tar.xz ]; then
 		exit 1
 	fi
 	echo ok
-	mk+=(PREBUILT=1 BUILD=build/gpu-bundle)
+	export BUILD=build/gpu-bundle
 else
 	step build 180 make -j"$(nproc)" CUDA=1 all || exit 1
+	export BUILD=build
 fi
-step test-cuda "$test_limit" "${mk[@]}" test-cuda
-step bench-cuda "$bench_limit" "${mk[@]}" bench-cuda
+step test-cuda "$test_limit" tests/gpu/checks.sh test
+step bench-cuda "$bench_limit" tests/gpu/checks.sh bench
 exit $status
