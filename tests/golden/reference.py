@@ -174,7 +174,8 @@ class Transformer(nn.Module):
     def forward(self, tokens, seg_start=None):
         """tokens [B, T] -> logits [B, T, V]; seg_start [B, T] or None."""
         B, T = tokens.shape
-        t = torch.arange(T)
+        # on the tokens' device: the mask indexes scores there (CUDA too)
+        t = torch.arange(T, device=tokens.device)
         if seg_start is None:
             pos = t.expand(B, T)
             mask = (t[None, :] <= t[:, None]).expand(B, T, T)

@@ -24,6 +24,8 @@
 # machine without a GPU), TITAN_GPU_BENCH (default 1; 0 skips the bench),
 # TITAN_GPU_CPU_ONLY=DIR (only the CPU's parity runs, their metrics saved
 # in DIR as cpu-DTYPE-STEPS.jsonl: tests/gpu/bundle.sh makes them ahead),
+# TITAN_GPU_1B_BATCH (llama3_1b's batch in the bench, default 2: what its
+# fp32 run fits in 80 GB beside PyTorch's),
 # TITAN_GPU_CPU_LOSSES=DIR (take the CPU's runs from there when they are,
 # rather than training on the CPU: a CPU run's losses do not depend on
 # the machine or its thread count).
@@ -159,8 +161,8 @@ torch_ref() {
 		esac
 		# shellcheck disable=SC2086
 		"$PYTHON" tests/bench/torch_train.py --device cuda $flags --steps 5 --warmup 2 "$@" \
-			2>/dev/null | jq -r --arg n "$name" '"\($n): PyTorch \(.device)  tokens/s \(.tps | floor)"' ||
-			echo "$name: PyTorch $mode: failed"
+			2>"$work/torch.err" | jq -r --arg n "$name" '"\($n): PyTorch \(.device)  tokens/s \(.tps | floor)"' ||
+			{ echo "$name: PyTorch $mode: failed:"; tail -n 3 "$work/torch.err"; }
 	done
 }
 
@@ -187,12 +189,14 @@ for dtype in fp32 bf16; do
 done
 $have_torch && torch_ref debugmodel fp32,bf16 --dim 256 --n-layers 6 --n-heads 16 \
 	--n-kv-heads 16 --vocab 2048 --multiple-of 256 --batch 8 --seq 2048
+b1=${TITAN_GPU_1B_BATCH:-2}
 for dtype in fp32 bf16; do
-	bench llama3_1b $dtype --model.flavor=llama3_1b --training.seq_len=2048 \
-		--training.local_batch_size=2
+	bench "llama3_1b (batch $b1)" $dtype --model.flavor=llama3_1b --training.seq_len=2048 \
+		--training.local_batch_size="$b1"
 done
-$have_torch && torch_ref llama3_1b fp32,bf16,bf16c --dim 2048 --n-layers 16 --n-heads 32 \
-	--n-kv-heads 8 --vocab 128256 --multiple-of 256 --ffn-dim-multiplier 1.5 --batch 2 --seq 2048
+$have_torch && torch_ref "llama3_1b (batch $b1)" fp32,bf16,bf16c --dim 2048 --n-layers 16 \
+	--n-heads 32 --n-kv-heads 8 --vocab 128256 --multiple-of 256 --ffn-dim-multiplier 1.5 \
+	--batch "$b1" --seq 2048
 # llama3_8b's layers, 4 of its 32: what one GPU holds with fp32 weights,
 # gradients and AdamW moments
 bench llama3_8b_4l bf16 --model.flavor=llama3_8b --model.n_layers=4 \
