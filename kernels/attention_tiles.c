@@ -510,46 +510,106 @@ static void init_call(call *c, const attention_tile_prims *p, const attention_ti
 	c->x.bf16_size = p->bf16_size;
 }
 
-/* Where a chunk of batch rows starts in a call's tensors: element offsets
- * of its first row in [B, Tq, H, D] (q, out, dout, dq), [B, Tk, KV, D] (k,
- * v, dk, dv), [B, H, Tq] (lse) and [B, Tq] (the ranges). */
-typedef struct rows_at {
-	size_t q, k, lse, range;
-} rows_at;
+/* A call's tensors: forward writes out and lse; backward writes dq, dk
+ * and dv and reads dout and the forward's out and lse. */
+typedef struct att_io {
+	float *out, *lse, *dq, *dk, *dv;
+	const float *q, *k, *v, *dout, *fwd_out, *fwd_lse;
+	const int32_t *lo, *hi, *host_lo, *host_hi;
+} att_io;
 
-static rows_at rows_at_of(const attention_tiles_shape *sh, int b0)
+static float *plus(float *x, size_t n)
 {
-	size_t b = (size_t)b0;
-
-	return (rows_at){b * sh->Tq * sh->H * sh->D, b * sh->Tk * sh->KV * sh->D,
-			 b * sh->H * sh->Tq, b * sh->Tq};
+	return x ? x + n : NULL;
 }
 
-/* The forward of one chunk of batch rows (sh its shape). */
+static const float *cplus(const float *x, size_t n)
+{
+	return x ? x + n : NULL;
+}
+
+/* io for the chunk of batch rows from b0: element offsets of its first
+ * row in [B, Tq, H, D] (q, out, dout, dq), [B, Tk, KV, D] (k, v, dk, dv),
+ * [B, H, Tq] (lse) and [B, Tq] (the ranges). */
+static att_io rows_from(const att_io *io, const attention_tiles_shape *sh, int b0)
+{
+	size_t b = (size_t)b0, q = b * sh->Tq * sh->H * sh->D, k = b * sh->Tk * sh->KV * sh->D;
+	size_t lse = b * sh->H * sh->Tq, range = b * sh->Tq;
+
+	return (att_io){plus(io->out, q), plus(io->lse, lse), plus(io->dq, q), plus(io->dk, k),
+			plus(io->dv, k), cplus(io->q, q), cplus(io->k, k), cplus(io->v, k),
+			cplus(io->dout, q), cplus(io->fwd_out, q), cplus(io->fwd_lse, lse),
+			io->lo + range, io->hi + range, io->host_lo + range, io->host_hi + range};
+}
+
+/* Set c up for one chunk of batch rows (sh its shape): its tensors, its
+ * scratch (returned, for scratch_put; NULL when there is none) and in bf16
+ * the rounded copies of its inputs. */
+static void *begin_rows(const attention_tile_prims *p, const attention_tiles_shape *sh,
+			blocking blk, bool backward, const att_io *io, call *c)
+{
+	init_call(c, p, sh, blk, backward, io->lo, io->hi, io->host_lo, io->host_hi);
+	c->x.in[OP_Q] = io->q;
+	c->x.in[OP_K] = io->k;
+	c->x.in[OP_V] = io->v;
+	c->x.in[OP_OUT] = backward ? io->dout : NULL;
+	c->x.acc[OP_OUT] = backward ? io->dq : io->out;
+	c->x.k_out = io->dk;
+	c->x.v_out = io->dv;
+	void *scratch = take_scratch(p, c);
+	if (scratch && sh->bf16)
+		round_inputs(p, c, (const float *const[4]){io->q, io->k, io->v,
+							   backward ? io->dout : NULL});
+	return scratch;
+}
+
 static int forward_rows(const attention_tile_prims *p, const attention_tiles_shape *sh,
-			blocking blk, float *out, float *lse, const float *q, const float *k,
-			const float *v, const int32_t *lo, const int32_t *hi,
-			const int32_t *host_lo, const int32_t *host_hi)
+			blocking blk, const att_io *io)
 {
 	size_t rows = (size_t)sh->B * sh->H * sh->Tq;
 	call c;
+	void *scratch = begin_rows(p, sh, blk, false, io, &c);
 
-	init_call(&c, p, sh, blk, false, lo, hi, host_lo, host_hi);
-	c.x.in[OP_Q] = q;
-	c.x.in[OP_K] = k;
-	c.x.in[OP_V] = v;
-	c.x.acc[OP_OUT] = out;
-	void *scratch = take_scratch(p, &c);
 	if (!scratch)
 		return -1;
-	if (sh->bf16)
-		round_inputs(p, &c, (const float *const[4]){q, k, v, NULL});
 	p->fill(p->ctx, c.m, -INFINITY, rows);
 	p->fill(p->ctx, c.l, 0.0f, rows);
 	int rc = run_call(p, &c);
 	if (!rc)
-		p->finish(p->ctx, out, lse, c.m, c.l, sh->B, sh->Tq, sh->H, sh->D);
+		p->finish(p->ctx, io->out, io->lse, c.m, c.l, sh->B, sh->Tq, sh->H, sh->D);
 	p->scratch_put(p->ctx, scratch);
+	return rc;
+}
+
+static int backward_rows(const attention_tile_prims *p, const attention_tiles_shape *sh,
+			 blocking blk, const att_io *io)
+{
+	call c;
+	void *scratch = begin_rows(p, sh, blk, true, io, &c);
+
+	if (!scratch)
+		return -1;
+	c.m = (float *)io->fwd_lse;   /* grad_tile reads the lse where forward kept m */
+	p->rowdot(p->ctx, c.vec, io->dout, io->fwd_out, sh->B, sh->Tq, sh->H, sh->D);
+	int rc = run_call(p, &c);
+	p->scratch_put(p->ctx, scratch);
+	return rc;
+}
+
+/* Each chunk of batch rows in turn (blocking_of). */
+static int run_chunks(const attention_tile_prims *p, const attention_tiles_shape *sh,
+		      bool backward, const att_io *io)
+{
+	blocking blk = blocking_of(sh);
+	int rc = 0;
+
+	for (int b0 = 0; b0 < sh->B && !rc; b0 += blk.b_chunk) {
+		attention_tiles_shape chunk = *sh;
+		att_io at = rows_from(io, sh, b0);
+
+		chunk.B = sh->B - b0 < blk.b_chunk ? sh->B - b0 : blk.b_chunk;
+		rc = backward ? backward_rows(p, &chunk, blk, &at) : forward_rows(p, &chunk, blk, &at);
+	}
 	return rc;
 }
 
@@ -559,7 +619,8 @@ int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles
 			    const int32_t *host_lo, const int32_t *host_hi)
 {
 	size_t rows = (size_t)sh->B * sh->H * sh->Tq;
-	int rc = 0;
+	att_io io = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .lo = lo, .hi = hi,
+		     .host_lo = host_lo, .host_hi = host_hi};
 
 	if (!rows)
 		return 0;
@@ -568,46 +629,7 @@ int attention_tiles_forward(const attention_tile_prims *p, const attention_tiles
 		p->fill(p->ctx, lse, -INFINITY, rows);
 		return 0;
 	}
-	blocking blk = blocking_of(sh);
-	for (int b0 = 0; b0 < sh->B && !rc; b0 += blk.b_chunk) {
-		attention_tiles_shape chunk = *sh;
-		rows_at at = rows_at_of(sh, b0);
-
-		chunk.B = sh->B - b0 < blk.b_chunk ? sh->B - b0 : blk.b_chunk;
-		rc = forward_rows(p, &chunk, blk, out + at.q, lse + at.lse, q + at.q, k + at.k,
-				  v + at.k, lo + at.range, hi + at.range, host_lo + at.range,
-				  host_hi + at.range);
-	}
-	return rc;
-}
-
-/* The backward of one chunk of batch rows (sh its shape). */
-static int backward_rows(const attention_tile_prims *p, const attention_tiles_shape *sh,
-			 blocking blk, float *dq, float *dk, float *dv, const float *dout,
-			 const float *q, const float *k, const float *v, const float *out,
-			 const float *lse, const int32_t *lo, const int32_t *hi,
-			 const int32_t *host_lo, const int32_t *host_hi)
-{
-	call c;
-
-	init_call(&c, p, sh, blk, true, lo, hi, host_lo, host_hi);
-	c.x.in[OP_Q] = q;
-	c.x.in[OP_K] = k;
-	c.x.in[OP_V] = v;
-	c.x.in[OP_OUT] = dout;
-	c.x.acc[OP_OUT] = dq;
-	c.x.k_out = dk;
-	c.x.v_out = dv;
-	void *scratch = take_scratch(p, &c);
-	if (!scratch)
-		return -1;
-	if (sh->bf16)
-		round_inputs(p, &c, (const float *const[4]){q, k, v, dout});
-	c.m = (float *)lse;   /* grad_tile reads the lse where forward kept m */
-	p->rowdot(p->ctx, c.vec, dout, out, sh->B, sh->Tq, sh->H, sh->D);
-	int rc = run_call(p, &c);
-	p->scratch_put(p->ctx, scratch);
-	return rc;
+	return run_chunks(p, sh, false, &io);
 }
 
 int attention_tiles_backward(const attention_tile_prims *p, const attention_tiles_shape *sh,
@@ -619,23 +641,14 @@ int attention_tiles_backward(const attention_tile_prims *p, const attention_tile
 {
 	size_t rows = (size_t)sh->B * sh->H * sh->Tq;
 	size_t kvn = (size_t)sh->B * sh->Tk * sh->KV * sh->D;
-	int rc = 0;
+	att_io io = {.dq = dq, .dk = dk, .dv = dv, .q = q, .k = k, .v = v, .dout = dout,
+		     .fwd_out = out, .fwd_lse = lse, .lo = lo, .hi = hi, .host_lo = host_lo,
+		     .host_hi = host_hi};
 
 	p->fill(p->ctx, dq, 0.0f, rows * sh->D);
 	p->fill(p->ctx, dk, 0.0f, kvn);
 	p->fill(p->ctx, dv, 0.0f, kvn);
 	if (!rows || sh->Tk <= 0)
 		return 0;
-	blocking blk = blocking_of(sh);
-	for (int b0 = 0; b0 < sh->B && !rc; b0 += blk.b_chunk) {
-		attention_tiles_shape chunk = *sh;
-		rows_at at = rows_at_of(sh, b0);
-
-		chunk.B = sh->B - b0 < blk.b_chunk ? sh->B - b0 : blk.b_chunk;
-		rc = backward_rows(p, &chunk, blk, dq + at.q, dk + at.k, dv + at.k, dout + at.q,
-				   q + at.q, k + at.k, v + at.k, out + at.q, lse + at.lse,
-				   lo + at.range, hi + at.range, host_lo + at.range,
-				   host_hi + at.range);
-	}
-	return rc;
+	return run_chunks(p, sh, true, &io);
 }
