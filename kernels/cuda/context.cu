@@ -16,8 +16,8 @@ static struct {
 	cudaStream_t stream;
 	cublasHandle_t blas;
 	void *scratch;
-	// cuda_upload_async's pinned blocks, used in turn; done[k] is
-	// recorded after the copy out of block k
+	// cuda_upload_async's pinned blocks, used in turn; a block's done
+	// is recorded after the copy out of it
 	struct {
 		void *host;
 		size_t cap;
