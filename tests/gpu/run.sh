@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The one command to run on a machine with a GPU: build with CUDA, run
-# make test-cuda (the probe, every CUDA op against the CPU backend, NCCL
-# collectives) and make bench-cuda, then print a summary.  Exits non-zero
-# on any failure or mismatch.
+# The one command to run on a machine with a GPU: build with CUDA, run the
+# GPU checks (tests/gpu/checks.sh test, then bench: what make test-cuda and
+# make bench-cuda run), then print a summary.  Exits non-zero on any
+# failure or mismatch.
 #
 #   tests/gpu/run.sh            # from the repository root
 #
