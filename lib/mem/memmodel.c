@@ -148,6 +148,15 @@ static int stages_of(const mem_model_opts *o)
 		       ? o->pp_virtual : 1;
 }
 
+/* The residual stream's rows a tp rank holds of N: its share under
+ * sequence parallel, else all of them. */
+static size_t rows_here(const mem_model_opts *o, size_t N)
+{
+	size_t tp = (size_t)o->par.tp;
+
+	return o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
+}
+
 /* One activation set of pp rank s (llama_plan_sets' carve): every layer
  * of its stages, one residual gradient per stage, and its own tables and
  * scratch. */
@@ -159,8 +168,7 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 	size_t es = o->prec == MEM_PREC_BF16 ? 2 : 4;
 	bool gemm16 = gemm16_of(o);
 	size_t T = (size_t)o->seq_len, N = (size_t)mb * T / (size_t)o->par.cp;
-	size_t tp = (size_t)o->par.tp;
-	size_t Ns = o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
+	size_t Ns = rows_here(o, N);
 	size_t set, shared, resid = r64(Ns * k->C, es);
 	int kept = 0, recomputed = 0;
 	struct acts a = { 0 };
@@ -192,7 +200,7 @@ static struct acts acts_of(const mem_model_opts *o, const struct cut *k, int s, 
 	a.shared = (recomputed ? set : 0) + 2 * r64(T * (k->D / 2), 4) + 3 * r64(N, 4) +
 		   2 * r64((size_t)o->par.cp * N, 4);
 	/* tensor parallel: each token's id in the rank's vocabulary slice */
-	if (tp > 1)
+	if (o->par.tp > 1)
 		a.shared += r64(N, 4);
 	if (last) {
 		a.final = r64(N * k->C, gemm16 ? 2 : es) + r64(Ns, 4);
@@ -241,8 +249,7 @@ static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int m
 	int T = o->seq_len / o->par.cp;
 	attention_tiles_shape sh = {mb, T, T, (int)k->H, (int)k->KV, (int)k->D, 0,
 				    o->matmul_bf16, 0, 0};
-	size_t tp = (size_t)o->par.tp;
-	size_t Ns = o->sequence_parallel && tp > 1 ? ceil_div(N, tp) : N;
+	size_t Ns = rows_here(o, N);
 	size_t worst = cache_alloc_round((size_t)kernels_rmsnorm_dweight_chunks((int)Ns) *
 					 k->C * sizeof(double));
 
