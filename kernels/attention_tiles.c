@@ -10,6 +10,7 @@
  * modes, so the lists a GEMM reads are by construction the ones it was
  * planned with. */
 #include "attention_tiles.h"
+#include "attention_flash.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -49,7 +50,13 @@ static void query_span(const int32_t *lo, const int32_t *hi, int B, int Tq, int 
  * in every tensor); chunks of query rows make the backward add into dk and
  * dv once per chunk.  So: as many batch rows as fit, and where one does
  * not, one batch row and as many query rows (a multiple of 64) as fit.
- * key_tile, query_chunk and batch_chunk given (tests) are kept. */
+ * key_tile, query_chunk and batch_chunk given (tests) are kept.
+ *
+ * In bf16 the tile is the fused kernels' (attention_flash.h), whose P is
+ * rounded against the running maximum over tiles of that many keys: with
+ * the same tiles every backend rounds P against the same maxima, and the
+ * CPU stays the GPU's twin up to the order of the sums (on the CPU, 64
+ * keys a tile costs no more than 512: its GEMMs are big enough). */
 #define TILE_KEYS 512
 
 typedef struct blocking {
@@ -60,7 +67,8 @@ static blocking blocking_of(const attention_tiles_shape *sh)
 {
 	size_t bytes = sh->bf16 ? 12 : 8, H = (size_t)sh->H;
 	int Tq = sh->Tq > 0 ? sh->Tq : 1, B = sh->B > 0 ? sh->B : 1;
-	blocking b = {TILE_KEYS < sh->Tk ? TILE_KEYS : sh->Tk, B, Tq};
+	int keys = sh->bf16 ? ATTENTION_FLASH_KEYS : TILE_KEYS;
+	blocking b = {keys < sh->Tk ? keys : sh->Tk, B, Tq};
 
 	if (sh->key_tile > 0)
 		b.key_tile = sh->key_tile < sh->Tk ? sh->key_tile : sh->Tk;

@@ -153,10 +153,12 @@ typedef struct kernel_ops {
 	 * bfloat16), as FlashAttention runs them on bf16 inputs: q, k, v and
 	 * dout rounded to bfloat16, and the probabilities P and their
 	 * gradient dS rounded before the GEMMs that read them; scores, the
-	 * softmax's running max and sum, lse and every output in fp32.  Both
-	 * backends run kernels/attention_tiles.c's schedule over key tiles of
-	 * the same size, so P is rounded against the same running maxima and
-	 * the CPU's result is the GPU's up to the order of the sums. */
+	 * softmax's running max and sum, lse and every output in fp32.  The
+	 * CPU runs kernels/attention_tiles.c's schedule, the CUDA backend
+	 * fused kernels (kernels/attention_flash.h; the schedule where they do
+	 * not fit), both over key tiles of ATTENTION_FLASH_KEYS from key 0, so
+	 * P is rounded against the same running maxima and the CPU's result is
+	 * the GPU's up to the order of the sums. */
 	void (*attention_forward_bf16)(float *out, float *lse, const float *q,
 				       const float *k, const float *v,
 				       const int32_t *kv_lo, const int32_t *kv_hi,

@@ -5,9 +5,11 @@
  * The products of each key tile (S = Q K^T, P V, and the backward's five)
  * are cublasSgemmBatched over every (row, head) of the tile, in fp32 with
  * the handle's pedantic math mode: no TF32, so the results agree with the
- * CPU backend to fp32 rounding.  The bf16 ops run the same schedule with
- * cublasGemmBatchedEx over bf16 operands and fp32 sums, on the tensor
- * cores; the softmax kernels then also write P and dS rounded to bf16.  cuBLAS is column-major and the schedule's
+ * CPU backend to fp32 rounding.  The bf16 ops run the fused kernels of
+ * attention_flash.cu where those take the head dim; the others run the same
+ * schedule with cublasGemmBatchedEx over bf16 operands and fp32 sums, on
+ * the tensor cores, the softmax kernels then also writing P and dS
+ * rounded to bf16.  cuBLAS is column-major and the schedule's
  * GEMMs are row-major; a row-major matrix read column-major is its
  * transpose, so C = op(A) op(B) is computed as C^T = op(B)^T op(A)^T with
  * the operands and M, N swapped and the transposes kept.
@@ -29,6 +31,7 @@
  * out 0 and lse -inf; lse = -inf gives P = dS = 0. */
 #include "cuda/cuda.h"
 #include "attention_tiles.h"
+#include "attention_flash.h"
 #include "attention_ranges.h"
 #include <cuda_bf16.h>
 #include <math.h>
@@ -603,6 +606,13 @@ static void run_attention(const char *op, const struct att_call *a, const int32_
 	free(host);
 }
 
+/* The bf16 calls the fused kernels run (attention_flash.h); the rest,
+ * empty ones included, take the tiles, which handle every edge. */
+static bool flash_takes(int B, int Tq, int Tk, int H, int KV, int D)
+{
+	return attention_flash_fits(D) && B > 0 && Tq > 0 && Tk > 0 && KV > 0 && H % KV == 0;
+}
+
 void cuda_attention_forward(float *out, float *lse, const float *q,
 			    const float *k, const float *v,
 			    const int32_t *kv_lo, const int32_t *kv_hi,
@@ -620,7 +630,11 @@ void cuda_attention_forward_bf16(float *out, float *lse, const float *q,
 {
 	struct att_call a = {false, out, lse, NULL, NULL, NULL, NULL, q, k, v, NULL, NULL};
 
-	run_attention("attention_forward_bf16", &a, kv_lo, kv_hi, B, Tq, Tk, H, KV, D, true);
+	if (flash_takes(B, Tq, Tk, H, KV, D))
+		cuda_flash_forward(out, lse, q, k, v, kv_lo, kv_hi, B, Tq, Tk, H, KV, D);
+	else
+		run_attention("attention_forward_bf16", &a, kv_lo, kv_hi, B, Tq, Tk, H, KV, D,
+			      true);
 }
 
 void cuda_attention_backward(float *dq, float *dk, float *dv,
@@ -644,5 +658,10 @@ void cuda_attention_backward_bf16(float *dq, float *dk, float *dv,
 {
 	struct att_call a = {true, NULL, NULL, dq, dk, dv, dout, q, k, v, out, lse};
 
-	run_attention("attention_backward_bf16", &a, kv_lo, kv_hi, B, Tq, Tk, H, KV, D, true);
+	if (flash_takes(B, Tq, Tk, H, KV, D))
+		cuda_flash_backward(dq, dk, dv, dout, q, k, v, out, lse, kv_lo, kv_hi, B, Tq, Tk,
+				    H, KV, D);
+	else
+		run_attention("attention_backward_bf16", &a, kv_lo, kv_hi, B, Tq, Tk, H, KV, D,
+			      true);
 }

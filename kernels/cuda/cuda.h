@@ -145,6 +145,17 @@ void cuda_attention_backward_bf16(float *dq, float *dk, float *dv,
 struct attention_tile_prims;
 const struct attention_tile_prims *cuda_attention_tile_prims(void);
 
+/* attention_flash.cu: the bf16 attention's fused kernels, for calls
+ * attention_flash_fits takes with B, Tq and Tk > 0 (the table's bf16 ops
+ * choose them, and the tiles otherwise). */
+void cuda_flash_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+			const int32_t *lo, const int32_t *hi, int B, int Tq, int Tk, int H, int KV,
+			int D);
+void cuda_flash_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+			 const float *k, const float *v, const float *out, const float *lse,
+			 const int32_t *lo, const int32_t *hi, int B, int Tq, int Tk, int H,
+			 int KV, int D);
+
 /* parallel.cu */
 void cuda_vocab_max(float *rmax, const float *logits, int N, int V);
 void cuda_vocab_sumexp(float *rsum, float *rlab, const float *logits, const float *rmax,

@@ -11,6 +11,7 @@
 
 #include <sched.h>
 
+#include "attention_flash.h"
 #include "attention_tiles.h"
 #include "core/cache_alloc.h"
 #include "kernels.h"
@@ -235,9 +236,11 @@ static size_t attention_tiles(size_t D)
 
 /* A GPU op's own scratch from the backend's caching allocator, each block
  * rounded as the cache rounds it; ops run one at a time and give theirs
- * back, so only the largest op's counts.  That is the tiled attention's
- * scratch (bf16 copies in 2 bytes a value) and pointer table, forward or
- * backward, by the rule the schedule allocates by (attention_tiles.h); or
+ * back, so only the largest op's counts.  That is the attention's: the
+ * fused kernels' bf16 copies and tables (attention_flash.h) where they
+ * run, else the tiled attention's scratch (bf16 copies in 2 bytes a value)
+ * and pointer table, forward or backward, by the rule the schedule
+ * allocates by (attention_tiles.h); or
  * with bf16 GEMMs a backward GEMM's bf16 copy of dout [n,OC] for a chunk of
  * n rows (kernels_bf16_chunk_rows; the weight and the input come in bf16,
  * kept); the largest is the head's.  RMSNorm's weight gradient takes a
@@ -254,10 +257,14 @@ static size_t gpu_op_scratch(const mem_model_opts *o, const struct cut *k, int m
 					 k->C * sizeof(double));
 
 	for (int backward = 0; backward < 2; backward++) {
-		size_t scratch, pointers;
+		size_t scratch, pointers = 0;
 
-		attention_tiles_scratch(&sh, backward, 2, &scratch, &pointers);
-		worst = TITAN_MAX(worst, cache_alloc_round(scratch) + cache_alloc_round(pointers));
+		if (sh.bf16 && attention_flash_fits(sh.D))
+			scratch = attention_flash_scratch(mb, T, T, sh.H, sh.KV, sh.D, backward);
+		else
+			attention_tiles_scratch(&sh, backward, 2, &scratch, &pointers);
+		worst = TITAN_MAX(worst, cache_alloc_round(scratch) +
+					 (pointers ? cache_alloc_round(pointers) : 0));
 	}
 	if (o->matmul_bf16) {
 		/* OC of wq, wk and wv, wo and w2, w1 and w3, the head */

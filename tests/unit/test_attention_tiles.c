@@ -229,14 +229,17 @@ static void test_tile_sizes(void)
 	check_case(1, 1, 1, 1, 1, 1, CAUSAL, 0);
 	/* fewer keys than a tile: all of them, every batch row at once */
 	expect_blocking(2, 37, 4, true, 37, 2, 37);
-	/* 512 keys a tile, and the batch rows that fit 512 MiB with it */
+	/* 512 keys a tile (bf16: the fused kernels' 64), and the batch rows
+	 * that fit 512 MiB with it */
 	expect_blocking(1, 2048, 8, false, 512, 1, 2048);
 	expect_blocking(8, 2048, 8, false, 512, 8, 2048);
-	expect_blocking(8, 2048, 32, true, 512, 1, 2048);
+	expect_blocking(8, 2048, 32, true, 64, 8, 2048);
 	expect_blocking(8, 2048, 32, false, 512, 2, 2048);
+	expect_blocking(3, 8192, 32, true, 64, 2, 8192);
 	/* one batch row does not fit: chunks of its queries,
-	 * 512 MiB / (32 * 512 * 12) rounded down to 64 */
-	expect_blocking(1, 8192, 32, true, 512, 1, 2688);
+	 * 512 MiB / (32 * 512 * 8) rounded down to 64 */
+	expect_blocking(1, 32768, 32, false, 512, 1, 4096);
+	expect_blocking(1, 65536, 32, true, 64, 1, 21824);
 }
 
 /* The CPU's primitives, recording the largest scratch block and pointer

@@ -6,6 +6,7 @@
  * the layout errors and the largest batch that fits. */
 #include "core/base.h"
 #include <inttypes.h>
+#include "attention_flash.h"
 #include "attention_tiles.h"
 #include "check.h"
 #include "config/config.h"
@@ -261,11 +262,13 @@ static void test_gpu_op_scratch(void)
 	size_t head = cache_alloc_round(2 * n * V), att = 0;
 	size_t block = 2 * C * C + 2 * 1024 * C + 3 * F * C + 2 * C;
 
-	sh.bf16 = true;
-	for (int backward = 0; backward < 2; backward++) {
-		attention_tiles_scratch(&sh, backward, 2, &scratch, &pointers);
-		att = TITAN_MAX(att, cache_alloc_round(scratch) + cache_alloc_round(pointers));
-	}
+	/* bf16 attention with 128-wide heads runs the fused kernels: their
+	 * backward's bf16 copies of q, k, v and dout, D_i, and each query
+	 * head's fp32 share of dk and dv (grouped heads) */
+	att = cache_alloc_round(attention_flash_scratch(2, 8192, 8192, 32, 8, 128, true));
+	size_t copies = 2 * (size_t)2 * 8192 * (32 + 8 + 8 + 32) * 128;
+	size_t shares = 2 * 4 * (size_t)2 * 8192 * 32 * 128;
+	CHECK(att > copies + shares && att < copies + shares + ((size_t)8 << 20), "%zu", att);
 	CHECK(r.stage[0].row[MEM_ROW_OP_SCRATCH] == TITAN_MAX(head, att),
 	      "bf16: %zu, head %zu, attention %zu", r.stage[0].row[MEM_ROW_OP_SCRATCH], head, att);
 	/* the kept copies: every layer and the head (untied embeddings are
