@@ -237,10 +237,13 @@ typedef struct kernel_ops {
 	 * + eps).  step >= 1.  The scalars are doubles, as the Python values
 	 * PyTorch computes with.  A tensor with param_bf16 also gets its
 	 * updated parameters rounded to bfloat16 there (cast_bf16's rounding),
-	 * the copy bf16 GEMMs read, in the same pass.  t is host memory; the
-	 * pointers in it are the backend's. */
+	 * the copy bf16 GEMMs read, in the same pass.  g is the gradient
+	 * times grad_scale, in fp32: clip_grad_norm_'s coefficient, which
+	 * PyTorch multiplies the gradients by in place before the step (1:
+	 * none), so the step reads them once; the gradients are left as they
+	 * are.  t is host memory; the pointers in it are the backend's. */
 	void (*adamw)(const kernel_adamw_tensor *t, int nt, double lr, double beta1,
-		      double beta2, double eps, long step);
+		      double beta2, double eps, long step, float grad_scale);
 } kernel_ops;
 
 /* The fp32 CPU backend (kernels/cpu): OpenBLAS sgemm and OpenMP loops. */

@@ -105,6 +105,6 @@ void cpu_add_inplace(float *y, const float *x, size_t n);
 void cpu_scale(float *x, float s, size_t n);
 double cpu_sumsq(const float *x, size_t n);
 void cpu_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
-	       double eps, long step);
+	       double eps, long step, float grad_scale);
 
 #endif

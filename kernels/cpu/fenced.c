@@ -418,9 +418,9 @@ static double fenced_sumsq(const float *x, size_t n)
 }
 
 static void fenced_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1,
-			 double beta2, double eps, long step)
+			 double beta2, double eps, long step, float grad_scale)
 {
-	FENCED(kernels_cpu.adamw(t, nt, lr, beta1, beta2, eps, step));
+	FENCED(kernels_cpu.adamw(t, nt, lr, beta1, beta2, eps, step, grad_scale));
 }
 
 static const kernel_ops fenced_table = {

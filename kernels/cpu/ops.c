@@ -411,7 +411,7 @@ double cpu_sumsq(const float *x, size_t n)
  * corrections, the step size) are doubles, and each tensor op rounds its
  * scalar to float before applying it elementwise in fp32. */
 static void adamw_tensor(const kernel_adamw_tensor *t, double dlr, double db1, double db2,
-			 double eps, long step)
+			 double eps, long step, float grad_scale)
 {
 	double bc1 = 1.0 - pow(db1, (double)step);
 	double bc2 = 1.0 - pow(db2, (double)step);
@@ -428,7 +428,7 @@ static void adamw_tensor(const kernel_adamw_tensor *t, double dlr, double db1, d
 
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
 	for (size_t i = 0; i < n; i++) {
-		float g = grad[i];
+		float g = grad[i] * grad_scale;
 		float p = param[i] * decay;
 		float mi = m[i] * b1;
 		float vi = v[i] * b2;
@@ -446,10 +446,10 @@ static void adamw_tensor(const kernel_adamw_tensor *t, double dlr, double db1, d
 }
 
 void cpu_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
-	       double eps, long step)
+	       double eps, long step, float grad_scale)
 {
 	for (int i = 0; i < nt; i++)
-		adamw_tensor(&t[i], lr, beta1, beta2, eps, step);
+		adamw_tensor(&t[i], lr, beta1, beta2, eps, step, grad_scale);
 }
 
 /* Scratch an op takes and frees within the call: blocks of 2 MiB and more

@@ -1,12 +1,14 @@
 /* attention_flash.cu - the CUDA backend's bf16 attention as fused
  * FlashAttention-2 kernels (attention_flash.h says which calls): one kernel
- * for the forward, two for the backward (dq over query blocks; dk and dv
- * over key blocks), each tile of scores living in registers only.
+ * for the forward (blocks of 64 queries, 128 for head dims up to 64), two
+ * for the backward (dq over blocks of 64 queries; dk and dv over blocks of
+ * 64 keys, in rounds of 64 queries, 32 for wider heads), each tile of
+ * scores living in registers only.
  *
  * The tensor cores are driven with mma.sync m16n8k16 (bf16 in, fp32
  * sums), which exists from sm_80 on.  A warp owns 16 rows of a tile.  Its
- * accumulator fragment of S (thread lane = 4 g + t holds rows g and g + 8,
- * columns 2t and 2t + 1 of each 8-column slice) is, two slices side by
+ * accumulator fragment of S (lane 4 g + quad holds rows g and g + 8,
+ * columns 2 quad and 2 quad + 1 of each 8-column slice) is, two slices side by
  * side, exactly the A fragment of the next MMA, so P and dS go from one
  * product to the next without leaving the registers.  Operands that sit in
  * shared memory are read with ldmatrix (.trans where the MMA needs them
@@ -27,8 +29,14 @@
  * its rows' [lo, hi], and a block skips the tiles none of its rows' ranges
  * meets, from a table of each 16-row group's smallest lo and largest hi
  * made first (query_groups_kernel).  Rows and keys past the ends load as
- * zeros (cp.async's zero fill) and are masked, so no garbage meets a
- * product. */
+ * zeros (cp.async's zero fill) and are masked; a masked element's P and dS
+ * are set to 0 outright, never computed from what the padding holds, so no
+ * garbage meets a product.
+ *
+ * The key and query tiles stream through two shared-memory buffers: each
+ * round commits one group of copies, empty when there is nothing left to
+ * load, so that cp.async.wait_group 1 always means "the buffer this round
+ * reads has landed". */
 #include "cuda/cuda.h"
 #include "attention_flash.h"
 #include <climits>
@@ -126,11 +134,11 @@ template <int D>
 __device__ static inline void load_a_rows(u32 a[D / 16][4], const bf16 *row0, const bf16 *row8,
 					  bool ok0, bool ok8)
 {
-	int t = threadIdx.x % 4;
+	int quad = threadIdx.x % 4;
 
 	#pragma unroll
 	for (int ks = 0; ks < D / 16; ks++) {
-		int c = ks * 16 + 2 * t;
+		int c = ks * 16 + 2 * quad;
 
 		a[ks][0] = ok0 ? *(const u32 *)(row0 + c) : 0;
 		a[ks][1] = ok8 ? *(const u32 *)(row8 + c) : 0;
@@ -216,8 +224,8 @@ __device__ static inline void ldsm_a(u32 a[D / 16][4], const bf16 *rows)
 		ldsm4(a[ks], p + ks * 16);
 }
 
-/* The keys [lo, hi] the queries of blocks 16-row groups from group g0
- * see, in batch row b's table; lo > hi when none.  Clipped to [0, Tk). */
+/* The keys [lo, hi] seen by the queries of the 16-row groups g0 .. g0 +
+ * n - 1 of one batch row's table; lo > hi when none.  Clipped to [0, Tk). */
 __device__ static inline int2 keys_seen(const int2 *groups, int ngroups, int g0, int n, int Tk)
 {
 	int2 r = make_int2(INT_MAX, INT_MIN);
@@ -328,13 +336,13 @@ __device__ static inline void tile_seen(const rows2 *r, int k0, int Tk, bool *an
 __device__ static inline void mask_scores(float s[TILE / 8][4], const rows2 &r, int k0, int Tk,
 					  bool all, float scale_log2)
 {
-	int t = threadIdx.x % 4;
+	int quad = threadIdx.x % 4;
 
 	#pragma unroll
 	for (int nt = 0; nt < TILE / 8; nt++)
 		#pragma unroll
 		for (int e = 0; e < 4; e++) {
-			int key = k0 + nt * 8 + 2 * t + (e & 1), i = e >> 1;
+			int key = k0 + nt * 8 + 2 * quad + (e & 1), i = e >> 1;
 			bool seen = all || (key >= r.lo[i] && key <= r.hi[i] && key < Tk);
 
 			s[nt][e] = seen ? s[nt][e] * scale_log2 : -INFINITY;
@@ -350,6 +358,48 @@ __device__ static inline void block_tiles(const int2 *groups, int ngroups, int b
 
 	*j0 = k.x <= k.y ? k.x / TILE : 1;
 	*j1 = k.x <= k.y ? k.y / TILE : 0;
+}
+
+/* Key tile j of one head (its rows kstride apart in kb, vb) into buffer
+ * buf of the two in ks and vs. */
+template <int D>
+__device__ static inline void load_kv_tile(bf16 *ks, bf16 *vs, int buf, const bf16 *kb,
+					   const bf16 *vb, size_t kstride, int j, int Tk)
+{
+	size_t at = (size_t)buf * TILE * (D + 8), k0 = (size_t)j * TILE;
+
+	load_rows<D>(ks + at, kb + k0 * kstride, kstride, TILE, Tk - (int)k0);
+	load_rows<D>(vs + at, vb + k0 * kstride, kstride, TILE, Tk - (int)k0);
+}
+
+/* The forward's and dq's walk over the key tiles j0 .. j1: each tile into
+ * shared memory (two buffers, the next tile loading while this one is
+ * used), then, when a row of the warp's RT row tiles r sees a key of it,
+ * body(k0, all, kt, vt): its first key, whether every row sees every key
+ * (no mask needed), its K and V.  Every thread of the block calls it. */
+template <int D, int RT, typename Body>
+__device__ static inline void for_each_kv_tile(bf16 *ks, bf16 *vs, const bf16 *kb, const bf16 *vb,
+					       size_t kstride, int j0, int j1, int Tk,
+					       const rows2 *r, Body &&body)
+{
+	if (j0 <= j1) {
+		load_kv_tile<D>(ks, vs, 0, kb, vb, kstride, j0, Tk);
+		copy_commit();
+	}
+	for (int j = j0; j <= j1; j++) {
+		int k0 = j * TILE, cur = (j - j0) & 1;
+		bool any, all;
+
+		if (j < j1)
+			load_kv_tile<D>(ks, vs, cur ^ 1, kb, vb, kstride, j + 1, Tk);
+		copy_commit();
+		copy_wait<1>();
+		__syncthreads();
+		tile_seen<RT>(r, k0, Tk, &any, &all);
+		if (any)
+			body(k0, all, ks + cur * TILE * (D + 8), vs + cur * TILE * (D + 8));
+		__syncthreads();   /* before the next round's load overwrites this buffer */
+	}
 }
 
 /* Row tiles of 16 a warp of the forward takes: two where the registers
@@ -373,7 +423,7 @@ flash_forward_kernel(float *out, float *lse, const bf16 *q, const bf16 *k, const
 	extern __shared__ __align__(16) unsigned char smem[];
 	bf16 *ks = (bf16 *)smem, *vs = ks + 2 * TILE * LDS;   /* two tiles each */
 	int q0 = (gridDim.x - 1 - blockIdx.x) * ROWS, h = blockIdx.y, b = blockIdx.z;
-	int warp = threadIdx.x / 32, t = threadIdx.x % 4, ngroups = (Tq + GROUP - 1) / GROUP;
+	int warp = threadIdx.x / 32, quad = threadIdx.x % 4, ngroups = (Tq + GROUP - 1) / GROUP;
 	size_t kstride = (size_t)KV * D, qstride = (size_t)H * D;
 	const bf16 *kb = k + (size_t)b * Tk * kstride + (size_t)(h / (H / KV)) * D;
 	const bf16 *vb = v + (size_t)b * Tk * kstride + (size_t)(h / (H / KV)) * D;
@@ -391,30 +441,8 @@ flash_forward_kernel(float *out, float *lse, const bf16 *q, const bf16 *k, const
 		m[rt][0] = m[rt][1] = -INFINITY;
 	}
 	block_tiles(groups, ngroups, b, q0, ROWS, Tk, &j0, &j1);
-	if (j0 <= j1) {
-		load_rows<D>(ks, kb + (size_t)j0 * TILE * kstride, kstride, TILE, Tk - j0 * TILE);
-		load_rows<D>(vs, vb + (size_t)j0 * TILE * kstride, kstride, TILE, Tk - j0 * TILE);
-		copy_commit();
-	}
-	for (int j = j0; j <= j1; j++) {
-		int k0 = j * TILE, cur = (j - j0) & 1;
-		bf16 *kt = ks + cur * TILE * LDS, *vt = vs + cur * TILE * LDS;
-
-		if (j < j1) {   /* the next tile into the other buffer, meanwhile */
-			int n0 = k0 + TILE;
-
-			load_rows<D>(ks + (cur ^ 1) * TILE * LDS, kb + (size_t)n0 * kstride, kstride,
-				     TILE, Tk - n0);
-			load_rows<D>(vs + (cur ^ 1) * TILE * LDS, vb + (size_t)n0 * kstride, kstride,
-				     TILE, Tk - n0);
-		}
-		copy_commit();
-		copy_wait<1>();
-		__syncthreads();
-		bool any, all;
-
-		tile_seen<RT>(r, k0, Tk, &any, &all);
-		if (any) {
+	for_each_kv_tile<D, RT>(ks, vs, kb, vb, kstride, j0, j1, Tk, r,
+				[&](int k0, bool all, const bf16 *kt, const bf16 *vt) {
 			float s[RT][NT][4] = {};
 
 			mma_rows_t<D, NT, RT>(s, qa, kt);
@@ -457,9 +485,7 @@ flash_forward_kernel(float *out, float *lse, const bf16 *q, const bf16 *k, const
 				l[rt][1] += sum[1];
 			}
 			mma_x_rows<D, TILE / 16, RT>(o, s, vt);
-		}
-		__syncthreads();   /* before the next round's load overwrites the other buffer */
-	}
+		});
 	#pragma unroll
 	for (int rt = 0; rt < RT; rt++)
 		#pragma unroll
@@ -475,9 +501,9 @@ flash_forward_kernel(float *out, float *lse, const bf16 *q, const bf16 *k, const
 
 			#pragma unroll
 			for (int dt = 0; dt < DT; dt++)
-				*(float2 *)(orow + dt * 8 + 2 * t) =
+				*(float2 *)(orow + dt * 8 + 2 * quad) =
 					make_float2(o[rt][dt][2 * i] * inv, o[rt][dt][2 * i + 1] * inv);
-			if (t == 0)
+			if (quad == 0)
 				lse[((size_t)b * H + h) * Tq + r[rt].t[i]] =
 					sum > 0 ? m[rt][i] * LN2 + logf(sum) : -INFINITY;
 		}
@@ -502,13 +528,13 @@ flash_dq_kernel(float *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf
 	extern __shared__ __align__(16) unsigned char smem[];
 	bf16 *ks = (bf16 *)smem, *vs = ks + 2 * TILE * LDS;
 	int q0 = (gridDim.x - 1 - blockIdx.x) * BLOCK_ROWS, h = blockIdx.y, b = blockIdx.z;
-	int warp = threadIdx.x / 32, t = threadIdx.x % 4, ngroups = (Tq + GROUP - 1) / GROUP;
+	int warp = threadIdx.x / 32, quad = threadIdx.x % 4, ngroups = (Tq + GROUP - 1) / GROUP;
 	size_t kstride = (size_t)KV * D, qstride = (size_t)H * D;
 	const bf16 *kb = k + (size_t)b * Tk * kstride + (size_t)(h / (H / KV)) * D;
 	const bf16 *vb = v + (size_t)b * Tk * kstride + (size_t)(h / (H / KV)) * D;
 	rows2 r = thread_rows(q0 + warp * 16, lo, hi, b, Tq);
 	u32 qa[D / 16][4], da[D / 16][4];
-	float acc[DT][4] = {}, lse2[2], dv[2];
+	float acc[DT][4] = {}, lse2[2], di[2];
 	int j0, j1;
 
 	#pragma unroll
@@ -516,7 +542,7 @@ flash_dq_kernel(float *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf
 		size_t at = ((size_t)b * H + h) * Tq + r.t[i];
 
 		lse2[i] = r.t[i] < Tq ? lse[at] * LOG2E : -INFINITY;
-		dv[i] = r.t[i] < Tq ? dvec[at] : 0.0f;
+		di[i] = r.t[i] < Tq ? dvec[at] : 0.0f;
 	}
 	load_a_rows<D>(qa, q + ((size_t)b * Tq + r.t[0]) * qstride + (size_t)h * D,
 		       q + ((size_t)b * Tq + r.t[1]) * qstride + (size_t)h * D, r.t[0] < Tq,
@@ -525,30 +551,8 @@ flash_dq_kernel(float *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf
 		       dout + ((size_t)b * Tq + r.t[1]) * qstride + (size_t)h * D, r.t[0] < Tq,
 		       r.t[1] < Tq);
 	block_tiles(groups, ngroups, b, q0, BLOCK_ROWS, Tk, &j0, &j1);
-	if (j0 <= j1) {
-		load_rows<D>(ks, kb + (size_t)j0 * TILE * kstride, kstride, TILE, Tk - j0 * TILE);
-		load_rows<D>(vs, vb + (size_t)j0 * TILE * kstride, kstride, TILE, Tk - j0 * TILE);
-		copy_commit();
-	}
-	for (int j = j0; j <= j1; j++) {
-		int k0 = j * TILE, cur = (j - j0) & 1;
-		bf16 *kt = ks + cur * TILE * LDS, *vt = vs + cur * TILE * LDS;
-
-		if (j < j1) {
-			int n0 = k0 + TILE;
-
-			load_rows<D>(ks + (cur ^ 1) * TILE * LDS, kb + (size_t)n0 * kstride, kstride,
-				     TILE, Tk - n0);
-			load_rows<D>(vs + (cur ^ 1) * TILE * LDS, vb + (size_t)n0 * kstride, kstride,
-				     TILE, Tk - n0);
-		}
-		copy_commit();
-		copy_wait<1>();
-		__syncthreads();
-		bool any, all;
-
-		tile_seen<1>(&r, k0, Tk, &any, &all);
-		if (any) {
+	for_each_kv_tile<D, 1>(ks, vs, kb, vb, kstride, j0, j1, Tk, &r,
+			       [&](int k0, bool all, const bf16 *kt, const bf16 *vt) {
 			float s[NT][4] = {}, dp[NT][4] = {};
 
 			mma_rows_t<D, NT, 1>(&s, &qa, kt);
@@ -560,12 +564,10 @@ flash_dq_kernel(float *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf
 				for (int e = 0; e < 4; e++) {
 					float p = prob(s[nt][e], lse2[e >> 1]);
 
-					dp[nt][e] = scale * p * (dp[nt][e] - dv[e >> 1]);
+					dp[nt][e] = scale * p * (dp[nt][e] - di[e >> 1]);
 				}
 			mma_x_rows<D, TILE / 16, 1>(&acc, &dp, kt);
-		}
-		__syncthreads();
-	}
+		});
 	#pragma unroll
 	for (int i = 0; i < 2; i++) {
 		if (r.t[i] >= Tq)
@@ -574,7 +576,7 @@ flash_dq_kernel(float *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf
 
 		#pragma unroll
 		for (int dt = 0; dt < DT; dt++)
-			*(float2 *)(row + dt * 8 + 2 * t) = make_float2(acc[dt][2 * i], acc[dt][2 * i + 1]);
+			*(float2 *)(row + dt * 8 + 2 * quad) = make_float2(acc[dt][2 * i], acc[dt][2 * i + 1]);
 	}
 }
 
@@ -584,18 +586,19 @@ flash_dq_kernel(float *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf
  * computes.  The products run transposed (keys x queries): S^T = K Q^T,
  * dP^T = V dout^T, dv += P^T dout, dk += dS^T q.  A block writes its query
  * head's share; with grouped heads the shares go to scratch and
- * group_sum_kernel adds each group's in head order (a block per query
- * head, not per group: the causal mask's first key block would otherwise
- * run rep times as long as the others together could hide).  Fewer
- * queries a round for wide heads: the accumulators of dk and dv take
- * D / 2 registers each. */
+ * group_sum_kernel adds each group's in head order.  One block per query
+ * head rather than per KV group, so that no block does rep times the work
+ * of the rest (the causal mask's first key block would).  Fewer queries a
+ * round for wide heads: the accumulators of dk and dv take D / 2
+ * registers each. */
 template <int D>
 struct dkdv_shape {
 	static constexpr int QB = D > 64 ? 32 : 64;
 	static constexpr int LDS = D + 8;
 	/* K, V: BLOCK_ROWS rows; two rounds of q and dout, QB rows each; two
-	 * rounds of lse, D_i, lo and hi */
-	static constexpr size_t SMEM = (size_t)(2 * BLOCK_ROWS + 4 * QB) * LDS * 2 + 2 * 4 * 4 * QB;
+	 * rounds of the four per-query arrays (lse, D_i, lo, hi) */
+	static constexpr size_t SMEM = (size_t)(2 * BLOCK_ROWS + 4 * QB) * LDS * sizeof(bf16) +
+				       (size_t)2 * 4 * QB * sizeof(float);
 };
 
 /* One round's per-query values in shared memory. */
@@ -633,14 +636,14 @@ flash_dkdv_kernel(float *dk, float *dv, const bf16 *q, const bf16 *k, const bf16
 		  const int32_t *hi, const int2 *groups, int Tq, int Tk, int H, int KV,
 		  float scale_log2, float scale)
 {
-	typedef dkdv_shape<D> S;
-	constexpr int LDS = S::LDS, QB = S::QB, NT = QB / 8, DT = D / 8;
+	typedef dkdv_shape<D> Shape;
+	constexpr int LDS = Shape::LDS, QB = Shape::QB, NT = QB / 8, DT = D / 8;
 	extern __shared__ __align__(16) unsigned char smem[];
 	bf16 *ks = (bf16 *)smem, *vs = ks + BLOCK_ROWS * LDS;
-	bf16 *qs = vs + BLOCK_ROWS * LDS, *ds = qs + 2 * QB * LDS;   /* two rounds each */
-	float *small = (float *)(ds + 2 * QB * LDS);
+	bf16 *qs = vs + BLOCK_ROWS * LDS, *dos = qs + 2 * QB * LDS;   /* two rounds each */
+	float *small = (float *)(dos + 2 * QB * LDS);
 	int k0 = blockIdx.x * BLOCK_ROWS, h = blockIdx.y, b = blockIdx.z, rep = H / KV;
-	int warp = threadIdx.x / 32, lane = threadIdx.x % 32, t = lane % 4;
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad = lane % 4;
 	int ngroups = (Tq + GROUP - 1) / GROUP;
 	int kw = k0 + warp * 16, kend = min(k0 + BLOCK_ROWS, Tk) - 1, kwend = min(kw + 15, Tk - 1);
 	size_t kstride = (size_t)KV * D, qstride = (size_t)H * D;
@@ -662,7 +665,7 @@ flash_dkdv_kernel(float *dk, float *dv, const bf16 *q, const bf16 *k, const bf16
 		round_rows r = rows_of(c);
 
 		load_rows<D>(qs + c * QB * LDS, qb + (size_t)q0 * qstride, qstride, QB, Tq - q0);
-		load_rows<D>(ds + c * QB * LDS, db + (size_t)q0 * qstride, qstride, QB, Tq - q0);
+		load_rows<D>(dos + c * QB * LDS, db + (size_t)q0 * qstride, qstride, QB, Tq - q0);
 		for (int i = threadIdx.x; i < QB && q0 + i < Tq; i += FLASH_THREADS) {
 			copy4(r.lse + i, lseb + q0 + i);
 			copy4(r.dvec + i, dvecb + q0 + i);
@@ -671,14 +674,15 @@ flash_dkdv_kernel(float *dk, float *dv, const bf16 *q, const bf16 *k, const bf16
 		}
 	};
 
-	load_rows<D>(ks, k + ((size_t)b * Tk + k0) * kstride + (size_t)(h / rep) * D, kstride,
-		     BLOCK_ROWS, Tk - k0);
-	load_rows<D>(vs, v + ((size_t)b * Tk + k0) * kstride + (size_t)(h / rep) * D, kstride,
-		     BLOCK_ROWS, Tk - k0);
 	int q0 = next_round(grp, ngroups, 0, QB, Tq, Tk, k0, kend), cur = 0;
 
-	if (q0 < Tq)
+	if (q0 < Tq) {   /* else no query sees these keys: the shares are 0 */
+		load_rows<D>(ks, k + ((size_t)b * Tk + k0) * kstride + (size_t)(h / rep) * D,
+			     kstride, BLOCK_ROWS, Tk - k0);
+		load_rows<D>(vs, v + ((size_t)b * Tk + k0) * kstride + (size_t)(h / rep) * D,
+			     kstride, BLOCK_ROWS, Tk - k0);
 		issue(q0, 0);
+	}
 	copy_commit();
 	while (q0 < Tq) {
 		int qn = next_round(grp, ngroups, q0 + QB, QB, Tq, Tk, k0, kend);
@@ -689,13 +693,13 @@ flash_dkdv_kernel(float *dk, float *dv, const bf16 *q, const bf16 *k, const bf16
 		copy_wait<1>();
 		__syncthreads();
 		round_rows r = rows_of(cur);
-		const bf16 *qt = qs + cur * QB * LDS, *dout_t = ds + cur * QB * LDS;
+		const bf16 *qt = qs + cur * QB * LDS, *dout_t = dos + cur * QB * LDS;
 		int valid = min(QB, Tq - q0);
 		/* does a query of the round see a key of this warp, and do all
-		 * of them see all its keys? */
+		 * of them see all its keys?  (A warp past Tk has none.) */
 		bool some = false, every = kw + 15 < Tk && valid == QB;
 
-		for (int i = lane; i < QB; i += 32) {
+		for (int i = lane; i < QB && kw < Tk; i += 32) {
 			bool in = i < valid;
 
 			some |= in && r.lo[i] <= r.hi[i] && r.lo[i] <= kwend && r.hi[i] >= kw;
@@ -717,14 +721,16 @@ flash_dkdv_kernel(float *dk, float *dv, const bf16 *q, const bf16 *k, const bf16
 				#pragma unroll
 				for (int e = 0; e < 4; e++) {
 					int key = kw + lane / 4 + 8 * (e >> 1);
-					int qi = nt * 8 + 2 * t + (e & 1);
+					int qi = nt * 8 + 2 * quad + (e & 1);
 					bool ok = all || (qi < valid && key < Tk && key >= r.lo[qi] &&
 							  key <= r.hi[qi]);
 					float p = ok ? prob(st[nt][e] * scale_log2, r.lse[qi] * LOG2E)
 						     : 0.0f;
 
+					/* the round's tail past Tq holds stale
+					 * values: masked, nothing is read there */
 					st[nt][e] = p;
-					dpt[nt][e] = scale * p * (dpt[nt][e] - r.dvec[qi]);
+					dpt[nt][e] = ok ? scale * p * (dpt[nt][e] - r.dvec[qi]) : 0.0f;
 				}
 			mma_x_rows<D, QB / 16, 1>(&av, &st, dout_t);
 			mma_x_rows<D, QB / 16, 1>(&ak, &dpt, qt);
@@ -733,22 +739,20 @@ flash_dkdv_kernel(float *dk, float *dv, const bf16 *q, const bf16 *k, const bf16
 		q0 = qn;
 		cur ^= 1;
 	}
-	/* this head's share: the whole gradient when a KV head has one query
-	 * head, else rows of the [B, Tk, H, D] scratch */
-	int heads = rep == 1 ? KV : H;
-
+	/* this head's share, rows of [B, Tk, H, D]: the whole gradient when a
+	 * KV head has one query head (KV == H), else the scratch */
 	#pragma unroll
 	for (int i = 0; i < 2; i++) {
 		int key = kw + lane / 4 + 8 * i;
 
 		if (key >= Tk)
 			continue;
-		size_t at = (((size_t)b * Tk + key) * heads + (rep == 1 ? h / rep : h)) * D;
+		size_t at = (((size_t)b * Tk + key) * H + h) * D;
 
 		#pragma unroll
 		for (int dt = 0; dt < DT; dt++) {
-			*(float2 *)(dk + at + dt * 8 + 2 * t) = make_float2(ak[dt][2 * i], ak[dt][2 * i + 1]);
-			*(float2 *)(dv + at + dt * 8 + 2 * t) = make_float2(av[dt][2 * i], av[dt][2 * i + 1]);
+			*(float2 *)(dk + at + dt * 8 + 2 * quad) = make_float2(ak[dt][2 * i], ak[dt][2 * i + 1]);
+			*(float2 *)(dv + at + dt * 8 + 2 * quad) = make_float2(av[dt][2 * i], av[dt][2 * i + 1]);
 		}
 	}
 }

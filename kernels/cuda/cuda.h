@@ -95,7 +95,7 @@ void cuda_add_inplace(float *y, const float *x, size_t n);
 void cuda_scale(float *x, float s, size_t n);
 double cuda_sumsq(const float *x, size_t n);
 void cuda_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
-		double eps, long step);
+		double eps, long step, float grad_scale);
 
 /* gemm_bf16.cu */
 void cuda_matmul_forward_bf16(float *out, const kernel_bf16 *inp, const kernel_bf16 *weight,

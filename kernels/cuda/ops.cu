@@ -583,7 +583,7 @@ struct adamw_launch {
 	size_t n[ADAMW_LAUNCH_TENSORS];
 	float decay[ADAMW_LAUNCH_TENSORS];
 	int nt;
-	float b1, one_b1, b2, one_b2, bc2_sqrt, neg_step, eps;
+	float b1, one_b1, b2, one_b2, bc2_sqrt, neg_step, eps, grad_scale;
 };
 
 /* Every thread strides over each tensor in turn: the tensors of a step are
@@ -599,7 +599,7 @@ __global__ static void adamw_kernel(struct adamw_launch k)
 		uint16_t *p16 = k.p16[t];
 
 		for (size_t i = first; i < k.n[t]; i += stride) {
-			float g = grad[i];
+			float g = __fmul_rn(grad[i], k.grad_scale);
 			float p = __fmul_rn(param[i], k.decay[t]);
 			float mi = __fmul_rn(m[i], k.b1);
 			float vi = __fmul_rn(v[i], k.b2);
@@ -619,7 +619,7 @@ __global__ static void adamw_kernel(struct adamw_launch k)
 }
 
 void cuda_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
-		double eps, long step)
+		double eps, long step, float grad_scale)
 {
 	struct adamw_launch k;
 	double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
@@ -635,6 +635,7 @@ void cuda_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, d
 	k.bc2_sqrt = (float)sqrt(bc2);
 	k.neg_step = (float)-(lr / bc1);
 	k.eps = (float)eps;
+	k.grad_scale = grad_scale;
 	for (int i = 0; i < nt; i++) {
 		if (t[i].n) {
 			int j = k.nt++;

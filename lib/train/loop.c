@@ -934,8 +934,6 @@ static int train_step(run *r, double *loss, double *norm, double *data_s)
 				 "(the last checkpoint is the last good state)", r->step + 1,
 				 isfinite(*loss) ? "gradient norm" : "loss",
 				 isfinite(*loss) ? *norm : *loss);
-	grad_clip_flat(r->ops, dp_grads(r->dp), dp_shard_numel(r->dp), dp_nchunks(r->dp),
-		       *norm, r->cfg->training.max_norm);
 	return 0;
 }
 
@@ -975,8 +973,10 @@ static int loop(run *r, train_result *res)
 		if ((rc = train_step(r, &loss, &norm, &data_s)))
 			return rc;
 		lr = c->optimizer.lr * lr_factor(&r->sched, r->step + 1);
+		/* clipping is the step's: it scales the gradients as it reads them */
 		adamw_step_flat(r->opt, r->ops, dp_params(r->dp), dp_grads(r->dp),
-				dp_shard_bf16(r->dp), lr);
+				dp_shard_bf16(r->dp), lr,
+				grad_clip_coef(norm, c->training.max_norm));
 		dp_params_changed(r->dp, true);
 		r->step++;
 		r->tokens += (uint64_t)r->B * r->T * r->accum * r->mesh->dp_size;

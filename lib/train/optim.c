@@ -102,7 +102,7 @@ void adamw_free(adamw *o)
 }
 
 void adamw_step_flat(adamw *o, const kernel_ops *ops, float **params, float **grads,
-		     kernel_bf16 **params_bf16, double lr)
+		     kernel_bf16 **params_bf16, double lr, float grad_scale)
 {
 	const adamw_config *c = &o->cfg;
 
@@ -119,12 +119,12 @@ void adamw_step_flat(adamw *o, const kernel_ops *ops, float **params, float **gr
 			.param_bf16 = p16 ? p16 + r->offset : NULL,
 		};
 	}
-	ops->adamw(o->table, o->nruns, lr, c->beta1, c->beta2, c->eps, o->step);
+	ops->adamw(o->table, o->nruns, lr, c->beta1, c->beta2, c->eps, o->step, grad_scale);
 }
 
-void adamw_step(adamw *o, llama_model *m, double lr)
+void adamw_step(adamw *o, llama_model *m, double lr, float grad_scale)
 {
-	adamw_step_flat(o, m->ops, m->params, m->grads, NULL, lr);
+	adamw_step_flat(o, m->ops, m->params, m->grads, NULL, lr, grad_scale);
 }
 
 double grad_sumsq_flat(const kernel_ops *ops, float *const *g, const size_t *numel, int n)
@@ -135,17 +135,13 @@ double grad_sumsq_flat(const kernel_ops *ops, float *const *g, const size_t *num
 	return sum;
 }
 
-void grad_clip_flat(const kernel_ops *ops, float **g, const size_t *numel, int n,
-		    double norm, double max_norm)
+float grad_clip_coef(double norm, double max_norm)
 {
-	/* PyTorch computes the coefficient in fp32 from the fp32 norm and only
-	 * ever shrinks: a coefficient clamped to 1 changes nothing. */
+	/* PyTorch computes the coefficient in fp32 from the fp32 norm and
+	 * clamps it to 1, and a product with 1 is the gradient itself */
 	float coef = (float)max_norm / ((float)norm + 1e-6f);
 
-	if (max_norm <= 0 || coef >= 1.0f)
-		return;
-	for (int c = 0; c < n; c++)
-		ops->scale(g[c], coef, numel[c]);
+	return max_norm <= 0 || !(coef < 1.0f) ? 1.0f : coef;
 }
 
 double grad_norm(const llama_model *m)
@@ -153,10 +149,6 @@ double grad_norm(const llama_model *m)
 	return sqrt(grad_sumsq_flat(m->ops, m->grads, m->chunk_numel, m->nchunks));
 }
 
-void grad_clip(llama_model *m, double norm, double max_norm)
-{
-	grad_clip_flat(m->ops, m->grads, m->chunk_numel, m->nchunks, norm, max_norm);
-}
 
 double lr_factor(const lr_schedule *s, long step)
 {

@@ -39,27 +39,28 @@ int adamw_new_flat(adamw **out, int nchunks, const size_t *numel,
 		   const struct adamw_run *runs, int nruns, const adamw_config *cfg,
 		   mem_tracker *mem);
 void adamw_free(adamw *o);
-/* One update of every parameter of m with the gradients in m->grads, at
- * learning rate lr (step counts from 1 as PyTorch's does): one multi-tensor
- * call of the backend's adamw. */
-void adamw_step(adamw *o, llama_model *m, double lr);
+/* One update of every parameter of m with the gradients in m->grads times
+ * grad_scale (grad_clip_coef's, or 1), at learning rate lr (step counts
+ * from 1 as PyTorch's does): one multi-tensor call of the backend's adamw.
+ * The gradients are left unscaled. */
+void adamw_step(adamw *o, llama_model *m, double lr, float grad_scale);
 /* The same over the flat buffers adamw_new_flat describes; params_bf16,
  * when not NULL, holds per chunk a bf16 copy in the same layout (or NULL)
  * that the step writes the updated parameters into, rounded. */
 void adamw_step_flat(adamw *o, const kernel_ops *ops, float **params, float **grads,
-		     kernel_bf16 **params_bf16, double lr);
+		     kernel_bf16 **params_bf16, double lr, float grad_scale);
 
 /* Global L2 norm of every gradient (accumulated in double, deterministic). */
 double grad_norm(const llama_model *m);
-/* torch.nn.utils.clip_grad_norm_: when norm > max_norm, scale every
- * gradient by max_norm / (norm + 1e-6).  max_norm <= 0: no clipping. */
-void grad_clip(llama_model *m, double norm, double max_norm);
-/* Sum of squares of n flat buffers (double), and clip_grad_norm_'s
- * scaling of them: the pieces grad_norm and grad_clip are made of, for
- * gradients sharded across ranks. */
+/* torch.nn.utils.clip_grad_norm_'s coefficient for gradients of global
+ * norm `norm`: max_norm / (norm + 1e-6) in fp32 when that is below 1,
+ * else 1 (and 1 when max_norm <= 0: no clipping).  PyTorch multiplies the
+ * gradients by it in place; titan's step multiplies them as it reads them
+ * (adamw_step's grad_scale), the same products. */
+float grad_clip_coef(double norm, double max_norm);
+/* Sum of squares of n flat buffers (double): what grad_norm is made of,
+ * for gradients sharded across ranks. */
 double grad_sumsq_flat(const kernel_ops *ops, float *const *g, const size_t *numel, int n);
-void grad_clip_flat(const kernel_ops *ops, float **g, const size_t *numel, int n,
-		    double norm, double max_norm);
 
 typedef enum { LR_DECAY_LINEAR, LR_DECAY_SQRT, LR_DECAY_COSINE } lr_decay_type;
 

@@ -253,7 +253,7 @@ static void adamw(const struct bufs *b, const struct shapes *s)
 	(void)s;
 	kernel_adamw_tensor t = { b->p, b->g, b->m, b->mv, b->n_adam, 0.1, NULL };
 
-	b->ops->adamw(&t, 1, 1e-4, 0.9, 0.95, 1e-8, 1);
+	b->ops->adamw(&t, 1, 1e-4, 0.9, 0.95, 1e-8, 1, 1.0f);
 }
 
 /* The best of CALLS calls after a warm-up, in seconds; 0 on a failure. */

@@ -9,8 +9,9 @@
 #          one before passed, and any failure fails the whole
 #   bench  the probe, then tests/gpu/train_check.sh (parity runs, each op
 #          alone, tokens/s and MFU next to PyTorch)
+#   profile  tests/gpu/profile.sh: a step's GPU time, kernel by kernel
 #
-#   BUILD=build tests/gpu/checks.sh test|bench
+#   BUILD=build tests/gpu/checks.sh test|bench|profile
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 build=${BUILD:-build}
@@ -41,8 +42,11 @@ bench)
 	"$build/tests/test_cuda" || exit 1
 	TITAN_BIN=$bin TITAN_BUILD=$abs_build exec tests/gpu/train_check.sh
 	;;
+profile)
+	TITAN_BIN=$bin TITAN_BUILD=$abs_build exec tests/gpu/profile.sh
+	;;
 *)
-	echo "usage: BUILD=DIR tests/gpu/checks.sh test|bench" >&2
+	echo "usage: BUILD=DIR tests/gpu/checks.sh test|bench|profile" >&2
 	exit 2
 	;;
 esac

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one command to run on a machine with a GPU: build with CUDA, run the
 # GPU checks (tests/gpu/checks.sh test, then bench: what make test-cuda and
-# make bench-cuda run), then print a summary.  Exits non-zero on any
-# failure or mismatch.
+# make bench-cuda run, then profile: where a step's time goes, where ncu
+# is), then print a summary.  Exits non-zero on any failure or mismatch.
 #
 #   tests/gpu/run.sh            # from the repository root
 #
@@ -31,6 +31,7 @@ summary() {
 	echo "summary ($(($(date +%s) - start)) s; log: $log):"
 	grep -iE '^(ok|not ok) |^# cuda|relative error|passed|failed|^parity|MFU|: PyTorch|max relative loss difference|timed out' \
 		"$log" | sed 's/^/  /'
+	grep -A12 '^profile: ' "$log" | sed 's/^/  /'
 }
 trap summary EXIT
 
@@ -93,4 +94,5 @@ else
 fi
 step test-cuda "$test_limit" tests/gpu/checks.sh test
 step bench-cuda "$bench_limit" tests/gpu/checks.sh bench
+step profile 120 tests/gpu/checks.sh profile
 exit $status

@@ -40,11 +40,9 @@ device=${TITAN_GPU_DEVICE:-cuda}
 mkdir -p "$work"
 status=0
 
-cat man/man*/*.[1-9] README.md >"$work/corpus.txt"
-if ! "$bin/titan-tok" train -q -o "$work/tok.json" --vocab-size 2048 \
-	--special '<|begin_of_text|>' --special '<|end_of_text|>' "$work/corpus.txt" ||
-	! "$bin/titan-pack" -q -t "$work/tok.json" -o "$work/data" --force --lines \
-		"$work/corpus.txt"; then
+# shellcheck source=tests/gpu/dataset.sh
+. tests/gpu/dataset.sh
+if ! doc_dataset "$bin" "$work"; then
 	echo "train_check: cannot make the dataset" >&2
 	exit 1
 fi

@@ -766,8 +766,11 @@ static void check_adamw(void)
 					       i % 3 ? d16 + o : NULL };
 	}
 	for (long step = 1; step <= 3; step++) {
-		kernels_cpu.adamw(ht, NT, 8e-4, 0.9, 0.95, 1e-8, step);
-		be->ops->adamw(dt, NT, 8e-4, 0.9, 0.95, 1e-8, step);
+		/* a clipped step on the second, as PyTorch's clip_grad_norm_ */
+		float clip = step == 2 ? 0.37f : 1.0f;
+
+		kernels_cpu.adamw(ht, NT, 8e-4, 0.9, 0.95, 1e-8, step, clip);
+		be->ops->adamw(dt, NT, 8e-4, 0.9, 0.95, 1e-8, step, clip);
 	}
 	float *got = get(dp, n);
 

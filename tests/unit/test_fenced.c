@@ -135,7 +135,7 @@ static double run_adamw(const kernel_ops *o, void **b)
 {
 	for (long step = 1; step <= 3; step++)
 		o->adamw(&(kernel_adamw_tensor){ b[0], b[1], b[2], b[3], NV, 0.1, NULL }, 1,
-			 1e-2, 0.9, 0.95, 1e-8, step);
+			 1e-2, 0.9, 0.95, 1e-8, step, step == 2 ? 0.5f : 1.0f);
 	return 0;
 }
 

@@ -390,8 +390,7 @@ static void check_case(const char *file)
 		if (rc < 0)
 			goto out;
 		double norm = grad_norm(m);
-		grad_clip(m, norm, g.max_norm);
-		adamw_step(opt, m, g.adamw.lr);
+		adamw_step(opt, m, g.adamw.lr, grad_clip_coef(norm, g.max_norm));
 
 		double le = fabs(loss - want_losses[step]) / fabs(want_losses[step]);
 		double ne = fabs(norm - want_norms[step]) / fabs(want_norms[step]);

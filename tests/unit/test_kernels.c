@@ -742,19 +742,25 @@ static void test_adamw(void)
 
 	memcpy(rp, p, n * 4);
 	for (long step = 1; step <= 3; step++) {
-		float *g = frandn(n, 1);
+		float *g = frandn(n, 1), *clipped = malloc(n * 4);
+		/* step 2 is clipped: PyTorch scales the gradients in place
+		 * (clip_grad_norm_), the op as it reads them */
+		float clip = step == 2 ? 0.37f : 1.0f;
 		kernel_adamw_tensor t[3];
 
+		for (size_t i = 0; i < n; i++)
+			clipped[i] = g[i] * clip;
 		for (int k = 0; k < 3; k++) {
 			t[k] = (kernel_adamw_tensor){ p + at[k], g + at[k], m + at[k], v + at[k],
 						      at[k + 1] - at[k], wds[k],
 						      k ? NULL : p16 };
 			/* the reference takes the scalars as the doubles Python holds */
-			torch_adamw(rp + at[k], g + at[k], rm + at[k], rv + at[k],
+			torch_adamw(rp + at[k], clipped + at[k], rm + at[k], rv + at[k],
 				    at[k + 1] - at[k], 3e-3, 0.9, 0.95, 1e-8, wds[k], step);
 		}
-		cpu_adamw(t, 3, lr, b1, b2, eps, step);
+		cpu_adamw(t, 3, lr, b1, b2, eps, step, clip);
 		free(g);
+		free(clipped);
 	}
 	for (size_t i = 0; i < at[1]; i++)
 		if (p16[i] != f32_to_bf16(p[i])) {

@@ -64,24 +64,45 @@ static llama_model *tiny_model(mem_tracker *mem)
 	return m;
 }
 
+/* clip_grad_norm_'s coefficient, and a step that scales the gradients as
+ * it reads them: the step PyTorch takes after scaling them in place, bit
+ * for bit, the gradients themselves left as they were. */
 static void test_grad_clip(void)
 {
 	mem_tracker mem = { .device = "cpu" };
-	llama_model *m = tiny_model(&mem);
-	REQUIRE(m, "%s", titan_errmsg());
+	llama_model *m = tiny_model(&mem), *twin = tiny_model(&mem);
+	adamw_config ac = { .lr = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
+			    .weight_decay = 0.1 };
+	adamw *o, *o2;
+	REQUIRE(m && twin, "%s", titan_errmsg());
 	for (int c = 0; c < m->nchunks; c++)
 		for (size_t i = 0; i < m->chunk_numel[c]; i++)
 			m->grads[c][i] = (float)((i % 7) - 3) * 0.5f;
 	double norm = grad_norm(m);
+	float coef = grad_clip_coef(norm, 2.0);
 	CHECK(norm > 2.0, "norm %g", norm);
-	grad_clip(m, norm, 2.0);
-	double after = grad_norm(m);
-	CHECK(fabs(after - 2.0) < 1e-4, "after clipping: %g", after);
-	grad_clip(m, after, 10.0);   /* below max_norm: untouched */
-	CHECK(grad_norm(m) == after, "%g vs %g", grad_norm(m), after);
-	grad_clip(m, after, 0);      /* 0: off */
-	CHECK(grad_norm(m) == after, "changed with max_norm 0");
+	CHECK(coef == 2.0f / ((float)norm + 1e-6f), "coefficient %g", coef);
+	CHECK(grad_clip_coef(norm, norm * 2) == 1.0f, "below max_norm: 1");
+	CHECK(grad_clip_coef(norm, 0) == 1.0f, "max_norm 0: off");
+
+	REQUIRE(adamw_new(&o, m, &ac, &mem) == 0 && adamw_new(&o2, twin, &ac, &mem) == 0, "%s",
+		titan_errmsg());
+	for (int c = 0; c < m->nchunks; c++)
+		for (size_t i = 0; i < m->chunk_numel[c]; i++)
+			twin->grads[c][i] = m->grads[c][i] * coef;   /* PyTorch's in place */
+	adamw_step(o, m, 0.1, coef);
+	adamw_step(o2, twin, 0.1, 1.0f);
+	for (int c = 0; c < m->nchunks; c++) {
+		size_t bytes = m->chunk_numel[c] * sizeof(float);
+		CHECK(!memcmp(m->params[c], twin->params[c], bytes), "chunk %d: params differ", c);
+		CHECK(!memcmp(o->m[c], o2->m[c], bytes) && !memcmp(o->v[c], o2->v[c], bytes),
+		      "chunk %d: moments differ", c);
+	}
+	CHECK(grad_norm(m) == norm, "the step left the gradients scaled");
+	adamw_free(o);
+	adamw_free(o2);
 	llama_free(m);
+	llama_free(twin);
 	CHECK(mem.cur == 0, "%zu bytes left", mem.cur);
 }
 
@@ -104,7 +125,7 @@ static void test_adamw_decay_groups(void)
 		for (int i = 0; i < nt; i++)
 			before[i] = m->params[ti[i].chunk][ti[i].offset];
 		llama_zero_grads(m);
-		adamw_step(o, m, 0.1);
+		adamw_step(o, m, 0.1, 1.0f);
 		CHECK(o->step == 1, "step %ld", o->step);
 		for (int i = 0; i < nt; i++) {
 			float now = m->params[ti[i].chunk][ti[i].offset];
