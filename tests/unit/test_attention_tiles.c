@@ -8,6 +8,7 @@
  * GPU runs over cuBLAS; this is its test on a machine without one. */
 #include "core/base.h"
 #include <math.h>
+#include "attention_flash.h"
 #include "attention_tiles.h"
 #include "attention_ranges.h"
 #include "core/half.h"
@@ -315,6 +316,42 @@ static void test_scratch_prediction(void)
 
 /* The host's copies of ranges kept on a device: found for calls inside a
  * region at the same offset in lo and hi, replaced, forgotten. */
+/* The fused kernels' scratch (attention_flash.h), which the CUDA backend
+ * takes and memory models charge: which head dims they take, every section
+ * 256-byte aligned and as large as its tensor, the backward's extras, and
+ * the per-head dk, dv shares only where KV heads are shared. */
+static void test_flash_scratch(void)
+{
+	const int B = 2, T = 100, H = 8, D = 64;
+	size_t at[FLASH_SECTIONS + 1];
+
+	CHECK(attention_flash_fits(16) && attention_flash_fits(64) && attention_flash_fits(128),
+	      "16, 64, 128");
+	CHECK(!attention_flash_fits(8) && !attention_flash_fits(48 + 4) && !attention_flash_fits(144),
+	      "8, 52, 144");
+	for (int backward = 0; backward < 2; backward++) {
+		for (int KV = 2; KV <= H; KV += H - 2) {
+			size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KV * D;
+			size_t want[FLASH_SECTIONS] = {
+				2 * nq, 2 * nk, 2 * nk, 8 * (size_t)B * ((T + 15) / 16),
+				backward ? 2 * nq : 0, backward ? 4 * (size_t)B * H * T : 0,
+				backward && KV < H ? 4 * nq : 0, backward && KV < H ? 4 * nq : 0,
+			};
+
+			attention_flash_layout(B, T, T, H, KV, D, backward, at);
+			CHECK(at[FLASH_SECTIONS] == attention_flash_scratch(B, T, T, H, KV, D, backward),
+			      "total");
+			for (int i = 0; i < FLASH_SECTIONS; i++) {
+				size_t got = at[i + 1] - at[i];
+
+				CHECK(at[i] % 256 == 0 && got >= want[i] && got < want[i] + 256,
+				      "backward %d KV %d section %d: %zu bytes at %zu, want %zu",
+				      backward, KV, i, got, at[i], want[i]);
+			}
+		}
+	}
+}
+
 static void test_known_ranges(void)
 {
 	static int32_t dev_lo[40], dev_hi[40], other[40];
@@ -363,5 +400,6 @@ int main(void)
 	RUN(test_tile_sizes);
 	RUN(test_scratch_prediction);
 	RUN(test_known_ranges);
+	RUN(test_flash_scratch);
 	return check_done();
 }
