@@ -39,6 +39,7 @@
  * reads has landed". */
 #include "cuda/cuda.h"
 #include "attention_flash.h"
+#include "attention_tiles.h"
 #include <climits>
 #include <cuda_bf16.h>
 #include <math.h>
@@ -264,29 +265,6 @@ __global__ static void query_groups_kernel(int2 *groups, const int32_t *lo, cons
 		}
 	}
 	groups[i] = r;
-}
-
-/* dvec[b][h][t] = sum_d dout * out over the row (fp32, one warp a row). */
-__global__ static void rowdot_kernel(float *dvec, const float *dout, const float *out, int B,
-				     int Tq, int H, int D)
-{
-	int64_t row = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-	int lane = threadIdx.x % 32;
-
-	if (row >= (int64_t)B * Tq * H)
-		return;
-	const float *a = dout + row * D, *o = out + row * D;
-	float s = 0;
-
-	for (int d = lane; d < D; d += 32)
-		s += a[d] * o[d];
-	for (int k = 16; k > 0; k /= 2)
-		s += __shfl_xor_sync(0xffffffffu, s, k);
-	if (lane == 0) {
-		int h = (int)(row % H), t = (int)(row / H % Tq), b = (int)(row / H / Tq);
-
-		dvec[((size_t)b * H + h) * Tq + t] = s;
-	}
 }
 
 /* The rows (g and g + 8 of the warp's 16) a thread's fragments hold. */
@@ -913,16 +891,15 @@ void cuda_flash_backward(float *dq, float *dk, float *dv, const float *dout, con
 			 const int32_t *lo, const int32_t *hi, int B, int Tq, int Tk, int H,
 			 int KV, int D)
 {
-	int64_t rows = (int64_t)B * Tq * H;
+	const attention_tile_prims *tiles = cuda_attention_tile_prims();
 	flash_scratch f;
 
 	if (!cuda_ready() || !take_scratch(&f, B, Tq, Tk, H, KV, D, true))
 		return;
 	prepare(&f, q, k, v, lo, hi, B, Tq, Tk, H, KV, D);
-	cuda_cast_bf16((kernel_bf16 *)f.dout, dout, (size_t)rows * D);
-	rowdot_kernel<<<(unsigned)((rows * 32 + RED_THREADS - 1) / RED_THREADS), RED_THREADS, 0,
-			cuda_stream()>>>(f.dvec, dout, out, B, Tq, H, D);
-	cuda_check_launch("attention_backward_bf16 rowdot");
+	cuda_cast_bf16((kernel_bf16 *)f.dout, dout, (size_t)B * Tq * H * D);
+	/* D_i as the tiled attention's backward makes it */
+	tiles->rowdot(tiles->ctx, f.dvec, dout, out, B, Tq, H, D);
 	FLASH_DISPATCH(backward_d, D, dq, dk, dv, lse, &f, lo, hi, B, Tq, Tk, H, KV);
 	cuda_scratch_put(f.base);
 }
