@@ -379,6 +379,7 @@ static void job_clear(ckpt_saver *s)
 static void *writer_main(void *arg)
 {
 	ckpt_saver *s = arg;
+	pthread_setname_np(pthread_self(), "titan-ckpt-save");
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		while (!s->pending && !s->quit)

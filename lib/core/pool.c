@@ -70,6 +70,7 @@ static void run_tasks(struct titan_pool *p, int worker)
 
 static void *worker_main(void *data)
 {
+	pthread_setname_np(pthread_self(), "titan-pool");
 	struct pool_worker *w = data;
 	struct titan_pool *p = w->pool;
 	unsigned long seen = 0;

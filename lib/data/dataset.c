@@ -50,7 +50,7 @@ typedef struct shard_entry {
 struct dataset_writer {
 	dataset_writer_opts o;
 	char *outdir, *tmpdir;
-	int token_bytes;
+	int token_bytes;       /* as the shards store them: 2, 3 or 4 */
 	shard_writer *cur[SPLIT_COUNT];
 	shard_entry *shards[SPLIT_COUNT];
 	size_t nshards[SPLIT_COUNT];
@@ -97,7 +97,7 @@ int dataset_writer_open(dataset_writer **out, const dataset_writer_opts *o)
 		w->o.block_tokens = SHARD_BLOCK_TOKENS_DEFAULT;
 	if (!w->o.zstd_level)
 		w->o.zstd_level = DATASET_ZSTD_LEVEL;
-	w->token_bytes = o->tok.vocab_size <= 65536 ? 2 : 4;
+	w->token_bytes = o->tok.vocab_size <= 1u << 16 ? 2 : o->tok.vocab_size <= 1u << 24 ? 3 : 4;
 	/* Trailing slashes would put the temporary name inside OUTDIR. */
 	w->outdir = strdup(o->outdir);
 	if (!w->outdir) {
@@ -145,33 +145,23 @@ static int open_shard(dataset_writer *w, int s)
 	if (!path)
 		return titan_err_nomem();
 	int rc = shard_writer_open(&w->cur[s], path, w->token_bytes, w->o.block_tokens,
-				   w->o.zstd_level);
+				   w->o.zstd_level, w->o.compress_threads);
 	free(path);
 	if (!rc)
 		w->nshards[s]++;
 	return rc;
 }
 
-/* One branch-free pass: ids almost always fit. */
-static bool fits_u16(const uint32_t *ids, size_t n)
+/* The shards' size check, here too so the message names the dataset, not
+ * a temporary shard file. */
+static int check_fits(const dataset_writer *w, const uint32_t *ids, size_t n)
 {
-	uint32_t any = 0;
-	for (size_t i = 0; i < n; i++)
-		any |= ids[i];
-	return any <= 0xffff;
-}
-
-/* The u16 check, here too so the message names the dataset, not a
- * temporary shard file. */
-static int check_u16(const dataset_writer *w, const uint32_t *ids, size_t n)
-{
-	if (w->token_bytes != 2 || fits_u16(ids, n))
+	uint32_t bad_id = 0;
+	if (shard_ids_fit(ids, n, w->token_bytes, &bad_id))
 		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (ids[i] > 0xffff)
-			return titan_err(TITAN_ERANGE, "'%s': token id %u does not fit in u16 "
-					 "(vocab size %u)", w->outdir, ids[i], w->o.tok.vocab_size);
-	return 0;
+	return titan_err(TITAN_ERANGE, "'%s': token id %u does not fit in %s (vocab size %u)",
+			 w->outdir, bad_id, w->token_bytes == 2 ? "u16" : "24 bits",
+			 w->o.tok.vocab_size);
 }
 
 int dataset_writer_add_wrapped(dataset_writer *w, int split, int64_t bos,
@@ -181,8 +171,8 @@ int dataset_writer_add_wrapped(dataset_writer *w, int split, int64_t bos,
 		return titan_err(TITAN_EINTERNAL, "split %d out of range", split);
 	uint32_t head = (uint32_t)bos, tail = (uint32_t)eos;
 	int rc;
-	if ((bos >= 0 && (rc = check_u16(w, &head, 1))) || (rc = check_u16(w, ids, n)) ||
-	    (eos >= 0 && (rc = check_u16(w, &tail, 1))))
+	if ((bos >= 0 && (rc = check_fits(w, &head, 1))) || (rc = check_fits(w, ids, n)) ||
+	    (eos >= 0 && (rc = check_fits(w, &tail, 1))))
 		return rc;
 	if (!w->cur[split] && (rc = open_shard(w, split)))
 		return rc;
@@ -580,8 +570,10 @@ static int reader_of(dshard *sh, int token_bytes, shard_reader **r)
 		int rc = shard_open(&sh->r, sh->path);
 		if (rc)
 			return rc;
+		/* 3- and 4-byte tokens both read back as u32. */
+		int dtype_bytes = shard_token_bytes(sh->r) == 2 ? 2 : 4;
 		if (shard_tokens(sh->r) != sh->tokens || shard_docs(sh->r) != sh->docs ||
-		    shard_token_bytes(sh->r) != token_bytes) {
+		    dtype_bytes != token_bytes) {
 			shard_close(sh->r);
 			sh->r = NULL;
 			return titan_err(TITAN_EFORMAT, "'%s': counts or dtype do not match "

@@ -157,6 +157,7 @@ static int fill(loader *l, loader_batch *b, uint64_t g)
 static void *prefetch_main(void *arg)
 {
 	loader *l = arg;
+	pthread_setname_np(pthread_self(), "titan-prefetch");
 
 	pthread_mutex_lock(&l->mu);
 	for (;;) {

@@ -156,6 +156,15 @@ static int pack_ids(const pack_opts *o, packer *p, const char *const *inputs, si
 	return rc;
 }
 
+/* zstd level 1 takes in ids about five times as fast as one thread of the
+ * tokenizer makes them, so one compressing thread per three tokenizer
+ * threads keeps up without taking their cores.  Ready-made ids have no
+ * tokenizer to share the cores with. */
+static int compress_threads(const pack_opts *o)
+{
+	return o->from_ids || !o->pool ? 0 : (pool_threads(o->pool) + 2) / 3;
+}
+
 int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats *st)
 {
 	double t0 = titan_now();
@@ -174,6 +183,7 @@ int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats
 		.outdir = o->outdir,
 		.shard_tokens = o->shard_tokens,
 		.zstd_level = o->zstd_level,
+		.compress_threads = compress_threads(o),
 		.val_fraction = o->val_fraction,
 		.seed = o->seed,
 		.force = o->force,

@@ -3,13 +3,14 @@
  * a checksum per block, and the documents' start positions.
  * The byte layout is documented in titan-dataset(5); in short (little-endian):
  *
- *   header   64 bytes: magic "TITANSHD", version, bytes per token (2|4),
+ *   header   64 bytes: magic "TITANSHD", version, bytes per token (2|3|4),
  *            tokens per block, block count, token count, document count,
  *            offsets of the index and the document table, XXH64 of the header
  *   blocks   one zstd frame per block of block_tokens tokens (the last may
- *            be shorter)
+ *            be shorter); 3-byte tokens are stored as the low two bytes of
+ *            every token of the block, then the high byte of every token
  *   index    per block: file offset u64, compressed size u32, tokens u32,
- *            XXH64 of the uncompressed little-endian token bytes u64;
+ *            XXH64 of the uncompressed block as stored u64;
  *            then the XXH64 of the index entries
  *   docs     one zstd frame: the documents' start positions (u64 token
  *            offsets within the shard, non-decreasing as documents may be
@@ -22,8 +23,10 @@
 #include "core/base.h"
 #include "core/buf.h"
 
-#define SHARD_VERSION 1
+/* Version 2 added 3-byte tokens; a reader takes versions 1 and 2. */
+#define SHARD_VERSION 2
 #define SHARD_BLOCK_TOKENS_DEFAULT 65536u
+#define SHARD_WRITER_THREADS_MAX 16
 
 typedef struct shard_writer shard_writer;
 
@@ -33,14 +36,15 @@ typedef struct shard_summary {
 } shard_summary;
 
 /* Create PATH (written as PATH.tmp.PID, renamed by shard_writer_close).
- * token_bytes: 2 (u16: every id < 65536) or 4 (u32).  block_tokens: 0 is
- * SHARD_BLOCK_TOKENS_DEFAULT, at most 2^24.  zstd_level: 0 is 1.
- * The writer compresses, checksums and writes full blocks on threads of its
- * own (one per core, at most 4; the bytes do not depend on how many), with
- * a few blocks in flight; call its functions from one thread at a time.  A
+ * token_bytes: 2 (every id < 2^16), 3 (every id < 2^24) or 4.
+ * block_tokens: 0 is SHARD_BLOCK_TOKENS_DEFAULT, at most 2^24.  zstd_level:
+ * 0 is 1.  The writer compresses, checksums and writes full blocks on
+ * threads of its own (threads of them, 0 for one per core, at most
+ * SHARD_WRITER_THREADS_MAX; the bytes do not depend on how many), with a
+ * few blocks in flight; call its functions from one thread at a time.  A
  * failure there comes back from a later add, append or close. */
 int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
-		      uint32_t block_tokens, int zstd_level);
+		      uint32_t block_tokens, int zstd_level, int threads);
 /* Append one document; an id that does not fit token_bytes is TITAN_ERANGE
  * and adds nothing. */
 int shard_writer_add_doc(shard_writer *w, const uint32_t *ids, size_t n);
@@ -51,6 +55,9 @@ int shard_writer_add_doc(shard_writer *w, const uint32_t *ids, size_t n);
 int shard_writer_start_doc(shard_writer *w);
 int shard_writer_append(shard_writer *w, const uint32_t *ids, size_t n);
 uint64_t shard_writer_tokens(const shard_writer *w);
+/* Whether every id of ids[0..n) fits token_bytes; if not, *bad_id is the
+ * first that does not. */
+bool shard_ids_fit(const uint32_t *ids, size_t n, int token_bytes, uint32_t *bad_id);
 /* Flush the last block, write index, document table and footer, fsync,
  * rename into place; frees w (also on failure). */
 int shard_writer_close(shard_writer *w, shard_summary *sum);

@@ -209,6 +209,7 @@ static int consume(tok_batch *b, doc_buf *d)
  * them), so that every wait ends and every buffer comes back. */
 static void *encode_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "titan-encode");
 	tok_batch *b = arg;
 	pthread_mutex_lock(&b->mu);
 	for (;;) {
@@ -244,6 +245,7 @@ static void *encode_main(void *arg)
 
 static void *hand_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "titan-handover");
 	tok_batch *b = arg;
 	pthread_mutex_lock(&b->mu);
 	for (;;) {

@@ -53,37 +53,38 @@ mv "$jsonl.tmp" "$jsonl" || die "cannot write '$jsonl'"
 docs_lines=$(wc -l <"$english")
 docs_jsonl=$(wc -l <"$jsonl")
 
-best_min() {
-	sort -g | head -n 1
+# measure TOK FILE THREADS TFLAGS PFLAGS: "ENC JOB PACK", the best seconds
+# of each over the runs.  ENC is titan-tok's encoding alone (its --stats
+# line), JOB its whole job from the first read to the last write of the
+# ids, PACK titan-pack's packing seconds (its summary line); the tokenizer
+# load is excluded from all three.  Each run does the titan-tok job and
+# then titan-pack, so that a machine whose speed drifts (a neighbour
+# waking up) slows both alike rather than one of them.
+measure() {
+	local i line enc job pk best_enc=- best_job=- best_pack=-
+	for (( i = 0; i < runs; i++ )); do
+		# shellcheck disable=SC2086  # the flags are one word or none
+		line=$("$tok" encode -t "$1" --threads "$3" $4 --format u32 --stats \
+			-o "$work/ids.u32" "$2" 2>&1 | grep '^titan-tok: encoded')
+		enc=$(echo "$line" | sed -n 's/.* tokens in \([0-9.]*\) s .*/\1/p')
+		job=$(echo "$line" | sed -n 's/.*; \([0-9.]*\) s from first read.*/\1/p')
+		# shellcheck disable=SC2086
+		line=$("$pack" -t "$1" --threads "$3" $5 -o "$work/ds" --force "$2" 2>&1 |
+			grep '^titan-pack: packed')
+		pk=$(echo "$line" | sed -n 's/.* MB in \([0-9.]*\) s .*/\1/p')
+		best_enc=$(best_of "$best_enc" "$enc")
+		best_job=$(best_of "$best_job" "$job")
+		best_pack=$(best_of "$best_pack" "$pk")
+	done
+	rm -rf "$work/ids.u32" "$work/ds"
+	echo "$best_enc $best_job $best_pack"
 }
 
-# tok_seconds TOK FILE THREADS FIELD [FLAGS]: titan-tok's best seconds from
-# its --stats line: FIELD enc is the encoding alone, job the whole job from
-# the first read to the last write of the ids (the tokenizer load excluded).
-tok_seconds() {
-	local i line
-	for (( i = 0; i < runs; i++ )); do
-		# shellcheck disable=SC2086  # flags is one word or none
-		line=$("$tok" encode -t "$1" --threads "$3" ${5:-} --format u32 --stats \
-			-o "$work/ids.u32" "$2" 2>&1 | grep '^titan-tok: encoded') || { echo -; return; }
-		if [ "$4" = enc ]; then
-			echo "$line" | sed -n 's/.* tokens in \([0-9.]*\) s .*/\1/p'
-		else
-			echo "$line" | sed -n 's/.*; \([0-9.]*\) s from first read.*/\1/p'
-		fi
-	done | best_min
-	rm -f "$work/ids.u32"
-}
-
-# pack_seconds TOK FILE THREADS [FLAGS]: the best packing seconds of titan-pack.
-pack_seconds() {
-	local i line
-	for (( i = 0; i < runs; i++ )); do
-		line=$("$pack" -t "$1" --threads "$3" ${4:-} -o "$work/ds" --force "$2" 2>&1 |
-			grep '^titan-pack: packed') || { echo -; return; }
-		echo "$line" | sed -n 's/.* MB in \([0-9.]*\) s .*/\1/p'
-	done | best_min
-	rm -rf "$work/ds"
+# best_of A B: the smaller of two seconds, "-" standing for none.
+best_of() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		if (b == "" || b == "-") print a; else if (a == "-" || b + 0 < a + 0) print b; else print a
+	}'
 }
 
 mbps() {
@@ -98,7 +99,8 @@ overhead() {
 
 cores=$(nproc)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-echo "titan-pack against titan-tok encode on the same input, MB/s of input, best of $runs run(s)"
+echo "titan-pack against titan-tok encode on the same input, MB/s of input, best of $runs run(s),"
+echo "each run the titan-tok job and then titan-pack, so that drift slows both alike"
 echo "  enc:  titan-tok's encoding alone (--stats), the raw tokenizer speed"
 echo "  job:  titan-tok encode --format u32 -o FILE from the first read to the last write"
 echo "  pack: titan-pack from the first read to the rename of the finished dataset"
@@ -122,9 +124,7 @@ for name in $tokenizers; do
 		[ "$text" = jsonl ] && file=$jsonl tflags=--jsonl
 		size=$(stat -c %s "$file")
 		for threads in 1 0; do
-			es=$(tok_seconds "$json" "$file" "$threads" enc "$tflags")
-			js=$(tok_seconds "$json" "$file" "$threads" job "$tflags")
-			ps=$(pack_seconds "$json" "$file" "$threads" "$pflags")
+			read -r es js ps < <(measure "$json" "$file" "$threads" "$tflags" "$pflags")
 			label=$threads
 			[ "$threads" = 0 ] && label="$cores"
 			# shellcheck disable=SC2059

@@ -178,6 +178,13 @@ static void roundtrip(uint32_t vocab, uint32_t block, uint64_t roll_at)
 	rc = dataset_open(&d, dir);
 	REQUIRE(rc == 0, "open: %s", titan_errmsg());
 	CHECK(dataset_token_bytes(d) == (vocab <= 65536 ? 2 : 4), "dtype");
+	/* Shards store ids below 2^24 in 3 bytes. */
+	shard_reader *first;
+	REQUIRE(shard_open(&first, dataset_shard_path(d, SPLIT_TRAIN, 0)) == 0, "%s",
+		titan_errmsg());
+	CHECK(shard_token_bytes(first) == (vocab <= 1u << 16 ? 2 : vocab <= 1u << 24 ? 3 : 4),
+	      "stored token size %d", shard_token_bytes(first));
+	shard_close(first);
 	const dataset_tokinfo *t = dataset_tok(d);
 	CHECK(t->vocab_size == vocab && t->bos == -1 && t->eos == vocab - 1 &&
 	      t->eos_added && !t->bos_added && !strcmp(t->source, "tok.json") &&
@@ -217,6 +224,7 @@ static void test_roundtrip_u16(void)
 static void test_roundtrip_u32(void)
 {
 	roundtrip(100000, 7, 1000);
+	roundtrip((1u << 24) + 1, 7, 1000);
 }
 
 static void test_roundtrip_one_shard(void)

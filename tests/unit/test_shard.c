@@ -1,7 +1,10 @@
 /* test_shard.c - one shard file: round trips, block access, damage. */
 #include "core/base.h"
+#include "core/hash.h"
 #include "data/shard.h"
 #include "check.h"
+
+#include <zstd.h>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,11 +47,11 @@ static void free_docs(docs *d)
 	u32s_free(&d->lens);
 }
 
-static int write_shard(const char *path, const docs *d, int token_bytes, uint32_t block,
-		       shard_summary *sum)
+static int write_shard_threads(const char *path, const docs *d, int token_bytes,
+				uint32_t block, int threads, shard_summary *sum)
 {
 	shard_writer *w;
-	int rc = shard_writer_open(&w, path, token_bytes, block, 0);
+	int rc = shard_writer_open(&w, path, token_bytes, block, 0, threads);
 	if (rc)
 		return rc;
 	size_t off = 0;
@@ -61,6 +64,12 @@ static int write_shard(const char *path, const docs *d, int token_bytes, uint32_
 		off += d->lens.v[i];
 	}
 	return shard_writer_close(w, sum);
+}
+
+static int write_shard(const char *path, const docs *d, int token_bytes, uint32_t block,
+		       shard_summary *sum)
+{
+	return write_shard_threads(path, d, token_bytes, block, 0, sum);
 }
 
 static void roundtrip(int token_bytes, uint32_t block, size_t ndocs, uint32_t vocab)
@@ -125,10 +134,31 @@ static void test_roundtrip_u32(void)
 	roundtrip(4, 7, 300, 1u << 31);
 }
 
+static void test_roundtrip_u24(void)
+{
+	roundtrip(3, 7, 300, 1u << 24);
+	roundtrip(3, 4096, 2000, 128256);
+}
+
 static void test_roundtrip_big_blocks(void)
 {
 	roundtrip(2, 4096, 2000, 50000);
 	roundtrip(4, 1, 50, 100);
+}
+
+/* The bytes do not depend on how many threads compress. */
+static void test_threads_same_bytes(void)
+{
+	char path[600];
+	path_in(path, sizeof path, "threads.shard");
+	docs d;
+	make_docs(&d, 3000, 50, 128256);
+	shard_summary one, many;
+	REQUIRE(write_shard_threads(path, &d, 3, 64, 1, &one) == 0, "%s", titan_errmsg());
+	REQUIRE(write_shard_threads(path, &d, 3, 64, 5, &many) == 0, "%s", titan_errmsg());
+	CHECK(one.xxh64 == many.xxh64 && one.bytes == many.bytes, "1 and 5 threads differ");
+	unlink(path);
+	free_docs(&d);
 }
 
 static void test_empty_docs_only(void)
@@ -136,7 +166,7 @@ static void test_empty_docs_only(void)
 	char path[600];
 	path_in(path, sizeof path, "empty.shard");
 	shard_writer *w;
-	REQUIRE(shard_writer_open(&w, path, 2, 8, 0) == 0, "%s", titan_errmsg());
+	REQUIRE(shard_writer_open(&w, path, 2, 8, 0, 0) == 0, "%s", titan_errmsg());
 	for (int i = 0; i < 3; i++)
 		REQUIRE(shard_writer_add_doc(w, NULL, 0) == 0, "%s", titan_errmsg());
 	shard_summary sum;
@@ -155,7 +185,7 @@ static void test_u16_range(void)
 	char path[600], tmp[700];
 	path_in(path, sizeof path, "range.shard");
 	shard_writer *w;
-	REQUIRE(shard_writer_open(&w, path, 2, 8, 0) == 0, "%s", titan_errmsg());
+	REQUIRE(shard_writer_open(&w, path, 2, 8, 0, 0) == 0, "%s", titan_errmsg());
 	uint32_t ok[] = { 1, 65535 }, bad[] = { 3, 65536 };
 	CHECK(shard_writer_add_doc(w, ok, 2) == 0, "%s", titan_errmsg());
 	CHECK(shard_writer_add_doc(w, bad, 2) == TITAN_ERANGE, "65536 in u16");
@@ -163,6 +193,22 @@ static void test_u16_range(void)
 	shard_writer_abort(w);
 	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
 	CHECK(access(tmp, F_OK) != 0 && access(path, F_OK) != 0, "abort left a file");
+}
+
+static void test_u24_range(void)
+{
+	char path[600];
+	path_in(path, sizeof path, "range24.shard");
+	shard_writer *w;
+	REQUIRE(shard_writer_open(&w, path, 3, 8, 0, 0) == 0, "%s", titan_errmsg());
+	uint32_t ok[] = { 1, 0xffffff }, bad[] = { 3, 1u << 24 };
+	CHECK(shard_writer_add_doc(w, ok, 2) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_add_doc(w, bad, 2) == TITAN_ERANGE, "2^24 in 3 bytes");
+	CHECK(strstr(titan_errmsg(), "16777216") != NULL, "message: %s", titan_errmsg());
+	CHECK(shard_writer_start_doc(w) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_append(w, bad + 1, 1) == TITAN_ERANGE, "2^24 appended");
+	shard_writer_abort(w);
+	CHECK(shard_writer_open(&w, path, 5, 8, 0, 0) == TITAN_EUSAGE, "token size 5");
 }
 
 /* A document appended in pieces is stored exactly as one added whole. */
@@ -176,7 +222,7 @@ static void test_pieces_match_whole(void)
 	shard_summary a, b;
 	REQUIRE(write_shard(whole, &d, 2, 16, &a) == 0, "%s", titan_errmsg());
 	shard_writer *w;
-	REQUIRE(shard_writer_open(&w, pieces, 2, 16, 0) == 0, "%s", titan_errmsg());
+	REQUIRE(shard_writer_open(&w, pieces, 2, 16, 0, 0) == 0, "%s", titan_errmsg());
 	size_t off = 0;
 	int rc = 0;
 	for (size_t i = 0; i < d.lens.n && !rc; i++) {
@@ -196,7 +242,7 @@ static void test_pieces_match_whole(void)
 	CHECK(a.xxh64 == b.xxh64 && a.bytes == b.bytes && a.docs == b.docs,
 	      "pieces differ from whole documents");
 	uint32_t bad[] = { 65536 };
-	REQUIRE(shard_writer_open(&w, pieces, 2, 16, 0) == 0, "%s", titan_errmsg());
+	REQUIRE(shard_writer_open(&w, pieces, 2, 16, 0, 0) == 0, "%s", titan_errmsg());
 	CHECK(shard_writer_start_doc(w) == 0, "%s", titan_errmsg());
 	CHECK(shard_writer_append(w, bad, 1) == TITAN_ERANGE, "65536 in u16, appended");
 	shard_writer_abort(w);
@@ -213,7 +259,7 @@ static void test_abort_with_blocks_queued(void)
 	docs d;
 	make_docs(&d, 2000, 100, 1u << 20);
 	shard_writer *w;
-	REQUIRE(shard_writer_open(&w, path, 4, 3, 0) == 0, "%s", titan_errmsg());
+	REQUIRE(shard_writer_open(&w, path, 4, 3, 0, 0) == 0, "%s", titan_errmsg());
 	CHECK(shard_writer_add_doc(w, d.ids.v, d.ids.n) == 0, "%s", titan_errmsg());
 	shard_writer_abort(w);
 	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -308,6 +354,86 @@ static void test_damage(void)
 	free_docs(&d);
 }
 
+/* The stored form of 3-byte tokens, as titan-dataset(5) gives it: the low
+ * two bytes of every token, then the high byte of every token; the index's
+ * checksum is of those bytes. */
+static void test_u24_layout(void)
+{
+	char path[600];
+	path_in(path, sizeof path, "layout.shard");
+	docs d = { 0 };
+	uint32_t ids[] = { 0x123456, 0x000102, 0xabcdef, 7, 0x10000, 0xffffff };
+	u32s_append(&d.ids, ids, 6);
+	u32s_push(&d.lens, 6);
+	shard_summary sum;
+	REQUIRE(write_shard(path, &d, 3, 4, &sum) == 0, "%s", titan_errmsg());
+	titan_bytes f = { 0 };
+	REQUIRE(read_file(path, &f) == 0 && f.n == sum.bytes, "read back");
+	CHECK((uint32_t)le64_at(f.v + 8) == 2, "version");
+	CHECK((uint32_t)le64_at(f.v + 12) == 3, "token size");
+	uint64_t index_off = le64_at(f.v + 40);
+	static const uint8_t want[2][12] = {
+		{ 0x56, 0x34, 0x02, 0x01, 0xef, 0xcd, 0x07, 0x00, 0x12, 0x00, 0xab, 0x00 },
+		{ 0x00, 0x00, 0xff, 0xff, 0x01, 0xff },
+	};
+	const size_t want_n[2] = { 12, 6 };
+	for (int b = 0; b < 2; b++) {
+		const uint8_t *e = f.v + index_off + 24 * b;
+		uint64_t off = le64_at(e);
+		size_t csize = (size_t)(le64_at(e + 8) & 0xffffffffu);
+		uint8_t raw[16];
+		size_t got = ZSTD_decompress(raw, sizeof raw, f.v + off, csize);
+		CHECK(!ZSTD_isError(got) && got == want_n[b], "block %d: %zu bytes", b, got);
+		CHECK(got == want_n[b] && !memcmp(raw, want[b], got), "block %d: stored bytes", b);
+		CHECK(le64_at(e + 16) == hash64(raw, want_n[b], 0), "block %d: checksum", b);
+	}
+	bytes_free(&f);
+	unlink(path);
+	free_docs(&d);
+}
+
+/* Rewrite the header's version and its checksum. */
+static void set_version(titan_bytes *f, uint32_t version)
+{
+	for (int i = 0; i < 4; i++)
+		f->v[8 + i] = (uint8_t)(version >> (8 * i));
+	uint64_t h = hash64(f->v, 56, 0);
+	for (int i = 0; i < 8; i++)
+		f->v[56 + i] = (uint8_t)(h >> (8 * i));
+}
+
+/* Version 1 shards (2- and 4-byte tokens) still read; a version 1 header
+ * with 3-byte tokens, or a version from the future, is refused. */
+static void test_versions(void)
+{
+	char path[600];
+	path_in(path, sizeof path, "v1.shard");
+	docs d;
+	make_docs(&d, 50, 30, 60000);
+	for (int tb = 2; tb <= 4; tb++) {
+		shard_summary sum;
+		REQUIRE(write_shard(path, &d, tb, 16, &sum) == 0, "%s", titan_errmsg());
+		titan_bytes f = { 0 };
+		REQUIRE(read_file(path, &f) == 0, "read back");
+		set_version(&f, 1);
+		write_bytes(path, f.v, f.n);
+		int rc = shard_verify(path);
+		if (tb == 3)
+			CHECK(rc == TITAN_EFORMAT && strstr(titan_errmsg(), "version 1"),
+			      "3-byte tokens in version 1: %s", titan_errmsg());
+		else
+			CHECK(rc == 0, "version 1, %d-byte tokens: %s", tb, titan_errmsg());
+		set_version(&f, 3);
+		write_bytes(path, f.v, f.n);
+		CHECK(shard_verify(path) == TITAN_EFORMAT &&
+		      strstr(titan_errmsg(), "unsupported version 3"), "version 3: %s",
+		      titan_errmsg());
+		bytes_free(&f);
+	}
+	unlink(path);
+	free_docs(&d);
+}
+
 static void test_not_a_shard(void)
 {
 	char path[600];
@@ -325,7 +451,12 @@ int main(void)
 		return 1;
 	RUN(test_roundtrip_u16);
 	RUN(test_roundtrip_u32);
+	RUN(test_roundtrip_u24);
 	RUN(test_roundtrip_big_blocks);
+	RUN(test_threads_same_bytes);
+	RUN(test_u24_range);
+	RUN(test_u24_layout);
+	RUN(test_versions);
 	RUN(test_empty_docs_only);
 	RUN(test_u16_range);
 	RUN(test_damage);
