@@ -172,7 +172,6 @@ static const kernel_ops cuda_table = {
 	.attention_merge = cuda_attention_merge,
 	.attention_ranges = cuda_attention_ranges,
 	.add_inplace = cuda_add_inplace,
-	.scale = cuda_scale,
 	.sumsq = cuda_sumsq,
 	.adamw = cuda_adamw,
 };

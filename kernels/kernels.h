@@ -226,8 +226,6 @@ typedef struct kernel_ops {
 
 	/* y[n] += x[n] */
 	void (*add_inplace)(float *y, const float *x, size_t n);
-	/* x[n] *= s */
-	void (*scale)(float *x, float s, size_t n);
 	/* sum of x[n]^2, accumulated in double */
 	double (*sumsq)(const float *x, size_t n);
 	/* One AdamW step on nt tensors at once (multi-tensor: a device

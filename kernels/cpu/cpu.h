@@ -102,7 +102,6 @@ void cpu_attention_backward_bf16(float *dq, float *dk, float *dv,
 void cpu_attention_merge(float *out, float *lse_out, const float *o, const float *lse,
 			 int B, int T, int H, int D);
 void cpu_add_inplace(float *y, const float *x, size_t n);
-void cpu_scale(float *x, float s, size_t n);
 double cpu_sumsq(const float *x, size_t n);
 void cpu_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
 	       double eps, long step, float grad_scale);

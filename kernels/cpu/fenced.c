@@ -404,11 +404,6 @@ static void fenced_add_inplace(float *y, const float *x, size_t n)
 	FENCED(kernels_cpu.add_inplace(y, x, n));
 }
 
-static void fenced_scale(float *x, float s, size_t n)
-{
-	FENCED(kernels_cpu.scale(x, s, n));
-}
-
 static double fenced_sumsq(const float *x, size_t n)
 {
 	double r;
@@ -458,7 +453,6 @@ static const kernel_ops fenced_table = {
 	.attention_merge = fenced_attention_merge,
 	.attention_ranges = fenced_attention_ranges,
 	.add_inplace = fenced_add_inplace,
-	.scale = fenced_scale,
 	.sumsq = fenced_sumsq,
 	.adamw = fenced_adamw,
 };

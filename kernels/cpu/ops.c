@@ -368,13 +368,6 @@ void cpu_add_inplace(float *y, const float *x, size_t n)
 		y[i] += x[i];
 }
 
-void cpu_scale(float *x, float s, size_t n)
-{
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-	for (size_t i = 0; i < n; i++)
-		x[i] *= s;
-}
-
 /* sumsq's chunks depend on n alone: at least SUMSQ_CHUNK floats each and
  * never more than SUMSQ_MAX_CHUNKS of them, so the partials fit the stack. */
 #define SUMSQ_CHUNK 16384

@@ -76,7 +76,6 @@ const kernel_ops kernels_cpu = {
 	.vocab_finish = cpu_vocab_finish,
 	.attention_merge = cpu_attention_merge,
 	.add_inplace = cpu_add_inplace,
-	.scale = cpu_scale,
 	.sumsq = cpu_sumsq,
 	.adamw = cpu_adamw,
 };

@@ -92,7 +92,6 @@ void cuda_embedding_backward(float *dtable, const float *dout, const uint32_t *i
 void cuda_cross_entropy(float *loss, float *logits, const uint32_t *labels,
 			int N, int V, float dscale);
 void cuda_add_inplace(float *y, const float *x, size_t n);
-void cuda_scale(float *x, float s, size_t n);
 double cuda_sumsq(const float *x, size_t n);
 void cuda_adamw(const kernel_adamw_tensor *t, int nt, double lr, double beta1, double beta2,
 		double eps, long step, float grad_scale);

@@ -473,13 +473,6 @@ __global__ static void add_inplace_kernel(float *y, const float *x, size_t n)
 		y[i] += x[i];
 }
 
-__global__ static void scale_kernel(float *x, float s, size_t n)
-{
-	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-	     i += (size_t)gridDim.x * blockDim.x)
-		x[i] *= s;
-}
-
 void cuda_add_inplace(float *y, const float *x, size_t n)
 {
 	if (!cuda_ready())
@@ -488,16 +481,6 @@ void cuda_add_inplace(float *y, const float *x, size_t n)
 		return;
 	add_inplace_kernel<<<cuda_grid_for(n), RED_THREADS, 0, cuda_stream()>>>(y, x, n);
 	cuda_check_launch("add_inplace");
-}
-
-void cuda_scale(float *x, float s, size_t n)
-{
-	if (!cuda_ready())
-		return;
-	if (n == 0)
-		return;
-	scale_kernel<<<cuda_grid_for(n), RED_THREADS, 0, cuda_stream()>>>(x, s, n);
-	cuda_check_launch("scale");
 }
 
 /* First pass: block b's threads stride over x with the grid's width, each
