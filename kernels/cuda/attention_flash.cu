@@ -540,9 +540,11 @@ flash_dq_kernel(float *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf
 			for (int nt = 0; nt < NT; nt++)
 				#pragma unroll
 				for (int e = 0; e < 4; e++) {
+					/* -inf: masked (mask_scores); dS is 0 */
 					float p = prob(s[nt][e], lse2[e >> 1]);
 
-					dp[nt][e] = scale * p * (dp[nt][e] - di[e >> 1]);
+					dp[nt][e] = s[nt][e] == -INFINITY ? 0.0f :
+						    scale * p * (dp[nt][e] - di[e >> 1]);
 				}
 			mma_x_rows<D, TILE / 16, 1>(&acc, &dp, kt);
 		});

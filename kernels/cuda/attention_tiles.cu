@@ -610,7 +610,8 @@ static void run_attention(const char *op, const struct att_call *a, const int32_
  * empty ones included, take the tiles, which handle every edge. */
 static bool flash_takes(int B, int Tq, int Tk, int H, int KV, int D)
 {
-	return attention_flash_fits(D) && B > 0 && Tq > 0 && Tk > 0 && KV > 0 && H % KV == 0;
+	return attention_flash_fits(D) && B > 0 && Tq > 0 && Tk > 0 && H > 0 && KV > 0 &&
+	       H % KV == 0;
 }
 
 void cuda_attention_forward(float *out, float *lse, const float *q,

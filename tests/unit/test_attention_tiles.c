@@ -314,8 +314,6 @@ static void test_scratch_prediction(void)
 	}
 }
 
-/* The host's copies of ranges kept on a device: found for calls inside a
- * region at the same offset in lo and hi, replaced, forgotten. */
 /* The fused kernels' scratch (attention_flash.h), which the CUDA backend
  * takes and memory models charge: which head dims they take, every section
  * 256-byte aligned and as large as its tensor, the backward's extras, and
@@ -352,6 +350,8 @@ static void test_flash_scratch(void)
 	}
 }
 
+/* The host's copies of ranges kept on a device: found for calls inside a
+ * region at the same offset in lo and hi, replaced, forgotten. */
 static void test_known_ranges(void)
 {
 	static int32_t dev_lo[40], dev_hi[40], other[40];

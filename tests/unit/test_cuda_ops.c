@@ -83,6 +83,15 @@ static void *host_buf(size_t bytes)
 	return p;
 }
 
+/* n floats of NaN (every byte 0xff). */
+static float *nan_buf(size_t n)
+{
+	float *p = host_buf(n * 4);
+
+	memset(p, 0xff, n * 4);
+	return p;
+}
+
 /* A copy of host memory on the backend (NULL, with a failed check, when
  * the backend could not take it). */
 static void *put(const void *src, size_t bytes)
@@ -409,7 +418,9 @@ static void check_attention_ops(const kernel_ops *ops, const char *impl, const s
 {
 	size_t nq = (size_t)c->B * c->Tq * c->H * c->D, nk = (size_t)c->B * c->Tk * c->KV * c->D;
 	size_t nl = (size_t)c->B * c->H * c->Tq, nr = (size_t)c->B * c->Tq * 4;
-	float *zq = host_buf(nq * 4), *zk = host_buf(nk * 4), *zl = host_buf(nl * 4);
+	/* the outputs start as NaN: a row an op leaves unwritten fails even
+	 * where its value should be 0 */
+	float *zq = nan_buf(nq), *zk = nan_buf(nk), *zl = nan_buf(nl);
 	void *dlo = put(c->lo, nr), *dhi = put(c->hi, nr);
 	float *gq = put(c->q, nq * 4), *gk = put(c->k, nk * 4), *gv = put(c->v, nk * 4);
 	float *gout = put(zq, nq * 4), *glse = put(zl, nl * 4);
@@ -559,6 +570,20 @@ static void check_attention(void)
 	}
 	check_attention_case(1, TL, TL, 4, 1, 16, llo, lhi, "documents, T 300, MQA, D 16");
 	check_attention_case(1, 200, 200, 4, 2, 128, llo, lhi, "documents, T 200, GQA 4/2, D 128");
+
+	/* blocks with nothing to do: queries 0..63 see no key, so the first
+	 * query block of the forward and dq is empty; the rest see keys 0..40,
+	 * so keys 41..259 get no gradient (four whole 64-key blocks of the
+	 * dk, dv kernel, and the tail of the first) */
+	enum { TQE = 160, TKE = 260 };
+	int32_t elo[TQE], ehi[TQE];
+
+	for (int t = 0; t < TQE; t++) {
+		elo[t] = t < 64 ? 1 : 0;
+		ehi[t] = t < 64 ? 0 : 40;
+	}
+	check_attention_case(1, TQE, TKE, 4, 2, 128, elo, ehi,
+			     "empty blocks, Tq 160 Tk 260, GQA 4/2, D 128");
 	expect_synced();
 }
 
