@@ -52,17 +52,6 @@ int u32s_reserve(titan_u32s *a, size_t extra)
 	return grow((void **)&a->v, &a->cap, a->n + extra, sizeof(uint32_t));
 }
 
-int u32s_push(titan_u32s *a, uint32_t x)
-{
-	if (a->n == a->cap) {
-		int rc = u32s_reserve(a, 1);
-		if (rc)
-			return rc;
-	}
-	a->v[a->n++] = x;
-	return 0;
-}
-
 int u32s_append(titan_u32s *a, const uint32_t *p, size_t n)
 {
 	int rc = u32s_reserve(a, n);
