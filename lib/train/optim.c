@@ -149,7 +149,6 @@ double grad_norm(const llama_model *m)
 	return sqrt(grad_sumsq_flat(m->ops, m->grads, m->chunk_numel, m->nchunks));
 }
 
-
 double lr_factor(const lr_schedule *s, long step)
 {
 	long warmup = TITAN_MIN(s->warmup_steps, s->steps), decay, stable;
