@@ -67,15 +67,9 @@ typedef struct encoder_run {
 	titan_bytes out;   /* formatted output waiting to be written */
 	titan_atomic *sink;
 	uint64_t tokens_out, docs;
+	bool in_doc;       /* a document's first piece is out, its end is not */
+	bool sep;          /* the next id of the document needs a separator */
 } encoder_run;
-
-static void put_u32_le(uint8_t *p, uint32_t x)
-{
-	p[0] = (uint8_t)x;
-	p[1] = (uint8_t)(x >> 8);
-	p[2] = (uint8_t)(x >> 16);
-	p[3] = (uint8_t)(x >> 24);
-}
 
 static int flush_out(encoder_run *r, bool force)
 {
@@ -86,36 +80,23 @@ static int flush_out(encoder_run *r, bool force)
 	return rc;
 }
 
-/* tok_batch's callback: append one document's ids to the output in the
- * output format, in input order. */
-static int format_doc(void *arg, const uint32_t *ids, size_t n)
+/* Append ids to the output in its format; the room is reserved. */
+static void put_ids(encoder_run *r, const uint32_t *ids, size_t n)
 {
-	encoder_run *r = arg;
-	size_t extra = (r->bos >= 0) + (r->eos >= 0);
-	int rc = bytes_reserve(&r->out, (n + extra) * 11 + 16);
-	if (rc)
-		return rc;
 	uint8_t *p = r->out.v + r->out.n;
-	size_t k = 0;
-	const char *open = r->fmt == FMT_JSONL ? "{\"ids\":[" : "";
-	char sep = r->fmt == FMT_JSONL ? ',' : ' ';
-	memcpy(p, open, strlen(open));
-	p += strlen(open);
-	for (size_t i = 0; i < n + extra; i++) {
-		uint32_t id;
-		if (r->bos >= 0 && i == 0)
-			id = (uint32_t)r->bos;
-		else if (r->eos >= 0 && i == n + extra - 1)
-			id = (uint32_t)r->eos;
-		else
-			id = ids[k++];
+	for (size_t i = 0; i < n; i++) {
+		uint32_t id = ids[i];
 		if (r->fmt == FMT_U32) {
-			put_u32_le(p, id);
+			p[0] = (uint8_t)id;
+			p[1] = (uint8_t)(id >> 8);
+			p[2] = (uint8_t)(id >> 16);
+			p[3] = (uint8_t)(id >> 24);
 			p += 4;
 			continue;
 		}
-		if (i)
-			*p++ = (uint8_t)sep;
+		if (r->sep)
+			*p++ = r->fmt == FMT_JSONL ? ',' : ' ';
+		r->sep = true;
 		char digits[10];
 		int nd = 0;
 		do
@@ -124,19 +105,55 @@ static int format_doc(void *arg, const uint32_t *ids, size_t n)
 		while (nd)
 			*p++ = (uint8_t)digits[--nd];
 	}
-	if (r->fmt == FMT_U32) {
-		put_u32_le(p, 0xFFFFFFFFu);
-		p += 4;
-	} else {
-		if (r->fmt == FMT_JSONL) {
-			*p++ = ']';
-			*p++ = '}';
-		}
-		*p++ = '\n';
-	}
 	r->out.n = (size_t)(p - r->out.v);
-	r->tokens_out += n + extra;
+}
+
+/* Append text that needs no separator (the room is reserved). */
+static void put_raw(encoder_run *r, const char *s, size_t n)
+{
+	memcpy(r->out.v + r->out.n, s, n);
+	r->out.n += n;
+}
+
+/* tok_batch's function: a document's ids, or a piece's, to the output in
+ * the output format, in input order.  Ids go out a slice at a time, so the
+ * buffer stays about 1 MB whatever the document's length. */
+static int format_ids(void *arg, const uint32_t *ids, size_t n, bool doc_end)
+{
+	enum { SLICE = 1 << 16, ROOM = 11 };  /* at most 11 bytes per id */
+	encoder_run *r = arg;
+	int rc = bytes_reserve(&r->out, 2 * ROOM + 16);
+	if (rc)
+		return rc;
+	if (!r->in_doc) {
+		r->in_doc = true;
+		r->sep = false;
+		if (r->fmt == FMT_JSONL)
+			put_raw(r, "{\"ids\":[", 8);
+		if (r->bos >= 0)
+			put_ids(r, &(uint32_t){(uint32_t)r->bos}, 1);
+	}
+	for (size_t at = 0; at < n && !rc; at += SLICE) {
+		size_t k = TITAN_MIN((size_t)SLICE, n - at);
+		if (!(rc = bytes_reserve(&r->out, k * ROOM + 2 * ROOM + 16))) {
+			put_ids(r, ids + at, k);
+			rc = flush_out(r, false);
+		}
+	}
+	r->tokens_out += n;
+	if (rc || !doc_end)
+		return rc;
+	if ((rc = bytes_reserve(&r->out, 2 * ROOM + 16)))
+		return rc;
+	if (r->eos >= 0)
+		put_ids(r, &(uint32_t){(uint32_t)r->eos}, 1);
+	if (r->fmt == FMT_U32)
+		put_raw(r, "\xff\xff\xff\xff", 4);
+	else
+		put_raw(r, r->fmt == FMT_JSONL ? "]}\n" : "\n", r->fmt == FMT_JSONL ? 3 : 1);
+	r->tokens_out += (r->bos >= 0) + (r->eos >= 0);
 	r->docs++;
+	r->in_doc = false;
 	return flush_out(r, false);
 }
 
@@ -145,7 +162,7 @@ static int run_encode(tok_batch *b, encoder_run *r, ingest *in, titan_log *log)
 	ingest_doc doc;
 	int rc;
 	while ((rc = ingest_next(in, &doc)) == 1) {
-		if ((rc = tok_batch_add(b, doc.text, doc.len)))
+		if ((rc = tok_batch_add_part(b, doc.text, doc.len, !doc.more)))
 			return rc;
 		log_progress(log, "encode", (double)ingest_bytes_done(in),
 			     (double)ingest_bytes_total(in), "B", false);
@@ -186,7 +203,7 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	bool sink_open = false;
 	encoder_run r = {.bos = -1, .eos = -1};
 	id_format fmt;
-	ingest_opts io = {.format = INGEST_AUTO, .field = field, .lines = lines};
+	ingest_opts io = {.format = INGEST_AUTO, .field = field, .lines = lines, .pieces = true};
 	int rc = opt_parse(specs, argc, argv, &files);
 	if (!rc && c.help) {
 		cli_print_help("titan-tok encode -t TOK [--bos] [--eos] [--lines] [--jsonl] "
@@ -224,7 +241,7 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	if ((rc = ingest_open(&in, inputs, files.n ? files.n : 1, &io)))
 		goto out;
 	if ((rc = pool_new(&pool, (int)c.threads)) ||
-	    (rc = tok_batch_new(&batch, tok, pool, format_doc, &r)))
+	    (rc = tok_batch_new(&batch, tok, pool, format_ids, &r)))
 		goto out;
 	if ((rc = atomic_open(&sink, c.out ? c.out : "-")))
 		goto out;

@@ -124,10 +124,12 @@ flip_byte() {
 
 @test "--from-ids on titan-tok's u32 stream gives the same dataset, byte for byte" {
 	need_data corpus/tinyshakespeare.jsonl
+	need_data corpus/kjv.txt
 	tok=$(tokjson llama3)
-	in=$TITAN_DATA/corpus/tinyshakespeare.jsonl
-	titan-pack -q -t "$tok" -o a --val-fraction 0.1 --shard-tokens 100000 "$in"
-	titan-tok encode -q -t "$tok" --format u32 "$in" |
+	# kjv.txt is one long document: read, encoded and stored in pieces
+	in=("$TITAN_DATA/corpus/tinyshakespeare.jsonl" "$TITAN_DATA/corpus/kjv.txt")
+	titan-pack -q -t "$tok" -o a --val-fraction 0.1 --shard-tokens 100000 "${in[@]}"
+	titan-tok encode -q -t "$tok" --format u32 "${in[@]}" |
 		titan-pack -q -t "$tok" -o b --val-fraction 0.1 --shard-tokens 100000 --from-ids -
 	diff -r a b
 	[ "$(titan-pack info --json a | jq .splits.train.shards)" -gt 1 ]

@@ -35,6 +35,7 @@ int dataset_split_of(const uint32_t *ids, size_t n, uint64_t seed, double val_fr
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "dataset_split_of hashes ids in place: little-endian hosts only"
 #endif
+	n = TITAN_MIN(n, (size_t)DATASET_SPLIT_IDS);
 	uint64_t h = hash64(n ? (const void *)ids : "", n * sizeof *ids, seed);
 	double u = (double)(h >> 11) * 0x1p-53;
 	return u < val_fraction ? SPLIT_VAL : SPLIT_TRAIN;
@@ -164,29 +165,60 @@ static int check_fits(const dataset_writer *w, const uint32_t *ids, size_t n)
 			 w->o.tok.vocab_size);
 }
 
-int dataset_writer_add_wrapped(dataset_writer *w, int split, int64_t bos,
-			       const uint32_t *ids, size_t n, int64_t eos)
+static int check_split(int split)
 {
 	if (split < 0 || split >= SPLIT_COUNT)
-		return titan_err(TITAN_EINTERNAL, "split %d out of range", split);
-	uint32_t head = (uint32_t)bos, tail = (uint32_t)eos;
+		return titan_err(TITAN_EUSAGE, "split %d out of range", split);
+	return 0;
+}
+
+int dataset_writer_begin(dataset_writer *w, int split, int64_t bos)
+{
+	uint32_t head = (uint32_t)bos;
 	int rc;
-	if ((bos >= 0 && (rc = check_fits(w, &head, 1))) || (rc = check_fits(w, ids, n)) ||
-	    (eos >= 0 && (rc = check_fits(w, &tail, 1))))
+	if ((rc = check_split(split)) || (bos >= 0 && (rc = check_fits(w, &head, 1))))
 		return rc;
 	if (!w->cur[split] && (rc = open_shard(w, split)))
 		return rc;
-	shard_writer *sw = w->cur[split];
-	if ((rc = shard_writer_start_doc(sw)) ||
-	    (bos >= 0 && (rc = shard_writer_append(sw, &head, 1))) ||
-	    (rc = shard_writer_append(sw, ids, n)) ||
-	    (eos >= 0 && (rc = shard_writer_append(sw, &tail, 1))))
+	if ((rc = shard_writer_start_doc(w->cur[split])))
+		return rc;
+	return bos >= 0 ? shard_writer_append(w->cur[split], &head, 1) : 0;
+}
+
+int dataset_writer_append(dataset_writer *w, int split, const uint32_t *ids, size_t n)
+{
+	int rc;
+	if ((rc = check_split(split)) || (rc = check_fits(w, ids, n)))
+		return rc;
+	if (!w->cur[split])
+		return titan_err(TITAN_EINTERNAL, "append to split %d without a document begun",
+				 split);
+	return n ? shard_writer_append(w->cur[split], ids, n) : 0;
+}
+
+int dataset_writer_end(dataset_writer *w, int split, int64_t eos)
+{
+	uint32_t tail = (uint32_t)eos;
+	int rc;
+	if (eos >= 0 && (rc = dataset_writer_append(w, split, &tail, 1)))
+		return rc;
+	if ((rc = check_split(split)))
 		return rc;
 	/* Roll after the document that reached the limit: documents never
 	 * span shards. */
-	if (shard_writer_tokens(sw) >= w->o.shard_tokens)
+	if (w->cur[split] && shard_writer_tokens(w->cur[split]) >= w->o.shard_tokens)
 		return close_shard(w, split);
 	return 0;
+}
+
+int dataset_writer_add_wrapped(dataset_writer *w, int split, int64_t bos,
+			       const uint32_t *ids, size_t n, int64_t eos)
+{
+	int rc;
+	if ((rc = dataset_writer_begin(w, split, bos)) ||
+	    (rc = dataset_writer_append(w, split, ids, n)))
+		return rc;
+	return dataset_writer_end(w, split, eos);
 }
 
 int dataset_writer_add(dataset_writer *w, int split, const uint32_t *ids, size_t n)
@@ -597,13 +629,6 @@ static size_t find_shard(const dshard *v, size_t n, uint64_t x, bool by_doc)
 			hi = mid;
 	}
 	return lo;
-}
-
-static int check_split(int split)
-{
-	if (split < 0 || split >= SPLIT_COUNT)
-		return titan_err(TITAN_EUSAGE, "split %d out of range", split);
-	return 0;
 }
 
 /* A valid split, and tokens [pos, pos + n) inside it. */

@@ -50,14 +50,26 @@ int dataset_writer_add(dataset_writer *w, int split, const uint32_t *ids, size_t
  * caller assembling it. */
 int dataset_writer_add_wrapped(dataset_writer *w, int split, int64_t bos,
 			       const uint32_t *ids, size_t n, int64_t eos);
+/* A document in parts, for one too long to hold whole: begin (writing BOS
+ * when bos >= 0), any number of appends, end (EOS when eos >= 0), all to
+ * the same split and with no other document in between.
+ * dataset_writer_add_wrapped is the three at once. */
+int dataset_writer_begin(dataset_writer *w, int split, int64_t bos);
+int dataset_writer_append(dataset_writer *w, int split, const uint32_t *ids, size_t n);
+int dataset_writer_end(dataset_writer *w, int split, int64_t eos);
 /* Close the shards, write manifest.json, rename into place; frees w.
  * A dataset with no tokens at all is TITAN_EFORMAT ("empty corpus"). */
 int dataset_writer_commit(dataset_writer *w);
 /* Remove everything written; frees w. */
 void dataset_writer_abort(dataset_writer *w);
 
-/* The split a document goes to: a hash of its ids (without BOS/EOS) and the
- * seed against val_fraction; independent of order and thread count. */
+/* The split a document goes to: a hash of its first DATASET_SPLIT_IDS ids
+ * (all of them when it has fewer; BOS/EOS not included) and the seed
+ * against val_fraction; independent of order and thread count.  Only the
+ * first ids count so that a document of any length can be written as it is
+ * encoded, with no more than these held back. */
+#define DATASET_SPLIT_IDS 65536
+
 int dataset_split_of(const uint32_t *ids, size_t n, uint64_t seed, double val_fraction);
 
 typedef struct dataset dataset;

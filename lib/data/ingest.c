@@ -502,8 +502,9 @@ static int read_line(ingest *in, const uint8_t **p, size_t *n)
 	}
 }
 
-/* The whole entry in pending. */
-static int read_all(ingest *in)
+/* The entry's data in pending, up to its end (0) or, when limit is
+ * reached first, a part of limit bytes or more with more to come (1). */
+static int read_all(ingest *in, size_t limit)
 {
 	in->pending.n = 0;
 	for (;;) {
@@ -512,6 +513,8 @@ static int read_all(ingest *in)
 		if (rc)
 			return rc;
 		in->blk_pos = in->blk_len;
+		if (in->pending.n >= limit)
+			return 1;
 		rc = refill(in);
 		if (rc <= 0)
 			return rc;
@@ -585,13 +588,15 @@ static int entry_doc(ingest *in, ingest_doc *doc)
 	int rc;
 
 	doc->source = in->source;
+	doc->more = false;
 	if (in->format == INGEST_TEXT && !in->opts.lines) {
 		if (in->entry_done)
 			return 0;
-		in->entry_done = true;
-		rc = read_all(in);
-		if (rc)
+		rc = read_all(in, in->opts.pieces ? INGEST_BLOCK : SIZE_MAX);
+		if (rc < 0)
 			return rc;
+		doc->more = rc == 1;
+		in->entry_done = !doc->more;
 		doc->text = in->pending.v ? in->pending.v : (const uint8_t *)"";
 		doc->len = in->pending.n;
 		doc->line = 0;

@@ -20,7 +20,12 @@
  * "\u0000" included.  An invalid line, a missing field or a value that is
  * not a string is an error "SOURCE:LINE: invalid JSON: REASON (column C)",
  * "SOURCE:LINE: field 'F' is missing" or "...: is not a string" unless
- * skip_bad, which counts it.  Empty and blank lines in JSONL are skipped. */
+ * skip_bad, which counts it.  Empty and blank lines in JSONL are skipped.
+ *
+ * With pieces=true a whole-file text document longer than 1 MB comes in
+ * parts of 1 MB or more, each but the last with more set, so that a reader
+ * of one huge file (a tokenizer, which can cut text, see tok/batch.h) never
+ * holds it whole; the last part may be empty. */
 #ifndef TITAN_DATA_INGEST_H
 #define TITAN_DATA_INGEST_H
 #include "core/base.h"
@@ -32,6 +37,7 @@ typedef struct ingest_opts {
 	const char *field;  /* JSONL: dotted path; NULL means "text" */
 	bool lines;         /* text: one document per line */
 	bool skip_bad;      /* JSONL: skip (and count) invalid lines */
+	bool pieces;        /* text: a whole-file document may come in parts */
 } ingest_opts;
 
 typedef struct ingest_doc {
@@ -39,6 +45,7 @@ typedef struct ingest_doc {
 	size_t len;
 	const char *source;   /* "FILE", "-" or "ARCHIVE:MEMBER" */
 	uint64_t line;        /* 1-based line for lines/JSONL, 0 for a whole file */
+	bool more;            /* pieces: the document goes on in the next one */
 } ingest_doc;
 
 typedef struct ingest ingest;

@@ -14,6 +14,11 @@ typedef struct packer {
 	int64_t bos, eos;
 	uint64_t seed;
 	double val_fraction;
+	/* The document being written: its split, once its first ids have
+	 * decided it (-1 before), and those ids while they have not. */
+	int split;
+	titan_u32s head;
+	uint64_t doc_tokens;
 	/* Read by the progress line on the caller's thread while a pool thread
 	 * writes them: accessed atomically. */
 	uint64_t docs[SPLIT_COUNT], tokens[SPLIT_COUNT];
@@ -29,18 +34,43 @@ void pack_specials(const pack_opts *o, int64_t *bos, int64_t *eos)
 		*bos = -1;
 }
 
-static int pack_doc(void *arg, const uint32_t *ids, size_t n)
+/* The next ids of the current document, the last ones with doc_end set
+ * (tok_batch's function; the id reader calls it too).  A document goes to
+ * the writer as its ids come once its first DATASET_SPLIT_IDS have decided
+ * its split, so a long one is never held whole. */
+static int pack_ids(void *arg, const uint32_t *ids, size_t n, bool doc_end)
 {
 	packer *p = arg;
-	int split = dataset_split_of(ids, n, p->seed, p->val_fraction);
-	if (split < 0)
-		return split;
-	int rc = dataset_writer_add_wrapped(p->w, split, p->bos, ids, n, p->eos);
-	if (rc)
+	int rc = 0;
+	if (p->split < 0) {
+		if (p->head.n || !doc_end) {
+			if ((rc = u32s_append(&p->head, ids, n)))
+				return rc;
+			if (!doc_end && p->head.n < DATASET_SPLIT_IDS)
+				return 0;
+			ids = p->head.v;
+			n = p->head.n;
+		}
+		p->split = dataset_split_of(ids, n, p->seed, p->val_fraction);
+		if (p->split < 0)
+			return p->split;
+		if ((rc = dataset_writer_begin(p->w, p->split, p->bos)))
+			return rc;
+		p->doc_tokens = p->bos >= 0;
+	}
+	if ((rc = dataset_writer_append(p->w, p->split, ids, n)))
 		return rc;
-	size_t stored = n + (p->bos >= 0) + (p->eos >= 0);
-	__atomic_store_n(&p->docs[split], p->docs[split] + 1, __ATOMIC_RELAXED);
-	__atomic_store_n(&p->tokens[split], p->tokens[split] + stored, __ATOMIC_RELAXED);
+	p->doc_tokens += n;
+	p->head.n = 0;
+	if (!doc_end)
+		return 0;
+	if ((rc = dataset_writer_end(p->w, p->split, p->eos)))
+		return rc;
+	p->doc_tokens += p->eos >= 0;
+	int s = p->split;
+	__atomic_store_n(&p->docs[s], p->docs[s] + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->tokens[s], p->tokens[s] + p->doc_tokens, __ATOMIC_RELAXED);
+	p->split = -1;
 	return 0;
 }
 
@@ -67,9 +97,9 @@ static int pack_text(const pack_opts *o, packer *p, ingest *in, pack_stats *st)
 	tok_batch *b = NULL;
 	ingest_doc doc;
 	uint64_t count = 0;
-	int rc = tok_batch_new(&b, o->tok, o->pool, pack_doc, p);
+	int rc = tok_batch_new(&b, o->tok, o->pool, pack_ids, p);
 	while (!rc && (rc = ingest_next(in, &doc)) == 1) {
-		rc = tok_batch_add(b, doc.text, doc.len);
+		rc = tok_batch_add_part(b, doc.text, doc.len, !doc.more);
 		if (++count % 256 == 0)
 			progress(o, p, ingest_bytes_done(in), ingest_bytes_total(in));
 	}
@@ -89,7 +119,8 @@ static uint32_t get_u32_le(const uint8_t *p)
 }
 
 /* One u32 stream: ids, 0xFFFFFFFF after each document.  A stream that
- * stops inside a document is refused: it was most likely cut short. */
+ * stops inside a document is refused: it was most likely cut short.  Ids go
+ * on a chunk at a time, so a long document is not held whole either. */
 static int pack_id_stream(const pack_opts *o, packer *p, const char *path, FILE *fp,
 			  pack_stats *st)
 {
@@ -97,7 +128,7 @@ static int pack_id_stream(const pack_opts *o, packer *p, const char *path, FILE 
 	uint8_t *buf = malloc(CHUNK);
 	titan_u32s ids = {0};
 	uint32_t vocab = tok_vocab_size(o->tok);
-	uint64_t offset = 0;
+	uint64_t offset = 0, doc_ids = 0;
 	size_t have = 0, got;
 	int rc = buf ? 0 : titan_err_nomem();
 	while (!rc && (got = fread(buf + have, 1, CHUNK - have, fp)) > 0) {
@@ -106,16 +137,21 @@ static int pack_id_stream(const pack_opts *o, packer *p, const char *path, FILE 
 		for (size_t i = 0; i < nw && !rc; i++) {
 			uint32_t id = get_u32_le(buf + 4 * i);
 			if (id == 0xFFFFFFFFu) {
-				rc = pack_doc(p, ids.v, ids.n);
+				rc = pack_ids(p, ids.v, ids.n, true);
 				ids.n = 0;
+				doc_ids = 0;
 			} else if (id >= vocab) {
 				rc = titan_err(TITAN_ERANGE, "'%s': offset %llu: id %u is past the "
 					       "vocabulary (%u tokens)", path,
 					       (unsigned long long)(offset + 4 * i), id, vocab);
 			} else {
 				rc = u32s_push(&ids, id);
+				doc_ids++;
 			}
 		}
+		if (!rc && ids.n)
+			rc = pack_ids(p, ids.v, ids.n, false);
+		ids.n = 0;
 		memmove(buf, buf + nw * 4, have - nw * 4);
 		offset += nw * 4;
 		have -= nw * 4;
@@ -128,17 +164,18 @@ static int pack_id_stream(const pack_opts *o, packer *p, const char *path, FILE 
 		rc = titan_err(TITAN_EFORMAT, "'%s': %zu trailing byte(s) at offset %llu: a u32 "
 			       "stream is a whole number of 4-byte ids", path, have,
 			       (unsigned long long)offset);
-	if (!rc && ids.n)
-		rc = titan_err(TITAN_EFORMAT, "'%s': ends inside a document (%zu ids after the "
-			       "last 0xFFFFFFFF): the stream was cut short", path, ids.n);
+	if (!rc && doc_ids)
+		rc = titan_err(TITAN_EFORMAT, "'%s': ends inside a document (%llu ids after the "
+			       "last 0xFFFFFFFF): the stream was cut short", path,
+			       (unsigned long long)doc_ids);
 	st->text_bytes += offset + have;
 	free(buf);
 	u32s_free(&ids);
 	return rc;
 }
 
-static int pack_ids(const pack_opts *o, packer *p, const char *const *inputs, size_t n,
-		    pack_stats *st)
+static int pack_id_files(const pack_opts *o, packer *p, const char *const *inputs, size_t n,
+			 pack_stats *st)
 {
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(inputs[i], "-") && access(inputs[i], R_OK))
@@ -168,7 +205,7 @@ static int compress_threads(const pack_opts *o)
 int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats *st)
 {
 	double t0 = titan_now();
-	packer p = {.seed = o->seed, .val_fraction = o->val_fraction};
+	packer p = {.seed = o->seed, .val_fraction = o->val_fraction, .split = -1};
 	memset(st, 0, sizeof *st);
 	pack_specials(o, &p.bos, &p.eos);
 	st->bos_added = p.bos >= 0;
@@ -199,14 +236,16 @@ int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats
 
 	/* Check the inputs before creating anything. */
 	ingest *in = NULL;
-	int rc = o->from_ids ? 0 : ingest_open(&in, inputs, n, &o->ingest);
+	ingest_opts io = o->ingest;
+	io.pieces = true;
+	int rc = o->from_ids ? 0 : ingest_open(&in, inputs, n, &io);
 	if (rc)
 		return rc;
 	if ((rc = dataset_writer_open(&p.w, &wo))) {
 		ingest_close(in);
 		return rc;
 	}
-	rc = o->from_ids ? pack_ids(o, &p, inputs, n, st) : pack_text(o, &p, in, st);
+	rc = o->from_ids ? pack_id_files(o, &p, inputs, n, st) : pack_text(o, &p, in, st);
 	ingest_close(in);
 	if (o->log)
 		log_progress_end(o->log);
@@ -217,6 +256,7 @@ int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats
 	} else {
 		rc = dataset_writer_commit(p.w);
 	}
+	u32s_free(&p.head);
 	for (int k = 0; k < SPLIT_COUNT; k++) {
 		st->docs[k] = p.docs[k];
 		st->tokens[k] = p.tokens[k];

@@ -17,7 +17,8 @@ enum {
 	 * it: small batches keep the three stages in step. */
 	WORKER_BYTES = 512 << 10,
 	BATCH_DOCS = 65536,      /* ... or this many documents */
-	LARGE_DOC = 1 << 20,     /* encoded alone, across the whole pool */
+	LARGE_DOC = 1 << 20,     /* a whole document this long is cut into pieces */
+	PIECE_BYTES = 64 << 10,  /* the shortest piece: a few tasks' worth of text */
 	TASKS_PER_WORKER = 4,    /* tasks per worker and batch: evens out long documents */
 	NBUF = 3,                /* filling, encoding, handing over */
 };
@@ -31,10 +32,11 @@ typedef struct batch_part {
 	size_t first, last;
 } batch_part;
 
-/* Documents queued together: their texts back to back. */
+/* Documents (or pieces of one) queued together: their texts back to back. */
 typedef struct doc_buf {
 	titan_bytes text;
 	size_t *start;   /* ndoc + 1 offsets into text */
+	bool *ends;      /* ndoc flags: the piece ends its document */
 	size_t ndoc, cap;
 	batch_part *parts;
 	size_t nparts;
@@ -52,6 +54,9 @@ struct tok_batch {
 	void *arg;
 	doc_buf buf[NBUF];
 	int cur;             /* the buffer the caller fills */
+	titan_bytes pending; /* the unfinished document's text not yet queued */
+	size_t scanned;      /* pending holds no cut before this (past PIECE_BYTES) */
+	bool open_doc;       /* a document has pieces queued and more to come */
 	uint64_t bytes;
 	double seconds;      /* under mu */
 	doc_buf *encoding;   /* the encode thread's buffer, for its pool tasks */
@@ -140,8 +145,10 @@ void tok_batch_free(tok_batch *b)
 			}
 		free(d->parts);
 		free(d->start);
+		free(d->ends);
 		bytes_free(&d->text);
 	}
+	bytes_free(&b->pending);
 	free(b);
 }
 
@@ -196,7 +203,8 @@ static int consume(tok_batch *b, doc_buf *d)
 		batch_part *p = &d->parts[i];
 		size_t prev = 0;
 		for (size_t k = 0; k < p->last - p->first; k++) {
-			int rc = b->fn(b->arg, p->ids.v + prev, p->end[k] - prev);
+			int rc = b->fn(b->arg, p->ids.v + prev, p->end[k] - prev,
+				       d->ends[p->first + k]);
 			if (rc)
 				return rc;
 			prev = p->end[k];
@@ -322,9 +330,89 @@ static int submit(tok_batch *b)
 	return rc;
 }
 
+/* Queue text[0..n) into the caller's buffer; submit the buffer when full. */
+static int queue_doc(tok_batch *b, const uint8_t *text, size_t n, bool ends)
+{
+	doc_buf *d = &b->buf[b->cur];
+	if (d->ndoc + 2 > d->cap) {
+		size_t ncap = d->cap ? 2 * d->cap : 1024;
+		size_t *s = realloc(d->start, ncap * sizeof *s);
+		if (!s)
+			return titan_err_nomem();
+		d->start = s;
+		bool *e = realloc(d->ends, ncap * sizeof *e);
+		if (!e)
+			return titan_err_nomem();
+		d->ends = e;
+		d->cap = ncap;
+	}
+	if (d->ndoc == 0)
+		d->start[0] = 0;
+	int rc = n ? bytes_append(&d->text, text, n) : 0;
+	if (rc)
+		return rc;
+	d->ends[d->ndoc] = ends;
+	d->start[++d->ndoc] = d->text.n;
+	if (d->text.n >= b->batch_bytes || d->ndoc >= BATCH_DOCS)
+		return submit(b);
+	return 0;
+}
+
+/* Queue the pieces of pending that end at a cut, keeping the rest. */
+static int queue_pieces(tok_batch *b)
+{
+	size_t done = 0;
+	int rc = 0;
+	while (!rc && b->pending.n - done > PIECE_BYTES) {
+		const uint8_t *rest = b->pending.v + done;
+		size_t n = b->pending.n - done;
+		size_t cut = tok_next_cut(b->tok, rest, n, TITAN_MAX((size_t)PIECE_BYTES, b->scanned));
+		if (cut == n) {
+			/* Nothing to cut yet: the next text starts the search
+			 * where this one ended, so a document that never cuts
+			 * is not searched over and over. */
+			b->scanned = n;
+			break;
+		}
+		rc = queue_doc(b, rest, cut, false);
+		done += cut;
+		b->scanned = 0;
+	}
+	if (done) {
+		memmove(b->pending.v, b->pending.v + done, b->pending.n - done);
+		b->pending.n -= done;
+	}
+	return rc;
+}
+
+int tok_batch_add_part(tok_batch *b, const uint8_t *text, size_t n, bool last)
+{
+	b->open_doc = !last;
+	if (!b->pending.n && last && n < LARGE_DOC)
+		return queue_doc(b, text, n, true);
+	int rc = n ? bytes_append(&b->pending, text, n) : 0;
+	if (!rc)
+		rc = queue_pieces(b);
+	if (!rc && last)
+		rc = queue_doc(b, b->pending.v, b->pending.n, true);
+	if (last) {
+		b->pending.n = 0;
+		b->scanned = 0;
+	}
+	return rc;
+}
+
+int tok_batch_add(tok_batch *b, const uint8_t *text, size_t n)
+{
+	return tok_batch_add_part(b, text, n, true);
+}
+
 int tok_batch_flush(tok_batch *b)
 {
-	int rc = submit(b);
+	int rc = b->open_doc ? tok_batch_add_part(b, (const uint8_t *)"", 0, true) : 0;
+	if (rc)
+		return rc;
+	rc = submit(b);
 	pthread_mutex_lock(&b->mu);
 	for (int k = 0; k < NBUF; k++)
 		while (b->buf[k].busy)
@@ -333,45 +421,4 @@ int tok_batch_flush(tok_batch *b)
 		rc = stage_failure(b);
 	pthread_mutex_unlock(&b->mu);
 	return rc;
-}
-
-/* With the stages idle, the pool and fn are the caller's. */
-static int encode_large(tok_batch *b, const uint8_t *text, size_t n)
-{
-	titan_u32s ids = {0};
-	int rc = tok_batch_flush(b);
-	if (rc)
-		return rc;
-	double t0 = titan_now();
-	rc = tok_encode_parallel(b->pool, b->encs, text, n, &ids);
-	b->seconds += titan_now() - t0;
-	if (!rc)
-		rc = b->fn(b->arg, ids.v, ids.n);
-	b->bytes += n;
-	u32s_free(&ids);
-	return rc;
-}
-
-int tok_batch_add(tok_batch *b, const uint8_t *text, size_t n)
-{
-	if (n >= LARGE_DOC)
-		return encode_large(b, text, n);
-	doc_buf *d = &b->buf[b->cur];
-	if (d->ndoc + 2 > d->cap) {
-		size_t ncap = d->cap ? 2 * d->cap : 1024;
-		size_t *s = realloc(d->start, ncap * sizeof *s);
-		if (!s)
-			return titan_err_nomem();
-		d->start = s;
-		d->cap = ncap;
-	}
-	if (d->ndoc == 0)
-		d->start[0] = 0;
-	int rc = bytes_append(&d->text, text, n);
-	if (rc)
-		return rc;
-	d->start[++d->ndoc] = d->text.n;
-	if (d->text.n >= b->batch_bytes || d->ndoc >= BATCH_DOCS)
-		return submit(b);
-	return 0;
 }

@@ -10,7 +10,6 @@
  * megabyte of one letter stays O(n log n). */
 #include "core/base.h"
 #include "core/hash.h"
-#include "core/pool.h"
 #include "tok/tok_internal.h"
 
 /* Pieces up to this many bytes use the array scan, longer ones the heap. */
@@ -755,93 +754,14 @@ int tok_encode(tok_encoder *e, const uint8_t *text, size_t n, titan_u32s *out)
 	return encode_level(e, 0, text, n, out);
 }
 
-struct par_job {
-	tok_encoder *const *encs;
-	const uint8_t *text;
-	size_t *cut;          /* nparts + 1 offsets */
-	titan_u32s *parts;
-	uint32_t *dst;        /* the joined ids, for par_copy */
-	size_t *at;           /* where each part goes in dst */
-};
-
-static int par_copy(void *arg, size_t task, int worker)
+size_t tok_next_cut(const titan_tok *t, const uint8_t *text, size_t n, size_t from)
 {
-	struct par_job *j = arg;
-	if (j->parts[task].n)
-		memcpy(j->dst + j->at[task], j->parts[task].v,
-		       j->parts[task].n * sizeof *j->dst);
-	return 0;
-}
-
-static int par_task(void *arg, size_t task, int worker)
-{
-	struct par_job *j = arg;
-	/* About one id per 3 bytes of text: reserve up front so growing the
-	 * vector does not copy megabytes and fault pages in twice. */
-	int rc = u32s_reserve(&j->parts[task], (j->cut[task + 1] - j->cut[task]) / 3 + 16);
-	if (rc)
-		return rc;
-	return tok_encode(j->encs[worker], j->text + j->cut[task],
-			  j->cut[task + 1] - j->cut[task], &j->parts[task]);
-}
-
-int tok_encode_parallel(titan_pool *pool, tok_encoder *const *encs,
-			const uint8_t *text, size_t n, titan_u32s *out)
-{
-	const titan_tok *t = encs[0]->t;
-	int workers = pool_threads(pool);
-	size_t want = 4 * (size_t)workers;
-	size_t step = TITAN_MAX((size_t)64 << 10, n / want + 1);
-	if (workers < 2 || n < 2 * step || t->cut_unsafe)
-		return tok_encode(encs[0], text, n, out);
-
-	size_t *cut = malloc((n / step + 2) * sizeof *cut);
-	if (!cut)
-		return titan_err_nomem();
-	size_t nparts = 0;
-	cut[0] = 0;
-	for (size_t pos = step; pos < n;) {
-		const uint8_t *nl = memchr(text + pos, '\n', n - pos);
-		while (nl && !pretok_can_cut(t->pt, text, n, (size_t)(nl + 1 - text)))
-			nl = memchr(nl + 1, '\n', (size_t)(text + n - nl - 1));
-		if (!nl)
-			break;
-		cut[++nparts] = (size_t)(nl + 1 - text);
-		pos = cut[nparts] + step;
-	}
-	cut[++nparts] = n;
-	if (nparts == 1) {
-		free(cut);
-		return tok_encode(encs[0], text, n, out);
-	}
-
-	titan_u32s *parts = calloc(nparts, sizeof *parts);
-	if (!parts) {
-		free(cut);
-		return titan_err_nomem();
-	}
-	struct par_job job = {.encs = encs, .text = text, .cut = cut, .parts = parts};
-	int rc = pool_run(pool, nparts, par_task, &job);
-	size_t total = 0;
-	for (size_t i = 0; i < nparts && !rc; i++) {
-		cut[i] = out->n + total;  /* reused: where part i goes */
-		total += parts[i].n;
-	}
-	/* Join the parts on the pool too: copying (and faulting in) megabytes
-	 * of ids on one thread would undo much of what the split won. */
-	if (!rc)
-		rc = u32s_reserve(out, total);
-	if (!rc) {
-		job.dst = out->v;
-		job.at = cut;
-		rc = pool_run(pool, nparts, par_copy, &job);
-		out->n += total;
-	}
-	for (size_t i = 0; i < nparts; i++)
-		u32s_free(&parts[i]);
-	free(parts);
-	free(cut);
-	return rc;
+	if (t->cut_unsafe || from >= n || !strcmp(pretok_kind(t->pt), "regex"))
+		return n;
+	const uint8_t *nl = from ? memchr(text + from - 1, '\n', n - from + 1) : memchr(text, '\n', n);
+	while (nl && !pretok_can_cut(t->pt, text, n, (size_t)(nl + 1 - text)))
+		nl = memchr(nl + 1, '\n', (size_t)(text + n - nl - 1));
+	return nl ? (size_t)(nl + 1 - text) : n;
 }
 
 int tok_decode(const titan_tok *t, const uint32_t *ids, size_t n, titan_bytes *out)

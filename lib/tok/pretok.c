@@ -648,10 +648,20 @@ bool pretok_splittable(const pretok *p)
 
 bool pretok_can_cut(const pretok *p, const uint8_t *s, size_t n, size_t pos)
 {
-	if (p->kind == KIND_REGEX || pos < 1 || pos >= n || s[pos - 1] != '\n' ||
-	    !(byte_class[s[pos]] & UC_L))
+	if (p->kind == KIND_REGEX || pos < 1 || pos >= n || s[pos - 1] != '\n')
 		return false;
-	if (p->kind != KIND_GPT2)
-		return true;
-	return pos >= 2 && !(byte_class[s[pos - 2]] & (UC_WS | C_NONASCII));
+	if (byte_class[s[pos]] & UC_L)
+		return p->kind != KIND_GPT2 ||
+		       (pos >= 2 && !(byte_class[s[pos - 2]] & (UC_WS | C_NONASCII)));
+	if (p->kind == KIND_GPT2)
+		return false;
+	/* cl100k and o200k: \s*[\r\n]+ and the punctuation rule's [\r\n]*
+	 * end at the '\n' when blanks and then a printable ASCII byte follow
+	 * it (no newline or Unicode space that could extend them), and
+	 * nothing else reaches over a '\n'.  GPT-2's \s+(?!\S) would take
+	 * the '\n' and the blanks together. */
+	size_t i = pos;
+	while (i < n && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	return i > pos && i < n && s[i] > 0x20 && s[i] < 0x7f;
 }

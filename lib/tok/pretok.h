@@ -36,9 +36,11 @@ const char *pretok_kind(const pretok *p);
 bool pretok_splittable(const pretok *p);
 
 /* True when the pieces of s[0..pos) followed by those of s[pos..n) are the
- * pieces of s[0..n): for the fast paths, at some '\n' + ASCII letter
- * boundaries (all of them for cl100k and o200k; for GPT-2 only where the
- * byte before the '\n' is an ASCII non-space).  False for regex pretoks. */
+ * pieces of s[0..n): for the fast paths, at some boundaries after a '\n'.
+ * All three cut before an ASCII letter (GPT-2 only where the byte before
+ * the '\n' is an ASCII non-space); cl100k and o200k also before blanks
+ * (spaces, tabs) that lead to a printable ASCII byte, as in indented text
+ * and code.  False for regex pretoks. */
 bool pretok_can_cut(const pretok *p, const uint8_t *s, size_t n, size_t pos);
 
 typedef struct pretok_iter {

@@ -14,7 +14,6 @@
 #define TITAN_TOK_TOK_H
 #include "core/base.h"
 #include "core/buf.h"
-#include "core/pool.h"
 #include "tok/pretok.h"
 
 typedef struct titan_tok titan_tok;
@@ -67,12 +66,13 @@ void tok_encoder_free(tok_encoder *e);
 /* Append the ids of text[0..n) to out. */
 int tok_encode(tok_encoder *e, const uint8_t *text, size_t n, titan_u32s *out);
 
-/* Encode one long text on all workers of pool: the text is cut at points
- * where the pre-tokenizer always cuts (see pretok_splittable), the parts
- * encoded in parallel and the ids joined, so the result equals tok_encode's.
- * encs holds one encoder per pool worker. */
-int tok_encode_parallel(titan_pool *pool, tok_encoder *const *encs,
-			const uint8_t *text, size_t n, titan_u32s *out);
+/* The first place at or after from where text[0..n) may be cut so that the
+ * ids of the two sides, encoded apart, are the ids of the whole: just after
+ * a '\n' that the pre-tokenizer always ends a piece at (pretok_can_cut)
+ * and that no added token may span.  n when there is none: a place needs a
+ * byte after it, so text may be the head of a longer stream, and a regex
+ * pre-tokenizer, or an added token with a '\n' or lstrip, never cuts. */
+size_t tok_next_cut(const titan_tok *t, const uint8_t *text, size_t n, size_t from);
 
 /* Append the bytes of ids to out; an id past the vocabulary or unused is
  * TITAN_ERANGE naming it and its index. */

@@ -4,9 +4,9 @@
  * that chain and overlap ("a a", "aa a", "aa aa", "a b", "ab ab", ...) so
  * ranks tie and long pieces go through the heap, and added tokens (one
  * matched on raw text, one on normalized text, with a tab in it).  With TITAN_DATA set,
- * gpt2 and o200k_base are loaded too.  For each input: encode must succeed,
+ * gpt2, llama3 (cl100k's pattern) and o200k_base are loaded too.  For each input: encode must succeed,
  * decode(encode(x)) == x, and the two halves of the input cut where
- * tok_encode_parallel may cut (pretok_can_cut) must encode to the ids of
+ * a long document may be cut (tok_next_cut) must encode to the ids of
  * the whole. */
 #include "core/base.h"
 #include "core/file.h"
@@ -71,8 +71,8 @@ static titan_tok *build_small(void)
 }
 
 struct fuzz_state {
-	titan_tok *tok[3];
-	tok_encoder *enc[3];
+	titan_tok *tok[4];
+	tok_encoder *enc[4];
 	int n;
 };
 
@@ -86,6 +86,7 @@ static void setup(void)
 	state->tok[state->n++] = build_small();
 	const char *d = getenv("TITAN_DATA");
 	static const char *const rel[] = { "tokenizers/gpt2/tokenizer.json",
+					   "tokenizers/llama3/tokenizer.json",
 					   "tokenizers/o200k_base/tokenizer.json" };
 	for (size_t i = 0; d && i < ARRAY_SIZE(rel); i++) {
 		char path[4096];
@@ -121,11 +122,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fail("decode");
 		if (dec.n != size || (size && memcmp(dec.v, data, size)))
 			fail("decode(encode(x)) != x");
-		size_t cut = 0;
-		for (size_t i = 1; i < size && !cut; i++)
-			if (pretok_can_cut(t->pt, data, size, i))
-				cut = i;
-		if (cut && !t->cut_unsafe) {
+		size_t cut = tok_next_cut(t, data, size, size / 3);
+		if (cut < size) {
 			if (tok_encode(e, data, cut, &par) ||
 			    tok_encode(e, data + cut, size - cut, &par))
 				fail("encode halves");

@@ -16,6 +16,7 @@ struct doc {
 	size_t len;
 	char *source;
 	uint64_t line;
+	bool more;
 };
 
 struct docs {
@@ -60,6 +61,7 @@ static struct docs collect(const char *const *inputs, size_t n, const ingest_opt
 		v[d.n].len = doc.len;
 		v[d.n].source = strdup(doc.source);
 		v[d.n].line = doc.line;
+		v[d.n].more = doc.more;
 		d.n++;
 	}
 	d.rc = rc;
@@ -160,6 +162,56 @@ static void test_text_whole_file(void)
 	d = collect1(p, &(ingest_opts){ .lines = true });
 	CHECK(d.rc == 0 && d.n == 0, "empty file, lines: %zu docs", d.n);
 	docs_free(&d);
+}
+
+/* With pieces, a long text file comes in parts of 1 MB or more that join
+ * into the file; a short one, compressed or not, comes whole. */
+static void test_text_pieces(void)
+{
+	char p[512];
+	size_t n = 3 * (1u << 20) + 12345;
+	char *big = malloc(n);
+	REQUIRE(big, "malloc");
+	for (size_t i = 0; i < n; i++)
+		big[i] = "abc\ndef "[i % 9];
+	put("big.txt", big, n);
+	ingest_opts pieces = { .pieces = true };
+	struct docs d = collect1(sp(p, sizeof p, "big.txt"), &pieces);
+	CHECK(d.rc == 0 && d.n >= 2, "rc %d, %zu parts: %s", d.rc, d.n, d.err);
+	size_t at = 0;
+	bool ok = true;
+	for (size_t i = 0; i < d.n; i++) {
+		bool last = i + 1 == d.n;
+		ok = ok && d.v[i].more == !last && (last || d.v[i].len >= (1u << 20)) &&
+		     at + d.v[i].len <= n && !memcmp(big + at, d.v[i].text, d.v[i].len) &&
+		     d.v[i].line == 0 && !strcmp(d.v[i].source, p);
+		at += d.v[i].len;
+	}
+	CHECK(ok && at == n, "parts join into the file (%zu of %zu bytes)", at, n);
+	docs_free(&d);
+
+	/* Without pieces the same file is one document. */
+	d = collect1(p, &(ingest_opts){0});
+	CHECK(d.rc == 0 && d.n == 1 && d.v[0].len == n && !d.v[0].more, "whole: %zu docs", d.n);
+	docs_free(&d);
+
+	puts0("small.txt", "short\ntext");
+	d = collect1(sp(p, sizeof p, "small.txt"), &pieces);
+	CHECK(d.rc == 0 && d.n == 1 && doc_is(&d, 0, "short\ntext") && !d.v[0].more,
+	      "small file: %zu docs", d.n);
+	docs_free(&d);
+	puts0("empty.txt", "");
+	d = collect1(sp(p, sizeof p, "empty.txt"), &pieces);
+	CHECK(d.rc == 0 && d.n == 1 && doc_is(&d, 0, "") && !d.v[0].more, "empty file");
+	docs_free(&d);
+	/* Lines and JSONL never come in parts. */
+	d = collect1(sp(p, sizeof p, "big.txt"), &(ingest_opts){ .pieces = true, .lines = true });
+	ok = d.rc == 0 && d.n > 1000;
+	for (size_t i = 0; ok && i < d.n; i++)
+		ok = !d.v[i].more;
+	CHECK(ok, "lines with pieces: %zu docs", d.n);
+	docs_free(&d);
+	free(big);
 }
 
 static void test_text_lines(void)
@@ -525,6 +577,7 @@ int main(void)
 	if (check_scratch_open("test_ingest"))
 		return 1;
 	RUN(test_text_whole_file);
+	RUN(test_text_pieces);
 	RUN(test_text_lines);
 	RUN(test_jsonl);
 	RUN(test_jsonl_bad);

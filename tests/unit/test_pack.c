@@ -3,6 +3,7 @@
  * documents come back from the dataset as they went in. */
 #include "core/base.h"
 #include "core/buf.h"
+#include "core/file.h"
 #include "core/pool.h"
 #include "data/dataset.h"
 #include "data/pack.h"
@@ -11,17 +12,16 @@
 
 #include <unistd.h>
 
-static titan_tok *load_gpt2(void)
+static titan_tok *load_tok(const char *name)
 {
+	char rel[256], path[4096];
+	snprintf(rel, sizeof rel, "tokenizers/%s/tokenizer.json", name);
 	const char *dir = check_data_dir();
-	char path[4096];
 	if (!dir)
 		return NULL;
-	snprintf(path, sizeof path, "%s/tokenizers/gpt2/tokenizer.json", dir);
-	if (access(path, R_OK))
-		return NULL;
+	snprintf(path, sizeof path, "%s/%s", dir, rel);
 	titan_tok *t = NULL;
-	return tok_load(&t, path, NULL) ? NULL : t;
+	return access(path, R_OK) || tok_load(&t, path, NULL) ? NULL : t;
 }
 
 /* Documents of varied sizes, a few large enough to take the parallel path. */
@@ -40,15 +40,104 @@ typedef struct collected {
 	titan_u32s ids;
 	titan_u32s ends;
 	int fail_at;   /* return an error at this document, -1 never */
+	size_t calls;
 } collected;
 
-static int collect(void *arg, const uint32_t *ids, size_t n)
+static int collect(void *arg, const uint32_t *ids, size_t n, bool doc_end)
 {
 	collected *c = arg;
+	c->calls++;
 	if ((int)c->ends.n == c->fail_at)
 		return titan_err(TITAN_EIO, "document %zu: refused", c->ends.n);
 	int rc = u32s_append(&c->ids, ids, n);
-	return rc ? rc : u32s_push(&c->ends, (uint32_t)c->ids.n);
+	return rc || !doc_end ? rc : u32s_push(&c->ends, (uint32_t)c->ids.n);
+}
+
+/* kjv.txt without the blanks and numbers that start its verses: in the file a '\n' is
+ * followed by a letter only at the books' titles, so it could hardly be cut
+ * (tok_next_cut); this way it can be at every verse. */
+static bool read_kjv(titan_bytes *text)
+{
+	const char *dir = check_data_dir();
+	char path[4096];
+	if (!dir)
+		return false;
+	snprintf(path, sizeof path, "%s/corpus/kjv.txt", dir);
+	if (access(path, R_OK) || file_read_all(path, text))
+		return false;
+	size_t n = 0;
+	for (size_t i = 0; i < text->n; i++)
+		if (!n || text->v[n - 1] != '\n' || !memchr(" 0123456789", text->v[i], 11))
+			text->v[n++] = text->v[i];
+	text->n = n;
+	return true;
+}
+
+/* A long document in parts of odd sizes, between two short ones: the ids
+ * are those of each document encoded whole, for any thread count, and the
+ * long one reaches fn in pieces (it was cut). */
+static void test_batch_streams_long_document(void)
+{
+	static const char *const toks[] = { "gpt2", "llama3" };
+	titan_bytes kjv = {0};
+	if (!read_kjv(&kjv))
+		SKIP("TITAN_DATA unset or corpus/kjv.txt missing");
+	static const char head[] = "First document.", tail[] = "Last one.\n";
+	for (size_t ti = 0; ti < ARRAY_SIZE(toks); ti++) {
+		titan_tok *t = load_tok(toks[ti]);
+		if (!t) {
+			printf("# %s tokenizer missing, skipped\n", toks[ti]);
+			continue;
+		}
+		tok_encoder *e;
+		REQUIRE(tok_encoder_new(&e, t) == 0, "%s", titan_errmsg());
+		titan_u32s want = {0};
+		uint32_t want_ends[3];
+		tok_encode(e, (const uint8_t *)head, strlen(head), &want);
+		want_ends[0] = (uint32_t)want.n;
+		tok_encode(e, kjv.v, kjv.n, &want);
+		want_ends[1] = (uint32_t)want.n;
+		tok_encode(e, (const uint8_t *)tail, strlen(tail), &want);
+		want_ends[2] = (uint32_t)want.n;
+		for (int threads = 1; threads <= 3; threads++) {
+			titan_pool *pool;
+			tok_batch *b;
+			collected c = {.fail_at = -1};
+			REQUIRE(pool_new(&pool, threads) == 0, "%s", titan_errmsg());
+			REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
+			int rc = tok_batch_add(b, (const uint8_t *)head, strlen(head));
+			static const size_t sizes[] = { 1, 5000, 300000, (1u << 20) + 7, 77 };
+			size_t at = 0;
+			for (size_t k = 0; !rc && at < kjv.n; k++) {
+				size_t len = TITAN_MIN(sizes[k % ARRAY_SIZE(sizes)], kjv.n - at);
+				rc = tok_batch_add_part(b, kjv.v + at, len, false);
+				at += len;
+			}
+			if (!rc)  /* the end of the document comes as an empty part */
+				rc = tok_batch_add_part(b, (const uint8_t *)"", 0, true);
+			if (!rc)
+				rc = tok_batch_add(b, (const uint8_t *)tail, strlen(tail));
+			if (!rc)
+				rc = tok_batch_flush(b);
+			CHECK(rc == 0, "%s, %d threads: %s", toks[ti], threads, titan_errmsg());
+			CHECK(c.ids.n == want.n && !memcmp(c.ids.v, want.v, want.n * 4),
+			      "%s, %d threads: ids differ (%zu vs %zu)", toks[ti], threads, c.ids.n,
+			      want.n);
+			CHECK(c.ends.n == 3 && !memcmp(c.ends.v, want_ends, sizeof want_ends),
+			      "%s, %d threads: %zu document ends", toks[ti], threads, c.ends.n);
+			CHECK(c.calls > 3 + kjv.n / (128u << 10),
+			      "%s, %d threads: %zu calls: the long document was not cut", toks[ti],
+			      threads, c.calls);
+			tok_batch_free(b);
+			pool_free(pool);
+			u32s_free(&c.ids);
+			u32s_free(&c.ends);
+		}
+		u32s_free(&want);
+		tok_encoder_free(e);
+		tok_free(t);
+	}
+	bytes_free(&kjv);
 }
 
 enum { NDOCS = 3000 };
@@ -68,7 +157,7 @@ static int feed_docs(tok_batch *b)
 
 static void test_batch_matches_sequential(void)
 {
-	titan_tok *t = load_gpt2();
+	titan_tok *t = load_tok("gpt2");
 	if (!t)
 		SKIP("TITAN_DATA unset or gpt2 tokenizer missing");
 	tok_encoder *e;
@@ -107,7 +196,7 @@ static void test_batch_matches_sequential(void)
 
 static void test_batch_failure_is_carried(void)
 {
-	titan_tok *t = load_gpt2();
+	titan_tok *t = load_tok("gpt2");
 	if (!t)
 		SKIP("TITAN_DATA unset or gpt2 tokenizer missing");
 	titan_pool *pool;
@@ -128,7 +217,7 @@ static void test_batch_failure_is_carried(void)
 
 static void test_pack_round_trip(void)
 {
-	titan_tok *t = load_gpt2();
+	titan_tok *t = load_tok("gpt2");
 	if (!t)
 		SKIP("TITAN_DATA unset or gpt2 tokenizer missing");
 	char tmpl[] = "/tmp/test_pack.XXXXXX";
@@ -179,10 +268,60 @@ static void test_pack_round_trip(void)
 	tok_free(t);
 }
 
+/* A text file of 4 MB is one document, read and encoded in pieces and
+ * gathered again: the dataset holds its ids as one encoding of the whole. */
+static void test_pack_long_document(void)
+{
+	titan_tok *t = load_tok("gpt2");
+	titan_bytes kjv = {0};
+	if (!t || !read_kjv(&kjv)) {
+		tok_free(t);
+		SKIP("TITAN_DATA unset or gpt2 tokenizer or corpus/kjv.txt missing");
+	}
+	char tmpl[] = "/tmp/test_pack.XXXXXX";
+	REQUIRE(mkdtemp(tmpl), "mkdtemp");
+	char out[4200], in[4200];
+	snprintf(out, sizeof out, "%s/ds", tmpl);
+	snprintf(in, sizeof in, "%s/kjv.txt", tmpl);
+	FILE *fp = fopen(in, "wb");
+	REQUIRE(fp && fwrite(kjv.v, 1, kjv.n, fp) == kjv.n && fclose(fp) == 0, "cannot write %s", in);
+	tok_encoder *e;
+	REQUIRE(tok_encoder_new(&e, t) == 0, "%s", titan_errmsg());
+	titan_u32s want = {0};
+	REQUIRE(tok_encode(e, kjv.v, kjv.n, &want) == 0 && u32s_push(&want, 50256) == 0, "%s",
+		titan_errmsg());
+	titan_pool *pool;
+	REQUIRE(pool_new(&pool, 2) == 0, "%s", titan_errmsg());
+	pack_opts o = {.outdir = out, .tok = t, .tok_source = "gpt2", .pool = pool};
+	const char *inputs[] = {in};
+	pack_stats st;
+	REQUIRE(pack_run(&o, inputs, 1, &st) == 0, "%s", titan_errmsg());
+	CHECK(st.docs[SPLIT_TRAIN] + st.docs[SPLIT_VAL] == 1, "one document");
+	dataset *d;
+	REQUIRE(dataset_open(&d, out) == 0, "%s", titan_errmsg());
+	int split = st.docs[SPLIT_TRAIN] ? SPLIT_TRAIN : SPLIT_VAL;
+	uint64_t n = dataset_tokens(d, split);
+	uint32_t *ids = malloc((n + 1) * sizeof *ids);
+	REQUIRE(ids, "malloc");
+	CHECK(n == want.n && dataset_read(d, split, 0, n, ids) == 0 &&
+	      !memcmp(ids, want.v, n * sizeof *ids), "%llu tokens, %zu wanted",
+	      (unsigned long long)n, want.n);
+	free(ids);
+	dataset_close(d);
+	check_rmtree(tmpl);
+	pool_free(pool);
+	u32s_free(&want);
+	tok_encoder_free(e);
+	bytes_free(&kjv);
+	tok_free(t);
+}
+
 int main(void)
 {
 	RUN(test_batch_matches_sequential);
 	RUN(test_batch_failure_is_carried);
+	RUN(test_batch_streams_long_document);
 	RUN(test_pack_round_trip);
+	RUN(test_pack_long_document);
 	return check_done();
 }
