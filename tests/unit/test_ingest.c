@@ -50,11 +50,15 @@ static struct docs collect(const char *const *inputs, size_t n, const ingest_opt
 	}
 	ingest_doc doc;
 	int rc;
+	size_t cap = 0;
 	while ((rc = ingest_next(in, &doc)) == 1) {
-		struct doc *v = realloc(d.v, (d.n + 1) * sizeof *v);
-		if (!v)
-			abort();
-		d.v = v;
+		struct doc *v = d.v;
+		if (d.n == cap) {
+			cap = cap ? 2 * cap : 16;
+			if (!(v = realloc(d.v, cap * sizeof *v)))
+				abort();
+			d.v = v;
+		}
 		v[d.n].text = malloc(doc.len + 1);
 		memcpy(v[d.n].text, doc.text, doc.len);
 		v[d.n].text[doc.len] = 0;
