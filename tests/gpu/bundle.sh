@@ -23,6 +23,8 @@
 #   losses/                     the CPU's side of the parity runs, made here
 #                               (deterministic at any thread count, so the
 #                               GPU machine's time goes to the GPU)
+#   data/                       two tokenizers and the corpora of
+#                               tests/bench/pack_bench.sh, for its last step
 #   env.sh                      sourced by run.sh: PATH, and where the
 #                               programs' scripts find CUDA's libraries
 #   stamp                       the commit (and local changes) it was made from
@@ -111,6 +113,18 @@ unset bundle cuda_libs d pkg
 ENV
 { git rev-parse HEAD 2>/dev/null || echo unknown; git diff HEAD 2>/dev/null | sha256sum | cut -c1-16; } \
 	>"$dest.tmp/stamp"
+
+# The pack bench's inputs, so that run.sh measures titan-pack against
+# titan-tok on the lent machine's many cores as well (a few MB once
+# compressed); left out without the test data.
+data=${TITAN_DATA:-../shared/data}
+if [ -r "$data/corpus/kjv.txt" ]; then
+	for f in tokenizers/gpt2/tokenizer.json tokenizers/llama3/tokenizer.json \
+		corpus/kjv.txt corpus/tinyshakespeare.txt corpus/tinyshakespeare.jsonl; do
+		mkdir -p "$dest.tmp/data/$(dirname "$f")"
+		cp "$data/$f" "$dest.tmp/data/$f"
+	done
+fi
 
 # The CPU's half of the parity runs, with the programs that go.
 TITAN_BIN=build/bin TITAN_BUILD=build TITAN_GPU_CPU_ONLY="$dest.tmp/losses" \

@@ -2,7 +2,8 @@
 # The one command to run on a machine with a GPU: build with CUDA, run the
 # GPU checks (tests/gpu/checks.sh test, then bench: what make test-cuda and
 # make bench-cuda run, then profile: where a step's time goes, where ncu
-# is), then print a summary.  Exits non-zero on any failure or mismatch.
+# is; then, with time to spare, the pack bench on this machine's cores),
+# then print a summary.  Exits non-zero on any failure or mismatch.
 #
 #   tests/gpu/run.sh            # from the repository root
 #
@@ -29,7 +30,7 @@ bench_limit=${TITAN_GPU_STEP_SECONDS:-330}
 summary() {
 	echo
 	echo "summary ($(($(date +%s) - start)) s; log: $log):"
-	grep -iE '^(ok|not ok) |^# cuda|relative error|passed|failed|^parity|MFU|: PyTorch|max relative loss difference|timed out' \
+	grep -iE '^(ok|not ok) |^# cuda|relative error|passed|failed|^parity|MFU|: PyTorch|max relative loss difference|timed out|^(gpt2|llama3) +(english|lines|jsonl) ' \
 		"$log" | sed 's/^/  /'
 	grep -A12 '^profile: ' "$log" | sed 's/^/  /'
 }
@@ -95,4 +96,10 @@ fi
 step test-cuda "$test_limit" tests/gpu/checks.sh test
 step bench-cuda "$bench_limit" tests/gpu/checks.sh bench
 step profile 120 tests/gpu/checks.sh profile
+# Last, CPU only and only with time to spare: titan-pack against titan-tok
+# on this machine's cores, where the bundle carries the inputs.
+if [ -d "$BUILD/data" ] && (($(date +%s) - start < deadline - 60)); then
+	step pack-bench 90 env TITAN_DATA="$PWD/$BUILD/data" TITAN_BIN="$PWD/$BUILD/bin" \
+		TITAN_BUILD="$PWD/$BUILD" TITAN_BENCH_RUNS=2 tests/bench/pack_bench.sh
+fi
 exit $status
