@@ -73,78 +73,12 @@ static bool read_kjv(titan_bytes *text)
 	return true;
 }
 
-/* A long document in parts of odd sizes, between two short ones: the ids
- * are those of each document encoded whole, for any thread count, and the
- * long one reaches fn in pieces (it was cut). */
-static void test_batch_streams_long_document(void)
-{
-	static const char *const toks[] = { "gpt2", "llama3" };
-	titan_bytes kjv = {0};
-	if (!read_kjv(&kjv))
-		SKIP("TITAN_DATA unset or corpus/kjv.txt missing");
-	static const char head[] = "First document.", tail[] = "Last one.\n";
-	for (size_t ti = 0; ti < ARRAY_SIZE(toks); ti++) {
-		titan_tok *t = load_tok(toks[ti]);
-		if (!t) {
-			printf("# %s tokenizer missing, skipped\n", toks[ti]);
-			continue;
-		}
-		tok_encoder *e;
-		REQUIRE(tok_encoder_new(&e, t) == 0, "%s", titan_errmsg());
-		titan_u32s want = {0};
-		uint32_t want_ends[3];
-		tok_encode(e, (const uint8_t *)head, strlen(head), &want);
-		want_ends[0] = (uint32_t)want.n;
-		tok_encode(e, kjv.v, kjv.n, &want);
-		want_ends[1] = (uint32_t)want.n;
-		tok_encode(e, (const uint8_t *)tail, strlen(tail), &want);
-		want_ends[2] = (uint32_t)want.n;
-		for (int threads = 1; threads <= 3; threads++) {
-			titan_pool *pool;
-			tok_batch *b;
-			collected c = {.fail_at = -1};
-			REQUIRE(pool_new(&pool, threads) == 0, "%s", titan_errmsg());
-			REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
-			int rc = tok_batch_add(b, (const uint8_t *)head, strlen(head));
-			static const size_t sizes[] = { 1, 5000, 300000, (1u << 20) + 7, 77 };
-			size_t at = 0;
-			for (size_t k = 0; !rc && at < kjv.n; k++) {
-				size_t len = TITAN_MIN(sizes[k % ARRAY_SIZE(sizes)], kjv.n - at);
-				rc = tok_batch_add_part(b, kjv.v + at, len, false);
-				at += len;
-			}
-			if (!rc)  /* the end of the document comes as an empty part */
-				rc = tok_batch_add_part(b, (const uint8_t *)"", 0, true);
-			if (!rc)
-				rc = tok_batch_add(b, (const uint8_t *)tail, strlen(tail));
-			if (!rc)
-				rc = tok_batch_flush(b);
-			CHECK(rc == 0, "%s, %d threads: %s", toks[ti], threads, titan_errmsg());
-			CHECK(c.ids.n == want.n && !memcmp(c.ids.v, want.v, want.n * 4),
-			      "%s, %d threads: ids differ (%zu vs %zu)", toks[ti], threads, c.ids.n,
-			      want.n);
-			CHECK(c.ends.n == 3 && !memcmp(c.ends.v, want_ends, sizeof want_ends),
-			      "%s, %d threads: %zu document ends", toks[ti], threads, c.ends.n);
-			CHECK(c.calls > 3 + kjv.n / (128u << 10),
-			      "%s, %d threads: %zu calls: the long document was not cut", toks[ti],
-			      threads, c.calls);
-			tok_batch_free(b);
-			pool_free(pool);
-			u32s_free(&c.ids);
-			u32s_free(&c.ends);
-		}
-		u32s_free(&want);
-		tok_encoder_free(e);
-		tok_free(t);
-	}
-	bytes_free(&kjv);
-}
-
 enum { NDOCS = 3000 };
 
 /* Queue the NDOCS test documents, then flush: the first failure. */
-static int feed_docs(tok_batch *b)
+static int feed_docs(tok_batch *b, const void *arg)
 {
+	(void)arg;
 	int rc = 0;
 	for (size_t i = 0; i < NDOCS && !rc; i++) {
 		size_t n;
@@ -153,6 +87,36 @@ static int feed_docs(tok_batch *b)
 		free(d);
 	}
 	return rc ? rc : tok_batch_flush(b);
+}
+
+/* Feed the documents feed queues through a batch of 1, 2 and 3 threads:
+ * the ids and the document ends must be want's and want_ends's, and fn
+ * must have been called more than min_calls times. */
+static void check_batch(const char *what, const titan_tok *t,
+			int (*feed)(tok_batch *, const void *), const void *arg,
+			const titan_u32s *want, const titan_u32s *want_ends, size_t min_calls)
+{
+	for (int threads = 1; threads <= 3; threads++) {
+		titan_pool *pool;
+		tok_batch *b;
+		collected c = {.fail_at = -1};
+		REQUIRE(pool_new(&pool, threads) == 0, "%s", titan_errmsg());
+		REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
+		int rc = feed(b, arg);
+		CHECK(rc == 0, "%s, %d threads: %s", what, threads, titan_errmsg());
+		CHECK(c.ids.n == want->n && !memcmp(c.ids.v, want->v, want->n * 4),
+		      "%s, %d threads: ids differ (%zu vs %zu)", what, threads, c.ids.n, want->n);
+		CHECK(c.ends.n == want_ends->n &&
+		      !memcmp(c.ends.v, want_ends->v, want_ends->n * 4),
+		      "%s, %d threads: document ends differ (%zu documents)", what, threads,
+		      c.ends.n);
+		CHECK(c.calls > min_calls, "%s, %d threads: %zu calls, more than %zu wanted", what,
+		      threads, c.calls, min_calls);
+		tok_batch_free(b);
+		pool_free(pool);
+		u32s_free(&c.ids);
+		u32s_free(&c.ends);
+	}
 }
 
 static void test_batch_matches_sequential(void)
@@ -170,28 +134,66 @@ static void test_batch_matches_sequential(void)
 		u32s_push(&want_ends, (uint32_t)want.n);
 		free(d);
 	}
-	for (int threads = 1; threads <= 3; threads++) {
-		titan_pool *pool;
-		tok_batch *b;
-		collected c = {.fail_at = -1};
-		REQUIRE(pool_new(&pool, threads) == 0, "%s", titan_errmsg());
-		REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
-		int rc = feed_docs(b);
-		CHECK(rc == 0, "%d threads: %s", threads, titan_errmsg());
-		CHECK(c.ends.n == NDOCS, "%d threads: %zu documents", threads, c.ends.n);
-		CHECK(c.ids.n == want.n && !memcmp(c.ids.v, want.v, want.n * 4),
-		      "%d threads: ids differ", threads);
-		CHECK(c.ends.n == want_ends.n && !memcmp(c.ends.v, want_ends.v, want_ends.n * 4),
-		      "%d threads: document ends differ", threads);
-		tok_batch_free(b);
-		pool_free(pool);
-		u32s_free(&c.ids);
-		u32s_free(&c.ends);
-	}
+	check_batch("gpt2", t, feed_docs, NULL, &want, &want_ends, NDOCS - 1);
 	u32s_free(&want);
 	u32s_free(&want_ends);
 	tok_encoder_free(e);
 	tok_free(t);
+}
+
+static const char long_head[] = "First document.", long_tail[] = "Last one.\n";
+
+/* A short document, text as one long document in parts of odd sizes, the
+ * end of it as an empty part, another short document. */
+static int feed_long(tok_batch *b, const void *arg)
+{
+	const titan_bytes *text = arg;
+	static const size_t sizes[] = { 1, 5000, 300000, (1u << 20) + 7, 77 };
+	int rc = tok_batch_add(b, (const uint8_t *)long_head, strlen(long_head));
+	size_t at = 0;
+	for (size_t k = 0; !rc && at < text->n; k++) {
+		size_t len = TITAN_MIN(sizes[k % ARRAY_SIZE(sizes)], text->n - at);
+		rc = tok_batch_add_part(b, text->v + at, len, false);
+		at += len;
+	}
+	if (!rc)
+		rc = tok_batch_add_part(b, (const uint8_t *)"", 0, true);
+	if (!rc)
+		rc = tok_batch_add(b, (const uint8_t *)long_tail, strlen(long_tail));
+	return rc ? rc : tok_batch_flush(b);
+}
+
+/* A long document in parts: its ids are those of the whole, for any thread
+ * count, and it reaches fn in pieces (it was cut). */
+static void test_batch_streams_long_document(void)
+{
+	static const char *const toks[] = { "gpt2", "llama3" };
+	titan_bytes kjv = {0};
+	if (!read_kjv(&kjv))
+		SKIP("TITAN_DATA unset or corpus/kjv.txt missing");
+	for (size_t ti = 0; ti < ARRAY_SIZE(toks); ti++) {
+		titan_tok *t = load_tok(toks[ti]);
+		if (!t) {
+			printf("# %s tokenizer missing, skipped\n", toks[ti]);
+			continue;
+		}
+		tok_encoder *e;
+		REQUIRE(tok_encoder_new(&e, t) == 0, "%s", titan_errmsg());
+		titan_u32s want = {0}, want_ends = {0};
+		tok_encode(e, (const uint8_t *)long_head, strlen(long_head), &want);
+		u32s_push(&want_ends, (uint32_t)want.n);
+		tok_encode(e, kjv.v, kjv.n, &want);
+		u32s_push(&want_ends, (uint32_t)want.n);
+		tok_encode(e, (const uint8_t *)long_tail, strlen(long_tail), &want);
+		u32s_push(&want_ends, (uint32_t)want.n);
+		check_batch(toks[ti], t, feed_long, &kjv, &want, &want_ends,
+			    3 + kjv.n / (128u << 10));
+		u32s_free(&want);
+		u32s_free(&want_ends);
+		tok_encoder_free(e);
+		tok_free(t);
+	}
+	bytes_free(&kjv);
 }
 
 static void test_batch_failure_is_carried(void)
@@ -204,7 +206,7 @@ static void test_batch_failure_is_carried(void)
 	collected c = {.fail_at = 1234};
 	REQUIRE(pool_new(&pool, 2) == 0, "%s", titan_errmsg());
 	REQUIRE(tok_batch_new(&b, t, pool, collect, &c) == 0, "%s", titan_errmsg());
-	int rc = feed_docs(b);
+	int rc = feed_docs(b, NULL);
 	CHECK(rc == TITAN_EIO, "rc %d", rc);
 	CHECK(strstr(titan_errmsg(), "document 1234: refused"), "message: %s", titan_errmsg());
 	CHECK(c.ends.n == 1234, "%zu documents handed over", c.ends.n);
@@ -215,20 +217,25 @@ static void test_batch_failure_is_carried(void)
 	tok_free(t);
 }
 
+/* A scratch directory (tmpl: mkdtemp's template) holding in.txt, text[0..n);
+ * in and out get the paths of in.txt and of a dataset "ds" beside it. */
+static void scratch_input(char *tmpl, char in[4200], char out[4200], const void *text, size_t n)
+{
+	REQUIRE(mkdtemp(tmpl), "mkdtemp");
+	snprintf(in, 4200, "%s/in.txt", tmpl);
+	snprintf(out, 4200, "%s/ds", tmpl);
+	FILE *fp = fopen(in, "wb");
+	REQUIRE(fp && fwrite(text, 1, n, fp) == n && fclose(fp) == 0, "cannot write %s", in);
+}
+
 static void test_pack_round_trip(void)
 {
 	titan_tok *t = load_tok("gpt2");
 	if (!t)
 		SKIP("TITAN_DATA unset or gpt2 tokenizer missing");
-	char tmpl[] = "/tmp/test_pack.XXXXXX";
-	REQUIRE(mkdtemp(tmpl), "mkdtemp");
-	char in[4200], out[4200];
-	snprintf(in, sizeof in, "%s/in.txt", tmpl);
-	snprintf(out, sizeof out, "%s/ds", tmpl);
-	FILE *fp = fopen(in, "wb");
-	REQUIRE(fp, "cannot write %s", in);
-	fputs("Hello world\n\nsecond line\n", fp);
-	fclose(fp);
+	char tmpl[] = "/tmp/test_pack.XXXXXX", in[4200], out[4200];
+	static const char text[] = "Hello world\n\nsecond line\n";
+	scratch_input(tmpl, in, out, text, strlen(text));
 
 	titan_pool *pool;
 	REQUIRE(pool_new(&pool, 2) == 0, "%s", titan_errmsg());
@@ -268,8 +275,8 @@ static void test_pack_round_trip(void)
 	tok_free(t);
 }
 
-/* A text file of 4 MB is one document, read and encoded in pieces and
- * gathered again: the dataset holds its ids as one encoding of the whole. */
+/* A text file of 4 MB is one document, read, encoded and written in pieces:
+ * the dataset holds its ids as one encoding of the whole. */
 static void test_pack_long_document(void)
 {
 	titan_tok *t = load_tok("gpt2");
@@ -278,13 +285,8 @@ static void test_pack_long_document(void)
 		tok_free(t);
 		SKIP("TITAN_DATA unset or gpt2 tokenizer or corpus/kjv.txt missing");
 	}
-	char tmpl[] = "/tmp/test_pack.XXXXXX";
-	REQUIRE(mkdtemp(tmpl), "mkdtemp");
-	char out[4200], in[4200];
-	snprintf(out, sizeof out, "%s/ds", tmpl);
-	snprintf(in, sizeof in, "%s/kjv.txt", tmpl);
-	FILE *fp = fopen(in, "wb");
-	REQUIRE(fp && fwrite(kjv.v, 1, kjv.n, fp) == kjv.n && fclose(fp) == 0, "cannot write %s", in);
+	char tmpl[] = "/tmp/test_pack.XXXXXX", in[4200], out[4200];
+	scratch_input(tmpl, in, out, kjv.v, kjv.n);
 	tok_encoder *e;
 	REQUIRE(tok_encoder_new(&e, t) == 0, "%s", titan_errmsg());
 	titan_u32s want = {0};
