@@ -153,12 +153,12 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 	if (st.skipped)
 		log_warn(log, "skipped %llu invalid JSON line(s)", (unsigned long long)st.skipped);
 	log_info(log, "packed %llu documents, %llu tokens (train %llu / val %llu) from %.1f MB "
-		 "in %.3f s (%.2f MB/s)",
+		 "in %.3f s (%.2f MB/s, %.3f s of CPU)",
 		 (unsigned long long)(st.docs[SPLIT_TRAIN] + st.docs[SPLIT_VAL]),
 		 (unsigned long long)(st.tokens[SPLIT_TRAIN] + st.tokens[SPLIT_VAL]),
 		 (unsigned long long)st.tokens[SPLIT_TRAIN], (unsigned long long)st.tokens[SPLIT_VAL],
 		 (double)st.bytes_in / 1e6, st.seconds,
-		 st.seconds > 0 ? (double)st.bytes_in / 1e6 / st.seconds : 0.0);
+		 st.seconds > 0 ? (double)st.bytes_in / 1e6 / st.seconds : 0.0, st.cpu_seconds);
 	log_debug(log, "threads %d, bos %s, eos %s", pool_threads(pool),
 		  st.bos_added ? "added" : "not added", st.eos_added ? "added" : "not added");
 out:

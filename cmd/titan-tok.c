@@ -235,7 +235,8 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 		rc = titan_err(TITAN_EUSAGE, "--eos: tokenizer '%s' has no EOS token", c.tok.path);
 	if (rc)
 		goto out;
-	double t_start = titan_now();  /* the job as a user sees it, load excluded */
+	/* the job as a user sees it, load excluded */
+	double t_start = titan_now(), cpu_start = titan_cpu_now();
 	static const char *const stdin_only[] = {"-"};
 	const char *const *inputs = files.n ? files.v : stdin_only;
 	if ((rc = ingest_open(&in, inputs, files.n ? files.n : 1, &io)))
@@ -260,9 +261,11 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 		uint64_t bytes = tok_batch_bytes(batch);
 		double job = titan_now() - t_start;
 		fprintf(stderr, "%s: encoded %llu bytes into %llu tokens in %.3f s "
-			"(%.2f MB/s, %d threads); %.3f s from first read to last write\n",
+			"(%.2f MB/s, %d threads); %.3f s from first read to last write, "
+			"%.3f s of CPU\n",
 			PROG, (unsigned long long)bytes, (unsigned long long)r.tokens_out, secs,
-			secs > 0 ? (double)bytes / 1e6 / secs : 0.0, pool_threads(pool), job);
+			secs > 0 ? (double)bytes / 1e6 / secs : 0.0, pool_threads(pool), job,
+			titan_cpu_now() - cpu_start);
 	}
 out:
 	log_progress_end(log);

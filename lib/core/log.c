@@ -21,6 +21,13 @@ double titan_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+double titan_cpu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 void log_init(titan_log *l, const char *prog)
 {
 	const char *force = getenv("TITAN_FORCE_TTY");

@@ -33,5 +33,7 @@ void log_progress_end(titan_log *l);
 
 /* Monotonic clock in seconds. */
 double titan_now(void);
+/* CPU seconds the process has used, all its threads together. */
+double titan_cpu_now(void);
 
 #endif

@@ -204,7 +204,7 @@ static int compress_threads(const pack_opts *o)
 
 int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats *st)
 {
-	double t0 = titan_now();
+	double t0 = titan_now(), cpu0 = titan_cpu_now();
 	packer p = {.seed = o->seed, .val_fraction = o->val_fraction, .split = -1};
 	memset(st, 0, sizeof *st);
 	pack_specials(o, &p.bos, &p.eos);
@@ -262,5 +262,6 @@ int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats
 		st->tokens[k] = p.tokens[k];
 	}
 	st->seconds = titan_now() - t0;
+	st->cpu_seconds = titan_cpu_now() - cpu0;
 	return rc;
 }

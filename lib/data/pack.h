@@ -40,6 +40,7 @@ typedef struct pack_stats {
 	uint64_t text_bytes;           /* document bytes tokenized (or id bytes read) */
 	uint64_t skipped;              /* invalid JSONL lines skipped */
 	double seconds;                /* from the first read to the rename */
+	double cpu_seconds;            /* the CPU time of all threads over those */
 	bool bos_added, eos_added;
 } pack_stats;
 
