@@ -22,6 +22,7 @@ typedef struct packer {
 	/* Read by the progress line on the caller's thread while a pool thread
 	 * writes them: accessed atomically. */
 	uint64_t docs[SPLIT_COUNT], tokens[SPLIT_COUNT];
+	uint64_t open_tokens;  /* written so far of a document not yet ended */
 } packer;
 
 void pack_specials(const pack_opts *o, int64_t *bos, int64_t *eos)
@@ -62,14 +63,17 @@ static int pack_ids(void *arg, const uint32_t *ids, size_t n, bool doc_end)
 		return rc;
 	p->doc_tokens += n;
 	p->head.n = 0;
-	if (!doc_end)
+	if (!doc_end) {
+		__atomic_store_n(&p->open_tokens, p->doc_tokens, __ATOMIC_RELAXED);
 		return 0;
+	}
 	if ((rc = dataset_writer_end(p->w, p->split, p->eos)))
 		return rc;
 	p->doc_tokens += p->eos >= 0;
 	int s = p->split;
 	__atomic_store_n(&p->docs[s], p->docs[s] + 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&p->tokens[s], p->tokens[s] + p->doc_tokens, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->open_tokens, 0, __ATOMIC_RELAXED);
 	p->split = -1;
 	return 0;
 }
@@ -87,8 +91,9 @@ static void progress(const pack_opts *o, packer *p, uint64_t done, uint64_t tota
 	if (!o->log)
 		return;
 	char label[128];
+	uint64_t tokens = load_sum(p->tokens) + __atomic_load_n(&p->open_tokens, __ATOMIC_RELAXED);
 	snprintf(label, sizeof label, "packing: %llu docs, %.1fM tokens",
-		 (unsigned long long)load_sum(p->docs), (double)load_sum(p->tokens) / 1e6);
+		 (unsigned long long)load_sum(p->docs), (double)tokens / 1e6);
 	log_progress(o->log, label, (double)done, (double)total, "B", false);
 }
 
@@ -100,7 +105,8 @@ static int pack_text(const pack_opts *o, packer *p, ingest *in, pack_stats *st)
 	int rc = tok_batch_new(&b, o->tok, o->pool, pack_ids, p);
 	while (!rc && (rc = ingest_next(in, &doc)) == 1) {
 		rc = tok_batch_add_part(b, doc.text, doc.len, !doc.more);
-		if (++count % 256 == 0)
+		/* Every 256 documents, or every part of a long one (1 MB) */
+		if (++count % 256 == 0 || doc.more)
 			progress(o, p, ingest_bytes_done(in), ingest_bytes_total(in));
 	}
 	if (!rc)
