@@ -488,9 +488,14 @@ static int refuse_id(const shard_writer *w, uint32_t id)
 
 int shard_writer_start_doc(shard_writer *w)
 {
-	uint8_t s[8];
-	put64(s, w->tokens);
-	return bytes_append(&w->starts, s, sizeof s);
+	/* In place: a call to memcpy for 8 bytes per document shows in the
+	 * hand-over thread's profile when documents are short. */
+	int rc = bytes_reserve(&w->starts, 8);
+	if (rc)
+		return rc;
+	put64(w->starts.v + w->starts.n, w->tokens);
+	w->starts.n += 8;
+	return 0;
 }
 
 /* Ids known to fit, to the document started last. */
