@@ -756,7 +756,7 @@ int tok_encode(tok_encoder *e, const uint8_t *text, size_t n, titan_u32s *out)
 
 size_t tok_next_cut(const titan_tok *t, const uint8_t *text, size_t n, size_t from)
 {
-	if (t->cut_unsafe || from >= n || !strcmp(pretok_kind(t->pt), "regex"))
+	if (t->cut_unsafe || from >= n)
 		return n;
 	const uint8_t *nl = from ? memchr(text + from - 1, '\n', n - from + 1) : memchr(text, '\n', n);
 	while (nl && !pretok_can_cut(t->pt, text, n, (size_t)(nl + 1 - text)))
