@@ -8,6 +8,7 @@
 #ifndef TITAN_TESTS_CHECK_H
 #define TITAN_TESTS_CHECK_H
 #include <ftw.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,18 @@ static inline const char *check_data_dir(void)
 {
 	const char *d = getenv("TITAN_DATA");
 	return d && *d ? d : NULL;
+}
+
+/* kjv.txt with its verses unnumbered, in place: the blanks and numbers
+ * after each '\n' go, so that a letter follows it, where every tokenizer's
+ * pattern may be cut (tok_next_cut).  Returns the new length. */
+static inline size_t check_unnumber_verses(uint8_t *text, size_t n)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!kept || text[kept - 1] != '\n' || !memchr(" 0123456789", text[i], 11))
+			text[kept++] = text[i];
+	return kept;
 }
 
 /* The test program's scratch directory, made by check_scratch_open() under

@@ -65,11 +65,7 @@ static bool read_kjv(titan_bytes *text)
 	snprintf(path, sizeof path, "%s/corpus/kjv.txt", dir);
 	if (access(path, R_OK) || file_read_all(path, text))
 		return false;
-	size_t n = 0;
-	for (size_t i = 0; i < text->n; i++)
-		if (!n || text->v[n - 1] != '\n' || !memchr(" 0123456789", text->v[i], 11))
-			text->v[n++] = text->v[i];
-	text->n = n;
+	text->n = check_unnumber_verses(text->v, text->n);
 	return true;
 }
 

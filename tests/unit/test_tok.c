@@ -431,11 +431,7 @@ static void test_cut_kjv(void)
 	titan_bytes text[2] = {{0}};
 	REQUIRE(file_read_all(path, &text[0]) == 0 && file_read_all(path, &text[1]) == 0, "%s",
 		titan_errmsg());
-	size_t kept = 0;
-	for (size_t i = 0; i < text[1].n; i++)
-		if (!kept || text[1].v[kept - 1] != '\n' || !memchr(" 0123456789", text[1].v[i], 11))
-			text[1].v[kept++] = text[1].v[i];
-	text[1].n = kept;
+	text[1].n = check_unnumber_verses(text[1].v, text[1].n);
 	static const char *const form[] = { "kjv.txt", "kjv.txt unnumbered" };
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
 		snprintf(rel, sizeof rel, "tokenizers/%s/tokenizer.json", names[i]);
