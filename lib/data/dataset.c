@@ -165,6 +165,13 @@ static int check_fits(const dataset_writer *w, const uint32_t *ids, size_t n)
 			 w->o.tok.vocab_size);
 }
 
+/* BOS or EOS, when there is one. */
+static int check_special(const dataset_writer *w, int64_t id)
+{
+	uint32_t v = (uint32_t)id;
+	return id >= 0 ? check_fits(w, &v, 1) : 0;
+}
+
 static int check_split(int split)
 {
 	if (split < 0 || split >= SPLIT_COUNT)
@@ -172,11 +179,20 @@ static int check_split(int split)
 	return 0;
 }
 
+/* Roll after the document that reached the limit: documents never span
+ * shards. */
+static int roll_shard(dataset_writer *w, int split)
+{
+	if (w->cur[split] && shard_writer_tokens(w->cur[split]) >= w->o.shard_tokens)
+		return close_shard(w, split);
+	return 0;
+}
+
 int dataset_writer_begin(dataset_writer *w, int split, int64_t bos)
 {
 	uint32_t head = (uint32_t)bos;
 	int rc;
-	if ((rc = check_split(split)) || (bos >= 0 && (rc = check_fits(w, &head, 1))))
+	if ((rc = check_split(split)) || (rc = check_special(w, bos)))
 		return rc;
 	if (!w->cur[split] && (rc = open_shard(w, split)))
 		return rc;
@@ -204,21 +220,23 @@ int dataset_writer_end(dataset_writer *w, int split, int64_t eos)
 		return rc;
 	if ((rc = check_split(split)))
 		return rc;
-	/* Roll after the document that reached the limit: documents never
-	 * span shards. */
-	if (w->cur[split] && shard_writer_tokens(w->cur[split]) >= w->o.shard_tokens)
-		return close_shard(w, split);
-	return 0;
+	return roll_shard(w, split);
 }
 
+/* The three at once in one pass: most documents are short, and three calls
+ * each shows in the hand-over thread's profile. */
 int dataset_writer_add_wrapped(dataset_writer *w, int split, int64_t bos,
 			       const uint32_t *ids, size_t n, int64_t eos)
 {
 	int rc;
-	if ((rc = dataset_writer_begin(w, split, bos)) ||
-	    (rc = dataset_writer_append(w, split, ids, n)))
+	if ((rc = check_split(split)) || (rc = check_fits(w, ids, n)) ||
+	    (rc = check_special(w, bos)) || (rc = check_special(w, eos)))
 		return rc;
-	return dataset_writer_end(w, split, eos);
+	if (!w->cur[split] && (rc = open_shard(w, split)))
+		return rc;
+	if ((rc = shard_writer_add_doc(w->cur[split], bos, ids, n, eos)))
+		return rc;
+	return roll_shard(w, split);
 }
 
 int dataset_writer_add(dataset_writer *w, int split, const uint32_t *ids, size_t n)

@@ -35,6 +35,15 @@ void pack_specials(const pack_opts *o, int64_t *bos, int64_t *eos)
 		*bos = -1;
 }
 
+/* A document written whole: its counts, for the summary and the progress
+ * line. */
+static void count_doc(packer *p, int split, uint64_t tokens)
+{
+	__atomic_store_n(&p->docs[split], p->docs[split] + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->tokens[split], p->tokens[split] + tokens, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->open_tokens, 0, __ATOMIC_RELAXED);
+}
+
 /* The next ids of the current document, the last ones with doc_end set
  * (tok_batch's function; the id reader calls it too).  A document goes to
  * the writer as its ids come once its first DATASET_SPLIT_IDS have decided
@@ -43,18 +52,22 @@ static int pack_ids(void *arg, const uint32_t *ids, size_t n, bool doc_end)
 {
 	packer *p = arg;
 	int rc = 0;
+	if (p->split < 0 && doc_end && !p->head.n) {
+		/* Whole in one call, as nearly every document is. */
+		int s = dataset_split_of(ids, n, p->seed, p->val_fraction);
+		if ((rc = dataset_writer_add_wrapped(p->w, s, p->bos, ids, n, p->eos)))
+			return rc;
+		count_doc(p, s, n + (p->bos >= 0) + (p->eos >= 0));
+		return 0;
+	}
 	if (p->split < 0) {
-		if (p->head.n || !doc_end) {
-			if ((rc = u32s_append(&p->head, ids, n)))
-				return rc;
-			if (!doc_end && p->head.n < DATASET_SPLIT_IDS)
-				return 0;
-			ids = p->head.v;
-			n = p->head.n;
-		}
+		if ((rc = u32s_append(&p->head, ids, n)))
+			return rc;
+		if (!doc_end && p->head.n < DATASET_SPLIT_IDS)
+			return 0;
+		ids = p->head.v;
+		n = p->head.n;
 		p->split = dataset_split_of(ids, n, p->seed, p->val_fraction);
-		if (p->split < 0)
-			return p->split;
 		if ((rc = dataset_writer_begin(p->w, p->split, p->bos)))
 			return rc;
 		p->doc_tokens = p->bos >= 0;
@@ -69,11 +82,7 @@ static int pack_ids(void *arg, const uint32_t *ids, size_t n, bool doc_end)
 	}
 	if ((rc = dataset_writer_end(p->w, p->split, p->eos)))
 		return rc;
-	p->doc_tokens += p->eos >= 0;
-	int s = p->split;
-	__atomic_store_n(&p->docs[s], p->docs[s] + 1, __ATOMIC_RELAXED);
-	__atomic_store_n(&p->tokens[s], p->tokens[s] + p->doc_tokens, __ATOMIC_RELAXED);
-	__atomic_store_n(&p->open_tokens, 0, __ATOMIC_RELAXED);
+	count_doc(p, p->split, p->doc_tokens + (p->eos >= 0));
 	p->split = -1;
 	return 0;
 }

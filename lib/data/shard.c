@@ -194,7 +194,11 @@ static void fill_tokens(uint8_t *dst, const uint32_t *ids, size_t n, int fill_by
 {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	if (fill_bytes == 4) {
-		memcpy(dst, ids, n * sizeof *ids);
+		/* BOS and EOS come one at a time: no call to memcpy for them. */
+		if (n == 1)
+			memcpy(dst, ids, 4);
+		else
+			memcpy(dst, ids, n * sizeof *ids);
 	} else {
 		for (size_t i = 0; i < n; i++) {
 			uint16_t v = (uint16_t)ids[i];
@@ -518,15 +522,24 @@ static int append_tokens(shard_writer *w, const uint32_t *ids, size_t n)
 	return 0;
 }
 
-int shard_writer_add_doc(shard_writer *w, const uint32_t *ids, size_t n)
+int shard_writer_add_doc(shard_writer *w, int64_t bos, const uint32_t *ids, size_t n,
+			 int64_t eos)
 {
-	uint32_t bad_id = 0;
+	uint32_t bad_id = 0, head = (uint32_t)bos, tail = (uint32_t)eos;
 	/* Checked before the document starts, so a refused one leaves no
 	 * trace. */
-	if (!shard_ids_fit(ids, n, w->token_bytes, &bad_id))
+	if (!shard_ids_fit(ids, n, w->token_bytes, &bad_id) ||
+	    (bos >= 0 && !shard_ids_fit(&head, 1, w->token_bytes, &bad_id)) ||
+	    (eos >= 0 && !shard_ids_fit(&tail, 1, w->token_bytes, &bad_id)))
 		return refuse_id(w, bad_id);
 	int rc = shard_writer_start_doc(w);
-	return rc ? rc : append_tokens(w, ids, n);
+	if (!rc && bos >= 0)
+		rc = append_tokens(w, &head, 1);
+	if (!rc)
+		rc = append_tokens(w, ids, n);
+	if (!rc && eos >= 0)
+		rc = append_tokens(w, &tail, 1);
+	return rc;
 }
 
 int shard_writer_append(shard_writer *w, const uint32_t *ids, size_t n)

@@ -45,9 +45,11 @@ typedef struct shard_summary {
  * failure there comes back from a later add, append or close. */
 int shard_writer_open(shard_writer **out, const char *path, int token_bytes,
 		      uint32_t block_tokens, int zstd_level, int threads);
-/* Append one document; an id that does not fit token_bytes is TITAN_ERANGE
- * and adds nothing. */
-int shard_writer_add_doc(shard_writer *w, const uint32_t *ids, size_t n);
+/* Append one document: bos (when not negative), ids[0..n), eos (when not
+ * negative).  An id that does not fit token_bytes is TITAN_ERANGE and adds
+ * nothing. */
+int shard_writer_add_doc(shard_writer *w, int64_t bos, const uint32_t *ids, size_t n,
+			 int64_t eos);
 /* The same in pieces, so a document need not be assembled first: start a
  * document, then append its ids in as many calls as it takes.  An id that
  * does not fit is TITAN_ERANGE; after a failed append the writer is good

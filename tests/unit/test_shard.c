@@ -56,7 +56,7 @@ static int write_shard_threads(const char *path, const docs *d, int token_bytes,
 		return rc;
 	size_t off = 0;
 	for (size_t i = 0; i < d->lens.n; i++) {
-		rc = shard_writer_add_doc(w, d->ids.v + off, d->lens.v[i]);
+		rc = shard_writer_add_doc(w, -1, d->ids.v + off, d->lens.v[i], -1);
 		if (rc) {
 			shard_writer_abort(w);
 			return rc;
@@ -168,7 +168,7 @@ static void test_empty_docs_only(void)
 	shard_writer *w;
 	REQUIRE(shard_writer_open(&w, path, 2, 8, 0, 0) == 0, "%s", titan_errmsg());
 	for (int i = 0; i < 3; i++)
-		REQUIRE(shard_writer_add_doc(w, NULL, 0) == 0, "%s", titan_errmsg());
+		REQUIRE(shard_writer_add_doc(w, -1, NULL, 0, -1) == 0, "%s", titan_errmsg());
 	shard_summary sum;
 	REQUIRE(shard_writer_close(w, &sum) == 0, "%s", titan_errmsg());
 	CHECK(sum.tokens == 0 && sum.docs == 3, "counts");
@@ -187,8 +187,8 @@ static void test_u16_range(void)
 	shard_writer *w;
 	REQUIRE(shard_writer_open(&w, path, 2, 8, 0, 0) == 0, "%s", titan_errmsg());
 	uint32_t ok[] = { 1, 65535 }, bad[] = { 3, 65536 };
-	CHECK(shard_writer_add_doc(w, ok, 2) == 0, "%s", titan_errmsg());
-	CHECK(shard_writer_add_doc(w, bad, 2) == TITAN_ERANGE, "65536 in u16");
+	CHECK(shard_writer_add_doc(w, -1, ok, 2, -1) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_add_doc(w, -1, bad, 2, -1) == TITAN_ERANGE, "65536 in u16");
 	CHECK(strstr(titan_errmsg(), "65536") != NULL, "message: %s", titan_errmsg());
 	shard_writer_abort(w);
 	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -202,8 +202,8 @@ static void test_u24_range(void)
 	shard_writer *w;
 	REQUIRE(shard_writer_open(&w, path, 3, 8, 0, 0) == 0, "%s", titan_errmsg());
 	uint32_t ok[] = { 1, 0xffffff }, bad[] = { 3, 1u << 24 };
-	CHECK(shard_writer_add_doc(w, ok, 2) == 0, "%s", titan_errmsg());
-	CHECK(shard_writer_add_doc(w, bad, 2) == TITAN_ERANGE, "2^24 in 3 bytes");
+	CHECK(shard_writer_add_doc(w, -1, ok, 2, -1) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_add_doc(w, -1, bad, 2, -1) == TITAN_ERANGE, "2^24 in 3 bytes");
 	CHECK(strstr(titan_errmsg(), "16777216") != NULL, "message: %s", titan_errmsg());
 	CHECK(shard_writer_start_doc(w) == 0, "%s", titan_errmsg());
 	CHECK(shard_writer_append(w, bad + 1, 1) == TITAN_ERANGE, "2^24 appended");
@@ -251,6 +251,50 @@ static void test_pieces_match_whole(void)
 	free_docs(&d);
 }
 
+/* BOS and EOS given to add_doc land as if appended around the ids; one that
+ * does not fit refuses the document and adds nothing. */
+static void test_wrapped_match_pieces(void)
+{
+	char wrapped[600], pieces[600];
+	path_in(wrapped, sizeof wrapped, "wrapped.shard");
+	path_in(pieces, sizeof pieces, "wrapped-pieces.shard");
+	docs d;
+	make_docs(&d, 300, 40, 65530);
+	uint32_t bos = 65531, eos = 65532;
+	shard_writer *a, *b;
+	REQUIRE(shard_writer_open(&a, wrapped, 2, 16, 0, 0) == 0, "%s", titan_errmsg());
+	REQUIRE(shard_writer_open(&b, pieces, 2, 16, 0, 0) == 0, "%s", titan_errmsg());
+	size_t off = 0;
+	int rc = 0;
+	for (size_t i = 0; i < d.lens.n && !rc; i++) {
+		const uint32_t *ids = d.ids.v + off;
+		size_t n = d.lens.v[i];
+		rc = shard_writer_add_doc(a, bos, ids, n, i % 3 ? (int64_t)eos : -1);
+		if (!rc && i % 5 == 0)
+			CHECK(shard_writer_add_doc(a, 65536, ids, n, eos) == TITAN_ERANGE &&
+			      shard_writer_add_doc(a, bos, ids, n, 1 << 20) == TITAN_ERANGE,
+			      "a BOS or EOS past u16 was taken");
+		if (!rc)
+			rc = shard_writer_start_doc(b);
+		if (!rc)
+			rc = shard_writer_append(b, &bos, 1);
+		if (!rc)
+			rc = shard_writer_append(b, ids, n);
+		if (!rc && i % 3)
+			rc = shard_writer_append(b, &eos, 1);
+		off += n;
+	}
+	REQUIRE(rc == 0, "%s", titan_errmsg());
+	shard_summary sa, sb;
+	REQUIRE(shard_writer_close(a, &sa) == 0, "%s", titan_errmsg());
+	REQUIRE(shard_writer_close(b, &sb) == 0, "%s", titan_errmsg());
+	CHECK(sa.xxh64 == sb.xxh64 && sa.docs == d.lens.n && sb.docs == d.lens.n,
+	      "wrapped documents differ from the same appended in pieces");
+	unlink(wrapped);
+	unlink(pieces);
+	free_docs(&d);
+}
+
 /* Abort with blocks still queued for compression: nothing is left. */
 static void test_abort_with_blocks_queued(void)
 {
@@ -260,7 +304,7 @@ static void test_abort_with_blocks_queued(void)
 	make_docs(&d, 2000, 100, 1u << 20);
 	shard_writer *w;
 	REQUIRE(shard_writer_open(&w, path, 4, 3, 0, 0) == 0, "%s", titan_errmsg());
-	CHECK(shard_writer_add_doc(w, d.ids.v, d.ids.n) == 0, "%s", titan_errmsg());
+	CHECK(shard_writer_add_doc(w, -1, d.ids.v, d.ids.n, -1) == 0, "%s", titan_errmsg());
 	shard_writer_abort(w);
 	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
 	CHECK(access(tmp, F_OK) != 0 && access(path, F_OK) != 0, "abort left a file");
@@ -463,6 +507,7 @@ int main(void)
 	RUN(test_not_a_shard);
 	/* Last, so the tests above see the random data they always saw. */
 	RUN(test_pieces_match_whole);
+	RUN(test_wrapped_match_pieces);
 	RUN(test_abort_with_blocks_queued);
 	check_rmtree(check_scratch);
 	return check_done();
