@@ -82,7 +82,7 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 		{"shard-tokens", 0, OPT_INT, &shard_tokens, "N",
 		 "start a new shard past N tokens (default 2^28)"},
 		{"threads", 'T', OPT_INT, &threads, "N", "worker threads (default 0: all cores)"},
-		{"zstd-level", 0, OPT_INT, &level, "L", "zstd level of the blocks, 1 to 19 (default 1)"},
+		{"zstd-level", 0, OPT_INT, &level, "L", "zstd level of the blocks, -7 to 19 (default 1)"},
 		{"seed", 0, OPT_INT, &seed, "S", "seed of the train/val split (default 0)"},
 		{"skip-bad", 0, OPT_FLAG, &skip_bad, NULL, "skip invalid JSON lines and count them"},
 		{"force", 'f', OPT_FLAG, &force, NULL, "replace an existing OUTDIR"},
@@ -121,8 +121,8 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 	if (!rc && shard_tokens < 0)
 		rc = titan_err(TITAN_EUSAGE, "--shard-tokens must be positive, got %lld",
 			       shard_tokens);
-	if (!rc && (level < 0 || level > 19))
-		rc = titan_err(TITAN_EUSAGE, "--zstd-level must be 1 to 19, got %lld", level);
+	if (!rc && (level < -7 || level > 19))
+		rc = titan_err(TITAN_EUSAGE, "--zstd-level must be -7 to 19, got %lld", level);
 	if (!rc && seed < 0)
 		rc = titan_err(TITAN_EUSAGE, "--seed must be 0 or more, got %lld", seed);
 	if (!rc && from_ids && (format || field || lines || skip_bad))
@@ -153,12 +153,13 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 	if (st.skipped)
 		log_warn(log, "skipped %llu invalid JSON line(s)", (unsigned long long)st.skipped);
 	log_info(log, "packed %llu documents, %llu tokens (train %llu / val %llu) from %.1f MB "
-		 "in %.3f s (%.2f MB/s, %.3f s of CPU)",
+		 "in %.3f s (%.2f MB/s, %.3f s of CPU, %.3f s of it compressing)",
 		 (unsigned long long)(st.docs[SPLIT_TRAIN] + st.docs[SPLIT_VAL]),
 		 (unsigned long long)(st.tokens[SPLIT_TRAIN] + st.tokens[SPLIT_VAL]),
 		 (unsigned long long)st.tokens[SPLIT_TRAIN], (unsigned long long)st.tokens[SPLIT_VAL],
 		 (double)st.bytes_in / 1e6, st.seconds,
-		 st.seconds > 0 ? (double)st.bytes_in / 1e6 / st.seconds : 0.0, st.cpu_seconds);
+		 st.seconds > 0 ? (double)st.bytes_in / 1e6 / st.seconds : 0.0, st.cpu_seconds,
+		 st.compress_cpu_seconds);
 	log_debug(log, "threads %d, bos %s, eos %s", pool_threads(pool),
 		  st.bos_added ? "added" : "not added", st.eos_added ? "added" : "not added");
 out:

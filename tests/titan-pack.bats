@@ -333,6 +333,7 @@ flip_byte() {
 	run titan-pack -t "$(tokjson gpt2)" -o out --val-fraction 0 "$TITAN_DATA/corpus/tinyshakespeare.jsonl"
 	expect_status 0
 	expect_output_has "titan-pack: packed 7222 documents, 330807 tokens (train 330807 / val 0) from 1.2 MB in"
+	expect_output_has "s of it compressing)"
 	run env TITAN_FORCE_TTY=1 titan-pack -t "$(tokjson gpt2)" -o out2 --val-fraction 0 --threads 1 "$TITAN_DATA/corpus/kjv.txt" "$TITAN_DATA/corpus/tinyshakespeare.jsonl" "$TITAN_DATA/corpus/tinyshakespeare.txt" --lines
 	expect_status 0
 	expect_output_has "docs"
@@ -351,6 +352,13 @@ flip_byte() {
 	titan-pack verify c
 	cmp <(titan-pack cat a) <(titan-pack cat c)
 	[ "$(titan-pack info --json c | jq .splits.train.bytes)" -lt "$(titan-pack info --json a | jq .splits.train.bytes)" ]
+	titan-pack -q -t "$(tokjson gpt2)" -o e --zstd-level -3 "$in"
+	titan-pack verify e
+	cmp <(titan-pack cat a) <(titan-pack cat e)
+	[ "$(titan-pack info --json e | jq .splits.train.bytes)" -gt "$(titan-pack info --json a | jq .splits.train.bytes)" ]
 	run titan-pack -q -t "$(tokjson gpt2)" -o d --zstd-level 30 "$in"
 	expect_status 2
+	run titan-pack -q -t "$(tokjson gpt2)" -o d --zstd-level -8 "$in"
+	expect_status 2
+	expect_output_has "--zstd-level must be -7 to 19, got -8"
 }

@@ -21,11 +21,21 @@ double titan_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-double titan_cpu_now(void)
+static double cpu_clock(clockid_t id)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	clock_gettime(id, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double titan_cpu_now(void)
+{
+	return cpu_clock(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+double titan_thread_cpu_now(void)
+{
+	return cpu_clock(CLOCK_THREAD_CPUTIME_ID);
 }
 
 void log_init(titan_log *l, const char *prog)

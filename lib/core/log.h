@@ -35,5 +35,7 @@ void log_progress_end(titan_log *l);
 double titan_now(void);
 /* CPU seconds the process has used, all its threads together. */
 double titan_cpu_now(void);
+/* CPU seconds the calling thread has used. */
+double titan_thread_cpu_now(void);
 
 #endif

@@ -55,6 +55,7 @@ struct dataset_writer {
 	shard_writer *cur[SPLIT_COUNT];
 	shard_entry *shards[SPLIT_COUNT];
 	size_t nshards[SPLIT_COUNT];
+	double compress_cpu;   /* of the shards closed so far */
 };
 
 static void writer_free(dataset_writer *w)
@@ -130,7 +131,9 @@ static int close_shard(dataset_writer *w, int s)
 	shard_writer *sw = w->cur[s];
 	w->cur[s] = NULL;
 	shard_entry *e = &w->shards[s][w->nshards[s] - 1];
-	return shard_writer_close(sw, &e->sum);
+	int rc = shard_writer_close(sw, &e->sum);
+	w->compress_cpu += e->sum.compress_cpu;
+	return rc;
 }
 
 static int open_shard(dataset_writer *w, int s)
@@ -305,7 +308,7 @@ static int write_manifest(const dataset_writer *w)
 	return rc;
 }
 
-int dataset_writer_commit(dataset_writer *w)
+int dataset_writer_commit(dataset_writer *w, double *compress_cpu)
 {
 	int rc = 0;
 	uint64_t tokens = 0;
@@ -323,6 +326,8 @@ int dataset_writer_commit(dataset_writer *w)
 		rc = file_install_dir(w->tmpdir, w->outdir, w->o.force);
 	if (rc)
 		file_discard_tree(w->tmpdir);
+	if (compress_cpu)
+		*compress_cpu = w->compress_cpu;
 	writer_free(w);
 	return rc;
 }

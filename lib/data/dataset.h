@@ -58,8 +58,10 @@ int dataset_writer_begin(dataset_writer *w, int split, int64_t bos);
 int dataset_writer_append(dataset_writer *w, int split, const uint32_t *ids, size_t n);
 int dataset_writer_end(dataset_writer *w, int split, int64_t eos);
 /* Close the shards, write manifest.json, rename into place; frees w.
- * A dataset with no tokens at all is TITAN_EFORMAT ("empty corpus"). */
-int dataset_writer_commit(dataset_writer *w);
+ * A dataset with no tokens at all is TITAN_EFORMAT ("empty corpus").
+ * compress_cpu (may be NULL): the CPU seconds the shards' writing took
+ * (shard_summary.compress_cpu, summed). */
+int dataset_writer_commit(dataset_writer *w, double *compress_cpu);
 /* Remove everything written; frees w. */
 void dataset_writer_abort(dataset_writer *w);
 

@@ -269,7 +269,7 @@ int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats
 	if (rc) {
 		dataset_writer_abort(p.w);
 	} else {
-		rc = dataset_writer_commit(p.w);
+		rc = dataset_writer_commit(p.w, &st->compress_cpu_seconds);
 	}
 	u32s_free(&p.head);
 	for (int k = 0; k < SPLIT_COUNT; k++) {

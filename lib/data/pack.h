@@ -41,6 +41,7 @@ typedef struct pack_stats {
 	uint64_t skipped;              /* invalid JSONL lines skipped */
 	double seconds;                /* from the first read to the rename */
 	double cpu_seconds;            /* the CPU time of all threads over those */
+	double compress_cpu_seconds;   /* the part of it the shard writers took */
 	bool bos_added, eos_added;
 } pack_stats;
 

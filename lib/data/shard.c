@@ -6,6 +6,7 @@
 #include "core/base.h"
 #include "data/shard.h"
 #include "core/hash.h"
+#include "core/log.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -185,6 +186,7 @@ struct shard_writer {
 	 * filled. */
 	uint32_t written, claimed, queued;
 	bool quit, cancel;     /* no more blocks; drop those not written */
+	double compress_cpu;   /* the threads' CPU seconds, added as each ends */
 	int rc;                /* the threads' first failure, and its message */
 	char msg[1024];
 };
@@ -308,6 +310,7 @@ static void *compress_main(void *arg)
 		w->written++;
 		pthread_cond_broadcast(&w->cv);
 	}
+	w->compress_cpu += titan_thread_cpu_now();
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
 }
@@ -573,8 +576,10 @@ static int write_tail(shard_writer *w, uint64_t *size)
 	uint8_t *z = malloc(bound ? bound : 1);
 	if (!z)
 		return titan_err_nomem();
+	double cpu0 = titan_thread_cpu_now();
 	size_t zn = ZSTD_compressCCtx(w->cctx[0], z, bound, w->starts.v ? w->starts.v : sum,
 				      w->starts.n, w->zstd_level);
+	w->compress_cpu += titan_thread_cpu_now() - cpu0;
 	if (ZSTD_isError(zn)) {
 		free(z);
 		return titan_err(TITAN_EINTERNAL, "'%s': document table: zstd: %s",
@@ -635,6 +640,7 @@ int shard_writer_close(shard_writer *w, shard_summary *sum)
 		sum->tokens = w->tokens;
 		sum->docs = w->starts.n / 8;
 		sum->bytes = size;
+		sum->compress_cpu = w->compress_cpu;
 		rc = hash_file(w->path, &sum->xxh64);
 	}
 	writer_free(w);

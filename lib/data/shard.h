@@ -33,6 +33,8 @@ typedef struct shard_writer shard_writer;
 typedef struct shard_summary {
 	uint64_t tokens, docs, bytes;  /* bytes: file size */
 	uint64_t xxh64;                /* XXH64 of the whole file */
+	double compress_cpu;           /* CPU seconds spent compressing, checksumming
+					* and writing the blocks and the document table */
 } shard_summary;
 
 /* Create PATH (written as PATH.tmp.PID, renamed by shard_writer_close).

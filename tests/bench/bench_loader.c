@@ -79,7 +79,7 @@ static int make_synthetic(const char *outdir)
 		total += len;
 	}
 	u32s_free(&doc);
-	return dataset_writer_commit(w);
+	return dataset_writer_commit(w, NULL);
 fail:
 	u32s_free(&doc);
 	dataset_writer_abort(w);

@@ -53,17 +53,21 @@ mv "$jsonl.tmp" "$jsonl" || die "cannot write '$jsonl'"
 docs_lines=$(wc -l <"$english")
 docs_jsonl=$(wc -l <"$jsonl")
 
-# measure TOK FILE THREADS TFLAGS PFLAGS: "ENC JOB PACK JOBCPU PACKCPU",
+# measure TOK FILE THREADS TFLAGS PFLAGS: "ENC JOB PACK JOBCPU PACKCPU ZCPU",
 # the best seconds of each over the runs.  ENC is titan-tok's encoding alone
 # (its --stats line), JOB its whole job from the first read to the last
 # write of the ids, PACK titan-pack's packing seconds (its summary line),
-# JOBCPU and PACKCPU the CPU seconds of all threads over JOB and PACK; the
-# tokenizer load is excluded from all five.  Each run does the titan-tok job and
-# then titan-pack, so that a machine whose speed drifts (a neighbour
-# waking up) slows both alike rather than one of them.
+# JOBCPU and PACKCPU the CPU seconds of all threads over JOB and PACK, ZCPU
+# the part of PACKCPU compression took; the tokenizer load is excluded from
+# all six.  Each run does the titan-tok job and then titan-pack, so that a
+# machine whose speed drifts (a neighbour waking up) slows both alike rather
+# than one of them.  The outputs of the run before are removed first, so that
+# neither tool's time includes deleting them.
 measure() {
-	local i line enc job pk jc pc best_enc=- best_job=- best_pack=- best_jc=- best_pc=-
+	local i line enc job pk jc pc zc
+	local best_enc=- best_job=- best_pack=- best_jc=- best_pc=- best_zc=-
 	for (( i = 0; i < runs; i++ )); do
+		rm -rf "$work/ids.u32" "$work/ds"
 		# shellcheck disable=SC2086  # the flags are one word or none
 		line=$("$tok" encode -t "$1" --threads "$3" $4 --format u32 --stats \
 			-o "$work/ids.u32" "$2" 2>&1 | grep '^titan-tok: encoded')
@@ -71,18 +75,21 @@ measure() {
 		job=$(echo "$line" | sed -n 's/.*; \([0-9.]*\) s from first read.*/\1/p')
 		jc=$(echo "$line" | sed -n 's/.* \([0-9.]*\) s of CPU.*/\1/p')
 		# shellcheck disable=SC2086
-		line=$("$pack" -t "$1" --threads "$3" $5 -o "$work/ds" --force "$2" 2>&1 |
+		rm -rf "$work/ds"
+		line=$("$pack" -t "$1" --threads "$3" $5 -o "$work/ds" "$2" 2>&1 |
 			grep '^titan-pack: packed')
 		pk=$(echo "$line" | sed -n 's/.* MB in \([0-9.]*\) s .*/\1/p')
 		pc=$(echo "$line" | sed -n 's/.* \([0-9.]*\) s of CPU.*/\1/p')
+		zc=$(echo "$line" | sed -n 's/.* \([0-9.]*\) s of it compressing.*/\1/p')
 		best_enc=$(best_of "$best_enc" "$enc")
 		best_job=$(best_of "$best_job" "$job")
 		best_pack=$(best_of "$best_pack" "$pk")
 		best_jc=$(best_of "$best_jc" "$jc")
 		best_pc=$(best_of "$best_pc" "$pc")
+		best_zc=$(best_of "$best_zc" "$zc")
 	done
 	rm -rf "$work/ids.u32" "$work/ds"
-	echo "$best_enc $best_job $best_pack $best_jc $best_pc"
+	echo "$best_enc $best_job $best_pack $best_jc $best_pc $best_zc"
 }
 
 # best_of A B: the smaller of two seconds, "-" standing for none.
@@ -94,6 +101,13 @@ best_of() {
 
 mbps() {
 	awk -v b="$1" -v s="$2" 'BEGIN { if (s + 0 > 0) printf "%.1f", b / s / 1e6; else printf "-" }'
+}
+
+# share PART WHOLE: PART as a percentage of WHOLE.
+share() {
+	awk -v p="$1" -v w="$2" 'BEGIN {
+		if (p != "" && p != "-" && w + 0 > 0) printf "%.0f%%", 100 * p / w; else printf "-"
+	}'
 }
 
 overhead() {
@@ -110,15 +124,17 @@ echo "  enc:  titan-tok's encoding alone (--stats), the raw tokenizer speed"
 echo "  job:  titan-tok encode --format u32 -o FILE from the first read to the last write"
 echo "  pack: titan-pack from the first read to the rename of the finished dataset"
 echo "  (the tokenizer load is excluded everywhere); cost = pack time / job time - 1,"
-echo "  cpu cost = pack CPU time / job CPU time - 1 (all threads; on busy cores extra CPU becomes extra time)"
+echo "  cpu cost = pack CPU time / job CPU time - 1 (all threads; on busy cores extra CPU becomes extra time),"
+echo "  zstd = the CPU time titan-pack spent compressing, as a share of the job's CPU time: the part"
+echo "  of the cpu cost that --zstd-level sets"
 echo "machine: ${cpu:-unknown cpu}, $cores cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "english: (kjv.txt + tinyshakespeare.txt) x $copies, $(stat -c %s "$english") bytes, one document"
 echo "lines:   the same with --lines, $docs_lines documents"
 echo "jsonl:   tinyshakespeare.jsonl x $jsonl_copies, $(stat -c %s "$jsonl") bytes, $docs_jsonl documents"
 echo
-fmt="%-10s %-8s %7s %9s %9s %9s %9s %9s %9s\n"
+fmt="%-10s %-8s %7s %9s %9s %9s %9s %9s %6s %9s\n"
 # shellcheck disable=SC2059  # fmt is this script's own format
-printf "$fmt" tokenizer text threads "enc MB/s" "job MB/s" "pack MB/s" "cost" "cpu cost" "vs enc"
+printf "$fmt" tokenizer text threads "enc MB/s" "job MB/s" "pack MB/s" "cost" "cpu cost" "zstd" "vs enc"
 for name in $tokenizers; do
 	json=$TITAN_DATA/tokenizers/$name/tokenizer.json
 	[ -r "$json" ] || { echo "'$json' not found, $name skipped" >&2; continue; }
@@ -130,13 +146,14 @@ for name in $tokenizers; do
 		[ "$text" = jsonl ] && file=$jsonl tflags=--jsonl
 		size=$(stat -c %s "$file")
 		for threads in 1 0; do
-			read -r es js ps jc pc < <(measure "$json" "$file" "$threads" "$tflags" "$pflags")
+			read -r es js ps jc pc zc < <(measure "$json" "$file" "$threads" "$tflags" "$pflags")
 			label=$threads
 			[ "$threads" = 0 ] && label="$cores"
 			# shellcheck disable=SC2059
 			printf "$fmt" "$name" "$text" "$label" "$(mbps "$size" "$es")" \
 				"$(mbps "$size" "$js")" "$(mbps "$size" "$ps")" \
-				"$(overhead "$ps" "$js")" "$(overhead "$pc" "$jc")" "$(overhead "$ps" "$es")"
+				"$(overhead "$ps" "$js")" "$(overhead "$pc" "$jc")" "$(share "$zc" "$jc")" \
+				"$(overhead "$ps" "$es")"
 		done
 	done
 done

@@ -100,7 +100,7 @@ static int write_dataset(const dataset_writer_opts *o, size_t ndocs, size_t maxl
 		dataset_writer_abort(w);
 		return rc;
 	}
-	return dataset_writer_commit(w);
+	return dataset_writer_commit(w, NULL);
 }
 
 static void check_split_content(dataset *d, int s, const expect *e)
@@ -427,12 +427,12 @@ static void test_outdir_rules(void)
 	/* An empty corpus: an error and nothing behind. */
 	o.force = false;
 	REQUIRE(dataset_writer_open(&w, &o) == 0, "%s", titan_errmsg());
-	CHECK(dataset_writer_commit(w) == TITAN_EFORMAT &&
+	CHECK(dataset_writer_commit(w, NULL) == TITAN_EFORMAT &&
 	      !strcmp(titan_errmsg(), "empty corpus: no documents"), "%s", titan_errmsg());
 	CHECK(count_prefixed("out") == 0, "empty leftovers");
 	REQUIRE(dataset_writer_open(&w, &o) == 0, "%s", titan_errmsg());
 	CHECK(dataset_writer_add(w, SPLIT_VAL, NULL, 0) == 0, "%s", titan_errmsg());
-	CHECK(dataset_writer_commit(w) == TITAN_EFORMAT, "only empty documents");
+	CHECK(dataset_writer_commit(w, NULL) == TITAN_EFORMAT, "only empty documents");
 	CHECK(count_prefixed("out") == 0, "empty leftovers");
 
 	/* An id past u16 in a u16 dataset. */
@@ -467,7 +467,7 @@ static void test_speed(void)
 		const uint32_t *doc = ids + (i * 7919) % (pool - len);
 		REQUIRE(dataset_writer_add(w, SPLIT_TRAIN, doc, len) == 0, "%s", titan_errmsg());
 	}
-	REQUIRE(dataset_writer_commit(w) == 0, "%s", titan_errmsg());
+	REQUIRE(dataset_writer_commit(w, NULL) == 0, "%s", titan_errmsg());
 	double t1 = now();
 	dataset *d;
 	REQUIRE(dataset_open(&d, dir) == 0, "%s", titan_errmsg());

@@ -54,7 +54,7 @@ static int make_dataset(char *path, size_t size, const char *name,
 		}
 	}
 	u32s_free(&ids);
-	return dataset_writer_commit(w);
+	return dataset_writer_commit(w, NULL);
 fail:
 	u32s_free(&ids);
 	dataset_writer_abort(w);

@@ -1,6 +1,7 @@
 /* test_shard.c - one shard file: round trips, block access, damage. */
 #include "core/base.h"
 #include "core/hash.h"
+#include "core/log.h"
 #include "data/shard.h"
 #include "check.h"
 
@@ -261,6 +262,7 @@ static void test_wrapped_match_pieces(void)
 	docs d;
 	make_docs(&d, 300, 40, 65530);
 	uint32_t bos = 65531, eos = 65532;
+	double cpu0 = titan_cpu_now();
 	shard_writer *a, *b;
 	REQUIRE(shard_writer_open(&a, wrapped, 2, 16, 0, 0) == 0, "%s", titan_errmsg());
 	REQUIRE(shard_writer_open(&b, pieces, 2, 16, 0, 0) == 0, "%s", titan_errmsg());
@@ -290,6 +292,10 @@ static void test_wrapped_match_pieces(void)
 	REQUIRE(shard_writer_close(b, &sb) == 0, "%s", titan_errmsg());
 	CHECK(sa.xxh64 == sb.xxh64 && sa.docs == d.lens.n && sb.docs == d.lens.n,
 	      "wrapped documents differ from the same appended in pieces");
+	/* The writers' own CPU time: some, and no more than the process's. */
+	double cpu = titan_cpu_now() - cpu0;
+	CHECK(sa.compress_cpu > 0 && sb.compress_cpu > 0 && sa.compress_cpu + sb.compress_cpu <= cpu,
+	      "compress_cpu %g + %g of %g s", sa.compress_cpu, sb.compress_cpu, cpu);
 	unlink(wrapped);
 	unlink(pieces);
 	free_docs(&d);
