@@ -443,7 +443,21 @@ static void test_outdir_rules(void)
 	      strstr(titan_errmsg(), "65536 does not fit in u16") &&
 	      !strstr(titan_errmsg(), ".tmp."), "%s", titan_errmsg());
 	CHECK(dataset_writer_add(w, SPLIT_TRAIN, big, 1) == 0, "writer still usable");
-	dataset_writer_abort(w);
+	CHECK(dataset_writer_add_wrapped(w, SPLIT_TRAIN, 65536, big, 1, 7) == TITAN_ERANGE &&
+	      strstr(titan_errmsg(), "65536 does not fit in u16"), "BOS past u16: %s",
+	      titan_errmsg());
+	CHECK(dataset_writer_add_wrapped(w, SPLIT_TRAIN, 6, big, 1, 65536) == TITAN_ERANGE,
+	      "EOS past u16");
+	/* The refused documents left nothing behind: one document, one token. */
+	REQUIRE(dataset_writer_commit(w, NULL) == 0, "%s", titan_errmsg());
+	dataset *d;
+	REQUIRE(dataset_open(&d, dir) == 0, "%s", titan_errmsg());
+	CHECK(dataset_docs(d, SPLIT_TRAIN) == 1 && dataset_tokens(d, SPLIT_TRAIN) == 1,
+	      "after refusals: %llu documents, %llu tokens",
+	      (unsigned long long)dataset_docs(d, SPLIT_TRAIN),
+	      (unsigned long long)dataset_tokens(d, SPLIT_TRAIN));
+	dataset_close(d);
+	check_rmtree(dir);
 	CHECK(count_prefixed("out") == 0, "range leftovers");
 }
 
