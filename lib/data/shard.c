@@ -196,11 +196,7 @@ static void fill_tokens(uint8_t *dst, const uint32_t *ids, size_t n, int fill_by
 {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	if (fill_bytes == 4) {
-		/* BOS and EOS come one at a time: no call to memcpy for them. */
-		if (n == 1)
-			memcpy(dst, ids, 4);
-		else
-			memcpy(dst, ids, n * sizeof *ids);
+		memcpy(dst, ids, n * sizeof *ids);
 	} else {
 		for (size_t i = 0; i < n; i++) {
 			uint16_t v = (uint16_t)ids[i];
