@@ -239,9 +239,10 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 	double t_start = titan_now(), cpu_start = titan_cpu_now();
 	static const char *const stdin_only[] = {"-"};
 	const char *const *inputs = files.n ? files.v : stdin_only;
-	if ((rc = ingest_open(&in, inputs, files.n ? files.n : 1, &io)))
+	if ((rc = pool_new(&pool, (int)c.threads)))
 		goto out;
-	if ((rc = pool_new(&pool, (int)c.threads)) ||
+	io.readers = pool_threads(pool);
+	if ((rc = ingest_open(&in, inputs, files.n ? files.n : 1, &io)) ||
 	    (rc = tok_batch_new(&batch, tok, pool, format_ids, &r)))
 		goto out;
 	if ((rc = atomic_open(&sink, c.out ? c.out : "-")))
@@ -636,8 +637,10 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	io.field = field;
 	io.lines = lines;
 	io.skip_bad = skip_bad;
-	if ((rc = ingest_open(&in, inputs.v, inputs.n, &io)) ||
-	    (rc = pool_new(&pool, (int)c.threads)))
+	if ((rc = pool_new(&pool, (int)c.threads)))
+		goto out;
+	io.readers = pool_threads(pool);
+	if ((rc = ingest_open(&in, inputs.v, inputs.n, &io)))
 		goto out;
 	tok_train_opts to = {
 		.vocab_size = (uint32_t)vocab,

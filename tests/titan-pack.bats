@@ -105,6 +105,26 @@ flip_byte() {
 	jq -c .text "$TITAN_DATA/corpus/tinyshakespeare.jsonl" | cmp - back.txt
 }
 
+@test "many .json.gz inputs, read ahead on threads, keep their order; stdin takes its turn" {
+	need_data corpus/tinyshakespeare.jsonl
+	split -n l/6 -d "$TITAN_DATA/corpus/tinyshakespeare.jsonl" part.
+	for i in 0 1 3 5; do gzip part.0$i; done
+	mv part.02 part.02.jsonl
+	mv part.04 stdin.jsonl
+	in=(part.00.gz part.01.gz part.02.jsonl part.03.gz - part.05.gz)
+	pack_q -o t1 --threads 1 --format jsonl "${in[@]}" < stdin.jsonl
+	pack_q -o t3 --threads 3 --format jsonl "${in[@]}" < stdin.jsonl
+	diff -r t1 t3
+	decoded t3 --jsonl | jq -c .text > back.txt
+	jq -c .text "$TITAN_DATA/corpus/tinyshakespeare.jsonl" | cmp - back.txt
+	# A damaged file among them is named, after those before it were read.
+	head -c 3000 part.03.gz > part.03.gz.cut && mv part.03.gz.cut part.03.gz
+	run pack_q -o t4 --threads 3 --format jsonl "${in[@]}" < stdin.jsonl
+	expect_status 1
+	expect_output_has "part.03.gz"
+	[ ! -e t4 ]
+}
+
 @test "a .tar.zst of text files: one document per member, each decoding to the member" {
 	need_data corpus/archive_sample.tar.zst
 	command -v zstd >/dev/null || skip "zstd is not installed"

@@ -158,6 +158,13 @@ JSON
 	titan-tok encode -t "$t" --threads 1 --lines "$TITAN_DATA/corpus/kjv.txt" > one.txt
 	titan-tok encode -t "$t" --threads 3 --lines "$TITAN_DATA/corpus/kjv.txt" > three.txt
 	cmp one.txt three.txt
+	# Several compressed files, read ahead at once with threads
+	split -n l/5 -d "$TITAN_DATA/corpus/kjv.txt" part.
+	gzip part.01 part.03
+	titan-tok encode -t "$t" --threads 1 --lines part.00 part.01.gz part.02 part.03.gz part.04 > one.txt
+	titan-tok encode -t "$t" --threads 4 --lines part.00 part.01.gz part.02 part.03.gz part.04 > four.txt
+	cmp one.txt four.txt
+	titan-tok encode -t "$t" --threads 1 --lines "$TITAN_DATA/corpus/kjv.txt" | cmp - four.txt
 }
 
 @test "encode reads JSON lines with --jsonl and a dotted --field" {

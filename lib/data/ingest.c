@@ -1,25 +1,17 @@
 /* ingest.c - documents out of files, directories, stdin and archives (see
  * ingest.h).
  *
- * Every input goes through libarchive: the filters undo any compression and
- * the format readers find archives; anything that is not an archive is read
- * by the "raw" format as one entry.  Data comes in 1 MiB blocks, so line
- * and JSONL inputs stream in constant memory whatever their size.
+ * The inputs' bytes come from readahead.h, decompressed and cut into
+ * entries, in blocks of 1 MiB, so line and JSONL inputs stream in constant
+ * memory whatever their size.
  *
  * JSONL lines go through the scanner of jsonl.h, which validates a line as
  * jansson would and pulls the field out without building a tree.  Only the
  * lines it turns down (invalid, field missing or not a string, or too odd to
- * settle) are parsed again by jansson, so the messages stay jansson's.
- *
- * mtree is the one libarchive format left out: its reader accepts ordinary
- * text ("hello\n" reads as an mtree entry) and opens the files an mtree spec
- * names, which a corpus reader must never do. */
+ * settle) are parsed again by jansson, so the messages stay jansson's. */
 #include "core/base.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -28,13 +20,10 @@
 #include "core/buf.h"
 #include "data/ingest.h"
 #include "data/jsonl.h"
+#include "data/readahead.h"
 
-#define INGEST_BLOCK (1u << 20)
-
-struct ingest_input {
-	char *path;
-	uint64_t size;  /* regular files; 0 otherwise */
-};
+/* The parts a whole-file document comes in (pieces) */
+#define INGEST_PART RA_BLOCK
 
 struct ingest {
 	ingest_opts opts;
@@ -42,18 +31,13 @@ struct ingest {
 	char **field;       /* the dotted field path, split */
 	size_t nfield;
 
-	struct ingest_input *inputs;  /* directories already expanded */
-	size_t ninputs, next_input;
-	uint64_t bytes_total, bytes_finished;
+	ra_input *inputs;   /* directories already expanded; paths owned */
+	uint64_t *sizes;    /* of regular files; 0 otherwise */
+	size_t ninputs, cur_input;
+	uint64_t bytes_total, bytes_finished, cur_bytes;
 	uint64_t skipped;
 	int failed;         /* sticky: once an error is returned, keep it */
-
-	/* The input being read. */
-	struct archive *ar;
-	int fd;
-	const char *path;
-	bool raw;           /* not an archive: one entry, named by path */
-	bool saw_entry;
+	ra_stream *ra;
 
 	/* The entry being read. */
 	bool in_entry;
@@ -62,7 +46,7 @@ struct ingest {
 	char *source;
 	uint64_t line;
 
-	uint8_t *blk;       /* INGEST_BLOCK bytes read ahead */
+	const uint8_t *blk; /* the block read last, until the next */
 	size_t blk_pos, blk_len;
 	bool data_eof;
 	titan_bytes pending; /* a line that spans blocks, or a whole file */
@@ -114,7 +98,7 @@ int ingest_parse_format(const char *s, ingest_format *out)
 	return 0;
 }
 
-static int add_input(ingest *in, size_t *cap, const char *path, uint64_t size)
+static int add_input(ingest *in, size_t *cap, const char *path, bool regular, uint64_t size)
 {
 	if (in->ninputs == *cap) {
 		size_t ncap = *cap ? *cap * 2 : 16;
@@ -122,12 +106,16 @@ static int add_input(ingest *in, size_t *cap, const char *path, uint64_t size)
 		if (!p)
 			return titan_err_nomem();
 		in->inputs = p;
+		if (!(p = realloc(in->sizes, ncap * sizeof *in->sizes)))
+			return titan_err_nomem();
+		in->sizes = p;
 		*cap = ncap;
 	}
 	char *copy = strdup(path);
 	if (!copy)
 		return titan_err_nomem();
-	in->inputs[in->ninputs++] = (struct ingest_input){ copy, size };
+	in->inputs[in->ninputs] = (ra_input){ copy, regular };
+	in->sizes[in->ninputs++] = size;
 	in->bytes_total += size;
 	return 0;
 }
@@ -215,7 +203,7 @@ static int walk_dir(ingest *in, size_t *cap, const char *dir)
 		struct stat lst, st;
 		if (lstat(path, &lst) == 0 && stat(path, &st) == 0) {
 			if (S_ISREG(st.st_mode))
-				rc = add_input(in, cap, path, (uint64_t)st.st_size);
+				rc = add_input(in, cap, path, true, (uint64_t)st.st_size);
 			else if (S_ISDIR(st.st_mode) && !S_ISLNK(lst.st_mode))
 				rc = walk_dir(in, cap, path);
 		}
@@ -253,7 +241,6 @@ int ingest_open(ingest **out, const char *const *inputs, size_t n, const ingest_
 	ingest *in = calloc(1, sizeof *in);
 	if (!in)
 		return titan_err_nomem();
-	in->fd = -1;
 	in->opts = *opts;
 	in->opts.field = NULL;
 	const char *field = opts->field ? opts->field : "text";
@@ -270,17 +257,12 @@ int ingest_open(ingest **out, const char *const *inputs, size_t n, const ingest_
 	if (rc)
 		goto fail;
 	jsonl_init(&in->jsonl, (const char *const *)in->field, in->nfield);
-	in->blk = malloc(INGEST_BLOCK);
-	if (!in->blk) {
-		rc = titan_err_nomem();
-		goto fail;
-	}
 	for (size_t i = 0; i < n && !rc; i++) {
 		const char *path = inputs[i];
 		struct stat st;
 		if (!strcmp(path, "-")) {
 			size_known = false;
-			rc = add_input(in, &cap, path, 0);
+			rc = add_input(in, &cap, path, false, 0);
 		} else if (stat(path, &st) != 0) {
 			rc = titan_err_errno(TITAN_EIO, "cannot open '%s'", path);
 		} else if (S_ISDIR(st.st_mode)) {
@@ -291,10 +273,12 @@ int ingest_open(ingest **out, const char *const *inputs, size_t n, const ingest_
 			/* A pipe or a device ("<(zcat x)"): read, size unknown. */
 			if (!S_ISREG(st.st_mode))
 				size_known = false;
-			rc = add_input(in, &cap, path,
+			rc = add_input(in, &cap, path, S_ISREG(st.st_mode),
 				       S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0);
 		}
 	}
+	if (!rc)
+		rc = readahead_open(&in->ra, in->inputs, in->ninputs, opts->readers);
 	if (rc)
 		goto fail;
 	if (!size_known)
@@ -306,77 +290,15 @@ fail:
 	return rc;
 }
 
-/* Bytes the current input has read from its file (-1 from libarchive
- * when it failed before it set up its filters). */
-static uint64_t input_bytes(const ingest *in)
-{
-	la_int64_t n = in->ar ? archive_filter_bytes(in->ar, -1) : 0;
-	return n > 0 ? (uint64_t)n : 0;
-}
-
-/* Finish the current input: free the reader and count its bytes. */
-static void close_input(ingest *in)
-{
-	if (in->ar) {
-		/* Whole regular files, so that done reaches total even where
-		 * libarchive stops before an archive's trailing padding. */
-		uint64_t size = in->inputs[in->next_input - 1].size;
-		in->bytes_finished += size ? size : input_bytes(in);
-		archive_read_free(in->ar);
-		in->ar = NULL;
-	}
-	if (in->fd >= 0 && strcmp(in->path, "-"))
-		close(in->fd);
-	in->fd = -1;
-	in->in_entry = false;
-}
-
-static int open_input(ingest *in)
-{
-	in->path = in->inputs[in->next_input++].path;
-	in->saw_entry = false;
-	if (!strcmp(in->path, "-")) {
-		in->fd = 0;
-	} else {
-		in->fd = open(in->path, O_RDONLY | O_CLOEXEC);
-		if (in->fd < 0)
-			return titan_err_errno(TITAN_EIO, "cannot open '%s'", in->path);
-	}
-	struct archive *a = archive_read_new();
-	if (!a)
-		return titan_err_nomem();
-	in->ar = a;
-	archive_read_support_filter_all(a);
-	archive_read_support_format_7zip(a);
-	archive_read_support_format_ar(a);
-	archive_read_support_format_cab(a);
-	archive_read_support_format_cpio(a);
-	archive_read_support_format_empty(a);
-	archive_read_support_format_iso9660(a);
-	archive_read_support_format_lha(a);
-	archive_read_support_format_rar(a);
-	archive_read_support_format_rar5(a);
-	archive_read_support_format_tar(a);
-	archive_read_support_format_warc(a);
-	archive_read_support_format_xar(a);
-	archive_read_support_format_zip(a);
-	archive_read_support_format_raw(a);
-	if (archive_read_open_fd(a, in->fd, INGEST_BLOCK) != ARCHIVE_OK) {
-		const char *msg = archive_error_string(a);
-		return titan_err(TITAN_EFORMAT, "'%s': truncated or corrupt archive: %s", in->path,
-				 msg ? msg : "unrecognized data");
-	}
-	return 0;
-}
-
 static int set_source(ingest *in, const char *member)
 {
 	free(in->source);
-	size_t len = strlen(in->path) + (member ? 1 + strlen(member) : 0) + 1;
+	const char *path = in->inputs[in->cur_input].path;
+	size_t len = strlen(path) + (member ? 1 + strlen(member) : 0) + 1;
 	in->source = malloc(len);
 	if (!in->source)
 		return titan_err_nomem();
-	snprintf(in->source, len, "%s%s%s", in->path, member ? ":" : "", member ? member : "");
+	snprintf(in->source, len, "%s%s%s", path, member ? ":" : "", member ? member : "");
 	return 0;
 }
 
@@ -387,55 +309,51 @@ static int begin_entry(ingest *in, const char *member)
 	int rc = set_source(in, member);
 	if (rc)
 		return rc;
+	const char *path = in->inputs[in->cur_input].path;
 	in->format = in->opts.format;
 	if (in->format == INGEST_AUTO)
-		in->format = !member && !strcmp(in->path, "-") ?
-				     INGEST_TEXT : format_of_name(member ? member : in->path);
+		in->format = !member && !strcmp(path, "-") ?
+				     INGEST_TEXT : format_of_name(member ? member : path);
 	in->in_entry = true;
 	in->entry_done = false;
 	in->line = 0;
+	in->blk = (const uint8_t *)"";
 	in->blk_pos = in->blk_len = 0;
 	in->data_eof = false;
 	in->pending.n = 0;
 	return 0;
 }
 
-/* Move to the next regular-file entry of the current input: 1, 0 when the
- * input has no more, < 0 on error. */
+/* The next event of the inputs; 0 after the last. */
+static int next_event(ingest *in, ra_event *ev)
+{
+	int rc = readahead_next(in->ra, ev);
+	if (rc <= 0)
+		return rc;
+	in->cur_bytes = ev->bytes_read;
+	if (ev->kind == RA_INPUT_END) {
+		/* Whole regular files, so that done reaches total even where
+		 * libarchive stops before an archive's trailing padding. */
+		uint64_t size = in->sizes[in->cur_input++];
+		in->bytes_finished += size ? size : ev->bytes_read;
+		in->cur_bytes = 0;
+	}
+	return 1;
+}
+
+/* Move to the next regular-file entry: 1, 0 after the last input, < 0. */
 static int next_entry(ingest *in)
 {
-	struct archive_entry *e;
-	for (;;) {
-		int r = archive_read_next_header(in->ar, &e);
-		if (r == ARCHIVE_EOF) {
-			/* An empty file (or an empty .gz) is an empty text. */
-			if (!in->saw_entry && archive_format(in->ar) == ARCHIVE_FORMAT_EMPTY) {
-				in->saw_entry = true;
-				in->raw = true;
-				int rc = begin_entry(in, NULL);
-				if (rc)
-					return rc;
-				in->data_eof = true;
-				return 1;
-			}
-			return 0;
-		}
-		if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-			const char *msg = archive_error_string(in->ar);
-			return titan_err(TITAN_EFORMAT, "'%s': truncated or corrupt archive: %s", in->path,
-					 msg ? msg : "unreadable entry header");
-		}
-		in->saw_entry = true;
-		in->raw = archive_format(in->ar) == ARCHIVE_FORMAT_RAW;
-		if (!in->raw && archive_entry_filetype(e) != AE_IFREG)
+	ra_event ev;
+	int rc;
+	while ((rc = next_event(in, &ev)) == 1) {
+		if (ev.kind != RA_ENTRY)
 			continue;
-		/* A tar hard link stores no data: its target was a member. */
-		if (!in->raw && archive_entry_hardlink(e) && archive_entry_size(e) == 0)
-			continue;
-		const char *name = in->raw ? NULL : archive_entry_pathname(e);
-		int rc = begin_entry(in, in->raw ? NULL : name ? name : "?");
-		return rc ? rc : 1;
+		if ((rc = begin_entry(in, ev.member)))
+			return rc;
+		return 1;
 	}
+	return rc;
 }
 
 /* Read the next block of entry data: 1, 0 at the end of the entry, < 0. */
@@ -443,18 +361,18 @@ static int refill(ingest *in)
 {
 	if (in->data_eof)
 		return 0;
-	la_ssize_t n = archive_read_data(in->ar, in->blk, INGEST_BLOCK);
-	if (n < 0) {
-		const char *msg = archive_error_string(in->ar);
-		return titan_err(TITAN_EFORMAT, "'%s': truncated or corrupt archive: %s", in->source,
-				 msg ? msg : "unreadable data");
-	}
+	ra_event ev;
+	int rc = next_event(in, &ev);
+	if (rc < 0)
+		return rc;
 	in->blk_pos = 0;
-	in->blk_len = (size_t)n;
-	if (n == 0) {
+	in->blk_len = 0;
+	if (rc == 0 || ev.kind != RA_DATA) {
 		in->data_eof = true;
 		return 0;
 	}
+	in->blk = ev.data;
+	in->blk_len = ev.len;
 	return 1;
 }
 
@@ -483,7 +401,7 @@ static int read_line(ingest *in, const uint8_t **p, size_t *n)
 			*n = in->pending.n;
 			return 1;
 		}
-		int rc = bytes_append(&in->pending, start, avail);
+		int rc = avail ? bytes_append(&in->pending, start, avail) : 0;
 		if (rc)
 			return rc;
 		in->blk_pos = in->blk_len;
@@ -508,8 +426,8 @@ static int read_all(ingest *in, size_t limit)
 {
 	in->pending.n = 0;
 	for (;;) {
-		int rc = bytes_append(&in->pending, in->blk + in->blk_pos,
-				      in->blk_len - in->blk_pos);
+		size_t avail = in->blk_len - in->blk_pos;
+		int rc = avail ? bytes_append(&in->pending, in->blk + in->blk_pos, avail) : 0;
 		if (rc)
 			return rc;
 		in->blk_pos = in->blk_len;
@@ -592,7 +510,7 @@ static int entry_doc(ingest *in, ingest_doc *doc)
 	if (in->format == INGEST_TEXT && !in->opts.lines) {
 		if (in->entry_done)
 			return 0;
-		rc = read_all(in, in->opts.pieces ? INGEST_BLOCK : SIZE_MAX);
+		rc = read_all(in, in->opts.pieces ? INGEST_PART : SIZE_MAX);
 		if (rc < 0)
 			return rc;
 		doc->more = rc == 1;
@@ -634,28 +552,12 @@ int ingest_next(ingest *in, ingest_doc *doc)
 	}
 	int rc;
 	for (;;) {
-		if (!in->in_entry) {
-			if (!in->ar) {
-				if (in->next_input == in->ninputs)
-					return 0;
-				rc = open_input(in);
-				if (rc)
-					break;
-			}
-			rc = next_entry(in);
-			if (rc < 0)
-				break;
-			if (rc == 0) {
-				close_input(in);
-				continue;
-			}
-		}
+		if (!in->in_entry && (rc = next_entry(in)) <= 0)
+			break;
 		rc = entry_doc(in, doc);
 		if (rc)
 			break;
 		in->in_entry = false;
-		if (in->raw)
-			close_input(in);
 	}
 	if (rc < 0)
 		in->failed = rc;
@@ -669,7 +571,7 @@ uint64_t ingest_skipped(const ingest *in)
 
 uint64_t ingest_bytes_done(const ingest *in)
 {
-	return in->bytes_finished + input_bytes(in);
+	return in->bytes_finished + in->cur_bytes;
 }
 
 uint64_t ingest_bytes_total(const ingest *in)
@@ -681,18 +583,18 @@ void ingest_close(ingest *in)
 {
 	if (!in)
 		return;
-	close_input(in);
+	readahead_close(in->ra);
 	json_decref(in->held);
 	jsonl_free(&in->jsonl);
 	for (size_t i = 0; i < in->ninputs; i++)
-		free(in->inputs[i].path);
+		free((char *)in->inputs[i].path);
 	free(in->inputs);
+	free(in->sizes);
 	for (size_t i = 0; i < in->nfield; i++)
 		free(in->field[i]);
 	free(in->field);
 	free(in->field_path);
 	free(in->source);
-	free(in->blk);
 	bytes_free(&in->pending);
 	free(in);
 }

@@ -38,6 +38,8 @@ typedef struct ingest_opts {
 	bool lines;         /* text: one document per line */
 	bool skip_bad;      /* JSONL: skip (and count) invalid lines */
 	bool pieces;        /* text: a whole-file document may come in parts */
+	int readers;        /* threads reading regular files ahead, decompressing
+			     * them (readahead.h); 0: all on the caller's thread */
 } ingest_opts;
 
 typedef struct ingest_doc {

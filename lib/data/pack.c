@@ -253,6 +253,9 @@ int pack_run(const pack_opts *o, const char *const *inputs, size_t n, pack_stats
 	ingest *in = NULL;
 	ingest_opts io = o->ingest;
 	io.pieces = true;
+	/* Inflating .gz inputs one at a time would hold a many-core pool
+	 * back (ingest.h). */
+	io.readers = o->pool ? pool_threads(o->pool) : 0;
 	int rc = o->from_ids ? 0 : ingest_open(&in, inputs, n, &io);
 	if (rc)
 		return rc;

@@ -52,8 +52,16 @@ done
 mv "$jsonl.tmp" "$jsonl" || die "cannot write '$jsonl'"
 docs_lines=$(wc -l <"$english")
 docs_jsonl=$(wc -l <"$jsonl")
+# The same JSON lines as four .jsonl.gz files, as C4 comes: gzip inflates
+# at a few hundred MB/s on one core, so with one file at a time the reading
+# thread, not the tokenizer, would set the pace on many cores.
+rm -f "$work"/part.*
+split -n l/4 -d --additional-suffix=.jsonl "$jsonl" "$work/part." ||
+	die "cannot write '$work/part.*.jsonl'"
+gzip -f "$work"/part.0[0-3].jsonl || die "cannot write '$work/part.*.jsonl.gz'"
+gz_parts=("$work"/part.0[0-3].jsonl.gz)
 
-# measure TOK FILE THREADS TFLAGS PFLAGS: "ENC JOB PACK JOBCPU PACKCPU ZCPU",
+# measure TOK THREADS TFLAGS PFLAGS FILE...: "ENC JOB PACK JOBCPU PACKCPU ZCPU",
 # the best seconds of each over the runs.  ENC is titan-tok's encoding alone
 # (its --stats line), JOB its whole job from the first read to the last
 # write of the ids, PACK titan-pack's packing seconds (its summary line),
@@ -66,17 +74,19 @@ docs_jsonl=$(wc -l <"$jsonl")
 measure() {
 	local i line enc job pk jc pc zc
 	local best_enc=- best_job=- best_pack=- best_jc=- best_pc=- best_zc=-
+	local json=$1 threads=$2 tflags=$3 pflags=$4
+	shift 4
 	for (( i = 0; i < runs; i++ )); do
 		rm -rf "$work/ids.u32" "$work/ds"
 		# shellcheck disable=SC2086  # the flags are one word or none
-		line=$("$tok" encode -t "$1" --threads "$3" $4 --format u32 --stats \
-			-o "$work/ids.u32" "$2" 2>&1 | grep '^titan-tok: encoded')
+		line=$("$tok" encode -t "$json" --threads "$threads" $tflags --format u32 --stats \
+			-o "$work/ids.u32" "$@" 2>&1 | grep '^titan-tok: encoded')
 		enc=$(echo "$line" | sed -n 's/.* tokens in \([0-9.]*\) s .*/\1/p')
 		job=$(echo "$line" | sed -n 's/.*; \([0-9.]*\) s from first read.*/\1/p')
 		jc=$(echo "$line" | sed -n 's/.* \([0-9.]*\) s of CPU.*/\1/p')
-		# shellcheck disable=SC2086
 		rm -rf "$work/ds"
-		line=$("$pack" -t "$1" --threads "$3" $5 -o "$work/ds" "$2" 2>&1 |
+		# shellcheck disable=SC2086
+		line=$("$pack" -t "$json" --threads "$threads" $pflags -o "$work/ds" "$@" 2>&1 |
 			grep '^titan-pack: packed')
 		pk=$(echo "$line" | sed -n 's/.* MB in \([0-9.]*\) s .*/\1/p')
 		pc=$(echo "$line" | sed -n 's/.* \([0-9.]*\) s of CPU.*/\1/p')
@@ -131,6 +141,7 @@ echo "machine: ${cpu:-unknown cpu}, $cores cores; $(date -u '+%Y-%m-%d %H:%M UTC
 echo "english: (kjv.txt + tinyshakespeare.txt) x $copies, $(stat -c %s "$english") bytes, one document"
 echo "lines:   the same with --lines, $docs_lines documents"
 echo "jsonl:   tinyshakespeare.jsonl x $jsonl_copies, $(stat -c %s "$jsonl") bytes, $docs_jsonl documents"
+echo "gz:      the same JSON lines as ${#gz_parts[@]} .jsonl.gz files (MB/s of the JSON lines)"
 echo
 fmt="%-10s %-8s %7s %9s %9s %9s %9s %9s %6s %9s\n"
 # shellcheck disable=SC2059  # fmt is this script's own format
@@ -138,15 +149,17 @@ printf "$fmt" tokenizer text threads "enc MB/s" "job MB/s" "pack MB/s" "cost" "c
 for name in $tokenizers; do
 	json=$TITAN_DATA/tokenizers/$name/tokenizer.json
 	[ -r "$json" ] || { echo "'$json' not found, $name skipped" >&2; continue; }
-	for text in english lines jsonl; do
-		file=$english
+	for text in english lines jsonl gz; do
+		files=("$english")
 		tflags=
 		pflags=
 		[ "$text" = lines ] && tflags=--lines pflags=--lines
-		[ "$text" = jsonl ] && file=$jsonl tflags=--jsonl
-		size=$(stat -c %s "$file")
+		[ "$text" = jsonl ] && files=("$jsonl") tflags=--jsonl
+		[ "$text" = gz ] && files=("${gz_parts[@]}") tflags=--jsonl
+		size=$(stat -c %s "$english")
+		[ "$text" = jsonl ] || [ "$text" = gz ] && size=$(stat -c %s "$jsonl")
 		for threads in 1 0; do
-			read -r es js ps jc pc zc < <(measure "$json" "$file" "$threads" "$tflags" "$pflags")
+			read -r es js ps jc pc zc < <(measure "$json" "$threads" "$tflags" "$pflags" "${files[@]}")
 			label=$threads
 			[ "$threads" = 0 ] && label="$cores"
 			# shellcheck disable=SC2059

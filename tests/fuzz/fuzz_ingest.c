@@ -1,6 +1,7 @@
 /* fuzz_ingest.c - libFuzzer target: arbitrary bytes as an ingest input.
  *
- * The first byte picks the options (format, lines, skip_bad, field path);
+ * The first byte picks the options (format, lines, skip_bad, field path,
+ * whether a thread reads the file ahead);
  * the rest becomes an in-memory file (memfd) that ingest opens by its
  * /proc/self/fd path and reads through libarchive like any input: plain
  * text, JSONL, a compressed stream or an archive.  Every document is read
@@ -33,6 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.lines = mode & 4,
 		.skip_bad = mode & 8,
 		.field = fields[(mode >> 4) & 3],
+		.readers = (mode >> 6) & 1,
 	};
 	if (ftruncate(fd, 0))
 		abort();

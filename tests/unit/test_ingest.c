@@ -39,7 +39,7 @@ static void docs_free(struct docs *d)
 
 /* Read every document of inputs; rc is what ingest_open or the failing
  * ingest_next returned, err its message. */
-static struct docs collect(const char *const *inputs, size_t n, const ingest_opts *opts)
+static struct docs collect_once(const char *const *inputs, size_t n, const ingest_opts *opts)
 {
 	struct docs d = {0};
 	ingest *in;
@@ -75,6 +75,41 @@ static struct docs collect(const char *const *inputs, size_t n, const ingest_opt
 	d.done = ingest_bytes_done(in);
 	d.total = ingest_bytes_total(in);
 	ingest_close(in);
+	return d;
+}
+
+static bool same_docs(const struct docs *a, const struct docs *b)
+{
+	if (a->n != b->n || a->rc != b->rc || strcmp(a->err, b->err) ||
+	    a->skipped != b->skipped || a->done != b->done || a->total != b->total)
+		return false;
+	for (size_t i = 0; i < a->n; i++) {
+		const struct doc *x = &a->v[i], *y = &b->v[i];
+		if (x->len != y->len || memcmp(x->text, y->text, x->len) ||
+		    strcmp(x->source, y->source) || x->line != y->line || x->more != y->more)
+			return false;
+	}
+	return true;
+}
+
+/* As collect_once, checking that threads reading ahead give the same
+ * documents, counts and error as reading on this thread (where the inputs
+ * can be read again: not stdin). */
+static struct docs collect(const char *const *inputs, size_t n, const ingest_opts *opts)
+{
+	ingest_opts here = *opts, ahead = *opts;
+	here.readers = 0;
+	struct docs d = collect_once(inputs, n, &here);
+	bool again = true;
+	for (size_t i = 0; i < n; i++)
+		again &= strcmp(inputs[i], "-") != 0;
+	for (int readers = 1; again && readers <= 3; readers += 2) {
+		ahead.readers = readers;
+		struct docs e = collect_once(inputs, n, &ahead);
+		CHECK(same_docs(&d, &e), "%zu inputs, %d readers: %zu docs rc %d '%s' against %zu "
+		      "docs rc %d '%s'", n, readers, e.n, e.rc, e.err, d.n, d.rc, d.err);
+		docs_free(&e);
+	}
 	return d;
 }
 
@@ -576,6 +611,63 @@ static void test_errors(void)
 	}
 }
 
+/* Inputs read ahead come back in order, each file's documents whole,
+ * across files larger than what a reader may hold, with a bad one among
+ * them found in its place. */
+static void test_read_ahead(void)
+{
+	char paths[12][512];
+	const char *inputs[12];
+	titan_bytes big = {0};
+	for (int i = 0; i < 200000; i++) {
+		char line[64];
+		int k = snprintf(line, sizeof line, "line %d of the big file\n", i);
+		REQUIRE(bytes_append(&big, line, (size_t)k) == 0, "append");
+	}
+	for (int i = 0; i < 12; i++) {
+		char name[64], text[64];
+		snprintf(name, sizeof name, "ahead%02d.txt", i);
+		if (i % 4 == 1)
+			put(name, big.v, big.n);
+		else if (i == 6)
+			put(name, "", 0);
+		else {
+			snprintf(text, sizeof text, "file %d\nsecond line\n", i);
+			puts0(name, text);
+		}
+		inputs[i] = sp(paths[i], sizeof paths[i], name);
+	}
+	/* Every third file gzip'd where gzip is present. */
+	if (have("gzip")) {
+		for (int i = 0; i < 12; i += 3) {
+			char cmd[600];
+			snprintf(cmd, sizeof cmd, "gzip -f '%.512s'", paths[i]);
+			REQUIRE(system(cmd) == 0, "%s", cmd);
+			size_t len = strlen(paths[i]);
+			snprintf(paths[i] + len, sizeof paths[i] - len, ".gz");
+		}
+	}
+	struct docs d = collect(inputs, 12, &(ingest_opts){ .lines = true });
+	CHECK(d.rc == 0, "rc %d '%s'", d.rc, d.err);
+	/* 3 big files of 200000 lines, 8 small of 2, one empty file: no line */
+	CHECK(d.n == 3 * 200000 + 8 * 2, "%zu documents", d.n);
+	CHECK(d.done == d.total, "done %llu of %llu", (unsigned long long)d.done,
+	      (unsigned long long)d.total);
+	docs_free(&d);
+
+	/* A truncated .gz in the middle: the files before it are read whole,
+	 * then its name. */
+	static const char bad_gz[] = "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage garbage";
+	char bad[512];
+	put("ahead_bad.txt.gz", bad_gz, sizeof bad_gz - 1);
+	inputs[7] = sp(bad, sizeof bad, "ahead_bad.txt.gz");
+	d = collect(inputs, 12, &(ingest_opts){ .lines = true });
+	CHECK(d.rc < 0 && strstr(d.err, bad), "rc %d '%s'", d.rc, d.err);
+	CHECK(d.n == 2 * 200000 + 4 * 2, "%zu documents before the bad file", d.n);
+	docs_free(&d);
+	bytes_free(&big);
+}
+
 int main(void)
 {
 	if (check_scratch_open("test_ingest"))
@@ -591,6 +683,7 @@ int main(void)
 	RUN(test_archive_sample);
 	RUN(test_shakespeare_jsonl);
 	RUN(test_errors);
+	RUN(test_read_ahead);
 	check_rmtree(check_scratch);
 	return check_done();
 }
