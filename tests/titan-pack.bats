@@ -115,6 +115,9 @@ flip_byte() {
 	pack_q -o t1 --threads 1 --format jsonl "${in[@]}" < stdin.jsonl
 	pack_q -o t3 --threads 3 --format jsonl "${in[@]}" < stdin.jsonl
 	diff -r t1 t3
+	# a pipe among them is read when its turn comes
+	pack_q -o t5 --threads 3 --format jsonl part.00.gz <(cat part.01.gz) part.02.jsonl part.03.gz - part.05.gz < stdin.jsonl
+	diff -r t1 t5
 	decoded t3 --jsonl | jq -c .text > back.txt
 	jq -c .text "$TITAN_DATA/corpus/tinyshakespeare.jsonl" | cmp - back.txt
 	# A damaged file among them is named, after those before it were read.

@@ -354,7 +354,8 @@ int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int thread
 	size_t regular = 0;
 	for (size_t i = 0; i < n; i++)
 		regular += inputs[i].regular;
-	threads = (int)TITAN_MIN((size_t)TITAN_MAX(threads, 0), regular);
+	threads = (int)TITAN_MIN((size_t)TITAN_MIN(TITAN_MAX(threads, 0), RA_THREADS_MAX),
+				 regular);
 	if (!threads) {
 		*out = r;
 		return 0;

@@ -31,6 +31,9 @@
 #define RA_BLOCK (1u << 20)
 #define RA_NEAR (2u * RA_BLOCK)
 #define RA_AHEAD (32u * RA_BLOCK)
+/* Eight inflate faster than the one thread that splits what they read can
+ * take it (about 1 GB/s of JSON lines), and hold at most 256 MB. */
+#define RA_THREADS_MAX 8
 
 typedef enum { RA_ENTRY = 1, RA_DATA, RA_ENTRY_END, RA_INPUT_END } ra_kind;
 
@@ -51,7 +54,8 @@ typedef struct ra_input {
 typedef struct ra_stream ra_stream;
 
 /* inputs[0..n) must outlive r.  threads: how many regular files may be
- * read at once ahead of the caller; 0 reads everything on its thread. */
+ * read at once ahead of the caller (at most RA_THREADS_MAX); 0 reads
+ * everything on its thread. */
 int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int threads);
 /* The next event: 1, 0 after the last input's RA_INPUT_END, < 0 on error
  * (the message names the input).  ev's pointers stay valid until the next
