@@ -290,30 +290,18 @@ fail:
 	return rc;
 }
 
-static int set_source(ingest *in, const char *member)
+/* Start the entry ev announces: a member of an archive, or a plain (or
+ * compressed) input named by its path. */
+static int begin_entry(ingest *in, const ra_event *ev)
 {
 	free(in->source);
-	const char *path = in->inputs[in->cur_input].path;
-	size_t len = strlen(path) + (member ? 1 + strlen(member) : 0) + 1;
-	in->source = malloc(len);
-	if (!in->source)
+	if (!(in->source = strdup(ev->source)))
 		return titan_err_nomem();
-	snprintf(in->source, len, "%s%s%s", path, member ? ":" : "", member ? member : "");
-	return 0;
-}
-
-/* Start an entry: member is its name inside an archive, NULL for a plain
- * (or compressed) input, which is named by its path. */
-static int begin_entry(ingest *in, const char *member)
-{
-	int rc = set_source(in, member);
-	if (rc)
-		return rc;
 	const char *path = in->inputs[in->cur_input].path;
 	in->format = in->opts.format;
 	if (in->format == INGEST_AUTO)
-		in->format = !member && !strcmp(path, "-") ?
-				     INGEST_TEXT : format_of_name(member ? member : path);
+		in->format = !ev->member && !strcmp(path, "-") ?
+				     INGEST_TEXT : format_of_name(ev->member ? ev->member : path);
 	in->in_entry = true;
 	in->entry_done = false;
 	in->line = 0;
@@ -349,7 +337,7 @@ static int next_entry(ingest *in)
 	while ((rc = next_event(in, &ev)) == 1) {
 		if (ev.kind != RA_ENTRY)
 			continue;
-		if ((rc = begin_entry(in, ev.member)))
+		if ((rc = begin_entry(in, &ev)))
 			return rc;
 		return 1;
 	}

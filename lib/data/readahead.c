@@ -22,7 +22,7 @@
 typedef struct ra_node {
 	ra_event ev;
 	size_t cost;          /* what it counts against its slot's limit */
-	char *member;         /* owned: ev.member */
+	char *source;         /* owned: ev.source, ev.member within it */
 	uint8_t *blk;         /* owned, RA_BLOCK bytes: ev.data */
 	struct ra_node *next;
 } ra_node;
@@ -55,7 +55,6 @@ struct ra_stream {
 
 	size_t window;        /* inputs that may be read at once */
 	int nthreads;         /* started */
-	bool threaded;        /* threads read ahead: lock r->mu */
 	pthread_t *threads;
 	pthread_mutex_t mu;
 	pthread_cond_t work;  /* for the threads: room in a slot, a new input */
@@ -126,6 +125,21 @@ static int reader_open(reader *rd)
 	return 0;
 }
 
+/* Entry member (NULL: the input itself) begins: its event into nd. */
+static int entry_event(reader *rd, ra_node *nd, const char *member)
+{
+	int rc = set_source(rd, member);
+	if (rc)
+		return rc;
+	if (!(nd->source = strdup(rd->source)))
+		return titan_err_nomem();
+	nd->ev.kind = RA_ENTRY;
+	nd->ev.source = nd->source;
+	nd->ev.member = member ? nd->source + strlen(rd->path) + 1 : NULL;
+	rd->in_entry = true;
+	return 0;
+}
+
 /* The next regular-file entry's header into nd, or RA_INPUT_END. */
 static int reader_header(reader *rd, ra_node *nd)
 {
@@ -134,10 +148,8 @@ static int reader_header(reader *rd, ra_node *nd)
 		int r = archive_read_next_header(rd->ar, &e);
 		if (r == ARCHIVE_EOF) {
 			if (!rd->saw_entry && archive_format(rd->ar) == ARCHIVE_FORMAT_EMPTY) {
-				rd->saw_entry = rd->raw = true;
-				rd->in_entry = rd->entry_eof = true;
-				nd->ev.kind = RA_ENTRY;
-				return set_source(rd, NULL);
+				rd->saw_entry = rd->raw = rd->entry_eof = true;
+				return entry_event(rd, nd, NULL);
 			}
 			nd->ev.kind = RA_INPUT_END;
 			rd->input_eof = true;
@@ -155,13 +167,8 @@ static int reader_header(reader *rd, ra_node *nd)
 		const char *name = rd->raw ? NULL : archive_entry_pathname(e);
 		if (!rd->raw && !name)
 			name = "?";
-		if (name && !(nd->member = strdup(name)))
-			return titan_err_nomem();
-		nd->ev.kind = RA_ENTRY;
-		nd->ev.member = nd->member;
-		rd->in_entry = true;
 		rd->entry_eof = false;
-		return set_source(rd, name);
+		return entry_event(rd, nd, name);
 	}
 }
 
@@ -204,34 +211,21 @@ static int reader_next(reader *rd, ra_node *nd)
 
 /* ---- nodes and their blocks ---- */
 
-/* The block list is shared once threads run. */
-static void lock(ra_stream *r)
-{
-	if (r->threaded)
-		pthread_mutex_lock(&r->mu);
-}
-
-static void unlock(ra_stream *r)
-{
-	if (r->threaded)
-		pthread_mutex_unlock(&r->mu);
-}
-
 static void block_put(ra_stream *r, uint8_t *blk)
 {
 	if (!blk)
 		return;
-	lock(r);
+	pthread_mutex_lock(&r->mu);
 	memcpy(blk, &r->free_blocks, sizeof r->free_blocks);
 	r->free_blocks = blk;
-	unlock(r);
+	pthread_mutex_unlock(&r->mu);
 }
 
 static void node_free(ra_stream *r, ra_node *nd)
 {
 	if (!nd)
 		return;
-	free(nd->member);
+	free(nd->source);
 	block_put(r, nd->blk);
 	free(nd);
 }
@@ -242,11 +236,11 @@ static ra_node *node_new(ra_stream *r)
 	ra_node *nd = calloc(1, sizeof *nd);
 	if (!nd)
 		return NULL;
-	lock(r);
+	pthread_mutex_lock(&r->mu);
 	nd->blk = r->free_blocks;
 	if (nd->blk)
 		memcpy(&r->free_blocks, nd->blk, sizeof r->free_blocks);
-	unlock(r);
+	pthread_mutex_unlock(&r->mu);
 	if (!nd->blk && !(nd->blk = malloc(RA_BLOCK))) {
 		free(nd);
 		return NULL;
@@ -351,6 +345,9 @@ int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int thread
 	r->inputs = inputs;
 	r->n = n;
 	r->own.fd = -1;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->work, NULL);
+	pthread_cond_init(&r->ready, NULL);
 	size_t regular = 0;
 	for (size_t i = 0; i < n; i++)
 		regular += inputs[i].regular;
@@ -367,10 +364,6 @@ int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int thread
 		readahead_close(r);
 		return titan_err_nomem();
 	}
-	pthread_mutex_init(&r->mu, NULL);
-	pthread_cond_init(&r->work, NULL);
-	pthread_cond_init(&r->ready, NULL);
-	r->threaded = true;
 	for (int t = 0; t < threads; t++) {
 		if (pthread_create(&r->threads[t], NULL, reader_main, r)) {
 			readahead_close(r);
@@ -432,16 +425,15 @@ int readahead_next(ra_stream *r, ra_event *ev)
 	if (r->cur == r->n)
 		return 0;
 	ra_node *nd = NULL;
-	bool queued = r->threaded && r->inputs[r->cur].regular;
+	bool queued = r->window && r->inputs[r->cur].regular;
 	int rc = queued ? take_queued(r, &nd) : read_here(r, &nd);
 	if (rc)
 		return rc;
 	if (nd->ev.kind == RA_INPUT_END) {
-		lock(r);
+		pthread_mutex_lock(&r->mu);
 		r->cur++;
-		if (r->threaded)
-			pthread_cond_broadcast(&r->work);
-		unlock(r);
+		pthread_cond_broadcast(&r->work);
+		pthread_mutex_unlock(&r->mu);
 	}
 	r->held = nd;
 	*ev = nd->ev;
@@ -452,18 +444,12 @@ void readahead_close(ra_stream *r)
 {
 	if (!r)
 		return;
-	if (r->threaded) {
-		pthread_mutex_lock(&r->mu);
-		r->stop = true;
-		pthread_cond_broadcast(&r->work);
-		pthread_mutex_unlock(&r->mu);
-		for (int t = 0; t < r->nthreads; t++)
-			pthread_join(r->threads[t], NULL);
-		pthread_mutex_destroy(&r->mu);
-		pthread_cond_destroy(&r->work);
-		pthread_cond_destroy(&r->ready);
-		r->threaded = false;
-	}
+	pthread_mutex_lock(&r->mu);
+	r->stop = true;
+	pthread_cond_broadcast(&r->work);
+	pthread_mutex_unlock(&r->mu);
+	for (int t = 0; t < r->nthreads; t++)
+		pthread_join(r->threads[t], NULL);
 	node_free(r, r->held);
 	for (size_t i = 0; r->slots && i < r->window; i++) {
 		for (ra_node *nd = r->slots[i].head, *next; nd; nd = next) {
@@ -478,6 +464,9 @@ void readahead_close(ra_stream *r)
 		memcpy(&r->free_blocks, b, sizeof r->free_blocks);
 		free(b);
 	}
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->work);
+	pthread_cond_destroy(&r->ready);
 	free(r->slots);
 	free(r->threads);
 	free(r);

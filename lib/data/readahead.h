@@ -39,8 +39,9 @@ typedef enum { RA_ENTRY = 1, RA_DATA, RA_ENTRY_END, RA_INPUT_END } ra_kind;
 
 typedef struct ra_event {
 	ra_kind kind;
-	const char *member;   /* RA_ENTRY: its name in an archive; NULL when the
-			       * input is not one (named by its path) */
+	const char *source;   /* RA_ENTRY: "PATH", or "PATH:MEMBER" in an archive */
+	const char *member;   /* RA_ENTRY: MEMBER; NULL when the input is not an
+			       * archive */
 	const uint8_t *data;  /* RA_DATA: len > 0 bytes */
 	size_t len;
 	uint64_t bytes_read;  /* of the input's file so far: compressed bytes */
