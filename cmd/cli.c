@@ -130,6 +130,17 @@ int cli_parse_size(const char *option, const char *s, uint64_t *out)
 			 option, s);
 }
 
+int cli_parse_read_ahead(const char *s, size_t *bytes)
+{
+	uint64_t v = 0;
+	int rc = s ? cli_parse_size("--read-ahead", s, &v) : 0;
+	if (!rc && v > SIZE_MAX)
+		rc = titan_err(TITAN_EUSAGE, "--read-ahead: '%s' does not fit this machine's memory",
+			       s);
+	*bytes = rc ? 0 : (size_t)v;
+	return rc;
+}
+
 int cli_parse_config_args(const opt_spec *specs, int argc, char **argv,
 			  char ***overrides, int *noverrides)
 {

@@ -57,6 +57,17 @@ int cli_parse_config_args(const opt_spec *specs, int argc, char **argv,
  * (bytes) into *out; anything else is TITAN_EUSAGE naming option. */
 int cli_parse_size(const char *option, const char *s, uint64_t *out);
 
+/* --read-ahead SIZE, for the commands that read corpora through ingest.h:
+ * how much of each input file after the one being parsed may be read and
+ * decompressed before it is reached. */
+#define CLI_READ_AHEAD_OPT(s)                                                           \
+	{"read-ahead", 0, OPT_STR, &(s), "SIZE",                                       \
+	 "decompress each next input up to SIZE ahead (default 32M)"}
+
+/* The --read-ahead argument (NULL: not given) into *bytes, 0 meaning the
+ * default. */
+int cli_parse_read_ahead(const char *s, size_t *bytes);
+
 /* The options that name a tokenizer, shared by every tool that loads one. */
 typedef struct cli_tok_args {
 	const char *path;

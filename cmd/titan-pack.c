@@ -66,7 +66,7 @@ static int write_out(const void *p, size_t n)
 static int cmd_pack(int argc, char **argv, titan_log *log)
 {
 	cli_tok_args ta = {0};
-	const char *outdir = NULL, *format = NULL, *field = NULL, *valf = NULL;
+	const char *outdir = NULL, *format = NULL, *field = NULL, *valf = NULL, *ahead = NULL;
 	long long shard_tokens = 0, threads = 0, seed = 0, level = 0;
 	bool lines = false, skip_bad = false, force = false, no_bos = false, no_eos = false;
 	bool from_ids = false, help = false;
@@ -82,6 +82,7 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 		{"shard-tokens", 0, OPT_INT, &shard_tokens, "N",
 		 "start a new shard past N tokens (default 2^28)"},
 		{"threads", 'T', OPT_INT, &threads, "N", "worker threads (default 0: all cores)"},
+		CLI_READ_AHEAD_OPT(ahead),
 		{"zstd-level", 0, OPT_INT, &level, "L", "zstd level of the blocks, -7 to 19 (default 1)"},
 		{"seed", 0, OPT_INT, &seed, "S", "seed of the train/val split (default 0)"},
 		{"skip-bad", 0, OPT_FLAG, &skip_bad, NULL, "skip invalid JSON lines and count them"},
@@ -109,6 +110,8 @@ static int cmd_pack(int argc, char **argv, titan_log *log)
 		rc = ingest_parse_format(format, &po.ingest.format);
 	if (!rc && valf)
 		rc = parse_fraction(valf, &po.val_fraction);
+	if (!rc)
+		rc = cli_parse_read_ahead(ahead, &po.ingest.read_ahead);
 	if (!rc && !ta.path)
 		rc = titan_err(TITAN_EUSAGE, "no tokenizer given (-t TOK)");
 	if (!rc && !outdir)

@@ -177,7 +177,7 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 {
 	tok_common c = {.threads = 0, .verbosity = 1};
 	bool bos = false, eos = false, lines = false, jsonl = false, stats = false, skip_bad = false;
-	const char *format = "text", *field = NULL, *in_format = NULL;
+	const char *format = "text", *field = NULL, *in_format = NULL, *ahead = NULL;
 	const opt_spec specs[] = {
 		CLI_TOK_OPTS(c.tok),
 		{"bos", 0, OPT_FLAG, &bos, NULL, "begin each document with the BOS token"},
@@ -190,6 +190,7 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 		{"format", 'f', OPT_STR, &format, "F", "output: text (default), u32 or jsonl"},
 		{"output", 'o', OPT_STR, &c.out, "FILE", "write here (atomically) instead of stdout"},
 		{"threads", 'T', OPT_INT, &c.threads, "N", "worker threads (default 0: all cores)"},
+		CLI_READ_AHEAD_OPT(ahead),
 		{"stats", 0, OPT_FLAG, &stats, NULL, "print bytes, tokens and encode speed on stderr"},
 		COMMON_MISC_OPTS(c),
 		{0},
@@ -214,6 +215,8 @@ static int cmd_encode(int argc, char **argv, titan_log *log)
 		rc = parse_id_format(format, true, &fmt);
 	if (!rc && in_format)
 		rc = ingest_parse_format(in_format, &io.format);
+	if (!rc)
+		rc = cli_parse_read_ahead(ahead, &io.read_ahead);
 	if (!rc && jsonl)
 		io.format = INGEST_JSONL;
 	if (!rc && c.threads < 0)
@@ -586,7 +589,7 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	tok_common c = {.verbosity = 1};
 	long long vocab = 0, min_freq = 2;
 	bool lines = false, jsonl = false, skip_bad = false;
-	const char *pattern = "llama3", *field = NULL, *in_format = NULL;
+	const char *pattern = "llama3", *field = NULL, *in_format = NULL, *ahead = NULL;
 	opt_list specials = {0};
 	const opt_spec specs[] = {
 		{"output", 'o', OPT_STR, &c.out, "OUT", "tokenizer.json to write (atomically)"},
@@ -601,6 +604,7 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 		{"input-format", 0, OPT_STR, &in_format, "F", "input: auto, text or jsonl (default auto)"},
 		{"skip-bad", 0, OPT_FLAG, &skip_bad, NULL, "skip invalid JSON lines and count them"},
 		{"threads", 'T', OPT_INT, &c.threads, "N", "worker threads (default 0: all cores)"},
+		CLI_READ_AHEAD_OPT(ahead),
 		COMMON_MISC_OPTS(c),
 		{0},
 	};
@@ -616,6 +620,8 @@ static int cmd_train(int argc, char **argv, titan_log *log)
 	}
 	if (!rc && in_format)
 		rc = ingest_parse_format(in_format, &io.format);
+	if (!rc)
+		rc = cli_parse_read_ahead(ahead, &io.read_ahead);
 	if (!rc && !c.out)
 		rc = titan_err(TITAN_EUSAGE, "no output given (-o OUT)");
 	if (!rc && (vocab <= 0 || vocab > UINT32_MAX))

@@ -118,6 +118,11 @@ flip_byte() {
 	# a pipe among them is read when its turn comes
 	pack_q -o t5 --threads 3 --format jsonl part.00.gz <(cat part.01.gz) part.02.jsonl part.03.gz - part.05.gz < stdin.jsonl
 	diff -r t1 t5
+	# how far ahead the next files are read changes nothing in the dataset
+	for size in 1K 1G; do
+		pack_q -o "a$size" --threads 3 --read-ahead "$size" --format jsonl "${in[@]}" < stdin.jsonl
+		diff -r t1 "a$size"
+	done
 	decoded t3 --jsonl | jq -c .text > back.txt
 	jq -c .text "$TITAN_DATA/corpus/tinyshakespeare.jsonl" | cmp - back.txt
 	# A damaged file among them is named, after those before it were read.
@@ -384,4 +389,14 @@ flip_byte() {
 	run titan-pack -q -t "$(tokjson gpt2)" -o d --zstd-level -8 "$in"
 	expect_status 2
 	expect_output_has "--zstd-level must be -7 to 19, got -8"
+}
+
+@test "--read-ahead takes a size; anything else is a usage error that creates nothing" {
+	need_data corpus/tinyshakespeare.jsonl
+	for bad in 0 -1M 12X 1e99; do
+		run titan-pack -q -t "$(tokjson gpt2)" -o d --read-ahead "$bad" "$TITAN_DATA/corpus/tinyshakespeare.jsonl"
+		expect_status 2
+		expect_output_has "--read-ahead: '$bad' is not a size"
+		[ ! -e d ]
+	done
 }

@@ -44,6 +44,13 @@ load helpers
 	run titan-tok encode -t "$(tokjson gpt2)" --threads two
 	expect_status 2
 	expect_output_has "expects an integer, got 'two'"
+	run titan-tok encode -t "$(tokjson gpt2)" --read-ahead lots
+	expect_status 2
+	expect_output_has "--read-ahead: 'lots' is not a size"
+	run titan-tok train -o t.json --vocab-size 300 --read-ahead 0 in.txt
+	expect_status 2
+	expect_output_has "--read-ahead: '0' is not a size"
+	[ ! -e t.json ]
 }
 
 @test "every command's --help synopsis is the man page's" {
@@ -164,6 +171,8 @@ JSON
 	titan-tok encode -t "$t" --threads 1 --lines part.00 part.01.gz part.02 part.03.gz part.04 > one.txt
 	titan-tok encode -t "$t" --threads 4 --lines part.00 part.01.gz part.02 part.03.gz part.04 > four.txt
 	cmp one.txt four.txt
+	titan-tok encode -t "$t" --threads 4 --read-ahead 4K --lines part.00 part.01.gz part.02 part.03.gz part.04 |
+		cmp - four.txt
 	titan-tok encode -t "$t" --threads 1 --lines "$TITAN_DATA/corpus/kjv.txt" | cmp - four.txt
 }
 

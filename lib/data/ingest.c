@@ -278,7 +278,8 @@ int ingest_open(ingest **out, const char *const *inputs, size_t n, const ingest_
 		}
 	}
 	if (!rc)
-		rc = readahead_open(&in->ra, in->inputs, in->ninputs, opts->readers);
+		rc = readahead_open(&in->ra, in->inputs, in->ninputs, opts->readers,
+				    opts->read_ahead);
 	if (rc)
 		goto fail;
 	if (!size_known)

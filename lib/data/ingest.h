@@ -40,6 +40,8 @@ typedef struct ingest_opts {
 	bool pieces;        /* text: a whole-file document may come in parts */
 	int readers;        /* threads reading regular files ahead, decompressing
 			     * them (readahead.h); 0: all on the caller's thread */
+	size_t read_ahead;  /* bytes each file after the one being parsed may
+			     * hold, decompressed; 0: RA_AHEAD (32 MiB) */
 } ingest_opts;
 
 typedef struct ingest_doc {

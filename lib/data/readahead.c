@@ -7,7 +7,7 @@
  * at most one per thread and never more than `threads` inputs past the one
  * the caller is in, and queue each file's events in a slot of its own; the
  * caller takes them from the slot of its input.  A thread stops reading a
- * file while RA_NEAR bytes of it wait in its slot, RA_AHEAD if the caller
+ * file while RA_NEAR bytes of it wait in its slot, `ahead` if the caller
  * has not got to it yet. */
 #include "core/base.h"
 
@@ -54,6 +54,7 @@ struct ra_stream {
 	ra_node *held;        /* the event returned last */
 
 	size_t window;        /* inputs that may be read at once */
+	size_t ahead;         /* what a slot the caller is not in may hold */
 	int nthreads;         /* started */
 	pthread_t *threads;
 	pthread_mutex_t mu;
@@ -314,7 +315,7 @@ static void read_ahead(ra_stream *r, size_t i)
 		pthread_cond_broadcast(&r->ready);
 		if (nd->ev.kind == RA_INPUT_END)
 			return;
-		while (!r->stop && s->queued >= (i == r->cur ? RA_NEAR : RA_AHEAD))
+		while (!r->stop && s->queued >= (i == r->cur ? RA_NEAR : r->ahead))
 			pthread_cond_wait(&r->work, &r->mu);
 		if (r->stop) {
 			reader_close(&rd);
@@ -336,7 +337,8 @@ static void *reader_main(void *arg)
 
 /* ---- the caller ---- */
 
-int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int threads)
+int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int threads,
+		   size_t ahead)
 {
 	*out = NULL;
 	ra_stream *r = calloc(1, sizeof *r);
@@ -345,6 +347,7 @@ int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int thread
 	r->inputs = inputs;
 	r->n = n;
 	r->own.fd = -1;
+	r->ahead = ahead ? ahead : RA_AHEAD;
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->work, NULL);
 	pthread_cond_init(&r->ready, NULL);

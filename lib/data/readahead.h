@@ -18,10 +18,13 @@
  * than a many-core machine tokenizes, and C4 comes as a thousand .json.gz
  * files.  With threads > 0, up to that many regular files are read at once:
  * the one the caller is in at most RA_NEAR bytes ahead of it, the ones
- * after it RA_AHEAD, which is what lets them inflate while the caller is
- * busy with the first.  (Fresh memory is not free: on a virtual machine,
- * faulting in 32 MB costs about 80 ms, a tenth of a 40 MB job, so a single
- * input never holds more than RA_NEAR.)  Standard input, pipes
+ * after it `ahead` bytes (RA_AHEAD unless the caller says), which is what
+ * lets them inflate while the caller is busy with the first.  A file larger
+ * than that (C4's are hundreds of MB) waits for the caller once it holds
+ * that much, so only a limit above the file size lets several inflate from
+ * start to end at once, at the cost of holding them.  (Fresh memory is not
+ * free: on a virtual machine, faulting in 32 MB costs about 80 ms, a tenth
+ * of a 40 MB job, so the file being parsed never holds more than RA_NEAR.)  Standard input, pipes
  * and devices are read on the caller's thread when it gets to them, so that
  * no thread is ever left waiting on a stream that nobody will close. */
 #ifndef TITAN_DATA_READAHEAD_H
@@ -32,7 +35,8 @@
 #define RA_NEAR (2u * RA_BLOCK)
 #define RA_AHEAD (32u * RA_BLOCK)
 /* Eight inflate faster than the one thread that splits what they read can
- * take it (about 1 GB/s of JSON lines), and hold at most 256 MB. */
+ * take it (about 1 GB/s of JSON lines), and hold at most 256 MB by default
+ * (8 x RA_AHEAD). */
 #define RA_THREADS_MAX 8
 
 typedef enum { RA_ENTRY = 1, RA_DATA, RA_ENTRY_END, RA_INPUT_END } ra_kind;
@@ -56,8 +60,10 @@ typedef struct ra_stream ra_stream;
 
 /* inputs[0..n) must outlive r.  threads: how many regular files may be
  * read at once ahead of the caller (at most RA_THREADS_MAX); 0 reads
- * everything on its thread. */
-int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int threads);
+ * everything on its thread.  ahead: the bytes each file after the caller's
+ * may hold before the caller gets to it; 0 is RA_AHEAD. */
+int readahead_open(ra_stream **out, const ra_input *inputs, size_t n, int threads,
+		   size_t ahead);
 /* The next event: 1, 0 after the last input's RA_INPUT_END, < 0 on error
  * (the message names the input).  ev's pointers stay valid until the next
  * call. */

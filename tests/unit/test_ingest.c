@@ -103,11 +103,18 @@ static struct docs collect(const char *const *inputs, size_t n, const ingest_opt
 	bool again = true;
 	for (size_t i = 0; i < n; i++)
 		again &= strcmp(inputs[i], "-") != 0;
-	for (int readers = 1; again && readers <= 3; readers += 2) {
-		ahead.readers = readers;
+	/* One reader, three, and three that may each hold a single block of
+	 * the files ahead or (past any file here) 64 MiB. */
+	static const struct { int readers; size_t ahead; } runs[] = {
+		{1, 0}, {3, 0}, {3, 1}, {3, 64u << 20},
+	};
+	for (size_t k = 0; again && k < ARRAY_SIZE(runs); k++) {
+		ahead.readers = runs[k].readers;
+		ahead.read_ahead = runs[k].ahead;
 		struct docs e = collect_once(inputs, n, &ahead);
-		CHECK(same_docs(&d, &e), "%zu inputs, %d readers: %zu docs rc %d '%s' against %zu "
-		      "docs rc %d '%s'", n, readers, e.n, e.rc, e.err, d.n, d.rc, d.err);
+		CHECK(same_docs(&d, &e), "%zu inputs, %d readers, %zu ahead: %zu docs rc %d '%s' "
+		      "against %zu docs rc %d '%s'", n, runs[k].readers, runs[k].ahead, e.n, e.rc,
+		      e.err, d.n, d.rc, d.err);
 		docs_free(&e);
 	}
 	return d;
