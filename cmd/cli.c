@@ -134,10 +134,8 @@ int cli_parse_read_ahead(const char *s, size_t *bytes)
 {
 	uint64_t v = 0;
 	int rc = s ? cli_parse_size("--read-ahead", s, &v) : 0;
-	if (!rc && v > SIZE_MAX)
-		rc = titan_err(TITAN_EUSAGE, "--read-ahead: '%s' does not fit this machine's memory",
-			       s);
-	*bytes = rc ? 0 : (size_t)v;
+	/* Past what an address space holds, a limit is no limit. */
+	*bytes = rc ? 0 : v > SIZE_MAX ? SIZE_MAX : (size_t)v;
 	return rc;
 }
 
