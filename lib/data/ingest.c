@@ -352,10 +352,11 @@ static int refill(ingest *in)
 		return 0;
 	ra_event ev;
 	int rc = next_event(in, &ev);
+	/* The block read last went back to the reader with that call. */
+	in->blk = (const uint8_t *)"";
+	in->blk_pos = in->blk_len = 0;
 	if (rc < 0)
 		return rc;
-	in->blk_pos = 0;
-	in->blk_len = 0;
 	if (rc == 0 || ev.kind != RA_DATA) {
 		in->data_eof = true;
 		return 0;
@@ -390,7 +391,7 @@ static int read_line(ingest *in, const uint8_t **p, size_t *n)
 			*n = in->pending.n;
 			return 1;
 		}
-		int rc = avail ? bytes_append(&in->pending, start, avail) : 0;
+		int rc = bytes_append(&in->pending, start, avail);
 		if (rc)
 			return rc;
 		in->blk_pos = in->blk_len;
@@ -415,8 +416,8 @@ static int read_all(ingest *in, size_t limit)
 {
 	in->pending.n = 0;
 	for (;;) {
-		size_t avail = in->blk_len - in->blk_pos;
-		int rc = avail ? bytes_append(&in->pending, in->blk + in->blk_pos, avail) : 0;
+		int rc = bytes_append(&in->pending, in->blk + in->blk_pos,
+				      in->blk_len - in->blk_pos);
 		if (rc)
 			return rc;
 		in->blk_pos = in->blk_len;
